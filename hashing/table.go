@@ -1,0 +1,407 @@
+package hashing
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+const (
+	// DefaultSlotBits gives 2^20 slots: 8 MiB of table, and slot noise in
+	// shares of about 0.3% (relative) at 10 instances.
+	DefaultSlotBits = 20
+	// Depth is how many choices each slot keeps. Walks that need more compute
+	// the rest of the list (O(N)); with Depth 4 that takes three of a key's
+	// first four choices failing the filter.
+	Depth = 4
+	// MaxInstances is the most instances a table holds (16-bit indices, one
+	// value kept for "none").
+	MaxInstances = 1<<16 - 2
+
+	none = 1<<16 - 1
+)
+
+// Instance is one configured instance as the hash sees it.
+type Instance struct {
+	Name string
+	// Weight is the instance's relative share of keys; 0 takes no keys and
+	// leaves the instance out of the table.
+	Weight int
+}
+
+// Options replace the hash functions, for tests that work answers out by hand.
+// The zero value is what production uses.
+type Options struct {
+	// SlotBits sets 2^SlotBits slots; 0 means DefaultSlotBits.
+	SlotBits int
+	// KeyHash maps a key to 64 bits; its top SlotBits bits pick the slot.
+	// nil means xxhash64.
+	KeyHash func(key string) uint64
+	// RankHash gives instance name its rank u for a slot, as 64 bits read as
+	// the fraction u in (0, 1); the score is -ln(u)/weight, lowest first.
+	// nil means a 64-bit mix of the slot and the xxhash64 of the name.
+	RankHash func(slot uint64, name string) uint64
+}
+
+// Table is the preference lists of every slot for one set of instances.
+// Instance indices follow the names in sorted order, so they are the same for
+// any order of the input.
+type Table struct {
+	names    []string
+	weights  []float64
+	invW     []float64
+	seeds    []uint64
+	shift    uint
+	slots    []uint64 // Depth 16-bit indices per slot, first choice lowest
+	keyHash  func(string) uint64
+	rankHash func(slot uint64, name string) uint64
+}
+
+// New builds the table for instances with the production hashes.
+func New(instances []Instance) (*Table, error) {
+	return NewWithOptions(instances, Options{})
+}
+
+// NewWithOptions builds the table for instances. Instances of weight 0 are
+// left out. It fails on an empty or duplicate name, a negative weight, or more
+// than MaxInstances instances.
+func NewWithOptions(instances []Instance, opts Options) (*Table, error) {
+	bits := opts.SlotBits
+	if bits == 0 {
+		bits = DefaultSlotBits
+	}
+	if bits < 1 || bits > 30 {
+		return nil, fmt.Errorf("hashing: slot bits %d out of range 1..30", bits)
+	}
+	in := make([]Instance, 0, len(instances))
+	for _, inst := range instances {
+		switch {
+		case inst.Name == "":
+			return nil, errors.New("hashing: instance with an empty name")
+		case inst.Weight < 0:
+			return nil, fmt.Errorf("hashing: instance %q has negative weight %d", inst.Name, inst.Weight)
+		case inst.Weight > 0:
+			in = append(in, inst)
+		}
+	}
+	if len(in) > MaxInstances {
+		return nil, fmt.Errorf("hashing: %d instances, at most %d", len(in), MaxInstances)
+	}
+	slices.SortFunc(in, func(a, b Instance) int { return strings.Compare(a.Name, b.Name) })
+	for i := 1; i < len(in); i++ {
+		if in[i].Name == in[i-1].Name {
+			return nil, fmt.Errorf("hashing: duplicate instance name %q", in[i].Name)
+		}
+	}
+
+	t := &Table{
+		names:    make([]string, len(in)),
+		weights:  make([]float64, len(in)),
+		invW:     make([]float64, len(in)),
+		seeds:    make([]uint64, len(in)),
+		shift:    uint(64 - bits),
+		keyHash:  opts.KeyHash,
+		rankHash: opts.RankHash,
+	}
+	t.slots = slotMemory(t, 1<<bits)
+	if t.keyHash == nil {
+		t.keyHash = xxhash.Sum64String
+	}
+	for i, inst := range in {
+		t.names[i] = inst.Name
+		t.weights[i] = float64(inst.Weight)
+		t.invW[i] = 1 / float64(inst.Weight)
+		t.seeds[i] = xxhash.Sum64String(inst.Name)
+	}
+	t.fillParallel()
+	return t, nil
+}
+
+// fillParallel computes every slot's first choices, O(slots × N), on all CPUs.
+// Slots are independent, so the result does not depend on the split.
+func (t *Table) fillParallel() {
+	thr, cut := t.thresholds()
+	parts := runtime.GOMAXPROCS(0)
+	if len(t.slots)*len(t.names) < 1<<22 || parts < 2 {
+		t.fill(0, uint64(len(t.slots)), thr, cut)
+		return
+	}
+	var wg sync.WaitGroup
+	step := uint64(len(t.slots) / parts)
+	for p := range parts {
+		lo, hi := uint64(p)*step, uint64(p+1)*step
+		if p == parts-1 {
+			hi = uint64(len(t.slots))
+		}
+		wg.Go(func() { t.fill(lo, hi, thr, cut) })
+	}
+	wg.Wait()
+}
+
+// candidatesPerSlot is how many instances per slot, on average, pass the
+// first, log-free test of fill; maxCandidates bounds them.
+const (
+	candidatesPerSlot = 3 * Depth
+	maxCandidates     = 64
+)
+
+// thresholds picks cut = candidatesPerSlot / total weight, a score about that
+// many instances per slot fall under, and gives each instance i the bound on
+// ^x>>11 (x its rank hash) under which its score can be below cut: the score
+// -ln(u)/w is at least (1-u)/w, and 1-u = (^x>>11 + 0.5)·2^-53.
+func (t *Table) thresholds() (thr []uint64, cut float64) {
+	total := 0.0
+	for _, w := range t.weights {
+		total += w
+	}
+	cut = candidatesPerSlot / total
+	thr = make([]uint64, len(t.weights))
+	for i, w := range t.weights {
+		thr[i] = uint64(min(math.Ceil(cut*w*0x1p53), 0x1p53))
+	}
+	return thr, cut
+}
+
+type candidate struct {
+	score float64
+	index int
+}
+
+func (c candidate) before(d candidate) bool {
+	return c.score < d.score || c.score == d.score && c.index < d.index
+}
+
+// fill computes slots [lo, hi). One integer comparison per instance finds the
+// few whose score can be below cut (see thresholds); only those are scored
+// with a log. A slot where fewer than Depth of them are surely below the cut
+// is scored in full.
+//
+// The race detector is off here: it would make the build eight times slower
+// (a minute at N = 1000 in the tests), and the loop only reads immutable
+// inputs and writes the slots its own goroutine was given.
+//
+//go:norace
+func (t *Table) fill(lo, hi uint64, thr []uint64, cut float64) {
+	cut *= 1 - 1e-9 // margin for rounding: candidates surely below the cut
+	var cands [maxCandidates]candidate
+	for s := lo; s < hi; s++ {
+		sk := slotKey(s)
+		n, under := 0, 0
+		for i, limit := range thr {
+			var x uint64
+			if t.rankHash == nil {
+				x = Mix(sk ^ t.seeds[i]) // rank, inlined: this loop is the build's cost
+			} else {
+				x = t.rankHash(s, t.names[i])
+			}
+			if ^x>>11 >= limit {
+				continue
+			}
+			if n == maxCandidates {
+				under = -1
+				break
+			}
+			sc := negLog(unit(x)) / t.weights[i]
+			if sc < cut {
+				under++
+			}
+			c := candidate{sc, i}
+			j := n
+			for ; j > 0 && c.before(cands[j-1]); j-- {
+				cands[j] = cands[j-1]
+			}
+			cands[j] = c
+			n++
+		}
+		if under < Depth && n < len(thr) {
+			t.slots[s] = t.exactSlot(s)
+			continue
+		}
+		e := uint64(0)
+		for j := Depth - 1; j >= 0; j-- {
+			idx := uint64(none)
+			if j < n {
+				idx = uint64(cands[j].index)
+			}
+			e = e<<16 | idx
+		}
+		t.slots[s] = e
+	}
+}
+
+// exactSlot computes slot s's entry by scoring every instance.
+func (t *Table) exactSlot(s uint64) uint64 {
+	all := func(int) bool { return true }
+	var first [Depth]int
+	prev, prevScore := -1, math.Inf(-1)
+	for j := range first {
+		first[j] = none
+		if prev = t.scanAfter(s, prevScore, prev, all); prev < 0 {
+			break
+		}
+		first[j], prevScore = prev, t.score(s, prev)
+	}
+	e := uint64(0)
+	for j := Depth - 1; j >= 0; j-- {
+		e = e<<16 | uint64(first[j])
+	}
+	return e
+}
+
+// rank is instance i's rank hash for slot s (whose slotKey is sk).
+func (t *Table) rank(sk, s uint64, i int) uint64 {
+	if t.rankHash != nil {
+		return t.rankHash(s, t.names[i])
+	}
+	return Mix(sk ^ t.seeds[i])
+}
+
+func (t *Table) score(s uint64, i int) float64 {
+	return negLog(unit(t.rank(slotKey(s), s, i))) / t.weights[i]
+}
+
+// unit reads x as a fraction in (0, 1).
+func unit(x uint64) float64 { return (float64(x>>11) + 0.5) * 0x1p-53 }
+
+// lowerBound is 1-unit(x), a lower bound of -ln(unit(x)), computed exactly.
+func lowerBound(x uint64) float64 { return (float64(^x>>11) + 0.5) * 0x1p-53 }
+
+func slotKey(s uint64) uint64 { return Mix(s + 0x9e3779b97f4a7c15) }
+
+// Mix is the splitmix64 finalizer: a bijection whose output bits each depend
+// on every input bit.
+func Mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// Len is the number of instances in the table (weight > 0).
+func (t *Table) Len() int { return len(t.names) }
+
+// Name is the name of instance i.
+func (t *Table) Name(i int) string { return t.names[i] }
+
+// Weight is the weight of instance i.
+func (t *Table) Weight(i int) int { return int(t.weights[i]) }
+
+// Index finds the index of the instance named name.
+func (t *Table) Index(name string) (int, bool) {
+	return slices.BinarySearch(t.names, name)
+}
+
+// Slots is the number of slots.
+func (t *Table) Slots() int { return len(t.slots) }
+
+// Hash is the key's 64-bit hash, the input of First and Next.
+func (t *Table) Hash(key string) uint64 { return t.keyHash(key) }
+
+// First returns the first instance of h's preference list for which pass
+// returns true, or -1 if none does. pass is called in list order and must not
+// retain anything.
+func (t *Table) First(h uint64, pass func(i int) bool) int {
+	s := h >> t.shift
+	e := t.slots[s]
+	for j := range Depth {
+		i := int(e >> (16 * j) & none)
+		if i == none {
+			return -1
+		}
+		if pass(i) {
+			return i
+		}
+	}
+	last := int(e >> (16 * (Depth - 1)) & none)
+	return t.scanAfter(s, t.score(s, last), last, pass)
+}
+
+// Next returns the first instance after instance after in h's preference list
+// for which pass returns true, or -1 if none does (or after is not an index).
+func (t *Table) Next(h uint64, after int, pass func(i int) bool) int {
+	if after < 0 || after >= len(t.names) {
+		return -1
+	}
+	s := h >> t.shift
+	e := t.slots[s]
+	j := 0
+	for j < Depth && int(e>>(16*j)&none) != after {
+		j++
+	}
+	if j == Depth { // after is beyond the kept choices
+		return t.scanAfter(s, t.score(s, after), after, pass)
+	}
+	for j++; j < Depth; j++ {
+		i := int(e >> (16 * j) & none)
+		if i == none {
+			return -1
+		}
+		if pass(i) {
+			return i
+		}
+	}
+	last := int(e >> (16 * (Depth - 1)) & none)
+	return t.scanAfter(s, t.score(s, last), last, pass)
+}
+
+// scanAfter finds the passing instance that follows (prevScore, prev) in slot
+// s's list by scoring every instance: the path beyond the kept choices.
+func (t *Table) scanAfter(s uint64, prevScore float64, prev int, pass func(int) bool) int {
+	best, bestScore := -1, math.Inf(1)
+	cut := bestScore
+	sk := slotKey(s)
+	for i := range t.names {
+		x := t.rank(sk, s, i)
+		if lowerBound(x)*t.invW[i] > cut {
+			continue
+		}
+		sc := negLog(unit(x)) / t.weights[i]
+		if sc < prevScore || sc == prevScore && i <= prev {
+			continue // at or before prev in the list
+		}
+		if sc < bestScore && pass(i) {
+			best, bestScore = i, sc
+			cut = sc * (1 + 1e-9)
+		}
+	}
+	return best
+}
+
+// AppendList appends the first n instances of h's preference list to dst (all
+// of them if n < 0 or n > Len).
+func (t *Table) AppendList(dst []int, h uint64, n int) []int {
+	if n < 0 || n > len(t.names) {
+		n = len(t.names)
+	}
+	all := func(int) bool { return true }
+	for i := t.First(h, all); i >= 0 && n > 0; n-- {
+		dst = append(dst, i)
+		if n > 1 {
+			i = t.Next(h, i, all)
+		}
+	}
+	return dst
+}
+
+// Shares is, for every instance, the fraction of slots whose first choice it
+// is: the share of keys it takes when every instance is live.
+func (t *Table) Shares() []float64 {
+	shares := make([]float64, len(t.names))
+	for _, e := range t.slots {
+		if i := int(e & none); i != none {
+			shares[i]++
+		}
+	}
+	for i := range shares {
+		shares[i] /= float64(len(t.slots))
+	}
+	return shares
+}
