@@ -1,0 +1,169 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Endpoint is a parsed address: transport, host and port.
+type Endpoint struct {
+	// Transport is the URL scheme: udp or tcp for SIP, http for HTTP, tcp for
+	// plain listeners.
+	Transport string
+	// Host is an IP address or a DNS name, without brackets; empty for all
+	// interfaces on a listener.
+	Host string
+	Port int
+}
+
+// IsZero reports whether the address was not given.
+func (e Endpoint) IsZero() bool { return e == Endpoint{} }
+
+// Addr is host:port, bracketed for IPv6, as net.Dial and net.Listen take it.
+func (e Endpoint) Addr() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
+
+// String is the address as the configuration writes it.
+func (e Endpoint) String() string {
+	if e.IsZero() {
+		return ""
+	}
+	return e.Transport + "://" + e.Addr()
+}
+
+// IsLoopback reports whether Host is a loopback address or "localhost".
+func (e Endpoint) IsLoopback() bool {
+	if strings.EqualFold(e.Host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(e.Host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// SIPAddr is a SIP address, "udp://host:port" or "tcp://host:port"; without a
+// scheme the transport is udp, without a port it is 5060. Port 0 (a free port)
+// is for listeners only.
+type SIPAddr struct{ Endpoint }
+
+// UnmarshalYAML parses the address.
+func (a *SIPAddr) UnmarshalYAML(n *yaml.Node) (err error) {
+	a.Endpoint, err = parseEndpoint(n, "udp", 5060, "udp", "tcp")
+	return err
+}
+
+// HTTPAddr is an instance's HTTP address, "http://host:port"; without a port
+// it is 80.
+type HTTPAddr struct{ Endpoint }
+
+// UnmarshalYAML parses the address.
+func (a *HTTPAddr) UnmarshalYAML(n *yaml.Node) (err error) {
+	a.Endpoint, err = parseEndpoint(n, "http", 80, "http")
+	return err
+}
+
+// ListenAddr is a TCP listener's host:port; port 0 picks a free port and an
+// empty host listens on every interface.
+type ListenAddr struct{ Endpoint }
+
+// UnmarshalYAML parses the address.
+func (a *ListenAddr) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("want host:port")
+	}
+	host, port, err := splitHostPort(n.Value)
+	if err != nil {
+		return err
+	}
+	a.Endpoint = Endpoint{Transport: "tcp", Host: host, Port: port}
+	return nil
+}
+
+func parseEndpoint(n *yaml.Node, defScheme string, defPort int, schemes ...string) (Endpoint, error) {
+	if n.Kind != yaml.ScalarNode {
+		return Endpoint{}, fmt.Errorf("want an address like %s://host:port", defScheme)
+	}
+	s := strings.TrimSpace(n.Value)
+	scheme, rest, found := strings.Cut(s, "://")
+	if !found {
+		scheme, rest = defScheme, s
+	}
+	scheme = strings.ToLower(scheme)
+	ok := false
+	for _, allowed := range schemes {
+		ok = ok || scheme == allowed
+	}
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%q: transport %q is not supported (use %s)", s, scheme, strings.Join(schemes, " or "))
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if strings.ContainsAny(rest, "/?#@") {
+		return Endpoint{}, fmt.Errorf("%q: want %s://host:port with no path, query or user", s, scheme)
+	}
+	host, port := rest, defPort
+	if h, p, err := net.SplitHostPort(rest); err == nil {
+		host, port, err = h, 0, nil
+		if port, err = parsePort(p); err != nil {
+			return Endpoint{}, fmt.Errorf("%q: %w", s, err)
+		}
+	} else if strings.HasPrefix(rest, "[") && strings.HasSuffix(rest, "]") {
+		host = rest[1 : len(rest)-1]
+	}
+	if err := checkHost(host); err != nil {
+		return Endpoint{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return Endpoint{Transport: scheme, Host: host, Port: port}, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(strings.TrimSpace(s))
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: want host:port", s)
+	}
+	port, err := parsePort(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", s, err)
+	}
+	if host != "" {
+		if err := checkHost(host); err != nil {
+			return "", 0, fmt.Errorf("%q: %w", s, err)
+		}
+	}
+	return host, port, nil
+}
+
+func parsePort(p string) (int, error) {
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	return port, nil
+}
+
+// checkHost accepts an IP address or a DNS name.
+func checkHost(h string) error {
+	if h == "" {
+		return errors.New("no host")
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	if len(h) > 253 {
+		return errors.New("host name longer than 253 characters")
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("%q is neither an IP address nor a host name", h)
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("%q is neither an IP address nor a host name", h)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+// Package config owns clb's YAML file: its schema, defaults and validation.
+//
+// One pipeline: decode (every key checked against the schema, unknown keys
+// refused) → defaults → validate → derive. Every error names the file, the line
+// and the key path, e.g. "clb.yaml:12: instances[1].weight: must be ...".
+//
+// Concurrency: a *Config is immutable once Parse returns it; share it freely.
+package config
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"clb/loadfactor"
+)
+
+// Config is one clb.yaml.
+type Config struct {
+	Listen     Listen     `yaml:"listen"`
+	Instances  []Instance `yaml:"instances"`
+	Health     Health     `yaml:"health"`
+	LoadFactor LoadFactor `yaml:"loadfactor"`
+	Admin      Admin      `yaml:"admin"`
+	Keys       Keys       `yaml:"keys"`
+
+	// File is the path the configuration was read from.
+	File string `yaml:"-"`
+}
+
+// Listen holds clb's own addresses.
+type Listen struct {
+	// SIP listeners, "udp://host:port" or "tcp://host:port". Default none.
+	SIP []SIPAddr `yaml:"sip"`
+	// HTTP is the HTTP front end's host:port. Default none.
+	HTTP ListenAddr `yaml:"http"`
+	// Admin is the admin API's host:port. Default none.
+	Admin ListenAddr `yaml:"admin"`
+}
+
+// Instance is one back-end instance as configured.
+type Instance struct {
+	// Name is unique, [A-Za-z0-9._-]+. Required.
+	Name string `yaml:"name"`
+	// SIP is where SIP goes; zero if the instance speaks no SIP.
+	SIP SIPAddr `yaml:"sip"`
+	// HTTP is where HTTP goes; zero if the instance speaks no HTTP.
+	HTTP HTTPAddr `yaml:"http"`
+	// Weight is the relative share of keys. Default 100; 0 takes no keys.
+	Weight int `yaml:"weight"`
+}
+
+// Health configures the health checks.
+type Health struct {
+	// Active turns probes on. Default true.
+	Active bool `yaml:"active"`
+	// Interval between probes. Default 2s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one probe. Default 1s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rise is how many passed probes in a row mark an instance up. Default 2.
+	Rise int `yaml:"rise"`
+	// Fall is how many failures in a row mark an instance down. Default 3.
+	Fall int `yaml:"fall"`
+	// HTTPPath is the GET target of the HTTP probe. Default "/".
+	HTTPPath string `yaml:"http_path"`
+}
+
+// LoadFactor configures the ramp of SPEC section 3.
+type LoadFactor struct {
+	// Start is the factor an instance returns at. Default 0.1.
+	Start float64 `yaml:"start"`
+	// Increase is added every Period. Default 0.1.
+	Increase float64 `yaml:"increase"`
+	// Period between increases. Default 10s.
+	Period time.Duration `yaml:"period"`
+}
+
+// Params is the ramp as package loadfactor takes it.
+func (l LoadFactor) Params() loadfactor.Params {
+	return loadfactor.Params{Start: l.Start, Increase: l.Increase, Period: l.Period}
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	// Token is the bearer token the admin API requires; it must be set when
+	// listen.admin is not a loopback address. Default "".
+	Token string `yaml:"token"`
+}
+
+// Keys holds the key rules of both front ends.
+type Keys struct {
+	// SIP rules, tried in order; default from-tag + call-id.
+	SIP []Rule `yaml:"sip"`
+	// HTTP rules, tried in order; default the CLBKEY cookie.
+	HTTP []Rule `yaml:"http"`
+}
+
+// Rule takes a key from one source of a request; the first rule that gives a
+// non-empty value wins. Exactly one source is set.
+type Rule struct {
+	// Header takes this header's value (SIP or HTTP).
+	Header string `yaml:"header"`
+	// Cookie takes this cookie's value (HTTP).
+	Cookie string `yaml:"cookie"`
+	// Query takes this query parameter (HTTP).
+	Query string `yaml:"query"`
+	// RequestURI takes the Request-URI (SIP) or the URL path (HTTP).
+	RequestURI bool `yaml:"request_uri"`
+	// URIUser narrows a SIP source to the user part of its URI.
+	URIUser bool `yaml:"uri_user"`
+	// URIParam narrows a SIP source to this parameter of its URI.
+	URIParam string `yaml:"uri_param"`
+	// Regexp, if set, narrows the value to the first capture group of this
+	// regular expression (RE2 syntax); no match gives no key.
+	Regexp Pattern `yaml:"regexp"`
+	// Prefix is put in front of a non-empty result.
+	Prefix string `yaml:"prefix"`
+}
+
+// Pattern is a compiled regular expression with at least one capture group.
+type Pattern struct{ *regexp.Regexp }
+
+// UnmarshalYAML compiles the expression.
+func (p *Pattern) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a regular expression")
+	}
+	re, err := regexp.Compile(n.Value)
+	if err != nil {
+		return err
+	}
+	if re.NumSubexp() < 1 {
+		return fmt.Errorf("%q has no capture group; the key is the first group", n.Value)
+	}
+	p.Regexp = re
+	return nil
+}
+
+// Defaults is the configuration before the file is read.
+func Defaults() Config {
+	lf := loadfactor.DefaultParams()
+	return Config{
+		Health: Health{
+			Active:   true,
+			Interval: 2 * time.Second,
+			Timeout:  time.Second,
+			Rise:     2,
+			Fall:     3,
+			HTTPPath: "/",
+		},
+		LoadFactor: LoadFactor{Start: lf.Start, Increase: lf.Increase, Period: lf.Period},
+	}
+}
+
+// DefaultWeight is an instance's weight when the file gives none.
+const DefaultWeight = 100
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, defaults and validates data, read from file. The error, if
+// any, joins one *Error per problem found.
+func Parse(file string, data []byte) (*Config, error) {
+	d := &decoder{file: file, lines: map[string]int{}}
+	cfg := Defaults()
+	cfg.File = file
+	d.document(data, &cfg)
+	if d.errs == nil {
+		d.validate(&cfg)
+	}
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}

@@ -1,0 +1,317 @@
+package config
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+listen:
+  sip: udp://127.0.0.1:5060
+instances:
+  - name: a
+    sip: 127.0.0.1:5071
+`
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("min.yaml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Listen.SIP) != 1 || c.Listen.SIP[0].String() != "udp://127.0.0.1:5060" {
+		t.Errorf("listen.sip %v", c.Listen.SIP)
+	}
+	if !c.Listen.HTTP.IsZero() || !c.Listen.Admin.IsZero() {
+		t.Errorf("http %q admin %q, want none", c.Listen.HTTP, c.Listen.Admin)
+	}
+	inst := c.Instances[0]
+	if inst.Weight != DefaultWeight || inst.SIP.String() != "udp://127.0.0.1:5071" || !inst.HTTP.IsZero() {
+		t.Errorf("instance %+v", inst)
+	}
+	want := Defaults()
+	if c.Health != want.Health || c.LoadFactor != want.LoadFactor || c.Admin != want.Admin {
+		t.Errorf("health %+v loadfactor %+v admin %+v, want defaults", c.Health, c.LoadFactor, c.Admin)
+	}
+	if c.Health.Interval != 2*time.Second || c.LoadFactor.Start != 0.1 || !c.Health.Active {
+		t.Errorf("defaults are not SPEC 9a's: %+v %+v", c.Health, c.LoadFactor)
+	}
+	if c.File != "min.yaml" {
+		t.Errorf("File %q", c.File)
+	}
+}
+
+func TestExampleFile(t *testing.T) {
+	c, err := Load("../clb.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Instances) != 3 || len(c.Listen.SIP) != 2 || c.Listen.SIP[1].Transport != "tcp" {
+		t.Errorf("example: %d instances, listen.sip %v", len(c.Instances), c.Listen.SIP)
+	}
+	if len(c.Keys.SIP) != 1 || !c.Keys.SIP[0].URIUser || c.Keys.HTTP[1].Regexp.Regexp == nil {
+		t.Errorf("example keys: %+v", c.Keys)
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // String() of the parsed address; "" for an error
+		host string
+	}{
+		{in: "udp://127.0.0.1:5071", want: "udp://127.0.0.1:5071", host: "127.0.0.1"},
+		{in: "TCP://sip.example.com", want: "tcp://sip.example.com:5060", host: "sip.example.com"},
+		{in: "[::1]:5070", want: "udp://[::1]:5070", host: "::1"},
+		{in: "tcp://[2001:db8::7]", want: "tcp://[2001:db8::7]:5060", host: "2001:db8::7"},
+		{in: "udp://127.0.0.1:0", want: "udp://127.0.0.1:0", host: "127.0.0.1"},
+		{in: "sctp://127.0.0.1:5060"},
+		{in: "udp://127.0.0.1:65536"},
+		{in: "udp://127.0.0.1:x"},
+		{in: "udp://user@127.0.0.1"},
+		{in: "udp://bad_host:5060"},
+		{in: "udp://:5060"},
+	} {
+		c, err := Parse("a.yaml", []byte("listen: {sip: \""+tc.in+"\"}\ninstances: [{name: a, sip: 127.0.0.1:1}]\n"))
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("%q accepted as %s", tc.in, c.Listen.SIP[0])
+		case tc.want != "" && err != nil:
+			t.Errorf("%q: %v", tc.in, err)
+		case tc.want != "" && (c.Listen.SIP[0].String() != tc.want || c.Listen.SIP[0].Host != tc.host):
+			t.Errorf("%q parsed as %s host %q, want %s host %q", tc.in, c.Listen.SIP[0], c.Listen.SIP[0].Host, tc.want, tc.host)
+		}
+	}
+}
+
+// TestBadFiles: every error names the file, the line and the key.
+func TestBadFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		line int
+		key  string
+		msg  string
+	}{
+		{
+			name: "unknown top-level key",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances: [{name: a, sip: 127.0.0.1:1}]\nhealht: {}\n",
+			line: 3, key: "healht", msg: "unknown key",
+		},
+		{
+			name: "unknown instance key",
+			yaml: `
+listen:
+  http: 127.0.0.1:8080
+instances:
+  - name: a
+    http: http://127.0.0.1:8081
+  - name: b
+    http: http://127.0.0.1:8082
+    wieght: 5
+`,
+			line: 9, key: "instances[1].wieght", msg: "unknown key",
+		},
+		{
+			name: "duplicate name",
+			yaml: `
+listen:
+  http: 127.0.0.1:8080
+instances:
+  - name: a
+    http: http://127.0.0.1:8081
+  - name: a
+    http: http://127.0.0.1:8082
+`,
+			line: 7, key: "instances[1].name", msg: "duplicate name",
+		},
+		{
+			name: "bad duration",
+			yaml: minimal + "health:\n  interval: 2x\n",
+			line: 8, key: "health.interval", msg: "duration",
+		},
+		{
+			name: "duration without unit",
+			yaml: minimal + "loadfactor:\n  period: 10\n",
+			line: 8, key: "loadfactor.period", msg: "duration",
+		},
+		{
+			name: "negative weight",
+			yaml: minimal + "  - name: b\n    sip: 127.0.0.1:5072\n    weight: -5\n",
+			line: 9, key: "instances[1].weight", msg: "from 0 to",
+		},
+		{
+			name: "weight not a number",
+			yaml: minimal + "    weight: heavy\n",
+			line: 7, key: "instances[0].weight", msg: "whole number",
+		},
+		{
+			name: "no instances",
+			yaml: "listen:\n  sip: udp://127.0.0.1:5060\ninstances: []\n",
+			line: 3, key: "instances", msg: "at least one instance",
+		},
+		{
+			name: "no instances key",
+			yaml: "listen:\n  sip: udp://127.0.0.1:5060\n",
+			line: 1, key: "instances", msg: "at least one instance",
+		},
+		{
+			name: "bad instance address",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n    sip: udp://127.0.0.1:99999\n",
+			line: 4, key: "instances[0].sip", msg: "port",
+		},
+		{
+			name: "instance port 0",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n    sip: udp://127.0.0.1:0\n",
+			line: 4, key: "instances[0].sip", msg: "port other than 0",
+		},
+		{
+			name: "bad http scheme",
+			yaml: "listen: {http: 127.0.0.1:8080}\ninstances:\n  - name: a\n    http: ftp://127.0.0.1:21\n",
+			line: 4, key: "instances[0].http", msg: "not supported",
+		},
+		{
+			name: "listen address without port",
+			yaml: "listen:\n  http: localhost\ninstances: [{name: a, http: http://127.0.0.1:1}]\n",
+			line: 2, key: "listen.http", msg: "host:port",
+		},
+		{
+			name: "bad name",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: 'a b'\n    sip: 127.0.0.1:1\n",
+			line: 3, key: "instances[0].name", msg: "letters, digits",
+		},
+		{
+			name: "instance without address",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n  - name: b\n    sip: 127.0.0.1:1\n",
+			line: 3, key: "instances[0]", msg: "sip address, an http address or both",
+		},
+		{
+			name: "two instances, one address",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - {name: a, sip: 127.0.0.1:1}\n  - {name: b, sip: 'udp://127.0.0.1:1'}\n",
+			line: 4, key: "instances[1].sip", msg: "also instances[0].sip",
+		},
+		{
+			name: "no listener",
+			yaml: "listen:\n  admin: 127.0.0.1:9090\ninstances: [{name: a, sip: 127.0.0.1:1}]\n",
+			line: 1, key: "listen", msg: "listen.sip, listen.http or both",
+		},
+		{
+			name: "listeners clash",
+			yaml: "listen:\n  http: 127.0.0.1:8080\n  admin: 127.0.0.1:8080\ninstances: [{name: a, http: http://127.0.0.1:1}]\n",
+			line: 3, key: "listen.admin", msg: "also listen.http",
+		},
+		{
+			name: "admin elsewhere without token",
+			yaml: "listen:\n  http: 127.0.0.1:8080\n  admin: 0.0.0.0:9090\ninstances: [{name: a, http: http://127.0.0.1:1}]\n",
+			line: 3, key: "listen.admin", msg: "admin.token",
+		},
+		{
+			name: "sip listener, no sip instance",
+			yaml: "listen:\n  sip: udp://127.0.0.1:5060\ninstances: [{name: a, http: http://127.0.0.1:1}]\n",
+			line: 2, key: "listen.sip", msg: "no instance",
+		},
+		{
+			name: "every weight 0",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - {name: a, sip: 127.0.0.1:1, weight: 0}\n",
+			line: 2, key: "instances", msg: "weight 0",
+		},
+		{
+			name: "timeout over interval",
+			yaml: minimal + "health:\n  interval: 1s\n  timeout: 2s\n",
+			line: 9, key: "health.timeout", msg: "longer than",
+		},
+		{
+			name: "rise 0",
+			yaml: minimal + "health:\n  rise: 0\n",
+			line: 8, key: "health.rise", msg: "greater than 0",
+		},
+		{
+			name: "start above 1",
+			yaml: minimal + "loadfactor:\n  start: 1.5\n",
+			line: 8, key: "loadfactor.start", msg: "outside",
+		},
+		{
+			name: "rule with two sources",
+			yaml: minimal + "keys:\n  http:\n    - {header: X-User, cookie: u}\n",
+			line: 9, key: "keys.http[0]", msg: "one source",
+		},
+		{
+			name: "cookie rule for SIP",
+			yaml: minimal + "keys:\n  sip:\n    - cookie: u\n",
+			line: 9, key: "keys.sip[0]", msg: "not a source of a SIP request",
+		},
+		{
+			name: "regexp without group",
+			yaml: minimal + "keys:\n  sip:\n    - header: Call-ID\n      regexp: 'abc'\n",
+			line: 10, key: "keys.sip[0].regexp", msg: "capture group",
+		},
+		{
+			name: "bad regexp",
+			yaml: minimal + "keys:\n  sip:\n    - header: Call-ID\n      regexp: '(['\n",
+			line: 10, key: "keys.sip[0].regexp", msg: "missing closing",
+		},
+		{
+			name: "duplicate key",
+			yaml: minimal + "    name: b\n",
+			line: 7, key: "instances[0].name", msg: "duplicate key (first at line 5)",
+		},
+		{
+			name: "list where a mapping belongs",
+			yaml: minimal + "health: [1, 2]\n",
+			line: 7, key: "health", msg: "mapping",
+		},
+		{
+			name: "YAML syntax",
+			yaml: "listen:\n  sip: [udp://127.0.0.1:5060\ninstances: []\n",
+			line: 2, key: "", msg: "YAML syntax", // where the [ is left open
+		},
+		{
+			name: "YAML indentation",
+			yaml: "listen:\n  sip: udp://127.0.0.1:5060\ninstances:\n  - name: a\n sip: 127.0.0.1:1\n",
+			line: 5, key: "", msg: "YAML syntax",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			var cerr *Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("error %T %v is not a *config.Error", err, err)
+			}
+			if cerr.File != "bad.yaml" || cerr.Line != tc.line || cerr.Key != tc.key || !strings.Contains(cerr.Msg, tc.msg) {
+				t.Errorf("got %v\nwant bad.yaml:%d: %s: …%s…", err, tc.line, tc.key, tc.msg)
+			}
+			prefix := "bad.yaml:" + strconv.Itoa(tc.line) + ": "
+			if !strings.HasPrefix(err.Error(), prefix) {
+				t.Errorf("message %q does not start with %q", err, prefix)
+			}
+		})
+	}
+}
+
+func TestAllErrorsReported(t *testing.T) {
+	_, err := Parse("bad.yaml", []byte(`
+listen: {sip: udp://127.0.0.1:5060}
+instances:
+  - {name: a, sip: 127.0.0.1:1, weight: -1}
+  - {name: a, sip: 127.0.0.1:2}
+health: {rise: 0}
+`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 3 {
+		t.Errorf("want 3 errors, one a line:\n%v", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load("testdata/does-not-exist.yaml"); err == nil || !strings.Contains(err.Error(), "does-not-exist") {
+		t.Errorf("missing file: %v", err)
+	}
+}

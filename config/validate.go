@@ -1,0 +1,213 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"clb/hashing"
+	"clb/loadfactor"
+)
+
+// MaxWeight bounds an instance's weight.
+const MaxWeight = 1_000_000
+
+// validate checks what decoding cannot: ranges, references and conflicts.
+func (d *decoder) validate(c *Config) {
+	d.validateListen(c)
+	d.validateInstances(c)
+	d.validateHealth(&c.Health)
+	var perr *loadfactor.ParamError
+	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
+		key := "loadfactor." + perr.Field
+		d.errorf(d.line(key), key, "%s", perr.Msg)
+	}
+	for i, r := range c.Keys.SIP {
+		d.validateRule(r, fmt.Sprintf("keys.sip[%d]", i), true)
+	}
+	for i, r := range c.Keys.HTTP {
+		d.validateRule(r, fmt.Sprintf("keys.http[%d]", i), false)
+	}
+}
+
+func (d *decoder) validateListen(c *Config) {
+	l := &c.Listen
+	if len(l.SIP) == 0 && l.HTTP.IsZero() {
+		d.errorf(d.line("listen"), "listen", "set listen.sip, listen.http or both")
+	}
+	// Two listeners on one transport address cannot both bind.
+	bound := map[string]string{}
+	claim := func(e Endpoint, key string) {
+		if e.Port == 0 {
+			return
+		}
+		transport := e.Transport
+		if transport != "udp" {
+			transport = "tcp"
+		}
+		id := transport + " " + e.Addr()
+		if first, dup := bound[id]; dup {
+			d.errorf(d.line(key), key, "%s %s is also %s", transport, e.Addr(), first)
+			return
+		}
+		bound[id] = key
+	}
+	for i, a := range l.SIP {
+		claim(a.Endpoint, fmt.Sprintf("listen.sip[%d]", i))
+	}
+	if !l.HTTP.IsZero() {
+		claim(l.HTTP.Endpoint, "listen.http")
+	}
+	if !l.Admin.IsZero() {
+		claim(l.Admin.Endpoint, "listen.admin")
+		if !l.Admin.IsLoopback() && c.Admin.Token == "" {
+			d.errorf(d.line("listen.admin"), "listen.admin",
+				"%s is not a loopback address: set admin.token", l.Admin.Addr())
+		}
+	}
+}
+
+func (d *decoder) validateInstances(c *Config) {
+	if len(c.Instances) == 0 {
+		d.errorf(d.line("instances"), "instances", "at least one instance is required")
+		return
+	}
+	if len(c.Instances) > hashing.MaxInstances {
+		d.errorf(d.line("instances"), "instances", "%d instances, at most %d", len(c.Instances), hashing.MaxInstances)
+	}
+	names := map[string]string{}
+	addrs := map[string]string{}
+	weighted, sip, http := 0, 0, 0
+	for i, inst := range c.Instances {
+		key := fmt.Sprintf("instances[%d]", i)
+		switch {
+		case inst.Name == "":
+			d.errorf(d.line(key+".name"), key+".name", "required")
+		case !validName(inst.Name):
+			d.errorf(d.line(key+".name"), key+".name", "%q: use only letters, digits, '.', '_' and '-'", inst.Name)
+		default:
+			if first, dup := names[inst.Name]; dup {
+				d.errorf(d.line(key+".name"), key+".name", "duplicate name %q (also %s)", inst.Name, first)
+			}
+			names[inst.Name] = key
+		}
+		if inst.SIP.IsZero() && inst.HTTP.IsZero() {
+			d.errorf(d.line(key), key, "give a sip address, an http address or both")
+		}
+		for _, a := range []struct {
+			e   Endpoint
+			key string
+		}{{inst.SIP.Endpoint, key + ".sip"}, {inst.HTTP.Endpoint, key + ".http"}} {
+			if a.e.IsZero() {
+				continue
+			}
+			if a.e.Port == 0 {
+				d.errorf(d.line(a.key), a.key, "%s: an instance needs a port other than 0", a.e)
+			}
+			if first, dup := addrs[a.e.String()]; dup {
+				d.errorf(d.line(a.key), a.key, "%s is also %s", a.e, first)
+			}
+			addrs[a.e.String()] = a.key
+		}
+		if inst.Weight < 0 || inst.Weight > MaxWeight {
+			d.errorf(d.line(key+".weight"), key+".weight", "%d: must be from 0 to %d", inst.Weight, MaxWeight)
+		}
+		if inst.Weight > 0 {
+			weighted++
+			if !inst.SIP.IsZero() {
+				sip++
+			}
+			if !inst.HTTP.IsZero() {
+				http++
+			}
+		}
+	}
+	switch {
+	case weighted == 0:
+		d.errorf(d.line("instances"), "instances", "every instance has weight 0, so none can take a key")
+	case len(c.Listen.SIP) > 0 && sip == 0:
+		d.errorf(d.line("listen.sip"), "listen.sip", "no instance of weight > 0 has a sip address")
+	case !c.Listen.HTTP.IsZero() && http == 0:
+		d.errorf(d.line("listen.http"), "listen.http", "no instance of weight > 0 has an http address")
+	}
+}
+
+// validName is SPEC section 9a's [A-Za-z0-9._-]+: safe in headers, cookies
+// and SIP parameters without escaping.
+func validName(s string) bool {
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func (d *decoder) validateHealth(h *Health) {
+	positive := func(v int64, key string) {
+		if v <= 0 {
+			d.errorf(d.line(key), key, "must be greater than 0")
+		}
+	}
+	positive(int64(h.Interval), "health.interval")
+	positive(int64(h.Timeout), "health.timeout")
+	positive(int64(h.Rise), "health.rise")
+	positive(int64(h.Fall), "health.fall")
+	if h.Timeout > h.Interval && h.Interval > 0 {
+		d.errorf(d.line("health.timeout"), "health.timeout", "%v is longer than health.interval %v", h.Timeout, h.Interval)
+	}
+	if !strings.HasPrefix(h.HTTPPath, "/") || strings.ContainsAny(h.HTTPPath, " \t\r\n") {
+		d.errorf(d.line("health.http_path"), "health.http_path", "%q: want a path starting with /", h.HTTPPath)
+	}
+}
+
+func (d *decoder) validateRule(r Rule, key string, sip bool) {
+	line := d.line(key)
+	var sources []string
+	if r.Header != "" {
+		sources = append(sources, "header")
+	}
+	if r.Cookie != "" {
+		sources = append(sources, "cookie")
+	}
+	if r.Query != "" {
+		sources = append(sources, "query")
+	}
+	if r.RequestURI {
+		sources = append(sources, "request_uri")
+	}
+	switch {
+	case len(sources) == 0:
+		d.errorf(line, key, "give one source: header, cookie, query or request_uri")
+		return
+	case len(sources) > 1:
+		d.errorf(line, key, "give one source, not %s", strings.Join(sources, " and "))
+		return
+	}
+	proto := "HTTP"
+	if sip {
+		proto = "SIP"
+	}
+	if sip && (r.Cookie != "" || r.Query != "") {
+		d.errorf(line, key, "%s is not a source of a SIP request", sources[0])
+	}
+	if !sip && (r.URIUser || r.URIParam != "") {
+		d.errorf(line, key, "uri_user and uri_param apply to SIP rules only, not %s", proto)
+	}
+	if r.URIUser && r.URIParam != "" {
+		d.errorf(line, key, "give uri_user or uri_param, not both")
+	}
+	if r.Header != "" && !validToken(r.Header) {
+		d.errorf(d.line(key+".header"), key+".header", "%q is not a header name", r.Header)
+	}
+}
+
+// validToken is an RFC 9110 token: what a header name may be.
+func validToken(s string) bool {
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}
