@@ -1,0 +1,301 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"clb/config"
+	"clb/hashing"
+	"clb/loadfactor"
+)
+
+// State is an instance's live state.
+type State uint8
+
+const (
+	// Up: live at load factor 1.
+	Up State = iota
+	// Ramping: live, load factor rising to 1.
+	Ramping
+	// Draining: live, load factor falling to 0; then Disabled.
+	Draining
+	// Down: failed its health checks.
+	Down
+	// Disabled: taken out by the operator, or drained.
+	Disabled
+)
+
+var stateNames = [...]string{Up: "up", Ramping: "ramping", Draining: "draining", Down: "down", Disabled: "disabled"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", s)
+}
+
+// Live reports whether an instance in state s may take keys.
+func (s State) Live() bool { return s <= Draining }
+
+// ErrUnknownInstance is returned for a name that is not configured.
+var ErrUnknownInstance = errors.New("unknown instance")
+
+// adminState is what the operator asked for.
+type adminState uint8
+
+const (
+	enabled adminState = iota
+	draining
+	disabled
+)
+
+// member is one instance's live state. It is kept by name across reloads and
+// changed only by the writer, under Balancer.mu.
+type member struct {
+	healthy bool
+	admin   adminState
+	ramp    loadfactor.Ramp
+}
+
+func (m *member) state() State {
+	switch {
+	case !m.healthy:
+		return Down
+	case m.admin == disabled:
+		return Disabled
+	case m.admin == draining:
+		return Draining
+	case m.ramp.Rising():
+		return Ramping
+	}
+	return Up
+}
+
+// Balancer owns the instances' live state and publishes Tables.
+type Balancer struct {
+	table atomic.Pointer[Table]
+
+	mu        sync.Mutex // serialises writers
+	params    loadfactor.Params
+	instances []config.Instance
+	hash      *hashing.Table
+	members   map[string]*member
+}
+
+// New starts a Balancer with every instance up at load factor 1 (SPEC section
+// 8: live until a check says otherwise).
+func New(instances []config.Instance, params loadfactor.Params) (*Balancer, error) {
+	b := &Balancer{members: map[string]*member{}}
+	for _, inst := range instances {
+		b.members[inst.Name] = &member{healthy: true, ramp: loadfactor.Full()}
+	}
+	if err := b.update(instances, params, time.Time{}); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Table is the current routing state.
+func (b *Balancer) Table() *Table { return b.table.Load() }
+
+// Route decides where a request with key goes; see Table.Route.
+func (b *Balancer) Route(key, last string, now time.Time) Decision {
+	return b.table.Load().Route(key, last, now)
+}
+
+// Update swaps in a new instance list and ramp settings. Instances that remain
+// keep their live state; new ones start a ramp at now. The hashing table is
+// rebuilt only if names or weights changed.
+func (b *Balancer) Update(instances []config.Instance, params loadfactor.Params, now time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.update(instances, params, now)
+}
+
+func (b *Balancer) update(instances []config.Instance, params loadfactor.Params, now time.Time) error {
+	if err := params.Validate(); err != nil {
+		return fmt.Errorf("balancer: load factor %w", err)
+	}
+	hash := b.hash
+	if hash == nil || !sameWeights(b.instances, instances) {
+		in := make([]hashing.Instance, len(instances))
+		for i, inst := range instances {
+			in[i] = hashing.Instance{Name: inst.Name, Weight: inst.Weight}
+		}
+		var err error
+		if hash, err = hashing.New(in); err != nil {
+			return fmt.Errorf("balancer: %w", err)
+		}
+	}
+	members := make(map[string]*member, len(instances))
+	for _, inst := range instances {
+		m, ok := b.members[inst.Name]
+		if !ok {
+			m = &member{healthy: true, ramp: loadfactor.Up(params, 0, now)}
+		}
+		members[inst.Name] = m
+	}
+	b.instances = slices.Clone(instances)
+	b.hash, b.members, b.params = hash, members, params
+	b.publish()
+	return nil
+}
+
+// sameWeights reports whether a and b give the same hashing table.
+func sameWeights(a, b []config.Instance) bool {
+	weights := make(map[string]int, len(a))
+	for _, inst := range a {
+		weights[inst.Name] = inst.Weight
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	for _, inst := range b {
+		if w, ok := weights[inst.Name]; !ok || w != inst.Weight {
+			return false
+		}
+	}
+	return true
+}
+
+// SetHealth records a health verdict. An instance that comes back up starts a
+// ramp at now; a draining one that went down has lost its keys already and
+// ends up disabled.
+func (b *Balancer) SetHealth(name string, healthy bool, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		if m.healthy == healthy {
+			return false
+		}
+		m.healthy = healthy
+		if healthy {
+			if m.admin == draining {
+				m.admin = disabled
+			}
+			m.ramp = loadfactor.Up(b.params, 0, now)
+		}
+		return true
+	})
+}
+
+// Enable returns a disabled or draining instance to service; its load factor
+// ramps up from where it is (from start if it was disabled).
+func (b *Balancer) Enable(name string, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		if m.admin == enabled {
+			return false
+		}
+		f := 0.0
+		if m.admin == draining {
+			f = m.ramp.Factor(now)
+		}
+		m.admin, m.ramp = enabled, loadfactor.Up(b.params, f, now)
+		return true
+	})
+}
+
+// Disable takes an instance out at once: its keys go to their replica
+// partners.
+func (b *Balancer) Disable(name string, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		if m.admin == disabled {
+			return false
+		}
+		m.admin = disabled
+		return true
+	})
+}
+
+// Drain runs an instance's load factor down to 0 from where it is, so its
+// keys move to their replica partners a slice at a time; then it is disabled.
+func (b *Balancer) Drain(name string, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		if m.admin != enabled {
+			return false
+		}
+		m.admin, m.ramp = draining, loadfactor.Down(b.params, m.ramp.Factor(now), now)
+		return true
+	})
+}
+
+// Tick retires ramps that have ended by now: a finished ramp up leaves the
+// instance Up, a finished drain leaves it Disabled. Routing does not wait for
+// Tick (a Table follows its ramps by itself); Tick makes State say so.
+func (b *Balancer) Tick(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	changed := false
+	for _, m := range b.members {
+		if m.ramp.Falling() && m.ramp.Done(now) && m.admin == draining {
+			m.admin, m.ramp, changed = disabled, loadfactor.Full(), true
+		}
+		if m.ramp.Rising() && m.ramp.Done(now) {
+			m.ramp, changed = loadfactor.Full(), true
+		}
+	}
+	if changed {
+		b.publish()
+	}
+}
+
+// change applies f to the named member and publishes a new Table if f says
+// it changed something.
+func (b *Balancer) change(name string, f func(*member) bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m, ok := b.members[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownInstance, name)
+	}
+	if f(m) {
+		b.publish()
+	}
+	return nil
+}
+
+// publish builds a Table from the current state and makes it current.
+func (b *Balancer) publish() {
+	n := b.hash.Len()
+	t := &Table{
+		hash:      b.hash,
+		instances: make([]*config.Instance, n),
+		kinds:     make([]kind, n),
+		ramps:     make([]loadfactor.Ramp, n),
+		members:   make([]memberView, len(b.instances)),
+		byName:    make(map[string]int, len(b.instances)),
+		version:   1,
+	}
+	if old := b.table.Load(); old != nil {
+		t.version = old.version + 1
+	}
+	for k := range b.instances {
+		inst := &b.instances[k]
+		m := b.members[inst.Name]
+		st := m.state()
+		index, ok := b.hash.Index(inst.Name)
+		if !ok {
+			index = -1
+		}
+		t.members[k] = memberView{instance: inst, state: st, ramp: m.ramp, index: index}
+		t.byName[inst.Name] = k
+		if index < 0 {
+			continue
+		}
+		t.instances[index] = inst
+		t.ramps[index] = m.ramp
+		switch {
+		case !st.Live():
+			t.kinds[index] = out
+		case st == Draining:
+			t.kinds[index] = falling
+		case st == Ramping:
+			t.kinds[index] = rising
+		default:
+			t.kinds[index] = full
+		}
+	}
+	b.table.Store(t)
+}

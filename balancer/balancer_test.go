@@ -1,0 +1,331 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"clb/config"
+	"clb/loadfactor"
+)
+
+// epoch is the fixed "now" of these tests.
+func epoch() time.Time { return time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC) }
+
+func instances(n int, weights ...int) []config.Instance {
+	in := make([]config.Instance, n)
+	for i := range in {
+		in[i] = config.Instance{Name: fmt.Sprintf("inst%d", i), Weight: 100}
+		if i < len(weights) {
+			in[i].Weight = weights[i]
+		}
+	}
+	return in
+}
+
+func mustBalancer(t testing.TB, in []config.Instance, p loadfactor.Params) *Balancer {
+	t.Helper()
+	b, err := New(in, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func name(i *config.Instance) string {
+	if i == nil {
+		return "-"
+	}
+	return i.Name
+}
+
+func TestRouteAllUp(t *testing.T) {
+	b := mustBalancer(t, instances(5), loadfactor.DefaultParams())
+	now := epoch()
+	for k := range 1000 {
+		key := fmt.Sprintf("key-%d", k)
+		d := b.Route(key, "", now)
+		list := b.Table().PreferenceList(nil, key, 2)
+		if name(d.Owner) != list[0] || name(d.Replica) != list[1] {
+			t.Fatalf("%s: owner %s replica %s, preference list %v", key, name(d.Owner), name(d.Replica), list)
+		}
+		if d.Repaired || d.Previous != "" || d.Fallback {
+			t.Fatalf("%s: unexpected %+v", key, d)
+		}
+	}
+}
+
+func TestStickyRepair(t *testing.T) {
+	in := instances(4)
+	in = append(in, config.Instance{Name: "idle", Weight: 0})
+	b := mustBalancer(t, in, loadfactor.DefaultParams())
+	now := epoch()
+	key := "alice"
+	d := b.Route(key, "", now)
+	owner, replica := name(d.Owner), name(d.Replica)
+
+	if d := b.Route(key, owner, now); d.Repaired || d.Previous != "" {
+		t.Errorf("last = owner: %+v", d)
+	}
+	if err := b.SetHealth(owner, false, now); err != nil {
+		t.Fatal(err)
+	}
+	d = b.Route(key, owner, now)
+	if name(d.Owner) != replica || !d.Repaired || d.Previous != owner {
+		t.Errorf("owner down: owner %s (want %s), repaired %v, previous %q (want %q)", name(d.Owner), replica, d.Repaired, d.Previous, owner)
+	}
+	// A client may send any route: an unknown one is repaired without a
+	// Previous, a weight-0 instance is a configured one.
+	if d := b.Route(key, "no-such-instance", now); !d.Repaired || d.Previous != "" {
+		t.Errorf("unknown last: %+v", d)
+	}
+	if d := b.Route(key, "idle", now); !d.Repaired || d.Previous != "idle" {
+		t.Errorf("weight-0 last: %+v", d)
+	}
+	for k := range 2000 {
+		d := b.Route(fmt.Sprintf("k%d", k), "", now)
+		if name(d.Owner) == "idle" || name(d.Replica) == "idle" {
+			t.Fatal("weight-0 instance took a key")
+		}
+	}
+}
+
+func TestNoLiveInstance(t *testing.T) {
+	b := mustBalancer(t, instances(2), loadfactor.DefaultParams())
+	now := epoch()
+	for _, n := range []string{"inst0", "inst1"} {
+		if err := b.Disable(n, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := b.Route("k", "inst0", now); d.Owner != nil || d.Replica != nil || d.Repaired {
+		t.Errorf("all disabled: %+v", d)
+	}
+	if err := b.Enable("inst1", now); err != nil {
+		t.Fatal(err)
+	}
+	// inst1 alone, ramping: it takes every key, with no replica partner.
+	for k := range 100 {
+		d := b.Route(fmt.Sprintf("k%d", k), "", now)
+		if name(d.Owner) != "inst1" || d.Replica != nil {
+			t.Fatalf("one live instance: %+v", d)
+		}
+	}
+}
+
+// TestAllRampingFallback: when no live instance admits a key, the first live
+// one of its list takes it and the next live one is its replica partner.
+func TestAllRampingFallback(t *testing.T) {
+	p := loadfactor.Params{Start: 0, Increase: 0.1, Period: time.Minute}
+	b := mustBalancer(t, instances(6), p)
+	now := epoch()
+	for i := range 6 {
+		n := fmt.Sprintf("inst%d", i)
+		if err := b.SetHealth(n, false, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetHealth(n, true, now); err != nil { // back at f = 0
+			t.Fatal(err)
+		}
+	}
+	if err := b.SetHealth("inst2", false, now); err != nil {
+		t.Fatal(err)
+	}
+	tb := b.Table()
+	for k := range 2000 {
+		key := fmt.Sprintf("k%d", k)
+		d := tb.Route(key, "", now)
+		live := slices.DeleteFunc(tb.PreferenceList(nil, key, -1), func(s string) bool { return s == "inst2" })
+		if !d.Fallback || name(d.Owner) != live[0] || name(d.Replica) != live[1] {
+			t.Fatalf("%s: %+v (owner %s, replica %s), live list %v", key, d, name(d.Owner), name(d.Replica), live)
+		}
+	}
+	// One period later f = 0.1 and a tenth of the keys are admitted.
+	admitted := 0
+	for k := range 10_000 {
+		if !tb.Route(fmt.Sprintf("k%d", k), "", now.Add(time.Minute)).Fallback {
+			admitted++
+		}
+	}
+	if admitted < 800 || admitted > 1200 {
+		t.Errorf("f = 0.1 admitted %d of 10000 keys", admitted)
+	}
+}
+
+func TestStates(t *testing.T) {
+	p := loadfactor.Params{Start: 0.5, Increase: 0.5, Period: time.Minute}
+	b := mustBalancer(t, instances(3), p)
+	now := epoch()
+	state := func(n string) (State, float64) {
+		for _, s := range b.Table().Status(now) {
+			if s.Instance.Name == n {
+				return s.State, s.Factor
+			}
+		}
+		t.Fatalf("%s not in status", n)
+		return 0, 0
+	}
+	expect := func(step, n string, st State, f float64) {
+		t.Helper()
+		if got, gf := state(n); got != st || math.Abs(gf-f) > 1e-9 {
+			t.Errorf("%s: %s is %s at f %v, want %s at %v", step, n, got, gf, st, f)
+		}
+	}
+	expect("start", "inst0", Up, 1)
+	v := b.Table().Version()
+
+	must(t, b.SetHealth("inst0", false, now))
+	expect("health fails", "inst0", Down, 0)
+	must(t, b.SetHealth("inst0", false, now))
+	if got := b.Table().Version(); got != v+1 {
+		t.Errorf("version %d after one change and a repeat, want %d", got, v+1)
+	}
+	must(t, b.SetHealth("inst0", true, now))
+	expect("health returns", "inst0", Ramping, 0.5)
+	now = now.Add(time.Minute)
+	expect("one period", "inst0", Ramping, 1)
+	b.Tick(now)
+	expect("tick", "inst0", Up, 1)
+
+	must(t, b.Drain("inst1", now))
+	expect("drain", "inst1", Draining, 0.5)
+	now = now.Add(time.Minute)
+	expect("drained", "inst1", Draining, 0)
+	b.Tick(now)
+	expect("tick after drain", "inst1", Disabled, 0)
+	must(t, b.Enable("inst1", now))
+	expect("enable", "inst1", Ramping, 0.5)
+
+	must(t, b.Disable("inst2", now))
+	expect("disable", "inst2", Disabled, 0)
+	must(t, b.Drain("inst2", now))
+	expect("drain a disabled instance", "inst2", Disabled, 0)
+	must(t, b.Enable("inst2", now))
+	must(t, b.Drain("inst2", now))
+	must(t, b.SetHealth("inst2", false, now))
+	expect("down while draining", "inst2", Down, 0)
+	must(t, b.SetHealth("inst2", true, now))
+	expect("back after a drain", "inst2", Disabled, 0)
+
+	if err := b.Disable("nope", now); !errors.Is(err, ErrUnknownInstance) {
+		t.Errorf("unknown name: %v", err)
+	}
+	for st, want := range map[State]string{Up: "up", Ramping: "ramping", Draining: "draining", Down: "down", Disabled: "disabled"} {
+		if st.String() != want {
+			t.Errorf("%d.String() = %s", st, st)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUpdate(t *testing.T) {
+	p := loadfactor.DefaultParams()
+	b := mustBalancer(t, instances(4), p)
+	now := epoch()
+	must(t, b.SetHealth("inst1", false, now))
+	hash := b.Table().hash
+
+	// Same names and weights, other addresses and order: same hash table,
+	// live state kept.
+	in := instances(4)
+	slices.Reverse(in)
+	in[0].HTTP.Host = "example.org"
+	must(t, b.Update(in, p, now))
+	if b.Table().hash != hash {
+		t.Error("hashing table rebuilt though names and weights did not change")
+	}
+	// Add inst4, drop inst3, change inst0's weight.
+	in = instances(5, 50)
+	in = slices.Delete(in, 3, 4)
+	must(t, b.Update(in, p, now))
+	states := map[string]State{}
+	for _, s := range b.Table().Status(now) {
+		states[s.Instance.Name] = s.State
+	}
+	want := map[string]State{"inst0": Up, "inst1": Down, "inst2": Up, "inst4": Ramping}
+	if !maps(states, want) {
+		t.Errorf("states after update %v, want %v", states, want)
+	}
+	if b.Table().hash == hash {
+		t.Error("hashing table kept though weights changed")
+	}
+	if err := b.Update(instances(2), loadfactor.Params{}, now); err == nil {
+		t.Error("update with invalid load factor accepted")
+	}
+}
+
+func maps(a, b map[string]State) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRouteDoesNotAllocate holds for every kind of instance state.
+func TestRouteDoesNotAllocate(t *testing.T) {
+	b := mustBalancer(t, instances(20), loadfactor.DefaultParams())
+	now := epoch()
+	must(t, b.SetHealth("inst3", false, now))
+	must(t, b.SetHealth("inst4", false, now))
+	must(t, b.SetHealth("inst4", true, now))
+	must(t, b.Drain("inst5", now))
+	keys := make([]string, 256)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%d", i)
+	}
+	k := 0
+	if allocs := testing.AllocsPerRun(1000, func() {
+		b.Route(keys[k%len(keys)], "inst3", now)
+		k++
+	}); allocs != 0 {
+		t.Errorf("Route allocates %v times per call", allocs)
+	}
+}
+
+// TestConcurrentRouteAndChanges: requests route while the writer changes
+// state; every decision is whole. Run with -race.
+func TestConcurrentRouteAndChanges(t *testing.T) {
+	b := mustBalancer(t, instances(8), loadfactor.DefaultParams())
+	now := epoch()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := b.Route(fmt.Sprintf("g%d-%d", g, k), "", now)
+				if d.Owner == nil || d.Replica == d.Owner {
+					t.Errorf("decision %+v", d)
+					return
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		n := fmt.Sprintf("inst%d", i%7)
+		must(t, b.SetHealth(n, i%2 == 1, now))
+		must(t, b.Drain("inst7", now))
+		must(t, b.Enable("inst7", now))
+	}
+	close(stop)
+	wg.Wait()
+}

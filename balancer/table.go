@@ -1,0 +1,166 @@
+package balancer
+
+import (
+	"time"
+
+	"clb/config"
+	"clb/hashing"
+	"clb/loadfactor"
+)
+
+// Decision is where one request goes.
+type Decision struct {
+	// Owner receives the request; nil when no instance is live.
+	Owner *config.Instance
+	// Replica is the key's replica partner: the instance that would own the
+	// key if Owner failed; nil when no other instance is live.
+	Replica *config.Instance
+	// Previous names the configured instance that the request says served it
+	// last, when that is not Owner; empty otherwise.
+	Previous string
+	// Repaired is set when the request named an instance that served it last
+	// and that instance is not Owner (even one no longer configured): the
+	// front end re-issues its sticky route.
+	Repaired bool
+	// Fallback is set when no live instance admitted the key (all are
+	// ramping) and the first live one took it.
+	Fallback bool
+}
+
+// kind is how an instance takes keys in one Table.
+type kind uint8
+
+const (
+	out     kind = iota // not live
+	full                // live, admits every key
+	rising              // live, admits u(key) < f(now)
+	falling             // live while f(now) > 0, admits u(key) < f(now)
+)
+
+// Table is one immutable routing state: the hashing table and, per instance,
+// its state. A new Table replaces it on every change.
+type Table struct {
+	hash *hashing.Table
+	// By hashing index (instances of weight > 0):
+	instances []*config.Instance
+	kinds     []kind
+	ramps     []loadfactor.Ramp
+	// Every configured instance, weight 0 included, in configuration order.
+	members []memberView
+	byName  map[string]int // name → index in members
+	version uint64
+}
+
+// memberView is one instance's state as a Table fixed it.
+type memberView struct {
+	instance *config.Instance
+	state    State
+	ramp     loadfactor.Ramp
+	index    int // hashing index, -1 for weight 0
+}
+
+// Route decides where a request with key goes. last is the instance the
+// request says served it last ("" if none).
+func (t *Table) Route(key, last string, now time.Time) Decision {
+	return t.RouteHash(t.hash.Hash(key), last, now)
+}
+
+// Hash is key's hash, for RouteHash.
+func (t *Table) Hash(key string) uint64 { return t.hash.Hash(key) }
+
+// RouteHash is Route for a key already hashed with Hash.
+func (t *Table) RouteHash(h uint64, last string, now time.Time) Decision {
+	u := -1.0 // u(key), computed only if a ramping instance is asked
+	admits := func(i int) bool {
+		switch t.kinds[i] {
+		case full:
+			return true
+		case rising, falling:
+			if u < 0 {
+				u = loadfactor.Unit(h)
+			}
+			return loadfactor.Admits(u, t.ramps[i].Factor(now))
+		}
+		return false
+	}
+	live := func(i int) bool {
+		switch t.kinds[i] {
+		case full, rising:
+			return true
+		case falling:
+			return t.ramps[i].Factor(now) > 0
+		}
+		return false
+	}
+
+	var d Decision
+	owner, replica := t.hash.First(h, admits), -1
+	switch {
+	case owner >= 0:
+		replica = t.hash.Next(h, owner, admits)
+		if replica < 0 {
+			// Nothing after the owner admits the key: were the owner to
+			// fail, no live instance would, and the first live one would
+			// take it.
+			replica = t.hash.First(h, func(i int) bool { return i != owner && live(i) })
+		}
+	default:
+		if owner = t.hash.First(h, live); owner < 0 {
+			return d
+		}
+		d.Fallback = true
+		replica = t.hash.Next(h, owner, live)
+	}
+	d.Owner = t.instances[owner]
+	if replica >= 0 {
+		d.Replica = t.instances[replica]
+	}
+	if last != "" && last != d.Owner.Name {
+		d.Repaired = true
+		if m, ok := t.byName[last]; ok {
+			d.Previous = t.members[m].instance.Name
+		}
+	}
+	return d
+}
+
+// PreferenceList appends to dst the names of the first n instances of key's
+// preference list (all if n < 0), whatever their state.
+func (t *Table) PreferenceList(dst []string, key string, n int) []string {
+	for _, i := range t.hash.AppendList(nil, t.hash.Hash(key), n) {
+		dst = append(dst, t.hash.Name(i))
+	}
+	return dst
+}
+
+// InstanceStatus is one instance's state at a moment.
+type InstanceStatus struct {
+	Instance *config.Instance
+	State    State
+	// Factor is the load factor; 0 for an instance that is not live.
+	Factor float64
+	// Share is the fraction of keys it owns when every instance is live and
+	// fully ramped.
+	Share float64
+}
+
+// Status is every configured instance's state at now, in configuration order.
+func (t *Table) Status(now time.Time) []InstanceStatus {
+	shares := t.hash.Shares()
+	out := make([]InstanceStatus, len(t.members))
+	for k, m := range t.members {
+		s := InstanceStatus{Instance: m.instance, State: m.state}
+		if m.state.Live() {
+			s.Factor = m.ramp.Factor(now)
+		}
+		if m.index >= 0 {
+			s.Share = shares[m.index]
+		}
+		out[k] = s
+	}
+	return out
+}
+
+// Version counts the Tables a Balancer has published; it rises by one per
+// change.
+func (t *Table) Version() uint64 { return t.version }
