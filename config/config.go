@@ -175,9 +175,8 @@ func Parse(file string, data []byte) (*Config, error) {
 	cfg := Defaults()
 	cfg.File = file
 	d.document(data, &cfg)
-	if d.errs == nil {
-		d.validate(&cfg)
-	}
+	d.validating = true
+	d.validate(&cfg)
 	if err := d.err(); err != nil {
 		return nil, err
 	}

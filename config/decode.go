@@ -35,13 +35,36 @@ type decoder struct {
 	file  string
 	lines map[string]int // key path → line where it is written
 	errs  []error
+	// validating is set once decoding is done; from then on an error about
+	// a key that already has one (or whose parent or child has) is most
+	// likely a consequence, not news, and is left out.
+	validating bool
 }
 
 func (d *decoder) errorf(line int, key, format string, args ...any) {
+	if d.validating && d.reported(key) {
+		return
+	}
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (d *decoder) err() error { return errors.Join(d.errs...) }
+// reported reports whether an error names key, a parent or a child of it.
+func (d *decoder) reported(key string) bool {
+	for _, err := range d.errs {
+		k := err.(*Error).Key
+		if k == "" || k == key || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[") ||
+			strings.HasPrefix(k, key+".") || strings.HasPrefix(k, key+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// err joins the errors in line order.
+func (d *decoder) err() error {
+	slices.SortStableFunc(d.errs, func(a, b error) int { return a.(*Error).Line - b.(*Error).Line })
+	return errors.Join(d.errs...)
+}
 
 // line is where key is written or, if it is absent, its nearest ancestor.
 func (d *decoder) line(key string) int {

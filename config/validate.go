@@ -123,6 +123,8 @@ func (d *decoder) validateInstances(c *Config) {
 		}
 	}
 	switch {
+	case d.reported("instances"):
+		// What the instances offer is unknown: say nothing of it.
 	case weighted == 0:
 		d.errorf(d.line("instances"), "instances", "every instance has weight 0, so none can take a key")
 	case len(c.Listen.SIP) > 0 && sip == 0:

@@ -1,0 +1,43 @@
+// Command clb is the converged SIP + HTTP load balancer's command line:
+//
+//	clb check -config FILE          validate FILE and print a summary
+//	clb route -config FILE [KEY…]   print KEY OWNER REPLICA per key
+//
+// Everything is wired here and passed down; the packages hold no globals.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  clb check -config FILE          validate FILE, print a summary; exit 1 on error
+  clb route -config FILE [KEY …]  print "KEY OWNER REPLICA" for each key, from the
+                                  arguments or else one per line from standard input
+`
+
+// run is main with its surroundings passed in; it returns the exit code:
+// 0 done, 1 the configuration or the input is wrong, 2 the command line is.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "check":
+		return check(args[1:], stdout, stderr)
+	case "route":
+		return route(args[1:], stdin, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "clb: unknown command %q\n%s", args[0], usage)
+	return 2
+}

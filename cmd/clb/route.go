@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"time"
+
+	"clb/balancer"
+)
+
+// maxKeyLine bounds one line of standard input.
+const maxKeyLine = 1 << 20
+
+// route prints "KEY OWNER REPLICA" for every key, with every instance live and
+// fully ramped, through the same Route as live traffic.
+func route(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cfg, keys, exit := loadConfig("route", args, stderr)
+	if cfg == nil {
+		return exit
+	}
+	b, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	if err != nil {
+		fmt.Fprintf(stderr, "clb route: %s: %v\n", cfg.File, err)
+		return 1
+	}
+	table, now := b.Table(), time.Now()
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	emit := func(key string) {
+		d := table.Route(key, "", now)
+		replica := "-"
+		if d.Replica != nil {
+			replica = d.Replica.Name
+		}
+		w.WriteString(key)
+		w.WriteByte(' ')
+		w.WriteString(d.Owner.Name) // config validation leaves a live instance
+		w.WriteByte(' ')
+		w.WriteString(replica)
+		w.WriteByte('\n')
+	}
+	if len(keys) > 0 {
+		for _, k := range keys {
+			emit(k)
+		}
+	} else {
+		sc := bufio.NewScanner(stdin)
+		sc.Buffer(make([]byte, 64<<10), maxKeyLine)
+		line := 0
+		for sc.Scan() {
+			line++
+			if key := bytes.TrimSuffix(sc.Bytes(), []byte("\r")); len(key) > 0 {
+				emit(string(key))
+			}
+		}
+		if err := sc.Err(); err != nil {
+			w.Flush()
+			fmt.Fprintf(stderr, "clb route: standard input, after line %d: %v\n", line, err)
+			return 1
+		}
+	}
+	if err := w.Flush(); err != nil {
+		fmt.Fprintf(stderr, "clb route: %v\n", err)
+		return 1
+	}
+	return 0
+}
