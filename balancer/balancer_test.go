@@ -53,7 +53,7 @@ func TestRouteAllUp(t *testing.T) {
 		if name(d.Owner) != list[0] || name(d.Replica) != list[1] {
 			t.Fatalf("%s: owner %s replica %s, preference list %v", key, name(d.Owner), name(d.Replica), list)
 		}
-		if d.Repaired || d.Previous != "" || d.Fallback {
+		if d.Repaired || d.Previous != nil || d.Fallback {
 			t.Fatalf("%s: unexpected %+v", key, d)
 		}
 	}
@@ -68,22 +68,22 @@ func TestStickyRepair(t *testing.T) {
 	d := b.Route(key, "", now)
 	owner, replica := name(d.Owner), name(d.Replica)
 
-	if d := b.Route(key, owner, now); d.Repaired || d.Previous != "" {
+	if d := b.Route(key, owner, now); d.Repaired || d.Previous != nil {
 		t.Errorf("last = owner: %+v", d)
 	}
 	if err := b.SetHealth(owner, false, now); err != nil {
 		t.Fatal(err)
 	}
 	d = b.Route(key, owner, now)
-	if name(d.Owner) != replica || !d.Repaired || d.Previous != owner {
-		t.Errorf("owner down: owner %s (want %s), repaired %v, previous %q (want %q)", name(d.Owner), replica, d.Repaired, d.Previous, owner)
+	if name(d.Owner) != replica || !d.Repaired || name(d.Previous) != owner {
+		t.Errorf("owner down: owner %s (want %s), repaired %v, previous %s (want %s)", name(d.Owner), replica, d.Repaired, name(d.Previous), owner)
 	}
 	// A client may send any route: an unknown one is repaired without a
 	// Previous, a weight-0 instance is a configured one.
-	if d := b.Route(key, "no-such-instance", now); !d.Repaired || d.Previous != "" {
+	if d := b.Route(key, "no-such-instance", now); !d.Repaired || d.Previous != nil {
 		t.Errorf("unknown last: %+v", d)
 	}
-	if d := b.Route(key, "idle", now); !d.Repaired || d.Previous != "idle" {
+	if d := b.Route(key, "idle", now); !d.Repaired || name(d.Previous) != "idle" {
 		t.Errorf("weight-0 last: %+v", d)
 	}
 	for k := range 2000 {

@@ -15,9 +15,9 @@ type Decision struct {
 	// Replica is the key's replica partner: the instance that would own the
 	// key if Owner failed; nil when no other instance is live.
 	Replica *config.Instance
-	// Previous names the configured instance that the request says served it
-	// last, when that is not Owner; empty otherwise.
-	Previous string
+	// Previous is the configured instance that the request says served it
+	// last, when that is not Owner; nil otherwise.
+	Previous *config.Instance
 	// Repaired is set when the request named an instance that served it last
 	// and that instance is not Owner (even one no longer configured): the
 	// front end re-issues its sticky route.
@@ -62,7 +62,7 @@ type memberView struct {
 // Route decides where a request with key goes. last is the instance the
 // request says served it last ("" if none).
 func (t *Table) Route(key, last string, now time.Time) Decision {
-	return t.RouteHash(t.hash.Hash(key), last, now)
+	return t.decide(t.hash.Hash(key), last, &now)
 }
 
 // Hash is key's hash, for RouteHash.
@@ -70,58 +70,104 @@ func (t *Table) Hash(key string) uint64 { return t.hash.Hash(key) }
 
 // RouteHash is Route for a key already hashed with Hash.
 func (t *Table) RouteHash(h uint64, last string, now time.Time) Decision {
-	u := -1.0 // u(key), computed only if a ramping instance is asked
-	admits := func(i int) bool {
-		switch t.kinds[i] {
-		case full:
-			return true
-		case rising, falling:
-			if u < 0 {
-				u = loadfactor.Unit(h)
-			}
-			return loadfactor.Admits(u, t.ramps[i].Factor(now))
-		}
-		return false
-	}
-	live := func(i int) bool {
-		switch t.kinds[i] {
-		case full, rising:
-			return true
-		case falling:
-			return t.ramps[i].Factor(now) > 0
-		}
-		return false
-	}
+	return t.decide(h, last, &now)
+}
 
-	var d Decision
-	owner, replica := t.hash.First(h, admits), -1
-	switch {
-	case owner >= 0:
-		replica = t.hash.Next(h, owner, admits)
-		if replica < 0 {
-			// Nothing after the owner admits the key: were the owner to
-			// fail, no live instance would, and the first live one would
-			// take it.
-			replica = t.hash.First(h, func(i int) bool { return i != owner && live(i) })
-		}
-	default:
-		if owner = t.hash.First(h, live); owner < 0 {
-			return d
-		}
-		d.Fallback = true
-		replica = t.hash.Next(h, owner, live)
+func (t *Table) decide(h uint64, last string, now *time.Time) Decision {
+	r := router{t: t, h: h, now: now, u: -1}
+	owner, replica := r.routeKept()
+	fallback := false
+	if replica < 0 {
+		owner, replica, fallback = r.route()
 	}
-	d.Owner = t.instances[owner]
+	var d Decision
+	if owner < 0 {
+		return d
+	}
+	d.Owner, d.Fallback = t.instances[owner], fallback
 	if replica >= 0 {
 		d.Replica = t.instances[replica]
 	}
 	if last != "" && last != d.Owner.Name {
 		d.Repaired = true
 		if m, ok := t.byName[last]; ok {
-			d.Previous = t.members[m].instance.Name
+			d.Previous = t.members[m].instance
 		}
 	}
 	return d
+}
+
+// router decides for one key; it lives on the stack of RouteHash.
+type router struct {
+	t   *Table
+	h   uint64
+	now *time.Time
+	u   float64 // u(key), computed the first time a ramping instance asks
+}
+
+// routeKept is the common case, walked without function values: the owner
+// and the replica partner are two admitting instances among the kept
+// choices. It returns replica -1 when route must decide. (Counted with
+// callgrind: the function values of the general walk cost more than all the
+// rest of Route.)
+func (r *router) routeKept() (owner, replica int) {
+	kept, owner := r.t.hash.Kept(r.h), -1
+	for j := range hashing.Depth {
+		i := kept.At(j)
+		if i < 0 {
+			return -1, -1
+		}
+		switch k := r.t.kinds[i]; {
+		case k == out, k != full && !r.admits(i):
+			continue
+		case owner >= 0:
+			return owner, i
+		}
+		owner = i
+	}
+	return -1, -1
+}
+
+func (r *router) admits(i int) bool {
+	switch r.t.kinds[i] {
+	case full:
+		return true
+	case rising, falling:
+		if r.u < 0 {
+			r.u = loadfactor.Unit(r.h)
+		}
+		return loadfactor.Admits(r.u, r.t.ramps[i].Factor(*r.now))
+	}
+	return false
+}
+
+func (r *router) live(i int) bool {
+	switch r.t.kinds[i] {
+	case full, rising:
+		return true
+	case falling:
+		return r.t.ramps[i].Factor(*r.now) > 0
+	}
+	return false
+}
+
+// route finds the owner and the replica partner (-1 for none): SPEC
+// section 1 as it stands.
+func (r *router) route() (owner, replica int, fallback bool) {
+	t := r.t.hash
+	if owner = t.First(r.h, r.admits); owner >= 0 {
+		if replica = t.Next(r.h, owner, r.admits); replica < 0 {
+			// Nothing after the owner admits the key: were the owner to
+			// fail, no live instance would, and the first live one would
+			// take it.
+			replica = t.First(r.h, func(i int) bool { return i != owner && r.live(i) })
+		}
+		return owner, replica, false
+	}
+	if owner = t.First(r.h, r.live); owner < 0 {
+		return -1, -1, false
+	}
+	return owner, t.Next(r.h, owner, r.live), true
 }
 
 // PreferenceList appends to dst the names of the first n instances of key's

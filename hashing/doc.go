@@ -9,8 +9,9 @@
 // has a score in every slot s, -ln(u)/w_i, where u in (0, 1) is a hash of the
 // slot and the instance's name; a slot's preference list is its instances by
 // rising score, ties broken by name. The table keeps each slot's first Depth
-// choices (four 16-bit indices, 8 bytes a slot); a walk that needs more scores
-// the instances of that one slot on the spot.
+// choices (four 16-bit indices: the first two in one array, read on every
+// lookup, the next two in another); a walk that needs more scores the
+// instances of that one slot on the spot.
 //
 // Why this design meets the contract (SPEC section 2):
 //
@@ -31,9 +32,10 @@
 //     its M/N slots can be spread over N-1 instances: fine while M/N² ≫ 1
 //     (N ≤ a few hundred), coarse at N = 1000, where each survivor gets about
 //     one of the removed instance's ~1000 slots.
-//   - A lookup is a hash, one 8-byte load and at most Depth filter calls: O(1)
-//     and no allocation. Only a walk past the kept choices (three of a key's
-//     first four instances filtered out) costs O(N), still without allocating.
+//   - A lookup is a hash, one 4-byte load (two when the first choices are
+//     filtered out) and at most Depth filter calls: O(1) and no allocation.
+//     Only a walk past the kept choices (three of a key's first four
+//     instances filtered out) costs O(N), still without allocating.
 //
 // Rejected: modulo and jump hash (no removal of an arbitrary instance), a ring
 // of virtual nodes (10^4 nodes per instance for 2% balance; the same

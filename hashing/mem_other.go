@@ -3,4 +3,4 @@
 package hashing
 
 // slotMemory returns n zeroed words for a slot table.
-func slotMemory(_ *Table, n int) []uint64 { return make([]uint64, n) }
+func slotMemory(_ *Table, n int) []uint32 { return make([]uint32, n) }

@@ -13,8 +13,9 @@ import (
 )
 
 const (
-	// DefaultSlotBits gives 2^20 slots: 8 MiB of table, and slot noise in
-	// shares of about 0.3% (relative) at 10 instances.
+	// DefaultSlotBits gives 2^20 slots: 4 MiB for the first two choices,
+	// read on every lookup, 4 MiB for the next two, and slot noise in shares
+	// of about 0.3% (relative) at 10 instances.
 	DefaultSlotBits = 20
 	// Depth is how many choices each slot keeps. Walks that need more compute
 	// the rest of the list (O(N)); with Depth 4 that takes three of a key's
@@ -53,12 +54,18 @@ type Options struct {
 // Instance indices follow the names in sorted order, so they are the same for
 // any order of the input.
 type Table struct {
-	names    []string
-	weights  []float64
-	invW     []float64
-	seeds    []uint64
-	shift    uint
-	slots    []uint64 // Depth 16-bit indices per slot, first choice lowest
+	names   []string
+	weights []float64
+	invW    []float64
+	seeds   []uint64
+	shift   uint
+	// A slot's entry is Depth 16-bit indices, first choice lowest. The
+	// first two, all a lookup needs unless instances are filtered out, are
+	// kept apart from the others so that the memory lookups touch is half
+	// the table: measured here, a random read costs 20 ns in 4 MiB and
+	// 80 ns in 8 MiB, where the caches this machine shares give out.
+	first    []uint32
+	rest     []uint32
 	keyHash  func(string) uint64
 	rankHash func(slot uint64, name string) uint64
 }
@@ -109,10 +116,7 @@ func NewWithOptions(instances []Instance, opts Options) (*Table, error) {
 		keyHash:  opts.KeyHash,
 		rankHash: opts.RankHash,
 	}
-	t.slots = slotMemory(t, 1<<bits)
-	if t.keyHash == nil {
-		t.keyHash = xxhash.Sum64String
-	}
+	t.first, t.rest = slotMemory(t, 1<<bits), slotMemory(t, 1<<bits)
 	for i, inst := range in {
 		t.names[i] = inst.Name
 		t.weights[i] = float64(inst.Weight)
@@ -128,16 +132,16 @@ func NewWithOptions(instances []Instance, opts Options) (*Table, error) {
 func (t *Table) fillParallel() {
 	thr, cut := t.thresholds()
 	parts := runtime.GOMAXPROCS(0)
-	if len(t.slots)*len(t.names) < 1<<22 || parts < 2 {
-		t.fill(0, uint64(len(t.slots)), thr, cut)
+	if t.Slots()*len(t.names) < 1<<22 || parts < 2 {
+		t.fill(0, uint64(t.Slots()), thr, cut)
 		return
 	}
 	var wg sync.WaitGroup
-	step := uint64(len(t.slots) / parts)
+	step := uint64(t.Slots() / parts)
 	for p := range parts {
 		lo, hi := uint64(p)*step, uint64(p+1)*step
 		if p == parts-1 {
-			hi = uint64(len(t.slots))
+			hi = uint64(t.Slots())
 		}
 		wg.Go(func() { t.fill(lo, hi, thr, cut) })
 	}
@@ -220,7 +224,7 @@ func (t *Table) fill(lo, hi uint64, thr []uint64, cut float64) {
 			n++
 		}
 		if under < Depth && n < len(thr) {
-			t.slots[s] = t.exactSlot(s)
+			t.setEntry(s, t.exactSlot(s))
 			continue
 		}
 		e := uint64(0)
@@ -231,9 +235,13 @@ func (t *Table) fill(lo, hi uint64, thr []uint64, cut float64) {
 			}
 			e = e<<16 | idx
 		}
-		t.slots[s] = e
+		t.setEntry(s, e)
 	}
 }
+
+func (t *Table) entry(s uint64) uint64 { return uint64(t.rest[s])<<32 | uint64(t.first[s]) }
+
+func (t *Table) setEntry(s, e uint64) { t.first[s], t.rest[s] = uint32(e), uint32(e>>32) }
 
 // exactSlot computes slot s's entry by scoring every instance.
 func (t *Table) exactSlot(s uint64) uint64 {
@@ -300,28 +308,49 @@ func (t *Table) Index(name string) (int, bool) {
 }
 
 // Slots is the number of slots.
-func (t *Table) Slots() int { return len(t.slots) }
+func (t *Table) Slots() int { return len(t.first) }
 
 // Hash is the key's 64-bit hash, the input of First and Next.
-func (t *Table) Hash(key string) uint64 { return t.keyHash(key) }
+func (t *Table) Hash(key string) uint64 {
+	if t.keyHash != nil {
+		return t.keyHash(key)
+	}
+	return xxhash.Sum64String(key) // a direct call: this is on every request
+}
+
+// Kept is the first Depth choices of a slot's preference list, as the table
+// keeps them: what a caller on a hot path walks itself, leaving First and Next
+// for the rest of the list.
+type Kept struct {
+	t     *Table
+	slot  uint64
+	first uint32
+}
+
+// Kept gives the kept choices of h's list.
+func (t *Table) Kept(h uint64) Kept {
+	s := h >> t.shift
+	return Kept{t, s, t.first[s]}
+}
+
+// At is the j-th choice (0 ≤ j < Depth), or -1 past the end of a list shorter
+// than Depth.
+func (k Kept) At(j int) int {
+	e := k.first >> (16 * j)
+	if j >= 2 {
+		e = k.t.rest[k.slot] >> (16 * (j - 2))
+	}
+	if i := int(e & none); i != none {
+		return i
+	}
+	return -1
+}
 
 // First returns the first instance of h's preference list for which pass
 // returns true, or -1 if none does. pass is called in list order and must not
 // retain anything.
 func (t *Table) First(h uint64, pass func(i int) bool) int {
-	s := h >> t.shift
-	e := t.slots[s]
-	for j := range Depth {
-		i := int(e >> (16 * j) & none)
-		if i == none {
-			return -1
-		}
-		if pass(i) {
-			return i
-		}
-	}
-	last := int(e >> (16 * (Depth - 1)) & none)
-	return t.scanAfter(s, t.score(s, last), last, pass)
+	return t.walk(h, t.Kept(h), 0, pass)
 }
 
 // Next returns the first instance after instance after in h's preference list
@@ -330,25 +359,29 @@ func (t *Table) Next(h uint64, after int, pass func(i int) bool) int {
 	if after < 0 || after >= len(t.names) {
 		return -1
 	}
-	s := h >> t.shift
-	e := t.slots[s]
-	j := 0
-	for j < Depth && int(e>>(16*j)&none) != after {
-		j++
+	k := t.Kept(h)
+	for j := range Depth {
+		if k.At(j) == after {
+			return t.walk(h, k, j+1, pass)
+		}
 	}
-	if j == Depth { // after is beyond the kept choices
-		return t.scanAfter(s, t.score(s, after), after, pass)
-	}
-	for j++; j < Depth; j++ {
-		i := int(e >> (16 * j) & none)
-		if i == none {
-			return -1
+	s := h >> t.shift // after is beyond the kept choices
+	return t.scanAfter(s, t.score(s, after), after, pass)
+}
+
+// walk returns the first passing instance from the j-th kept choice of h's
+// list on, going past the kept choices if need be.
+func (t *Table) walk(h uint64, k Kept, j int, pass func(int) bool) int {
+	for ; j < Depth; j++ {
+		i := k.At(j)
+		if i < 0 {
+			return -1 // the list ended
 		}
 		if pass(i) {
 			return i
 		}
 	}
-	last := int(e >> (16 * (Depth - 1)) & none)
+	s, last := h>>t.shift, k.At(Depth-1)
 	return t.scanAfter(s, t.score(s, last), last, pass)
 }
 
@@ -395,13 +428,13 @@ func (t *Table) AppendList(dst []int, h uint64, n int) []int {
 // is: the share of keys it takes when every instance is live.
 func (t *Table) Shares() []float64 {
 	shares := make([]float64, len(t.names))
-	for _, e := range t.slots {
+	for _, e := range t.first {
 		if i := int(e & none); i != none {
 			shares[i]++
 		}
 	}
 	for i := range shares {
-		shares[i] /= float64(len(t.slots))
+		shares[i] /= float64(t.Slots())
 	}
 	return shares
 }

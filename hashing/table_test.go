@@ -212,7 +212,7 @@ func TestKernelMatchesExactScan(t *testing.T) {
 		tb := mustNew(t, randomInstances(r, n, 1, 1000))
 		for range 3000 {
 			s := r.Uint64N(uint64(tb.Slots()))
-			if got, want := tb.slots[s], tb.exactSlot(s); got != want {
+			if got, want := tb.entry(s), tb.exactSlot(s); got != want {
 				t.Fatalf("N=%d slot %d: kernel %#x, exact %#x", n, s, got, want)
 			}
 		}
