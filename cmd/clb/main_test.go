@@ -156,3 +156,24 @@ func TestRouteLineTooLong(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestRouteGolden pins answers: any process, machine or instance order must
+// give these, or live clb processes would disagree on where sessions are.
+func TestRouteGolden(t *testing.T) {
+	const want = "alice inst1 inst2\nbob inst3 inst1\ncarol inst1 inst2\n" +
+		"a84c3f0e5b1d2e7f@10.0.3.17 inst1 inst2\n"
+	keys := []string{"alice", "bob", "carol", "a84c3f0e5b1d2e7f@10.0.3.17"}
+	code, out, _ := clb(t, "", append([]string{"route", "-config", example}, keys...)...)
+	if code != 0 || out != want {
+		t.Errorf("example config: got\n%swant\n%s", out, want)
+	}
+	reversed := writeFile(t, `listen: {sip: udp://127.0.0.1:5060}
+instances:
+  - {name: inst3, sip: 127.0.0.1:5073, weight: 100}
+  - {name: inst2, sip: 127.0.0.1:5072}
+  - {name: inst1, sip: 127.0.0.1:5071}
+`)
+	if code, out, _ := clb(t, "", append([]string{"route", "-config", reversed}, keys...)...); code != 0 || out != want {
+		t.Errorf("instances in another order: got\n%swant\n%s", out, want)
+	}
+}
