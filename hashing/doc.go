@@ -1,7 +1,8 @@
 // Package hashing gives every key its preference list: the order in which the
 // consistent hash offers the configured instances to it. It is pure: no clock,
 // lock, logging or I/O, and the same instances in any order give the same
-// answers in every process.
+// answers in every process. (New spreads its work over the CPUs and maps its
+// table memory straight from the OS; neither shows in its answers.)
 //
 // # Algorithm: weighted rendezvous hashing precomputed into a slot table
 //
