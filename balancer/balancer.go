@@ -262,11 +262,13 @@ func (b *Balancer) publish() {
 	t := &Table{
 		hash:      b.hash,
 		instances: make([]*config.Instance, n),
-		kinds:     make([]kind, n),
 		ramps:     make([]loadfactor.Ramp, n),
 		members:   make([]memberView, len(b.instances)),
 		byName:    make(map[string]int, len(b.instances)),
 		version:   1,
+	}
+	for p := range t.kinds {
+		t.kinds[p] = make([]kind, n)
 	}
 	if old := b.table.Load(); old != nil {
 		t.version = old.version + 1
@@ -286,15 +288,22 @@ func (b *Balancer) publish() {
 		}
 		t.instances[index] = inst
 		t.ramps[index] = m.ramp
+		k := full
 		switch {
 		case !st.Live():
-			t.kinds[index] = out
+			k = out
 		case st == Draining:
-			t.kinds[index] = falling
+			k = falling
 		case st == Ramping:
-			t.kinds[index] = rising
-		default:
-			t.kinds[index] = full
+			k = rising
+		}
+		t.kinds[AnyProtocol][index] = k
+		t.kinds[SIP][index], t.kinds[HTTP][index] = out, out
+		if !inst.SIP.IsZero() {
+			t.kinds[SIP][index] = k
+		}
+		if !inst.HTTP.IsZero() {
+			t.kinds[HTTP][index] = k
 		}
 	}
 	b.table.Store(t)

@@ -329,3 +329,41 @@ func TestConcurrentRouteAndChanges(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestRouteForProtocol: SIP keys go only to instances with a SIP address,
+// HTTP keys only to those with an HTTP address, and a key whose owner speaks
+// both has that owner for both.
+func TestRouteForProtocol(t *testing.T) {
+	in := instances(6)
+	for i := range in {
+		if i != 1 {
+			in[i].SIP = config.SIPAddr{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1", Port: 5070 + i}}
+		}
+		if i != 2 {
+			in[i].HTTP = config.HTTPAddr{Endpoint: config.Endpoint{Transport: "http", Host: "127.0.0.1", Port: 8080 + i}}
+		}
+	}
+	b := mustBalancer(t, in, loadfactor.DefaultParams())
+	now := epoch()
+	tb := b.Table()
+	same := 0
+	for k := range 3000 {
+		key := fmt.Sprintf("user-%d", k)
+		any, sip, http := tb.Route(key, "", now), tb.RouteFor(SIP, key, "", now), tb.RouteFor(HTTP, key, "", now)
+		if name(sip.Owner) == "inst1" || name(sip.Replica) == "inst1" {
+			t.Fatalf("%s: SIP routed to inst1, which has no SIP address", key)
+		}
+		if name(http.Owner) == "inst2" || name(http.Replica) == "inst2" {
+			t.Fatalf("%s: HTTP routed to inst2, which has no HTTP address", key)
+		}
+		if o := name(any.Owner); o != "inst1" && o != "inst2" {
+			if name(sip.Owner) != o || name(http.Owner) != o {
+				t.Fatalf("%s: owner %s, SIP owner %s, HTTP owner %s", key, o, name(sip.Owner), name(http.Owner))
+			}
+			same++
+		}
+	}
+	if same < 1500 {
+		t.Errorf("only %d of 3000 keys owned by an instance that speaks both", same)
+	}
+}

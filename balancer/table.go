@@ -43,7 +43,7 @@ type Table struct {
 	hash *hashing.Table
 	// By hashing index (instances of weight > 0):
 	instances []*config.Instance
-	kinds     []kind
+	kinds     [protocols][]kind // an instance without the protocol's address is out
 	ramps     []loadfactor.Ramp
 	// Every configured instance, weight 0 included, in configuration order.
 	members []memberView
@@ -59,10 +59,31 @@ type memberView struct {
 	index    int // hashing index, -1 for weight 0
 }
 
-// Route decides where a request with key goes. last is the instance the
-// request says served it last ("" if none).
+// Protocol narrows routing to the instances that speak it.
+type Protocol uint8
+
+const (
+	// AnyProtocol considers every instance (clb route).
+	AnyProtocol Protocol = iota
+	// SIP considers the instances with a SIP address.
+	SIP
+	// HTTP considers the instances with an HTTP address.
+	HTTP
+
+	protocols = 3
+)
+
+// Route decides where a request with key goes among all instances. last is
+// the instance the request says served it last ("" if none).
 func (t *Table) Route(key, last string, now time.Time) Decision {
-	return t.decide(t.hash.Hash(key), last, &now)
+	return t.decide(AnyProtocol, t.hash.Hash(key), last, &now)
+}
+
+// RouteFor is Route among the instances that speak p. Dropping the others
+// keeps the order of the rest, so a key of a converged session has the same
+// owner for SIP and HTTP while the owner speaks both.
+func (t *Table) RouteFor(p Protocol, key, last string, now time.Time) Decision {
+	return t.decide(p, t.hash.Hash(key), last, &now)
 }
 
 // Hash is key's hash, for RouteHash.
@@ -70,11 +91,11 @@ func (t *Table) Hash(key string) uint64 { return t.hash.Hash(key) }
 
 // RouteHash is Route for a key already hashed with Hash.
 func (t *Table) RouteHash(h uint64, last string, now time.Time) Decision {
-	return t.decide(h, last, &now)
+	return t.decide(AnyProtocol, h, last, &now)
 }
 
-func (t *Table) decide(h uint64, last string, now *time.Time) Decision {
-	r := router{t: t, h: h, now: now, u: -1}
+func (t *Table) decide(p Protocol, h uint64, last string, now *time.Time) Decision {
+	r := router{t: t, kinds: t.kinds[p], h: h, now: now, u: -1}
 	owner, replica := r.routeKept()
 	fallback := false
 	if replica < 0 {
@@ -99,10 +120,11 @@ func (t *Table) decide(h uint64, last string, now *time.Time) Decision {
 
 // router decides for one key; it lives on the stack of RouteHash.
 type router struct {
-	t   *Table
-	h   uint64
-	now *time.Time
-	u   float64 // u(key), computed the first time a ramping instance asks
+	t     *Table
+	kinds []kind
+	h     uint64
+	now   *time.Time
+	u     float64 // u(key), computed the first time a ramping instance asks
 }
 
 // routeKept is the common case, walked without function values: the owner
@@ -117,7 +139,7 @@ func (r *router) routeKept() (owner, replica int) {
 		if i < 0 {
 			return -1, -1
 		}
-		switch k := r.t.kinds[i]; {
+		switch k := r.kinds[i]; {
 		case k == out, k != full && !r.admits(i):
 			continue
 		case owner >= 0:
@@ -129,7 +151,7 @@ func (r *router) routeKept() (owner, replica int) {
 }
 
 func (r *router) admits(i int) bool {
-	switch r.t.kinds[i] {
+	switch r.kinds[i] {
 	case full:
 		return true
 	case rising, falling:
@@ -142,7 +164,7 @@ func (r *router) admits(i int) bool {
 }
 
 func (r *router) live(i int) bool {
-	switch r.t.kinds[i] {
+	switch r.kinds[i] {
 	case full, rising:
 		return true
 	case falling:
