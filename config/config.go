@@ -121,6 +121,23 @@ type Rule struct {
 	Prefix string `yaml:"prefix"`
 }
 
+// Finish turns the value a rule's source gave into the key: the first
+// capture group of Regexp, if set, then Prefix in front. An empty value, or
+// one the expression does not match, gives no key ("").
+func (r *Rule) Finish(value string) string {
+	if value == "" {
+		return ""
+	}
+	if r.Regexp.Regexp != nil {
+		m := r.Regexp.FindStringSubmatch(value)
+		if len(m) < 2 || m[1] == "" {
+			return ""
+		}
+		value = m[1]
+	}
+	return r.Prefix + value
+}
+
 // Pattern is a compiled regular expression with at least one capture group.
 type Pattern struct{ *regexp.Regexp }
 

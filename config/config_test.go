@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 const minimal = `
@@ -74,14 +76,15 @@ func TestAddresses(t *testing.T) {
 		{in: "udp://bad_host:5060"},
 		{in: "udp://:5060"},
 	} {
-		c, err := Parse("a.yaml", []byte("listen: {sip: \""+tc.in+"\"}\ninstances: [{name: a, sip: 127.0.0.1:1}]\n"))
+		var a SIPAddr
+		err := a.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: tc.in})
 		switch {
 		case tc.want == "" && err == nil:
-			t.Errorf("%q accepted as %s", tc.in, c.Listen.SIP[0])
+			t.Errorf("%q accepted as %s", tc.in, a)
 		case tc.want != "" && err != nil:
 			t.Errorf("%q: %v", tc.in, err)
-		case tc.want != "" && (c.Listen.SIP[0].String() != tc.want || c.Listen.SIP[0].Host != tc.host):
-			t.Errorf("%q parsed as %s host %q, want %s host %q", tc.in, c.Listen.SIP[0], c.Listen.SIP[0].Host, tc.want, tc.host)
+		case tc.want != "" && (a.String() != tc.want || a.Host != tc.host):
+			t.Errorf("%q parsed as %s host %q, want %s host %q", tc.in, a, a.Host, tc.want, tc.host)
 		}
 	}
 }
@@ -191,6 +194,26 @@ instances:
 			name: "two instances, one address",
 			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - {name: a, sip: 127.0.0.1:1}\n  - {name: b, sip: 'udp://127.0.0.1:1'}\n",
 			line: 4, key: "instances[1].sip", msg: "also instances[0].sip",
+		},
+		{
+			name: "sip listener on a name",
+			yaml: "listen:\n  sip: [udp://127.0.0.1:5060, tcp://sip.example.com]\ninstances: [{name: a, sip: 127.0.0.1:1}]\n",
+			line: 2, key: "listen.sip[1]", msg: "give the IP address",
+		},
+		{
+			name: "sip listener on every interface",
+			yaml: "listen:\n  sip: udp://0.0.0.0:5060\ninstances: [{name: a, sip: 127.0.0.1:1}]\n",
+			line: 2, key: "listen.sip[0]", msg: "not 0.0.0.0",
+		},
+		{
+			name: "instance transport without listener",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n    sip: tcp://127.0.0.1:5071\n",
+			line: 4, key: "instances[0].sip", msg: "no tcp listener",
+		},
+		{
+			name: "instance sip on a name",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n    sip: app1.example.com\n",
+			line: 4, key: "instances[0].sip", msg: "give an IP address",
 		},
 		{
 			name: "no listener",

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"clb/hashing"
@@ -53,7 +54,12 @@ func (d *decoder) validateListen(c *Config) {
 		bound[id] = key
 	}
 	for i, a := range l.SIP {
-		claim(a.Endpoint, fmt.Sprintf("listen.sip[%d]", i))
+		key := fmt.Sprintf("listen.sip[%d]", i)
+		claim(a.Endpoint, key)
+		// clb names this address in its Via and Record-Route.
+		if ip, err := netip.ParseAddr(a.Host); err != nil || ip.IsUnspecified() {
+			d.errorf(d.line(key), key, "%s: give the IP address clients and instances reach clb at (not a name, not 0.0.0.0 or ::)", a)
+		}
 	}
 	if !l.HTTP.IsZero() {
 		claim(l.HTTP.Endpoint, "listen.http")
@@ -104,6 +110,13 @@ func (d *decoder) validateInstances(c *Config) {
 			if a.e.Port == 0 {
 				d.errorf(d.line(a.key), a.key, "%s: an instance needs a port other than 0", a.e)
 			}
+			if a.key == key+".sip" {
+				if _, err := netip.ParseAddr(a.e.Host); err != nil {
+					d.errorf(d.line(a.key), a.key, "%s: give an IP address", a.e)
+				} else if !hasTransport(c.Listen.SIP, a.e.Transport) && len(c.Listen.SIP) > 0 {
+					d.errorf(d.line(a.key), a.key, "%s: listen.sip has no %s listener to reach it from", a.e, a.e.Transport)
+				}
+			}
 			if first, dup := addrs[a.e.String()]; dup {
 				d.errorf(d.line(a.key), a.key, "%s is also %s", a.e, first)
 			}
@@ -132,6 +145,15 @@ func (d *decoder) validateInstances(c *Config) {
 	case !c.Listen.HTTP.IsZero() && http == 0:
 		d.errorf(d.line("listen.http"), "listen.http", "no instance of weight > 0 has an http address")
 	}
+}
+
+func hasTransport(listen []SIPAddr, transport string) bool {
+	for _, a := range listen {
+		if a.Transport == transport {
+			return true
+		}
+	}
+	return false
 }
 
 // validName is SPEC section 9a's [A-Za-z0-9._-]+: safe in headers, cookies

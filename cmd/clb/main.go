@@ -1,5 +1,6 @@
 // Command clb is the converged SIP + HTTP load balancer's command line:
 //
+//	clb run -config FILE            serve (also: clb -config FILE)
 //	clb check -config FILE          validate FILE and print a summary
 //	clb route -config FILE [KEY…]   print KEY OWNER REPLICA per key
 //
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 func main() {
@@ -17,6 +19,8 @@ func main() {
 }
 
 const usage = `usage:
+  clb run -config FILE [-log json|console]
+                                  serve until SIGINT or SIGTERM (also: clb -config FILE)
   clb check -config FILE          validate FILE, print a summary; exit 1 on error
   clb route -config FILE [KEY …]  print "KEY OWNER REPLICA" for each key, from the
                                   arguments or else one per line from standard input
@@ -30,6 +34,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "run":
+		return runServe(args[1:], stderr)
 	case "check":
 		return check(args[1:], stdout, stderr)
 	case "route":
@@ -37,6 +43,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	}
+	if strings.HasPrefix(args[0], "-config") || strings.HasPrefix(args[0], "--config") {
+		return runServe(args, stderr)
 	}
 	fmt.Fprintf(stderr, "clb: unknown command %q\n%s", args[0], usage)
 	return 2

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	gosip "github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+	"go.uber.org/zap/zapcore"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/sip"
+)
+
+// runServe is clb run: serve until SIGINT or SIGTERM.
+func runServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("clb run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration `FILE` (YAML)")
+	format := fs.String("log", "json", "log format: json or console")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: clb run -config FILE [-log json|console]")
+		return 2
+	}
+	log, err := newLogger(*format, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "clb run: %v\n", err)
+		return 2
+	}
+	defer log.Sync()
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		fmt.Fprintf(stderr, "clb run: %s is not valid\n", *path)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("clb stopped", zap.Error(err))
+		return 1
+	}
+	log.Info("clb stopped")
+	return 0
+}
+
+// newLogger is zap's production logger (JSON) or its development one
+// (console) writing to w. sipgo logs through log/slog; its default logger is
+// bridged here, the one place library globals are set.
+func newLogger(format string, w io.Writer) (*zap.Logger, error) {
+	var cfg zap.Config
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		cfg = zap.NewProductionConfig()
+		enc = zapcore.NewJSONEncoder(cfg.EncoderConfig)
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+		enc = zapcore.NewConsoleEncoder(cfg.EncoderConfig)
+	default:
+		return nil, fmt.Errorf("log format %q: want json or console", format)
+	}
+	log := zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), cfg.Level))
+	gosip.SetDefaultLogger(slog.New(zapslog.NewHandler(log.Named("sipgo").Core())))
+	return log, nil
+}
+
+// serve runs the front ends of cfg until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	if len(cfg.Listen.SIP) == 0 {
+		return errors.New("listen.sip is empty: this build serves SIP only")
+	}
+	bal, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	if err != nil {
+		return err
+	}
+	srv, err := sip.NewServer(sip.ServerOptions{
+		ProxyOptions: sip.ProxyOptions{
+			Balancer:   bal,
+			Rules:      cfg.Keys.SIP,
+			Instances:  cfg.Instances,
+			Logger:     log.Named("sip"),
+			RetryAfter: cfg.Health.Interval,
+		},
+		Listen: cfg.Listen.SIP,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("clb started", zap.String("config", cfg.File), zap.Strings("sip", srv.Listeners()),
+		zap.Int("instances", len(cfg.Instances)))
+	return srv.Serve(ctx)
+}

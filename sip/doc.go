@@ -1,0 +1,38 @@
+// Package sip is clb's SIP front end: a stateless proxy (RFC 3261 section
+// 16.11) that routes every request into the cluster by its BEKey and tells
+// the instance, in X-CLB-* header fields, the key and the key's replica
+// partner.
+//
+// What it does with a message:
+//
+//   - An initial request from outside goes to the owner of its key (key
+//     rules, else From tag + Call-ID), with clb's Via, a Record-Route
+//     <sip:clb;lr;bekey=…;beroute=…;ftag=…> and the X-CLB-* fields; any
+//     X-CLB-* field the sender put in is removed first.
+//   - An in-dialog request with clb's Route on top travels into the cluster
+//     when it comes from the side outside it (told by the From tag against
+//     ftag, and dir=out for dialogs an instance began): it goes to the owner
+//     of the Route's bekey, with sticky repair against its beroute. Otherwise
+//     it leaves the cluster like through any loose router: to the next Route,
+//     else the Request-URI. A request from a configured instance without
+//     clb's Route leaves the cluster the same way.
+//   - A response whose top Via is clb's loses that Via and goes to the next
+//     one (received and rport honoured; over TCP, back on the connection the
+//     request came on). Any other response is dropped.
+//   - Errors are answered, never forwarded: 400 for what does not parse or
+//     lacks a field a proxy needs, 416, 420, 482 (clb's own Via: a loop), 483
+//     (Max-Forwards 0), 503 with Retry-After when no instance is live, 505.
+//
+// Messages are parsed with sipgo's parser, whose structured view drives every
+// decision; what is forwarded is the received bytes with the proxy's edits
+// (wire.go), so that nothing else changes on the way. The Via branch clb adds
+// is derived from the request's own transaction identity, so that a
+// retransmission, a CANCEL and the ACK of a non-2xx answer reach the same
+// instance as their INVITE with the same branch.
+//
+// Concurrency: a Server's goroutines (several readers per UDP socket, one
+// per TCP connection) share one Proxy, which is safe for concurrent use:
+// each goroutine brings its own scratch memory, the routing state is read
+// with one atomic load per message, and nothing is kept per transaction. The
+// Server owns its goroutines; Serve returns once they have all stopped.
+package sip

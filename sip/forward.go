@@ -1,0 +1,235 @@
+package sip
+
+import (
+	"bytes"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	gosip "github.com/emiago/sipgo/sip"
+
+	"clb/balancer"
+)
+
+// branchPrefix starts every branch clb puts in its Via: the RFC 3261 magic
+// cookie, then "clb", so that clb knows its own Vias.
+const branchPrefix = "z9hG4bKclb"
+
+// paramSource in clb's Via keeps the peer a request came from over TCP, so
+// that the response finds that connection again.
+const paramSource = "clb-src"
+
+// edits say how a forwarded request differs from the one received.
+type edits struct {
+	dropRoute bool               // remove the top Route value: clb's own
+	dropCLB   bool               // remove X-CLB-* fields the sender put in
+	decision  *balancer.Decision // add X-CLB-* fields telling the instance
+	key       string
+}
+
+// forward sends req on to dst with clb's Via, Max-Forwards decremented and
+// the edits applied; rr, if set, adds clb's Record-Route.
+func (p *Proxy) forward(in *inbound, sc *scratch, w *wire, req *gosip.Request, dst destination, e edits, rr *dialogRoute) {
+	self, ok := p.net.listener(dst.transport, dst.addr.Addr())
+	if !ok {
+		p.reply(in, sc, w, req, refusal{code: 502, reason: "Bad Gateway"})
+		return
+	}
+	out := append(sc.out[:0], w.data[:w.startLine+2]...)
+	out = appendVia(out, self, req, w, in)
+	if rr != nil {
+		out = appendRecordRoute(out, in.local, *rr)
+	}
+	if e.decision != nil {
+		out = appendCLBFields(out, e.key, e.decision)
+	}
+	out = appendRequestFields(out, w, req, in, e)
+	out = append(out, crlf...)
+	out = append(out, req.Body()...)
+	sc.out = out
+	p.deliver(dst, out)
+}
+
+// appendVia appends clb's Via with a branch derived from the request, so
+// that a retransmission, its CANCEL and the ACK of a non-2xx answer get the
+// same branch and reach the same instance as the INVITE did.
+func appendVia(dst []byte, self endpoint, req *gosip.Request, w *wire, in *inbound) []byte {
+	dst = append(dst, "Via: SIP/2.0/"...)
+	dst = append(dst, strings.ToUpper(self.transport)...)
+	dst = append(dst, ' ')
+	dst = appendHostPort(dst, self.addr)
+	dst = append(dst, ";branch="+branchPrefix...)
+	dst = strconv.AppendUint(dst, branchHash(req, w), 36)
+	if in.conn != nil {
+		dst = append(dst, ";"+paramSource+"="...)
+		dst = appendEscaped(dst, in.src.String())
+	}
+	return append(dst, crlf...)
+}
+
+// branchHash identifies the client transaction of req: its top Via's branch
+// and sent-by when the client follows RFC 3261, else (RFC 2543) the fields
+// that an INVITE, its CANCEL and its ACK share.
+func branchHash(req *gosip.Request, w *wire) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	v := req.Via()
+	b, _ := param(v.Params, "branch")
+	if len(b) > len("z9hG4bK") && strings.HasPrefix(b, "z9hG4bK") {
+		d.WriteString(b)
+		d.WriteString("\x00")
+		d.WriteString(v.Host)
+		d.WriteString(strconv.Itoa(v.Port))
+		d.WriteString(strings.ToLower(v.Transport))
+		return d.Sum64()
+	}
+	start := w.data[:w.startLine]
+	if sp := bytes.IndexByte(start, ' '); sp >= 0 {
+		d.Write(start[sp+1:]) // Request-URI and version
+	}
+	d.WriteString("\x00")
+	d.WriteString(callID(req))
+	d.WriteString("\x00")
+	d.WriteString(fromTag(req))
+	if cs := req.CSeq(); cs != nil {
+		d.WriteString(strconv.FormatUint(uint64(cs.SeqNo), 10))
+	}
+	if i := w.first(fieldVia); i >= 0 {
+		l := w.lines[i]
+		d.Write(w.data[l.valueStart:w.firstValueEnd(l)])
+	}
+	return d.Sum64()
+}
+
+// appendCLBFields appends the headers of SPEC section 4.
+func appendCLBFields(dst []byte, key string, d *balancer.Decision) []byte {
+	dst = append(dst, "X-CLB-Key: "...)
+	dst = appendEscaped(dst, key)
+	dst = append(dst, "\r\nX-CLB-Instance: "...)
+	dst = append(dst, d.Owner.Name...)
+	dst = append(dst, crlf...)
+	if d.Replica != nil {
+		dst = append(dst, "X-CLB-Replica: "...)
+		dst = append(dst, d.Replica.Name...)
+		dst = append(dst, crlf...)
+	}
+	if d.Previous != nil {
+		dst = append(dst, "X-CLB-Previous: "...)
+		dst = append(dst, d.Previous.Name...)
+		dst = append(dst, crlf...)
+	}
+	return dst
+}
+
+// appendRequestFields copies the request's header fields with the edits of a
+// proxy: the sender's Via marked with where it came from, Max-Forwards
+// decremented (or added), clb's Route and foreign X-CLB-* fields removed.
+func appendRequestFields(dst []byte, w *wire, req *gosip.Request, in *inbound, e edits) []byte {
+	viaDone, routeDone := false, false
+	for _, l := range w.lines {
+		switch {
+		case l.field == fieldVia && !viaDone:
+			viaDone = true
+			dst = appendSenderVia(dst, w, l, req.Via(), in.src)
+			continue
+		case l.field == fieldMaxForwards:
+			if mf := req.MaxForwards(); mf != nil {
+				dst = append(dst, "Max-Forwards: "...)
+				dst = strconv.AppendUint(dst, uint64(*mf)-1, 10)
+				dst = append(dst, crlf...)
+			}
+			continue
+		case l.field == fieldRoute && e.dropRoute && !routeDone:
+			routeDone = true
+			dst = appendRestValues(dst, w, l, "Route: ")
+			continue
+		case l.field == fieldCLB && e.dropCLB:
+			continue
+		}
+		dst = append(dst, w.data[l.start:l.end]...)
+	}
+	if req.MaxForwards() == nil {
+		dst = append(dst, "Max-Forwards: 70\r\n"...)
+	}
+	return dst
+}
+
+// appendRestValues appends field l without its first value, or nothing if
+// that was its only one.
+func appendRestValues(dst []byte, w *wire, l line, name string) []byte {
+	comma := w.firstValueEnd(l)
+	if comma == l.valueEnd {
+		return dst
+	}
+	dst = append(dst, name...)
+	dst = append(dst, w.data[w.restStart(l, comma):l.valueEnd]...)
+	return append(dst, crlf...)
+}
+
+// appendSenderVia appends the sender's Via with received and rport set as
+// RFC 3261 18.2.1 and RFC 3581 say, so that responses find the way back.
+func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.AddrPort) []byte {
+	first := w.data[l.valueStart:w.firstValueEnd(l)]
+	dst = append(dst, "Via: "...)
+	_, wantsRport := param(v.Params, "rport")
+	host := strings.Trim(v.Host, "[]")
+	srcIP := src.Addr().Unmap()
+	needReceived := wantsRport
+	if ip, err := netip.ParseAddr(host); err != nil || ip.Unmap() != srcIP {
+		needReceived = true
+	}
+	// Copy the value, dropping any received or valueless rport to set them.
+	semi := bytes.IndexByte(first, ';')
+	if semi < 0 {
+		dst = append(dst, first...)
+	} else {
+		dst = append(dst, first[:semi]...)
+		for rest := first[semi+1:]; ; {
+			p, next, more := bytes.Cut(rest, []byte(";"))
+			name := bytes.TrimSpace(p)
+			if eq := bytes.IndexByte(name, '='); eq >= 0 {
+				name = bytes.TrimSpace(name[:eq])
+			}
+			if !(needReceived && equalFold(name, "received") || wantsRport && equalFold(name, "rport")) {
+				dst = append(dst, ';')
+				dst = append(dst, p...)
+			}
+			if !more {
+				break
+			}
+			rest = next
+		}
+	}
+	if needReceived {
+		dst = append(dst, ";received="...)
+		dst = srcIP.AppendTo(dst)
+	}
+	if wantsRport {
+		dst = append(dst, ";rport="...)
+		dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
+	}
+	dst = append(dst, crlf...)
+	if comma := w.firstValueEnd(l); comma < l.valueEnd {
+		dst = append(dst, "Via: "...)
+		dst = append(dst, w.data[w.restStart(l, comma):l.valueEnd]...)
+		dst = append(dst, crlf...)
+	}
+	return dst
+}
+
+// appendResponse copies a response without its top Via (clb's).
+func appendResponse(dst []byte, w *wire, res *gosip.Response) []byte {
+	dst = append(dst, w.data[:w.startLine+2]...)
+	viaDone := false
+	for _, l := range w.lines {
+		if l.field == fieldVia && !viaDone {
+			viaDone = true
+			dst = appendRestValues(dst, w, l, "Via: ")
+			continue
+		}
+		dst = append(dst, w.data[l.start:l.end]...)
+	}
+	dst = append(dst, crlf...)
+	return append(dst, res.Body()...)
+}

@@ -1,0 +1,408 @@
+package sip
+
+import (
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	gosip "github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"clb/balancer"
+	"clb/config"
+)
+
+// endpoint is a SIP transport address: one of clb's listeners, or where a
+// message goes.
+type endpoint struct {
+	transport string // "udp" or "tcp"
+	addr      netip.AddrPort
+}
+
+// inbound is one message as it arrived.
+type inbound struct {
+	data  []byte
+	local endpoint       // the listener it arrived on (for TCP, its transport's listener)
+	src   netip.AddrPort // the peer
+	conn  *tcpConn       // the connection, for TCP
+}
+
+// destination is where a message goes: an address over a transport, or a
+// given TCP connection.
+type destination struct {
+	endpoint
+	conn *tcpConn
+}
+
+// sender puts bytes on the wire; the Server implements it.
+type sender interface {
+	send(dst destination, data []byte) error
+	// listener is clb's own endpoint for transport, in the address family of
+	// to: what goes in its Via and Record-Route towards to.
+	listener(transport string, to netip.Addr) (endpoint, bool)
+	// isSelf reports whether addr is one of clb's listeners.
+	isSelf(addr netip.AddrPort) bool
+}
+
+// instanceSet is the configured instances with a SIP address, by address.
+type instanceSet struct {
+	byAddr map[endpoint]*config.Instance
+}
+
+// scratch is one reader goroutine's reusable memory: handling a message
+// allocates nothing of clb's own beyond what the parser does.
+type scratch struct {
+	lines []line
+	out   []byte
+}
+
+// Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
+// no state per transaction or dialog. It is safe for concurrent use: every
+// reader goroutine brings its own scratch.
+type Proxy struct {
+	bal        *balancer.Balancer
+	rules      []config.Rule
+	log        *zap.Logger
+	now        func() time.Time
+	parser     *gosip.Parser
+	net        sender
+	instances  atomic.Pointer[instanceSet]
+	retryAfter int // seconds, in 503 responses
+}
+
+// ProxyOptions configure a Proxy.
+type ProxyOptions struct {
+	Balancer *balancer.Balancer
+	// Rules are keys.sip of the configuration.
+	Rules []config.Rule
+	// Instances are the configured instances; those with a SIP address are
+	// recognised as senders of requests leaving the cluster.
+	Instances []config.Instance
+	Logger    *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// RetryAfter goes in 503 responses; 0 means 5 s.
+	RetryAfter time.Duration
+}
+
+func newProxy(o ProxyOptions, net sender) *Proxy {
+	p := &Proxy{
+		bal:        o.Balancer,
+		rules:      o.Rules,
+		log:        o.Logger,
+		now:        o.Now,
+		parser:     gosip.NewParser(),
+		net:        net,
+		retryAfter: int(o.RetryAfter / time.Second),
+	}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.retryAfter <= 0 {
+		p.retryAfter = 5
+	}
+	p.setInstances(o.Instances)
+	return p
+}
+
+// setInstances replaces the configured instances (on reload).
+func (p *Proxy) setInstances(in []config.Instance) {
+	set := &instanceSet{byAddr: map[endpoint]*config.Instance{}}
+	for i := range in {
+		inst := &in[i]
+		if ip, err := netip.ParseAddr(inst.SIP.Host); err == nil {
+			set.byAddr[endpoint{inst.SIP.Transport, netip.AddrPortFrom(ip.Unmap(), uint16(inst.SIP.Port))}] = inst
+		}
+	}
+	p.instances.Store(set)
+}
+
+// handle processes one message.
+func (p *Proxy) handle(in *inbound, sc *scratch) {
+	msg, err := p.parser.ParseSIP(in.data)
+	w := scan(in.data, sc.lines)
+	sc.lines = w.lines
+	if err != nil {
+		p.rejectUnparsed(in, sc, &w, err)
+		return
+	}
+	switch m := msg.(type) {
+	case *gosip.Request:
+		p.request(in, sc, &w, m)
+	case *gosip.Response:
+		p.response(in, sc, &w, m)
+	}
+}
+
+// request forwards a request or answers it.
+func (p *Proxy) request(in *inbound, sc *scratch, w *wire, req *gosip.Request) {
+	if r := checkRequest(req, w); r.code != 0 {
+		p.reply(in, sc, w, req, r)
+		return
+	}
+	if p.looped(req) {
+		p.reply(in, sc, w, req, refusal{code: 482, reason: "Loop Detected"})
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil && *mf == 0 {
+		p.reply(in, sc, w, req, refusal{code: 483, reason: "Too Many Hops"})
+		return
+	}
+
+	var dr dialogRoute
+	ours := false
+	if rt := req.Route(); rt != nil && p.isSelfURI(&rt.Address) {
+		dr, ours = parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) })
+		if !ours {
+			p.reply(in, sc, w, req, refusal{code: 400, reason: "Bad Route"})
+			return
+		}
+	}
+	e := edits{dropRoute: ours}
+	switch sender := p.sentByInstance(in, req); {
+	case ours && (fromTag(req) == dr.ftag) != dr.outbound:
+		// In dialog, from the side outside the cluster: into the cluster,
+		// by the dialog's key, with sticky repair against beroute.
+		p.toInstance(in, sc, w, req, dr.key, dr.instance, e, false)
+	case ours:
+		// In dialog, from inside: out, like any loose router.
+		p.outward(in, sc, w, req, e, nil)
+	case sender != nil:
+		// An instance starts a dialog (or sends outside one) to the world.
+		var rr *dialogRoute
+		if startsDialog(req) {
+			rr = &dialogRoute{key: requestKey(p.rules, req), instance: sender.Name, ftag: fromTag(req), outbound: true}
+		}
+		p.outward(in, sc, w, req, e, rr)
+	default:
+		p.toInstance(in, sc, w, req, requestKey(p.rules, req), "", e, startsDialog(req))
+	}
+}
+
+// startsDialog reports whether clb should Record-Route req: a request
+// outside a dialog that can create one or be followed by others.
+func startsDialog(req *gosip.Request) bool {
+	if toTag(req) != "" {
+		return false
+	}
+	switch strings.ToUpper(string(req.Method)) {
+	case "ACK", "CANCEL", "REGISTER":
+		return false
+	}
+	return true
+}
+
+// sentByInstance is the configured instance that sent req: the top Via's
+// sent-by is an instance's SIP address and the packet came from its host.
+func (p *Proxy) sentByInstance(in *inbound, req *gosip.Request) *config.Instance {
+	via := req.Via()
+	ip, err := netip.ParseAddr(strings.Trim(via.Host, "[]"))
+	if err != nil || ip.Unmap() != in.src.Addr().Unmap() {
+		return nil
+	}
+	port := via.Port
+	if port == 0 {
+		port = 5060
+	}
+	set := p.instances.Load()
+	return set.byAddr[endpoint{strings.ToLower(via.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}]
+}
+
+// looped reports whether req carries a Via clb put there (RFC 3261 16.3 item
+// 4): clb's address with a branch of clb's.
+func (p *Proxy) looped(req *gosip.Request) bool {
+	for _, h := range req.GetHeaders("via") {
+		v, ok := h.(*gosip.ViaHeader)
+		if ok && p.isOurVia(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Proxy) isOurVia(v *gosip.ViaHeader) bool {
+	b, _ := param(v.Params, "branch")
+	if !strings.HasPrefix(b, branchPrefix) {
+		return false
+	}
+	ip, err := netip.ParseAddr(strings.Trim(v.Host, "[]"))
+	port := v.Port
+	if port == 0 {
+		port = 5060
+	}
+	return err == nil && p.net.isSelf(netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+}
+
+// isSelfURI reports whether a Route URI names one of clb's listeners.
+func (p *Proxy) isSelfURI(u *gosip.Uri) bool {
+	ip, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	if err != nil {
+		return false
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	return p.net.isSelf(netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+}
+
+// toInstance sends a request into the cluster: to the owner of key among the
+// instances with a SIP address, telling it the replica partner.
+func (p *Proxy) toInstance(in *inbound, sc *scratch, w *wire, req *gosip.Request, key, last string, e edits, recordRoute bool) {
+	d := p.bal.Table().RouteFor(balancer.SIP, key, last, p.now())
+	if d.Owner == nil {
+		p.reply(in, sc, w, req, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
+		return
+	}
+	dst, ok := instanceEndpoint(d.Owner)
+	if !ok {
+		p.reply(in, sc, w, req, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
+		return
+	}
+	var rr *dialogRoute
+	if recordRoute {
+		rr = &dialogRoute{key: key, instance: d.Owner.Name, ftag: fromTag(req)}
+	}
+	e.dropCLB, e.decision, e.key = true, &d, key
+	p.forward(in, sc, w, req, destination{endpoint: dst}, e, rr)
+}
+
+// instanceEndpoint is where an instance takes SIP.
+func instanceEndpoint(inst *config.Instance) (endpoint, bool) {
+	ip, err := netip.ParseAddr(inst.SIP.Host)
+	if err != nil {
+		return endpoint{}, false
+	}
+	return endpoint{inst.SIP.Transport, netip.AddrPortFrom(ip.Unmap(), uint16(inst.SIP.Port))}, true
+}
+
+// outward sends a request out of the cluster: to the next Route, or else to
+// its Request-URI.
+func (p *Proxy) outward(in *inbound, sc *scratch, w *wire, req *gosip.Request, e edits, rr *dialogRoute) {
+	target := &req.Recipient
+	routes := req.GetHeaders("route")
+	if e.dropRoute {
+		routes = routes[1:]
+	}
+	if len(routes) > 0 {
+		if rt, ok := routes[0].(*gosip.RouteHeader); ok {
+			target = &rt.Address
+		}
+	}
+	dst, ok := uriEndpoint(target)
+	if !ok {
+		p.reply(in, sc, w, req, refusal{code: 502, reason: "Bad Gateway"})
+		return
+	}
+	p.forward(in, sc, w, req, destination{endpoint: dst}, e, rr)
+}
+
+// uriEndpoint is where a SIP URI with an IP address points.
+func uriEndpoint(u *gosip.Uri) (endpoint, bool) {
+	if !strings.EqualFold(u.Scheme, "sip") {
+		return endpoint{}, false
+	}
+	ip, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	if err != nil || !usable(ip) {
+		return endpoint{}, false
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	transport := "udp"
+	if t, ok := param(u.UriParams, "transport"); ok {
+		transport = strings.ToLower(t)
+	}
+	return endpoint{transport, netip.AddrPortFrom(ip.Unmap(), uint16(port))}, true
+}
+
+// usable rules out addresses no message should go to.
+func usable(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsValid() && !ip.IsUnspecified() && !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// response relays a response to the next Via, if the top one is clb's.
+func (p *Proxy) response(in *inbound, sc *scratch, w *wire, res *gosip.Response) {
+	vias := res.GetHeaders("via")
+	if len(vias) < 2 {
+		return
+	}
+	top, ok1 := vias[0].(*gosip.ViaHeader)
+	next, ok2 := vias[1].(*gosip.ViaHeader)
+	if !ok1 || !ok2 || !p.isOurVia(top) {
+		return // not a response to a request clb forwarded
+	}
+	dst, ok := viaDestination(next)
+	if !ok {
+		return
+	}
+	if src, ok := param(top.Params, paramSource); ok {
+		// The request came over a connection: answer on it (RFC 3261
+		// 18.2.2) while it is open.
+		if s, ok := unescape(src); ok {
+			if a, err := netip.ParseAddrPort(s); err == nil {
+				dst.conn = p.connTo(a)
+			}
+		}
+	}
+	sc.out = appendResponse(sc.out[:0], w, res)
+	p.deliver(dst, sc.out)
+}
+
+// connTo is a hook for the server's connection table (nil without TCP).
+func (p *Proxy) connTo(a netip.AddrPort) *tcpConn {
+	if c, ok := p.net.(interface{ conn(netip.AddrPort) *tcpConn }); ok {
+		return c.conn(a)
+	}
+	return nil
+}
+
+// viaDestination is where a response goes for Via v: received and rport
+// when present (RFC 3261 18.2.2, RFC 3581), else the sent-by.
+func viaDestination(v *gosip.ViaHeader) (destination, bool) {
+	host := v.Host
+	if r, ok := param(v.Params, "received"); ok && r != "" {
+		host = r
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil || !usable(ip) {
+		return destination{}, false
+	}
+	port := v.Port
+	if r, ok := param(v.Params, "rport"); ok && r != "" {
+		port = atoiPort(r, port)
+	}
+	if port == 0 {
+		port = 5060
+	}
+	return destination{endpoint: endpoint{strings.ToLower(v.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}}, true
+}
+
+func atoiPort(s string, def int) int {
+	n := 0
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' || n > 65535 {
+			return def
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n == 0 || n > 65535 {
+		return def
+	}
+	return n
+}
+
+// deliver sends and logs a failure: a stateless proxy has no one to tell.
+func (p *Proxy) deliver(dst destination, data []byte) {
+	if err := p.net.send(dst, data); err != nil {
+		if ce := p.log.Check(zap.DebugLevel, "send failed"); ce != nil {
+			ce.Write(zap.String("to", dst.addr.String()), zap.String("transport", dst.transport), zap.Error(err))
+		}
+	}
+}

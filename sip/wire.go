@@ -1,0 +1,224 @@
+package sip
+
+import (
+	"bytes"
+)
+
+// field identifies the header fields the proxy reads or rewrites.
+type field uint8
+
+const (
+	fieldOther field = iota
+	fieldVia
+	fieldFrom
+	fieldTo
+	fieldCallID
+	fieldCSeq
+	fieldMaxForwards
+	fieldRoute
+	fieldContentLength
+	fieldProxyRequire
+	fieldCLB // any X-CLB-* header
+)
+
+// line is one header field as it stands in the message: [start, end) spans
+// the field with its continuation lines and final CRLF; the value is
+// [valueStart, valueEnd), trimmed.
+type line struct {
+	field                field
+	start, end           int
+	nameEnd              int
+	valueStart, valueEnd int
+}
+
+// wire is a message's bytes with an index of its header fields. The proxy
+// forwards what it does not change byte for byte, so it edits the message
+// here rather than re-serialising a parsed one (which would, for one, change
+// the case of an extension method).
+type wire struct {
+	data      []byte
+	startLine int // end of the start line, at its CRLF
+	lines     []line
+	bodyStart int // first byte after the empty line; len(data) if none
+}
+
+// scan indexes data. It never fails: a message it cannot index is indexed
+// as far as it goes, which is what answering it with 400 needs. lines is
+// reused to avoid allocating.
+func scan(data []byte, lines []line) wire {
+	w := wire{data: data, lines: lines[:0], bodyStart: len(data)}
+	eol := bytes.Index(data, crlf)
+	if eol < 0 {
+		w.startLine = len(data)
+		return w
+	}
+	w.startLine = eol
+	pos := eol + 2
+	for pos < len(data) {
+		if bytes.HasPrefix(data[pos:], crlf) {
+			w.bodyStart = pos + 2
+			return w
+		}
+		end := lineEnd(data, pos)
+		if end < 0 {
+			return w // no CRLF: truncated
+		}
+		w.lines = append(w.lines, parseLine(data, pos, end))
+		pos = end
+	}
+	return w
+}
+
+var crlf = []byte("\r\n")
+
+// lineEnd finds the end of the field starting at pos, past its folded
+// continuation lines, after the final CRLF; -1 if it has no CRLF.
+func lineEnd(data []byte, pos int) int {
+	for {
+		i := bytes.Index(data[pos:], crlf)
+		if i < 0 {
+			return -1
+		}
+		pos += i + 2
+		if pos >= len(data) || (data[pos] != ' ' && data[pos] != '\t') {
+			return pos
+		}
+	}
+}
+
+func parseLine(data []byte, start, end int) line {
+	l := line{start: start, end: end, nameEnd: start, valueStart: end - 2, valueEnd: end - 2}
+	colon := bytes.IndexByte(data[start:end], ':')
+	if colon < 0 {
+		return l
+	}
+	l.nameEnd = start + colon
+	name := bytes.TrimRight(data[start:l.nameEnd], " \t")
+	l.field = fieldOf(name)
+	vs, ve := l.nameEnd+1, end-2
+	for vs < ve && isLWS(data[vs]) {
+		vs++
+	}
+	for ve > vs && isLWS(data[ve-1]) {
+		ve--
+	}
+	l.valueStart, l.valueEnd = vs, ve
+	return l
+}
+
+func isLWS(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+func fieldOf(name []byte) field {
+	if len(name) == 1 {
+		switch name[0] | 0x20 {
+		case 'v':
+			return fieldVia
+		case 'f':
+			return fieldFrom
+		case 't':
+			return fieldTo
+		case 'i':
+			return fieldCallID
+		case 'l':
+			return fieldContentLength
+		}
+		return fieldOther
+	}
+	switch {
+	case equalFold(name, "via"):
+		return fieldVia
+	case equalFold(name, "from"):
+		return fieldFrom
+	case equalFold(name, "to"):
+		return fieldTo
+	case equalFold(name, "call-id"):
+		return fieldCallID
+	case equalFold(name, "cseq"):
+		return fieldCSeq
+	case equalFold(name, "max-forwards"):
+		return fieldMaxForwards
+	case equalFold(name, "route"):
+		return fieldRoute
+	case equalFold(name, "content-length"):
+		return fieldContentLength
+	case equalFold(name, "proxy-require"):
+		return fieldProxyRequire
+	case len(name) > 6 && equalFold(name[:6], "x-clb-"):
+		return fieldCLB
+	}
+	return fieldOther
+}
+
+// equalFold compares ASCII case-insensitively without allocating.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// value is a field's value bytes.
+func (w *wire) value(l line) []byte { return w.data[l.valueStart:l.valueEnd] }
+
+// count is how many fields of kind f the message has.
+func (w *wire) count(f field) int {
+	n := 0
+	for _, l := range w.lines {
+		if l.field == f {
+			n++
+		}
+	}
+	return n
+}
+
+// first is the index in lines of the first field of kind f, or -1.
+func (w *wire) first(f field) int {
+	for i, l := range w.lines {
+		if l.field == f {
+			return i
+		}
+	}
+	return -1
+}
+
+// firstValueEnd is the end of the first comma-separated value of a field
+// (Via and Route may carry several): the index of the comma, or valueEnd.
+// Commas inside quotes and angle brackets do not count.
+func (w *wire) firstValueEnd(l line) int {
+	quoted, angle := false, false
+	for i := l.valueStart; i < l.valueEnd; i++ {
+		switch c := w.data[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ',' && !angle:
+			return i
+		}
+	}
+	return l.valueEnd
+}
+
+// restStart is where the values after the first begin (after the comma and
+// any space), given firstValueEnd's result.
+func (w *wire) restStart(l line, comma int) int {
+	i := comma + 1
+	for i < l.valueEnd && isLWS(w.data[i]) {
+		i++
+	}
+	return i
+}
