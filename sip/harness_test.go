@@ -42,8 +42,9 @@ type peer struct {
 
 // envelope is a message a peer received.
 type envelope struct {
-	at  string // the peer's name
-	msg gosip.Message
+	at  string        // the peer's name
+	msg gosip.Message // nil if sipgo cannot parse it
+	raw []byte        // as received
 }
 
 // newPeer starts a peer; its messages go to inbox, or to its own queue if
@@ -95,9 +96,9 @@ func (p *peer) readUDP() {
 		if err != nil {
 			return
 		}
-		if m, err := gosip.ParseMessage(bytes.Clone(buf[:n])); err == nil {
-			p.inbox <- envelope{p.name, m}
-		}
+		raw := bytes.Clone(buf[:n])
+		m, _ := gosip.ParseMessage(raw) // nil if clb sent what sipgo refuses
+		p.inbox <- envelope{p.name, m, raw}
 	}
 }
 
@@ -138,7 +139,7 @@ func (p *peer) readTCP(c net.Conn) {
 		}
 		head.Write(body)
 		if m, err := gosip.ParseMessage(head.Bytes()); err == nil {
-			p.inbox <- envelope{p.name, m}
+			p.inbox <- envelope{p.name, m, head.Bytes()}
 		}
 	}
 }
@@ -179,15 +180,24 @@ func (p *peer) sendRaw(data []byte, to netip.AddrPort) {
 // the next any of them received: it must be this one's).
 func (p *peer) recv() gosip.Message {
 	p.t.Helper()
+	e := p.recvEnvelope()
+	if e.msg == nil {
+		p.t.Fatalf("%s: got what sipgo cannot parse:\n%s", p.name, e.raw)
+	}
+	return e.msg
+}
+
+func (p *peer) recvEnvelope() envelope {
+	p.t.Helper()
 	select {
 	case e := <-p.inbox:
 		if e.at != p.name {
 			p.t.Fatalf("want a message at %s, %s got:\n%s", p.name, e.at, e.msg)
 		}
-		return e.msg
+		return e
 	case <-time.After(wait):
 		p.t.Fatalf("%s: no message within %v", p.name, wait)
-		return nil
+		return envelope{}
 	}
 }
 

@@ -40,6 +40,8 @@ func checkRequest(req *gosip.Request, w *wire) refusal {
 		return bad("Duplicate Header Field")
 	case !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)):
 		return bad("CSeq Method Mismatch")
+	case !validNameAddr(w, fieldFrom) || !validNameAddr(w, fieldTo):
+		return bad("Bad From or To")
 	}
 	switch strings.ToLower(req.Recipient.Scheme) {
 	case "sip", "sips", "tel":
@@ -61,24 +63,16 @@ func checkRequest(req *gosip.Request, w *wire) refusal {
 	return refusal{}
 }
 
-// reply answers req itself: to the source over the same connection (TCP),
-// else per its top Via (RFC 3261 18.2.2). An ACK is never answered.
+// reply answers req itself, back to where it came from: over the same
+// connection (TCP), or to the source address and port (UDP) as if the client
+// had asked for rport (RFC 3581), which works through NAT and trusts no
+// Via. An ACK is never answered.
 func (p *Proxy) reply(in *inbound, sc *scratch, w *wire, req *gosip.Request, r refusal) {
 	if strings.EqualFold(string(req.Method), "ACK") {
 		return
 	}
-	dst := destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}
-	if v := req.Via(); v != nil && in.conn == nil {
-		port := v.Port
-		if _, ok := param(v.Params, "rport"); ok {
-			port = int(in.src.Port())
-		} else if port == 0 {
-			port = 5060
-		}
-		dst.addr = netip.AddrPortFrom(in.src.Addr(), uint16(port))
-	}
 	sc.out = appendLocalResponse(sc.out[:0], w, r)
-	p.deliver(dst, sc.out)
+	p.deliver(destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}, sc.out)
 }
 
 // rejectUnparsed answers with 400 (416 for an unknown Request-URI scheme) a
@@ -107,17 +101,46 @@ func (p *Proxy) rejectUnparsed(in *inbound, sc *scratch, w *wire, err error) {
 	p.deliver(destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}, sc.out)
 }
 
+// validNameAddr checks the display name of a From or To field, which the
+// parser lets through when it is neither a quoted string nor tokens (RFC
+// 4475 3.1.2.16: a proxy must not propagate it).
+func validNameAddr(w *wire, f field) bool {
+	i := w.first(f)
+	if i < 0 {
+		return true
+	}
+	v := w.value(w.lines[i])
+	lt := bytes.IndexByte(v, '<')
+	if lt < 0 {
+		return true
+	}
+	name := bytes.TrimSpace(v[:lt])
+	if len(name) == 0 || name[0] == '"' {
+		return true // quoted strings are the parser's to check
+	}
+	for _, c := range name {
+		if !isTokenChar(c) && c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
 func knownScheme(s []byte) bool {
 	return equalFold(s, "sip") || equalFold(s, "sips") || equalFold(s, "tel")
 }
 
 func isToken(s []byte) bool {
 	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
+		if !isTokenChar(c) {
 			return false
 		}
 	}
 	return len(s) > 0
+}
+
+func isTokenChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0
 }
 
 // appendLocalResponse builds clb's own response to the request in w: its
