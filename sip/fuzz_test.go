@@ -1,0 +1,149 @@
+package sip
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	gosip "github.com/emiago/sipgo/sip"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/loadfactor"
+)
+
+// seedCorpus adds the torture messages to a fuzz target's seeds (the
+// testdata/fuzz/<target> files are added by go test itself).
+func seedCorpus(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "sip", "*", "*.dat"))
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+}
+
+func fuzzRules() []config.Rule {
+	return []config.Rule{
+		{Header: "X-Session", Regexp: config.Pattern{Regexp: regexp.MustCompile(`^id=([^;]*)`)}, Prefix: "s:"},
+		{Header: "P-Asserted-Identity", URIUser: true},
+		{RequestURI: true, URIParam: "user"},
+		{Header: "To", URIParam: "x"},
+		{Header: "From", URIUser: true, Prefix: "u:"},
+	}
+}
+
+// FuzzKey: key extraction never panics, is a function of the message, and
+// without rules is From tag + Call-ID.
+func FuzzKey(f *testing.F) {
+	seedCorpus(f)
+	rules := fuzzRules()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := gosip.ParseMessage(data)
+		if err != nil {
+			return
+		}
+		req, ok := m.(*gosip.Request)
+		if !ok {
+			return
+		}
+		if k1, k2 := requestKey(rules, req), requestKey(rules, req); k1 != k2 {
+			t.Fatalf("key %q then %q", k1, k2)
+		}
+		if k := requestKey(nil, req); k != fromTag(req)+callID(req) {
+			t.Fatalf("default key %q, want From tag + Call-ID", k)
+		}
+	})
+}
+
+// FuzzRecordRoute: whatever the key, instance and tag, clb's Record-Route
+// escapes them into a URI that parses and decodes back to them.
+func FuzzRecordRoute(f *testing.F) {
+	f.Add("abc123call@host", "inst1", "tag1", false)
+	f.Add("user:alice", "app.2_x-y", "", true)
+	f.Add("a;b=c>,\"d e\"%\r\nX: y", "i", "t`'!~", false)
+	f.Add("\x00\xff%%41", "-", "%zz", true)
+	self := endpoint{"udp", netip.MustParseAddrPort("127.0.0.1:5060")}
+	f.Fuzz(func(t *testing.T, key, inst, ftag string, outbound bool) {
+		if back, ok := unescape(escape(key)); !ok || back != key {
+			t.Fatalf("unescape(escape(%q)) = %q, %v", key, back, ok)
+		}
+		for _, c := range []byte(escape(key)) {
+			if !unreserved(c) && c != '%' {
+				t.Fatalf("escape(%q) has %q", key, c)
+			}
+		}
+		if key == "" {
+			return
+		}
+		in := dialogRoute{key: key, instance: inst, ftag: ftag, outbound: outbound}
+		rr := appendRecordRoute(nil, self, in)
+		value := strings.TrimSuffix(strings.TrimPrefix(string(rr), "Record-Route: "), "\r\n")
+		msg := "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n" +
+			"Route: " + value + "\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+		m, err := gosip.ParseMessage([]byte(msg))
+		if err != nil {
+			t.Fatalf("clb's Route does not parse: %v\n%s", err, value)
+		}
+		rt := m.(*gosip.Request).Route()
+		if rt == nil {
+			t.Fatalf("no Route in\n%s", msg)
+		}
+		got, ok := parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) })
+		if !ok || got != in {
+			t.Fatalf("decoded %+v (%v), want %+v", got, ok, in)
+		}
+	})
+}
+
+// recorder is a sender that keeps what the proxy sends.
+type recorder struct {
+	sent [][]byte
+}
+
+func (r *recorder) send(dst destination, data []byte) error {
+	r.sent = append(r.sent, bytes.Clone(data))
+	return nil
+}
+
+func (r *recorder) listener(transport string, to netip.Addr) (endpoint, bool) {
+	return endpoint{transport, netip.MustParseAddrPort("127.0.0.1:5060")}, true
+}
+
+func (r *recorder) isSelf(a netip.AddrPort) bool { return a == netip.MustParseAddrPort("127.0.0.1:5060") }
+
+// FuzzHandle: any datagram is handled without a panic, and whatever clb
+// forwards keeps the start line it came with.
+func FuzzHandle(f *testing.F) {
+	seedCorpus(f)
+	in := []config.Instance{
+		{Name: "a", Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1", Port: 5071}}},
+		{Name: "b", Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1", Port: 5072}}},
+	}
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rec := &recorder{}
+		p := newProxy(ProxyOptions{Balancer: bal, Rules: fuzzRules(), Instances: in}, rec)
+		var sc scratch
+		p.handle(&inbound{data: data, local: endpoint{"udp", netip.MustParseAddrPort("127.0.0.1:5060")},
+			src: netip.MustParseAddrPort("192.0.2.1:5062")}, &sc)
+		start, _, _ := bytes.Cut(data, crlf)
+		for _, out := range rec.sent {
+			if bytes.HasPrefix(out, []byte("SIP/2.0 ")) && !bytes.HasPrefix(data, []byte("SIP/")) {
+				continue // clb's own answer
+			}
+			if !bytes.HasPrefix(out, append(start, crlf...)) {
+				t.Fatalf("forwarded with another start line:\n%q\nfrom\n%q", out, data)
+			}
+		}
+	})
+}
