@@ -30,23 +30,23 @@ type edits struct {
 
 // forward sends req on to dst with clb's Via, Max-Forwards decremented and
 // the edits applied; rr, if set, adds clb's Record-Route.
-func (p *Proxy) forward(in *inbound, sc *scratch, w *wire, req *gosip.Request, dst destination, e edits, rr *dialogRoute) {
+func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e edits, rr *dialogRoute) {
 	self, ok := p.net.listener(dst.transport, dst.addr.Addr())
 	if !ok {
-		p.reply(in, sc, w, req, refusal{code: 502, reason: "Bad Gateway"})
+		p.reply(in, sc, v, refusal{code: 502, reason: "Bad Gateway"})
 		return
 	}
-	out := append(sc.out[:0], w.data[:w.startLine+2]...)
-	out = appendVia(out, self, req, w, in)
+	out := append(sc.out[:0], v.w.data[:v.w.startLine+2]...)
+	out = appendVia(out, self, v, in)
 	if rr != nil {
 		out = appendRecordRoute(out, in.local, *rr)
 	}
 	if e.decision != nil {
 		out = appendCLBFields(out, e.key, e.decision)
 	}
-	out = appendRequestFields(out, w, req, in, e)
+	out = appendRequestFields(out, v, in, e)
 	out = append(out, crlf...)
-	out = append(out, req.Body()...)
+	out = append(out, v.body...)
 	sc.out = out
 	p.deliver(dst, out)
 }
@@ -54,13 +54,13 @@ func (p *Proxy) forward(in *inbound, sc *scratch, w *wire, req *gosip.Request, d
 // appendVia appends clb's Via with a branch derived from the request, so
 // that a retransmission, its CANCEL and the ACK of a non-2xx answer get the
 // same branch and reach the same instance as the INVITE did.
-func appendVia(dst []byte, self endpoint, req *gosip.Request, w *wire, in *inbound) []byte {
+func appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
 	dst = append(dst, "Via: SIP/2.0/"...)
 	dst = append(dst, strings.ToUpper(self.transport)...)
 	dst = append(dst, ' ')
 	dst = appendHostPort(dst, self.addr)
 	dst = append(dst, ";branch="+branchPrefix...)
-	dst = strconv.AppendUint(dst, branchHash(req, w), 36)
+	dst = strconv.AppendUint(dst, branchHash(v), 36)
 	if in.conn != nil {
 		dst = append(dst, ";"+paramSource+"="...)
 		dst = appendEscaped(dst, in.src.String())
@@ -71,30 +71,28 @@ func appendVia(dst []byte, self endpoint, req *gosip.Request, w *wire, in *inbou
 // branchHash identifies the client transaction of req: its top Via's branch
 // and sent-by when the client follows RFC 3261, else (RFC 2543) the fields
 // that an INVITE, its CANCEL and its ACK share.
-func branchHash(req *gosip.Request, w *wire) uint64 {
+func branchHash(v *view) uint64 {
 	var d xxhash.Digest
 	d.Reset()
-	v := req.Via()
-	b, _ := param(v.Params, "branch")
+	b, _ := param(v.via.Params, "branch")
 	if len(b) > len("z9hG4bK") && strings.HasPrefix(b, "z9hG4bK") {
 		d.WriteString(b)
 		d.WriteString("\x00")
-		d.WriteString(v.Host)
-		d.WriteString(strconv.Itoa(v.Port))
-		d.WriteString(strings.ToLower(v.Transport))
+		d.WriteString(v.via.Host)
+		d.WriteString(strconv.Itoa(v.via.Port))
+		d.WriteString(strings.ToLower(v.via.Transport))
 		return d.Sum64()
 	}
+	w := v.w
 	start := w.data[:w.startLine]
 	if sp := bytes.IndexByte(start, ' '); sp >= 0 {
 		d.Write(start[sp+1:]) // Request-URI and version
 	}
 	d.WriteString("\x00")
-	d.WriteString(callID(req))
+	d.WriteString(v.callID)
 	d.WriteString("\x00")
-	d.WriteString(fromTag(req))
-	if cs := req.CSeq(); cs != nil {
-		d.WriteString(strconv.FormatUint(uint64(cs.SeqNo), 10))
-	}
+	d.WriteString(v.fromTag())
+	d.WriteString(strconv.FormatUint(uint64(v.cseq.SeqNo), 10))
 	if i := w.first(fieldVia); i >= 0 {
 		l := w.lines[i]
 		d.Write(w.data[l.valueStart:w.firstValueEnd(l)])
@@ -125,20 +123,19 @@ func appendCLBFields(dst []byte, key string, d *balancer.Decision) []byte {
 // appendRequestFields copies the request's header fields with the edits of a
 // proxy: the sender's Via marked with where it came from, Max-Forwards
 // decremented (or added), clb's Route and foreign X-CLB-* fields removed.
-func appendRequestFields(dst []byte, w *wire, req *gosip.Request, in *inbound, e edits) []byte {
+func appendRequestFields(dst []byte, v *view, in *inbound, e edits) []byte {
+	w := v.w
 	viaDone, routeDone := false, false
 	for _, l := range w.lines {
 		switch {
 		case l.field == fieldVia && !viaDone:
 			viaDone = true
-			dst = appendSenderVia(dst, w, l, req.Via(), in.src)
+			dst = appendSenderVia(dst, w, l, v.via, in.src)
 			continue
 		case l.field == fieldMaxForwards:
-			if mf := req.MaxForwards(); mf != nil {
-				dst = append(dst, "Max-Forwards: "...)
-				dst = strconv.AppendUint(dst, uint64(*mf)-1, 10)
-				dst = append(dst, crlf...)
-			}
+			dst = append(dst, "Max-Forwards: "...)
+			dst = strconv.AppendInt(dst, int64(v.maxFwd-1), 10)
+			dst = append(dst, crlf...)
 			continue
 		case l.field == fieldRoute && e.dropRoute && !routeDone:
 			routeDone = true
@@ -149,7 +146,7 @@ func appendRequestFields(dst []byte, w *wire, req *gosip.Request, in *inbound, e
 		}
 		dst = append(dst, w.data[l.start:l.end]...)
 	}
-	if req.MaxForwards() == nil {
+	if v.maxFwd < 0 {
 		dst = append(dst, "Max-Forwards: 70\r\n"...)
 	}
 	return dst
@@ -219,7 +216,8 @@ func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.
 }
 
 // appendResponse copies a response without its top Via (clb's).
-func appendResponse(dst []byte, w *wire, res *gosip.Response) []byte {
+func appendResponse(dst []byte, v *view) []byte {
+	w := v.w
 	dst = append(dst, w.data[:w.startLine+2]...)
 	viaDone := false
 	for _, l := range w.lines {
@@ -231,5 +229,5 @@ func appendResponse(dst []byte, w *wire, res *gosip.Response) []byte {
 		dst = append(dst, w.data[l.start:l.end]...)
 	}
 	dst = append(dst, crlf...)
-	return append(dst, res.Body()...)
+	return append(dst, v.body...)
 }

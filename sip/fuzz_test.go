@@ -44,19 +44,17 @@ func fuzzRules() []config.Rule {
 func FuzzKey(f *testing.F) {
 	seedCorpus(f)
 	rules := fuzzRules()
+	p := newProxy(ProxyOptions{}, &recorder{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := gosip.ParseMessage(data)
-		if err != nil {
+		w := scan(data, nil)
+		v, _, ok := p.parse(&w)
+		if !ok || !v.request {
 			return
 		}
-		req, ok := m.(*gosip.Request)
-		if !ok {
-			return
-		}
-		if k1, k2 := requestKey(rules, req), requestKey(rules, req); k1 != k2 {
+		if k1, k2 := requestKey(rules, &v), requestKey(rules, &v); k1 != k2 {
 			t.Fatalf("key %q then %q", k1, k2)
 		}
-		if k := requestKey(nil, req); k != fromTag(req)+callID(req) {
+		if k := requestKey(nil, &v); k != v.fromTag()+v.callID {
 			t.Fatalf("default key %q, want From tag + Call-ID", k)
 		}
 	})
@@ -116,7 +114,9 @@ func (r *recorder) listener(transport string, to netip.Addr) (endpoint, bool) {
 	return endpoint{transport, netip.MustParseAddrPort("127.0.0.1:5060")}, true
 }
 
-func (r *recorder) isSelf(a netip.AddrPort) bool { return a == netip.MustParseAddrPort("127.0.0.1:5060") }
+func (r *recorder) isSelf(a netip.AddrPort) bool {
+	return a == netip.MustParseAddrPort("127.0.0.1:5060")
+}
 
 // FuzzHandle: any datagram is handled without a panic, and whatever clb
 // forwards keeps the start line it came with.

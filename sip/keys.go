@@ -11,53 +11,44 @@ import (
 // requestKey is the BEKey of an out-of-dialog request (or an in-dialog one
 // without clb's Route): the first rule that gives a non-empty value, else the
 // default, From tag + Call-ID (SPEC section 5).
-func requestKey(rules []config.Rule, req *gosip.Request) string {
+func (p *Proxy) requestKey(v *view) string { return requestKey(p.rules, v) }
+
+func requestKey(rules []config.Rule, v *view) string {
 	for i := range rules {
-		if k := rules[i].Finish(ruleValue(&rules[i], req)); k != "" {
+		if k := rules[i].Finish(ruleValue(&rules[i], v)); k != "" {
 			return k
 		}
 	}
-	return fromTag(req) + callID(req)
+	return v.fromTag() + v.callID
 }
 
 // ruleValue is what a SIP rule's source gives, narrowed to a URI's user part
 // or parameter when the rule says so; "" when the request lacks it.
-func ruleValue(r *config.Rule, req *gosip.Request) string {
-	if r.RequestURI {
-		return uriPart(r, &req.Recipient, req.Recipient.String)
-	}
-	var uri *gosip.Uri
+func ruleValue(r *config.Rule, v *view) string {
+	narrow := r.URIUser || r.URIParam != ""
 	switch {
-	case strings.EqualFold(r.Header, "From") || r.Header == "f":
-		if h := req.From(); h != nil {
-			uri = &h.Address
-		}
-	case strings.EqualFold(r.Header, "To") || r.Header == "t":
-		if h := req.To(); h != nil {
-			uri = &h.Address
-		}
+	case r.RequestURI:
+		return uriPart(r, &v.uri)
+	case narrow && (strings.EqualFold(r.Header, "From") || r.Header == "f"):
+		return uriPart(r, &v.from.Address)
+	case narrow && (strings.EqualFold(r.Header, "To") || r.Header == "t"):
+		return uriPart(r, &v.to.Address)
 	}
-	if uri != nil {
-		if !r.URIUser && r.URIParam == "" {
-			return headerValue(req, r.Header)
-		}
-		return uriPart(r, uri, uri.String)
-	}
-	value := headerValue(req, r.Header)
-	if value == "" || !r.URIUser && r.URIParam == "" {
+	value := string(v.w.header(r.Header))
+	if value == "" || !narrow {
 		return value
 	}
-	// Any other header holding a name-addr or addr-spec.
-	var parsed gosip.Uri
+	// Any other field holding a name-addr or addr-spec.
+	var uri gosip.Uri
 	params := gosip.NewParams()
-	if _, err := gosip.ParseAddressValue(value, &parsed, &params); err != nil {
+	if _, err := gosip.ParseAddressValue(value, &uri, &params); err != nil {
 		return ""
 	}
-	return uriPart(r, &parsed, parsed.String)
+	return uriPart(r, &uri)
 }
 
 // uriPart is the URI's user part or parameter, or all of it.
-func uriPart(r *config.Rule, uri *gosip.Uri, whole func() string) string {
+func uriPart(r *config.Rule, uri *gosip.Uri) string {
 	switch {
 	case r.URIUser:
 		return uri.User
@@ -65,15 +56,7 @@ func uriPart(r *config.Rule, uri *gosip.Uri, whole func() string) string {
 		v, _ := param(uri.UriParams, r.URIParam)
 		return v
 	}
-	return whole()
-}
-
-// headerValue is the value of the first header field named name.
-func headerValue(req *gosip.Request, name string) string {
-	if h := req.GetHeader(name); h != nil {
-		return h.Value()
-	}
-	return ""
+	return uri.String()
 }
 
 // param looks a parameter up by name, case-insensitively as RFC 3261
@@ -85,27 +68,4 @@ func param(ps gosip.HeaderParams, name string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-func fromTag(req *gosip.Request) string {
-	if h := req.From(); h != nil {
-		t, _ := param(h.Params, "tag")
-		return t
-	}
-	return ""
-}
-
-func toTag(m gosip.Message) string {
-	if h := m.To(); h != nil {
-		t, _ := param(h.Params, "tag")
-		return t
-	}
-	return ""
-}
-
-func callID(m gosip.Message) string {
-	if h := m.CallID(); h != nil {
-		return string(*h)
-	}
-	return ""
 }

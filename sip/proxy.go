@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -65,7 +66,7 @@ type Proxy struct {
 	rules      []config.Rule
 	log        *zap.Logger
 	now        func() time.Time
-	parser     *gosip.Parser
+	headers    gosip.HeadersParser // sipgo's parsers of single fields
 	net        sender
 	instances  atomic.Pointer[instanceSet]
 	retryAfter int // seconds, in 503 responses
@@ -92,7 +93,7 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		rules:      o.Rules,
 		log:        o.Logger,
 		now:        o.Now,
-		parser:     gosip.NewParser(),
+		headers:    gosip.DefaultHeadersParser(),
 		net:        net,
 		retryAfter: int(o.RetryAfter / time.Second),
 	}
@@ -123,83 +124,91 @@ func (p *Proxy) setInstances(in []config.Instance) {
 
 // handle processes one message.
 func (p *Proxy) handle(in *inbound, sc *scratch) {
-	msg, err := p.parser.ParseSIP(in.data)
 	w := scan(in.data, sc.lines)
 	sc.lines = w.lines
-	if err != nil {
-		p.rejectUnparsed(in, sc, &w, err)
-		return
-	}
-	switch m := msg.(type) {
-	case *gosip.Request:
-		p.request(in, sc, &w, m)
-	case *gosip.Response:
-		p.response(in, sc, &w, m)
+	v, r, ok := p.parse(&w)
+	switch {
+	case !v.request && ok:
+		p.response(in, sc, &v)
+	case v.request && !ok:
+		if ce := p.log.Check(zap.DebugLevel, "request refused"); ce != nil {
+			ce.Write(zap.Stringer("from", in.src), zap.Int("code", r.code), zap.String("reason", r.reason))
+		}
+		p.reply(in, sc, &v, r)
+	case v.request:
+		p.request(in, sc, &v)
 	}
 }
 
 // request forwards a request or answers it.
-func (p *Proxy) request(in *inbound, sc *scratch, w *wire, req *gosip.Request) {
-	if r := checkRequest(req, w); r.code != 0 {
-		p.reply(in, sc, w, req, r)
+func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
+	if p.looped(v) {
+		p.reply(in, sc, v, refusal{code: 482, reason: "Loop Detected"})
 		return
 	}
-	if p.looped(req) {
-		p.reply(in, sc, w, req, refusal{code: 482, reason: "Loop Detected"})
-		return
-	}
-	if mf := req.MaxForwards(); mf != nil && *mf == 0 {
-		p.reply(in, sc, w, req, refusal{code: 483, reason: "Too Many Hops"})
+	if v.maxFwd == 0 {
+		p.reply(in, sc, v, refusal{code: 483, reason: "Too Many Hops"})
 		return
 	}
 
 	var dr dialogRoute
 	ours := false
-	if rt := req.Route(); rt != nil && p.isSelfURI(&rt.Address) {
+	if rt := v.route; rt != nil && p.isSelfURI(&rt.Address) {
 		dr, ours = parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) })
 		if !ours {
-			p.reply(in, sc, w, req, refusal{code: 400, reason: "Bad Route"})
+			p.reply(in, sc, v, refusal{code: 400, reason: "Bad Route"})
 			return
 		}
 	}
 	e := edits{dropRoute: ours}
-	switch sender := p.sentByInstance(in, req); {
-	case ours && (fromTag(req) == dr.ftag) != dr.outbound:
+	switch sender := p.sentByInstance(in, v); {
+	case ours && (v.fromTag() == dr.ftag) != dr.outbound:
 		// In dialog, from the side outside the cluster: into the cluster,
 		// by the dialog's key, with sticky repair against beroute.
-		p.toInstance(in, sc, w, req, dr.key, dr.instance, e, false)
+		p.toInstance(in, sc, v, dr.key, dr.instance, e, false)
 	case ours:
 		// In dialog, from inside: out, like any loose router.
-		p.outward(in, sc, w, req, e, nil)
+		p.outward(in, sc, v, e, nil)
 	case sender != nil:
 		// An instance starts a dialog (or sends outside one) to the world.
 		var rr *dialogRoute
-		if startsDialog(req) {
-			rr = &dialogRoute{key: requestKey(p.rules, req), instance: sender.Name, ftag: fromTag(req), outbound: true}
+		if v.startsDialog() {
+			rr = &dialogRoute{key: p.requestKey(v), instance: sender.Name, ftag: v.fromTag(), outbound: true}
 		}
-		p.outward(in, sc, w, req, e, rr)
+		p.outward(in, sc, v, e, rr)
 	default:
-		p.toInstance(in, sc, w, req, requestKey(p.rules, req), "", e, startsDialog(req))
+		p.toInstance(in, sc, v, p.requestKey(v), "", e, v.startsDialog())
 	}
 }
 
-// startsDialog reports whether clb should Record-Route req: a request
+// startsDialog reports whether clb should Record-Route the request: one
 // outside a dialog that can create one or be followed by others.
-func startsDialog(req *gosip.Request) bool {
-	if toTag(req) != "" {
+func (v *view) startsDialog() bool {
+	if v.toTag() != "" {
 		return false
 	}
-	switch strings.ToUpper(string(req.Method)) {
+	switch strings.ToUpper(v.method) {
 	case "ACK", "CANCEL", "REGISTER":
 		return false
 	}
 	return true
 }
 
-// sentByInstance is the configured instance that sent req: the top Via's
-// sent-by is an instance's SIP address and the packet came from its host.
-func (p *Proxy) sentByInstance(in *inbound, req *gosip.Request) *config.Instance {
-	via := req.Via()
+func (v *view) fromTag() string {
+	t, _ := param(v.from.Params, "tag")
+	return t
+}
+
+func (v *view) toTag() string {
+	t, _ := param(v.to.Params, "tag")
+	return t
+}
+
+// sentByInstance is the configured instance that sent the request: its top
+// Via's sent-by is an instance's SIP address and the packet came from its
+// host.
+func (p *Proxy) sentByInstance(in *inbound, v *view) *config.Instance {
+	via := v.via
 	ip, err := netip.ParseAddr(strings.Trim(via.Host, "[]"))
 	if err != nil || ip.Unmap() != in.src.Addr().Unmap() {
 		return nil
@@ -212,13 +221,22 @@ func (p *Proxy) sentByInstance(in *inbound, req *gosip.Request) *config.Instance
 	return set.byAddr[endpoint{strings.ToLower(via.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}]
 }
 
-// looped reports whether req carries a Via clb put there (RFC 3261 16.3 item
-// 4): clb's address with a branch of clb's.
-func (p *Proxy) looped(req *gosip.Request) bool {
-	for _, h := range req.GetHeaders("via") {
-		v, ok := h.(*gosip.ViaHeader)
-		if ok && p.isOurVia(v) {
-			return true
+// looped reports whether the request carries a Via clb put there (RFC 3261
+// 16.3 item 4): clb's address with a branch of clb's. Only Via fields with
+// such a branch are parsed.
+func (p *Proxy) looped(v *view) bool {
+	for _, l := range v.w.lines {
+		if l.field != fieldVia || !bytes.Contains(v.w.value(l), []byte(branchPrefix)) {
+			continue
+		}
+		vias, err := p.headers.ParseHeader(nil, unfold(v.w.data[l.start:l.end-2]))
+		if err != nil {
+			continue
+		}
+		for _, h := range vias {
+			if via, ok := h.(*gosip.ViaHeader); ok && p.isOurVia(via) {
+				return true
+			}
 		}
 	}
 	return false
@@ -252,23 +270,22 @@ func (p *Proxy) isSelfURI(u *gosip.Uri) bool {
 
 // toInstance sends a request into the cluster: to the owner of key among the
 // instances with a SIP address, telling it the replica partner.
-func (p *Proxy) toInstance(in *inbound, sc *scratch, w *wire, req *gosip.Request, key, last string, e edits, recordRoute bool) {
+func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, e edits, recordRoute bool) {
 	d := p.bal.Table().RouteFor(balancer.SIP, key, last, p.now())
-	if d.Owner == nil {
-		p.reply(in, sc, w, req, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
-		return
+	dst, ok := endpoint{}, false
+	if d.Owner != nil {
+		dst, ok = instanceEndpoint(d.Owner)
 	}
-	dst, ok := instanceEndpoint(d.Owner)
 	if !ok {
-		p.reply(in, sc, w, req, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
+		p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
 		return
 	}
 	var rr *dialogRoute
 	if recordRoute {
-		rr = &dialogRoute{key: key, instance: d.Owner.Name, ftag: fromTag(req)}
+		rr = &dialogRoute{key: key, instance: d.Owner.Name, ftag: v.fromTag()}
 	}
 	e.dropCLB, e.decision, e.key = true, &d, key
-	p.forward(in, sc, w, req, destination{endpoint: dst}, e, rr)
+	p.forward(in, sc, v, destination{endpoint: dst}, e, rr)
 }
 
 // instanceEndpoint is where an instance takes SIP.
@@ -282,10 +299,10 @@ func instanceEndpoint(inst *config.Instance) (endpoint, bool) {
 
 // outward sends a request out of the cluster: to the next Route, or else to
 // its Request-URI.
-func (p *Proxy) outward(in *inbound, sc *scratch, w *wire, req *gosip.Request, e edits, rr *dialogRoute) {
-	target := &req.Recipient
-	routes := req.GetHeaders("route")
-	if e.dropRoute {
+func (p *Proxy) outward(in *inbound, sc *scratch, v *view, e edits, rr *dialogRoute) {
+	target := &v.uri
+	routes := p.fieldValues(v.w, fieldRoute, 2)
+	if e.dropRoute && len(routes) > 0 {
 		routes = routes[1:]
 	}
 	if len(routes) > 0 {
@@ -295,10 +312,10 @@ func (p *Proxy) outward(in *inbound, sc *scratch, w *wire, req *gosip.Request, e
 	}
 	dst, ok := uriEndpoint(target)
 	if !ok {
-		p.reply(in, sc, w, req, refusal{code: 502, reason: "Bad Gateway"})
+		p.reply(in, sc, v, refusal{code: 502, reason: "Bad Gateway"})
 		return
 	}
-	p.forward(in, sc, w, req, destination{endpoint: dst}, e, rr)
+	p.forward(in, sc, v, destination{endpoint: dst}, e, rr)
 }
 
 // uriEndpoint is where a SIP URI with an IP address points.
@@ -328,21 +345,15 @@ func usable(ip netip.Addr) bool {
 }
 
 // response relays a response to the next Via, if the top one is clb's.
-func (p *Proxy) response(in *inbound, sc *scratch, w *wire, res *gosip.Response) {
-	vias := res.GetHeaders("via")
-	if len(vias) < 2 {
-		return
-	}
-	top, ok1 := vias[0].(*gosip.ViaHeader)
-	next, ok2 := vias[1].(*gosip.ViaHeader)
-	if !ok1 || !ok2 || !p.isOurVia(top) {
+func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
+	if !p.isOurVia(v.via) {
 		return // not a response to a request clb forwarded
 	}
-	dst, ok := viaDestination(next)
+	dst, ok := viaDestination(v.via2)
 	if !ok {
 		return
 	}
-	if src, ok := param(top.Params, paramSource); ok {
+	if src, ok := param(v.via.Params, paramSource); ok {
 		// The request came over a connection: answer on it (RFC 3261
 		// 18.2.2) while it is open.
 		if s, ok := unescape(src); ok {
@@ -351,7 +362,7 @@ func (p *Proxy) response(in *inbound, sc *scratch, w *wire, res *gosip.Response)
 			}
 		}
 	}
-	sc.out = appendResponse(sc.out[:0], w, res)
+	sc.out = appendResponse(sc.out[:0], v)
 	p.deliver(dst, sc.out)
 }
 

@@ -2,13 +2,10 @@ package sip
 
 import (
 	"bytes"
-	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
-	gosip "github.com/emiago/sipgo/sip"
-	"go.uber.org/zap"
 )
 
 // refusal is a request clb answers itself instead of forwarding.
@@ -19,86 +16,30 @@ type refusal struct {
 	unsupported string // option tags, for 420
 }
 
-// checkRequest applies the checks of RFC 3261 16.3 that a stateless proxy can
-// make, and those a hash key needs (one Call-ID, one From: SPEC says no key
-// may come from an ambiguous or empty field).
-func checkRequest(req *gosip.Request, w *wire) refusal {
-	bad := func(reason string) refusal { return refusal{code: 400, reason: reason} }
-	switch {
-	case req.SipVersion != "SIP/2.0":
-		return refusal{code: 505, reason: "Version Not Supported"}
-	case req.Via() == nil:
-		return bad("Missing Via")
-	case req.From() == nil || req.To() == nil:
-		return bad("Missing From or To")
-	case callID(req) == "":
-		return bad("Missing Call-ID")
-	case req.CSeq() == nil:
-		return bad("Missing CSeq")
-	case w.count(fieldCallID) > 1 || w.count(fieldFrom) > 1 || w.count(fieldTo) > 1 ||
-		w.count(fieldCSeq) > 1 || w.count(fieldMaxForwards) > 1 || w.count(fieldContentLength) > 1:
-		return bad("Duplicate Header Field")
-	case !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)):
-		return bad("CSeq Method Mismatch")
-	case !validNameAddr(w, fieldFrom) || !validNameAddr(w, fieldTo):
-		return bad("Bad From or To")
-	}
-	switch strings.ToLower(req.Recipient.Scheme) {
-	case "sip", "sips", "tel":
-	default:
-		return refusal{code: 416, reason: "Unsupported URI Scheme"}
-	}
-	if len(req.Recipient.Headers) > 0 {
-		return bad("Headers in Request-URI")
-	}
-	if h := req.Recipient.Host; strings.ContainsRune(h, ':') {
-		if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err != nil {
-			return bad("Bad IPv6 Reference")
-		}
-	}
-	if i := w.first(fieldProxyRequire); i >= 0 {
-		// clb supports no extension a proxy must understand (16.3 item 5).
-		return refusal{code: 420, reason: "Bad Extension", unsupported: string(w.value(w.lines[i]))}
-	}
-	return refusal{}
-}
-
-// reply answers req itself, back to where it came from: over the same
-// connection (TCP), or to the source address and port (UDP) as if the client
-// had asked for rport (RFC 3581), which works through NAT and trusts no
-// Via. An ACK is never answered.
-func (p *Proxy) reply(in *inbound, sc *scratch, w *wire, req *gosip.Request, r refusal) {
-	if strings.EqualFold(string(req.Method), "ACK") {
+// reply answers the request itself, back to where it came from: over the
+// same connection (TCP), or to the source address and port (UDP) as if the
+// client had asked for rport (RFC 3581), which works through NAT and trusts
+// no Via. It answers only a request with a Via and a CSeq to match the answer
+// to, and never an ACK.
+func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
+	w := v.w
+	if method, _, _ := bytes.Cut(w.data[:w.startLine], sp); string(method) == "ACK" {
 		return
+	}
+	if w.first(fieldVia) < 0 || w.first(fieldCSeq) < 0 {
+		return // nothing to match an answer to
 	}
 	sc.out = appendLocalResponse(sc.out[:0], w, r)
 	p.deliver(destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}, sc.out)
 }
 
-// rejectUnparsed answers with 400 (416 for an unknown Request-URI scheme) a
-// request the parser refused, when it has the fields a response needs; it
-// drops anything else. Sent back to the source: an unparsed Via is not to be
-// trusted.
-func (p *Proxy) rejectUnparsed(in *inbound, sc *scratch, w *wire, err error) {
-	if ce := p.log.Check(zap.DebugLevel, "unparsable message"); ce != nil {
-		ce.Write(zap.Stringer("from", in.src), zap.Error(err))
-	}
-	start := w.data[:w.startLine]
-	method, rest, ok := bytes.Cut(start, []byte(" "))
-	if !ok || bytes.HasPrefix(start, []byte("SIP/")) || string(method) == "ACK" {
+// rejectFraming answers with 400 a message on a stream whose length cannot
+// be told (RFC 4475 3.1.2.3, 3.3.8); the caller then closes the connection.
+func (p *Proxy) rejectFraming(in *inbound, sc *scratch, w *wire) {
+	if bytes.HasPrefix(w.data, []byte("SIP/")) {
 		return
 	}
-	for _, f := range []field{fieldVia, fieldFrom, fieldTo, fieldCallID, fieldCSeq} {
-		if w.first(f) < 0 {
-			return
-		}
-	}
-	r := refusal{code: 400, reason: "Bad Request"}
-	if scheme, _, ok := bytes.Cut(rest, []byte(":")); ok && isToken(scheme) && !knownScheme(scheme) {
-		r = refusal{code: 416, reason: "Unsupported URI Scheme"}
-	}
-	sc.out = appendLocalResponse(sc.out[:0], w, r)
-	p.deliver(destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}, sc.out)
+	p.reply(in, sc, &view{w: w, request: true}, refusal{code: 400, reason: "Bad Content-Length"})
 }
 
 // validNameAddr checks the display name of a From or To field, which the

@@ -199,7 +199,7 @@ func (s *Server) frame(c *tcpConn, b []byte, sc *scratch) (int, bool) {
 		// Missing, repeated or malformed Content-Length: a stream cannot be
 		// framed. Answer what can be answered, then close.
 		in := inbound{data: b[:head], local: c.local, src: c.remote, conn: c}
-		s.proxy.rejectUnparsed(&in, sc, &w, errFraming)
+		s.proxy.rejectFraming(&in, sc, &w)
 		return head, false
 	}
 	total := head + length
@@ -213,8 +213,6 @@ func (s *Server) frame(c *tcpConn, b []byte, sc *scratch) (int, bool) {
 	s.proxy.handle(&in, sc)
 	return total, true
 }
-
-var errFraming = errors.New("no single valid Content-Length on a stream")
 
 // contentLength is the single, well-formed Content-Length of a message head.
 func contentLength(w *wire) (int, bool) {

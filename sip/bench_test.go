@@ -1,0 +1,85 @@
+package sip
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/loadfactor"
+)
+
+// discard is a sender that drops what it is given: the benchmarks measure
+// the proxy, not the kernel.
+type discard struct{ recorder }
+
+func (*discard) send(destination, []byte) error { return nil }
+
+// callMessages are the six messages of one SIPp call through clb, as clb
+// receives them: INVITE from the UAC; 180 and 200 from the UAS; ACK and BYE
+// from the UAC along the route set; the UAS's 200 to the BYE.
+func callMessages(i int, clb, uac, uas netip.AddrPort, key string) [][]byte {
+	callID := fmt.Sprintf("%d-4242@127.0.0.1", i)
+	tag := fmt.Sprintf("4242SIPpTag00%d", i)
+	via := fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-4242-%d-0\r\n", uac, i)
+	clbVia := fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=%s1abc%d\r\n", clb, branchPrefix, i)
+	rr := fmt.Sprintf("Record-Route: <sip:%s;transport=udp;lr;bekey=%s;beroute=inst1;ftag=%s>\r\n", clb, escape(key), tag)
+	route := strings.Replace(rr, "Record-Route", "Route", 1)
+	from := fmt.Sprintf("From: sipp <sip:sipp@%s>;tag=%s\r\n", uac, tag)
+	to := fmt.Sprintf("To: service <sip:service@%s>", clb)
+	sdp := "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+	common := func(cseq string) string {
+		return fmt.Sprintf("Call-ID: %s\r\nCSeq: %s\r\n", callID, cseq)
+	}
+	return [][]byte{
+		[]byte(fmt.Sprintf("INVITE sip:service@%s SIP/2.0\r\n%s%s%s\r\n%sContact: <sip:sipp@%s;transport=UDP>\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
+			clb, via, from, to, common("1 INVITE"), uac, len(sdp), sdp)),
+		[]byte(fmt.Sprintf("SIP/2.0 180 Ringing\r\n%s%s%s%s%s;tag=uas%d\r\n%sContact: <sip:%s;transport=UDP>\r\nContent-Length: 0\r\n\r\n",
+			clbVia, strings.Replace(via, "Via", "Via", 1), rr, from, to, i, common("1 INVITE"), uas)),
+		[]byte(fmt.Sprintf("SIP/2.0 200 OK\r\n%s%s%s%s%s;tag=uas%d\r\n%sContact: <sip:%s;transport=UDP>\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
+			clbVia, via, rr, from, to, i, common("1 INVITE"), uas, len(sdp), sdp)),
+		[]byte(fmt.Sprintf("ACK sip:%s;transport=UDP SIP/2.0\r\n%s%s%s%s;tag=uas%d\r\n%sContact: <sip:sipp@%s;transport=UDP>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			uas, via, route, from, to, i, common("1 ACK"), uac)),
+		[]byte(fmt.Sprintf("BYE sip:%s;transport=UDP SIP/2.0\r\n%s%s%s%s;tag=uas%d\r\n%sContact: <sip:sipp@%s;transport=UDP>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			uas, via, route, from, to, i, common("2 BYE"), uac)),
+		[]byte(fmt.Sprintf("SIP/2.0 200 OK\r\n%s%s%s%s;tag=uas%d\r\n%sContact: <sip:%s;transport=UDP>\r\nContent-Length: 0\r\n\r\n",
+			clbVia, via, from, to, i, common("2 BYE"), uas)),
+	}
+}
+
+// BenchmarkCall is the proxy's work for one call (six messages), without the
+// sockets.
+func BenchmarkCall(b *testing.B) {
+	clb := netip.MustParseAddrPort("127.0.0.1:5060")
+	uac := netip.MustParseAddrPort("127.0.0.1:5061")
+	uasAddr := netip.MustParseAddrPort("127.0.0.1:5071")
+	var in []config.Instance
+	for i := range 3 {
+		in = append(in, config.Instance{Name: fmt.Sprintf("inst%d", i+1), Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{
+			Transport: "udp", Host: "127.0.0.1", Port: 5071 + i}}})
+	}
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newProxy(ProxyOptions{Balancer: bal, Instances: in}, &discard{})
+	const calls = 1024
+	msgs := make([][][]byte, calls)
+	for i := range msgs {
+		msgs[i] = callMessages(i, clb, uac, uasAddr, fmt.Sprintf("4242SIPpTag00%d%d-4242@127.0.0.1", i, i))
+	}
+	local := endpoint{"udp", clb}
+	var sc scratch
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		for j, m := range msgs[i%calls] {
+			src := uac
+			if j == 1 || j == 2 || j == 5 {
+				src = uasAddr
+			}
+			p.handle(&inbound{data: m, local: local, src: src}, &sc)
+		}
+	}
+}
