@@ -68,7 +68,7 @@ run_load() {
 		local before
 		before=$(ticks_all "$@")
 		mkdir -p "$tmp/uac"
-		(cd "$tmp/uac" && sipp -sf "$root/testdata/sipp/uac.xml" -i 127.0.0.1 -p 15090 -m "$calls" -r "$rate" \
+		(cd "$tmp/uac" && timeout -s KILL $((seconds * 4 + 15)) sipp -sf "$root/testdata/sipp/uac.xml" -i 127.0.0.1 -p 15090 -m "$calls" -r "$rate" \
 			-l $((rate * 2)) -nostdin -buff_size 2097152 -trace_stat -stf stats.csv -fd 1 \
 			-timeout $((seconds * 4))s "127.0.0.1:$lb_port" >/dev/null 2>&1) || true
 		local after

@@ -92,7 +92,7 @@ func branchHash(v *view) uint64 {
 	d.WriteString(v.callID)
 	d.WriteString("\x00")
 	d.WriteString(v.fromTag())
-	d.WriteString(strconv.FormatUint(uint64(v.cseq.SeqNo), 10))
+	d.WriteString(strconv.FormatUint(uint64(v.cseq), 10))
 	if i := w.first(fieldVia); i >= 0 {
 		l := w.lines[i]
 		d.Write(w.data[l.valueStart:w.firstValueEnd(l)])

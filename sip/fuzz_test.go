@@ -47,8 +47,8 @@ func FuzzKey(f *testing.F) {
 	p := newProxy(ProxyOptions{}, &recorder{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		w := scan(data, nil)
-		v, _, ok := p.parse(&w)
-		if !ok || !v.request {
+		var v view
+		if _, ok := p.parse(&w, &v); !ok || !v.request {
 			return
 		}
 		if k1, k2 := requestKey(rules, &v), requestKey(rules, &v); k1 != k2 {

