@@ -50,9 +50,17 @@ start_uas() {
 	sleep 1
 }
 
+# stop_uas lets the UAS finish their calls (SIGUSR1), killing those that
+# still have some after 10 s (calls the UAC gave up on never end).
 stop_uas() {
 	for p in "${uas_pids[@]}"; do kill -USR1 "$p" 2>/dev/null || true; done
-	for p in "${uas_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	for _ in $(seq 100); do
+		alive=0
+		for p in "${uas_pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[ "$alive" = 0 ] && break
+		sleep 0.1
+	done
+	for p in "${uas_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 
 # last value of a column of a SIPp statistics file
