@@ -26,6 +26,7 @@ type Config struct {
 	LoadFactor LoadFactor `yaml:"loadfactor"`
 	Admin      Admin      `yaml:"admin"`
 	Keys       Keys       `yaml:"keys"`
+	HTTP       HTTP       `yaml:"http"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -82,6 +83,32 @@ type LoadFactor struct {
 // Params is the ramp as package loadfactor takes it.
 func (l LoadFactor) Params() loadfactor.Params {
 	return loadfactor.Params{Start: l.Start, Increase: l.Increase, Period: l.Period}
+}
+
+// HTTP configures the HTTP front end's limits and timeouts.
+type HTTP struct {
+	// ReadHeaderTimeout bounds receiving a request head. Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes a client connection idle between requests. Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WriteTimeout bounds each write to a client. Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// DialTimeout bounds opening a connection to an instance. Default 2s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// ResponseTimeout bounds waiting for an instance's response head (504
+	// after it). Default 30s.
+	ResponseTimeout time.Duration `yaml:"response_timeout"`
+	// UpstreamIdleTimeout closes an idle connection to an instance. Default 30s.
+	UpstreamIdleTimeout time.Duration `yaml:"upstream_idle_timeout"`
+	// MaxIdlePerInstance bounds the idle connections kept to each instance.
+	// Default 64.
+	MaxIdlePerInstance int `yaml:"max_idle_per_instance"`
+	// MaxHeaderBytes bounds a request head. Default 32768.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaders bounds the header fields of a request. Default 100.
+	MaxHeaders int `yaml:"max_headers"`
+	// Grace is how long requests in flight may finish on shutdown. Default 10s.
+	Grace time.Duration `yaml:"grace"`
 }
 
 // Admin configures the admin API.
@@ -170,6 +197,18 @@ func Defaults() Config {
 			HTTPPath: "/",
 		},
 		LoadFactor: LoadFactor{Start: lf.Start, Increase: lf.Increase, Period: lf.Period},
+		HTTP: HTTP{
+			ReadHeaderTimeout:   10 * time.Second,
+			IdleTimeout:         60 * time.Second,
+			WriteTimeout:        30 * time.Second,
+			DialTimeout:         2 * time.Second,
+			ResponseTimeout:     30 * time.Second,
+			UpstreamIdleTimeout: 30 * time.Second,
+			MaxIdlePerInstance:  64,
+			MaxHeaderBytes:      32 << 10,
+			MaxHeaders:          100,
+			Grace:               10 * time.Second,
+		},
 	}
 }
 

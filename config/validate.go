@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"clb/hashing"
 	"clb/loadfactor"
@@ -18,6 +19,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateListen(c)
 	d.validateInstances(c)
 	d.validateHealth(&c.Health)
+	d.validateHTTP(&c.HTTP)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field
@@ -182,6 +184,34 @@ func (d *decoder) validateHealth(h *Health) {
 	}
 	if !strings.HasPrefix(h.HTTPPath, "/") || strings.ContainsAny(h.HTTPPath, " \t\r\n") {
 		d.errorf(d.line("health.http_path"), "health.http_path", "%q: want a path starting with /", h.HTTPPath)
+	}
+}
+
+func (d *decoder) validateHTTP(h *HTTP) {
+	for _, x := range []struct {
+		v   time.Duration
+		key string
+	}{
+		{h.ReadHeaderTimeout, "read_header_timeout"}, {h.IdleTimeout, "idle_timeout"},
+		{h.WriteTimeout, "write_timeout"}, {h.DialTimeout, "dial_timeout"},
+		{h.ResponseTimeout, "response_timeout"}, {h.UpstreamIdleTimeout, "upstream_idle_timeout"},
+		{h.Grace, "grace"},
+	} {
+		if x.v <= 0 {
+			d.errorf(d.line("http."+x.key), "http."+x.key, "must be greater than 0")
+		}
+	}
+	for _, x := range []struct {
+		v, lo, hi int
+		key       string
+	}{
+		{h.MaxIdlePerInstance, 0, 100_000, "max_idle_per_instance"},
+		{h.MaxHeaderBytes, 1024, 1 << 20, "max_header_bytes"},
+		{h.MaxHeaders, 8, 10_000, "max_headers"},
+	} {
+		if x.v < x.lo || x.v > x.hi {
+			d.errorf(d.line("http."+x.key), "http."+x.key, "%d: must be from %d to %d", x.v, x.lo, x.hi)
+		}
 	}
 }
 

@@ -63,7 +63,7 @@ func appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
 	dst = strconv.AppendUint(dst, branchHash(v), 36)
 	if in.conn != nil {
 		dst = append(dst, ";"+paramSource+"="...)
-		dst = appendEscaped(dst, in.src.String())
+		dst = balancer.AppendEscapedKey(dst, in.src.String())
 	}
 	return append(dst, crlf...)
 }
@@ -103,7 +103,7 @@ func branchHash(v *view) uint64 {
 // appendCLBFields appends the headers of SPEC section 4.
 func appendCLBFields(dst []byte, key string, d *balancer.Decision) []byte {
 	dst = append(dst, "X-CLB-Key: "...)
-	dst = appendEscaped(dst, key)
+	dst = balancer.AppendEscapedKey(dst, key)
 	dst = append(dst, "\r\nX-CLB-Instance: "...)
 	dst = append(dst, d.Owner.Name...)
 	dst = append(dst, crlf...)

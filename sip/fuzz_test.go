@@ -69,12 +69,12 @@ func FuzzRecordRoute(f *testing.F) {
 	f.Add("\x00\xff%%41", "-", "%zz", true)
 	self := endpoint{"udp", netip.MustParseAddrPort("127.0.0.1:5060")}
 	f.Fuzz(func(t *testing.T, key, inst, ftag string, outbound bool) {
-		if back, ok := unescape(escape(key)); !ok || back != key {
-			t.Fatalf("unescape(escape(%q)) = %q, %v", key, back, ok)
+		if back, ok := balancer.UnescapeKey(balancer.EscapeKey(key)); !ok || back != key {
+			t.Fatalf("balancer.UnescapeKey(balancer.EscapeKey(%q)) = %q, %v", key, back, ok)
 		}
-		for _, c := range []byte(escape(key)) {
-			if !unreserved(c) && c != '%' {
-				t.Fatalf("escape(%q) has %q", key, c)
+		for _, c := range []byte(balancer.EscapeKey(key)) {
+			if !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%", rune(c)) {
+				t.Fatalf("balancer.EscapeKey(%q) has %q", key, c)
 			}
 		}
 		if key == "" {

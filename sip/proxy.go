@@ -357,7 +357,7 @@ func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
 	if src, ok := param(v.via.Params, paramSource); ok {
 		// The request came over a connection: answer on it (RFC 3261
 		// 18.2.2) while it is open.
-		if s, ok := unescape(src); ok {
+		if s, ok := balancer.UnescapeKey(src); ok {
 			if a, err := netip.ParseAddrPort(s); err == nil {
 				dst.conn = p.connTo(a)
 			}

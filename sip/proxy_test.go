@@ -24,7 +24,7 @@ func (c *cluster) expectRouted(req *gosip.Request, at, key, previous string) {
 	c.t.Helper()
 	d := c.bal.Table().RouteFor(balancer.SIP, key, previous, time.Now())
 	want := map[string]string{
-		"X-CLB-Key":      escape(key),
+		"X-CLB-Key":      balancer.EscapeKey(key),
 		"X-CLB-Instance": d.Owner.Name,
 		"X-CLB-Replica":  "",
 		"X-CLB-Previous": "",
@@ -70,7 +70,7 @@ func TestDialog(t *testing.T) {
 			t.Errorf("Max-Forwards %v, want 69", mf)
 		}
 		rr := d.recordRouteLine
-		for _, want := range []string{"lr", "bekey=" + escape(key), "beroute=" + d.instance, "ftag=" + escape(d.fromTag), "transport=" + transport} {
+		for _, want := range []string{"lr", "bekey=" + balancer.EscapeKey(key), "beroute=" + d.instance, "ftag=" + balancer.EscapeKey(d.fromTag), "transport=" + transport} {
 			if !strings.Contains(rr, want) {
 				t.Errorf("Record-Route %s lacks %s", rr, want)
 			}
@@ -265,7 +265,7 @@ func TestKeyEscaping(t *testing.T) {
 	phone.send(inv, c.udp)
 	name, got := c.recvAny("INVITE")
 	c.expectRouted(got, name, "s:"+key, "")
-	if rr := header(got, "Record-Route"); !strings.Contains(rr, "bekey="+escape("s:"+key)+";") {
+	if rr := header(got, "Record-Route"); !strings.Contains(rr, "bekey="+balancer.EscapeKey("s:"+key)+";") {
 		t.Errorf("Record-Route %s", rr)
 	}
 }

@@ -3,7 +3,8 @@ package sip
 import (
 	"net/netip"
 	"strconv"
-	"strings"
+
+	"clb/balancer"
 )
 
 // Record-Route parameters clb puts in its own URI (SPEC section 5), and that
@@ -14,67 +15,6 @@ const (
 	paramFTag  = "ftag"    // From tag of the initial request, escaped
 	paramDir   = "dir"     // "out" when an instance started the dialog
 )
-
-// unreserved is RFC 3986's unreserved set: the bytes escape leaves alone.
-func unreserved(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '.' || c == '_' || c == '~'
-}
-
-// appendEscaped appends s with every byte outside the unreserved set
-// percent-encoded, so that no key can inject a header, a parameter or a URI
-// delimiter (SPEC section 4).
-func appendEscaped(dst []byte, s string) []byte {
-	const hex = "0123456789ABCDEF"
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; unreserved(c) {
-			dst = append(dst, c)
-		} else {
-			dst = append(dst, '%', hex[c>>4], hex[c&15])
-		}
-	}
-	return dst
-}
-
-// escape is appendEscaped to a string.
-func escape(s string) string { return string(appendEscaped(nil, s)) }
-
-// unescape decodes %XX sequences; ok is false on a malformed one.
-func unescape(s string) (string, bool) {
-	if strings.IndexByte(s, '%') < 0 {
-		return s, true
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b = append(b, s[i])
-			continue
-		}
-		if i+2 >= len(s) {
-			return "", false
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return "", false
-		}
-		b = append(b, hi<<4|lo)
-		i += 2
-	}
-	return string(b), true
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
 
 // dialogRoute is what clb's Record-Route carries.
 type dialogRoute struct {
@@ -92,11 +32,11 @@ func appendRecordRoute(dst []byte, self endpoint, r dialogRoute) []byte {
 	dst = append(dst, ";transport="...)
 	dst = append(dst, self.transport...)
 	dst = append(dst, ";lr;"+paramKey+"="...)
-	dst = appendEscaped(dst, r.key)
+	dst = balancer.AppendEscapedKey(dst, r.key)
 	dst = append(dst, ";"+paramRoute+"="...)
-	dst = appendEscaped(dst, r.instance)
+	dst = balancer.AppendEscapedKey(dst, r.instance)
 	dst = append(dst, ";"+paramFTag+"="...)
-	dst = appendEscaped(dst, r.ftag)
+	dst = balancer.AppendEscapedKey(dst, r.ftag)
 	if r.outbound {
 		dst = append(dst, ";"+paramDir+"=out"...)
 	}
@@ -114,9 +54,9 @@ func parseDialogRoute(get func(string) (string, bool)) (r dialogRoute, ok bool) 
 	ftag, _ := get(paramFTag)
 	dir, _ := get(paramDir)
 	var ok1, ok2, ok3 bool
-	r.key, ok1 = unescape(key)
-	r.instance, ok2 = unescape(inst)
-	r.ftag, ok3 = unescape(ftag)
+	r.key, ok1 = balancer.UnescapeKey(key)
+	r.instance, ok2 = balancer.UnescapeKey(inst)
+	r.ftag, ok3 = balancer.UnescapeKey(ftag)
 	r.outbound = dir == "out"
 	return r, ok1 && ok2 && ok3 && r.key != ""
 }
