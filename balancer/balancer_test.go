@@ -367,3 +367,24 @@ func TestRouteForProtocol(t *testing.T) {
 		t.Errorf("only %d of 3000 keys owned by an instance that speaks both", same)
 	}
 }
+
+// TestRouteWithout: the retry decision is the one the balancer would make
+// with the failed instance down, naming it as Previous.
+func TestRouteWithout(t *testing.T) {
+	b := mustBalancer(t, instances(5), loadfactor.DefaultParams())
+	now := epoch()
+	for k := range 500 {
+		key := fmt.Sprintf("k%d", k)
+		d := b.Table().Route(key, "", now)
+		retry := b.Table().RouteWithout(AnyProtocol, key, d.Owner.Name, now)
+		must(t, b.SetHealth(d.Owner.Name, false, now))
+		down := b.Table().Route(key, d.Owner.Name, now)
+		must(t, b.SetHealth(d.Owner.Name, true, now.Add(-time.Hour)))
+		if retry.Owner != down.Owner || retry.Replica != down.Replica || name(retry.Previous) != d.Owner.Name || !retry.Repaired {
+			t.Fatalf("%s: retry %+v, with the owner down %+v", key, retry, down)
+		}
+		if retry.Owner != d.Replica {
+			t.Fatalf("%s: retry goes to %s, not the replica partner %s", key, name(retry.Owner), name(d.Replica))
+		}
+	}
+}

@@ -89,13 +89,28 @@ func (t *Table) RouteFor(p Protocol, key, last string, now time.Time) Decision {
 // Hash is key's hash, for RouteHash.
 func (t *Table) Hash(key string) uint64 { return t.hash.Hash(key) }
 
+// RouteWithout is RouteFor as if instance failed were not live, with failed
+// as the instance the request last went to: the decision for a retry after
+// failed could not be reached (its Previous is failed).
+func (t *Table) RouteWithout(p Protocol, key, failed string, now time.Time) Decision {
+	skip := -1
+	if i, ok := t.hash.Index(failed); ok {
+		skip = i
+	}
+	return t.decideSkip(p, t.hash.Hash(key), failed, &now, skip)
+}
+
 // RouteHash is Route for a key already hashed with Hash.
 func (t *Table) RouteHash(h uint64, last string, now time.Time) Decision {
 	return t.decide(AnyProtocol, h, last, &now)
 }
 
 func (t *Table) decide(p Protocol, h uint64, last string, now *time.Time) Decision {
-	r := router{t: t, kinds: t.kinds[p], h: h, now: now, u: -1}
+	return t.decideSkip(p, h, last, now, -1)
+}
+
+func (t *Table) decideSkip(p Protocol, h uint64, last string, now *time.Time, skip int) Decision {
+	r := router{t: t, kinds: t.kinds[p], h: h, now: now, u: -1, skip: skip}
 	owner, replica := r.routeKept()
 	fallback := false
 	if replica < 0 {
@@ -122,6 +137,7 @@ func (t *Table) decide(p Protocol, h uint64, last string, now *time.Time) Decisi
 type router struct {
 	t     *Table
 	kinds []kind
+	skip  int // an instance taken as not live, or -1
 	h     uint64
 	now   *time.Time
 	u     float64 // u(key), computed the first time a ramping instance asks
@@ -139,6 +155,9 @@ func (r *router) routeKept() (owner, replica int) {
 		if i < 0 {
 			return -1, -1
 		}
+		if i == r.skip {
+			continue
+		}
 		switch k := r.kinds[i]; {
 		case k == out, k != full && !r.admits(i):
 			continue
@@ -151,6 +170,9 @@ func (r *router) routeKept() (owner, replica int) {
 }
 
 func (r *router) admits(i int) bool {
+	if i == r.skip {
+		return false
+	}
 	switch r.kinds[i] {
 	case full:
 		return true
@@ -164,6 +186,9 @@ func (r *router) admits(i int) bool {
 }
 
 func (r *router) live(i int) bool {
+	if i == r.skip {
+		return false
+	}
 	switch r.kinds[i] {
 	case full, rising:
 		return true

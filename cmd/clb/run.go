@@ -19,6 +19,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/httpproxy"
 	"clb/sip"
 )
 
@@ -97,27 +98,53 @@ func newLogger(format string, w io.Writer) (*zap.Logger, error) {
 
 // serve runs the front ends of cfg until ctx ends.
 func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
-	if len(cfg.Listen.SIP) == 0 {
-		return errors.New("listen.sip is empty: this build serves SIP only")
-	}
 	bal, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
 	if err != nil {
 		return err
 	}
-	srv, err := sip.NewServer(sip.ServerOptions{
-		ProxyOptions: sip.ProxyOptions{
-			Balancer:   bal,
-			Rules:      cfg.Keys.SIP,
-			Instances:  cfg.Instances,
-			Logger:     log.Named("sip"),
-			RetryAfter: cfg.Health.Interval,
-		},
-		Listen: cfg.Listen.SIP,
-	})
-	if err != nil {
-		return err
+	var servers []func(context.Context) error
+	var fields []zap.Field
+	if len(cfg.Listen.SIP) > 0 {
+		srv, err := sip.NewServer(sip.ServerOptions{
+			ProxyOptions: sip.ProxyOptions{
+				Balancer:   bal,
+				Rules:      cfg.Keys.SIP,
+				Instances:  cfg.Instances,
+				Logger:     log.Named("sip"),
+				RetryAfter: cfg.Health.Interval,
+			},
+			Listen: cfg.Listen.SIP,
+		})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, srv.Serve)
+		fields = append(fields, zap.Strings("sip", srv.Listeners()))
 	}
-	log.Info("clb started", zap.String("config", cfg.File), zap.Strings("sip", srv.Listeners()),
-		zap.Int("instances", len(cfg.Instances)))
-	return srv.Serve(ctx)
+	if !cfg.Listen.HTTP.IsZero() {
+		srv, err := httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpproxy.Options{
+			Balancer:   bal,
+			Rules:      cfg.Keys.HTTP,
+			Limits:     cfg.HTTP,
+			Logger:     log.Named("http"),
+			RetryAfter: cfg.Health.Interval,
+		})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, srv.Serve)
+		fields = append(fields, zap.String("http", srv.Addr()))
+	}
+	log.Info("clb started", append(fields, zap.String("config", cfg.File), zap.Int("instances", len(cfg.Instances)))...)
+	errs := make(chan error, len(servers))
+	for _, serve := range servers {
+		go func() { errs <- serve(ctx) }()
+	}
+	var first error
+	for range servers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

@@ -1,0 +1,29 @@
+// Package httpproxy is clb's HTTP front end: an HTTP/1.1 reverse proxy that
+// routes every request by its session key (BEKey) to the key's owner and
+// tells the instance, in X-CLB-* header fields, the key and its replica
+// partner.
+//
+// The key is the first key rule's value, else the CLBKEY cookie, else a new
+// random key set in the response; CLBROUTE remembers the instance that served
+// the session, and when the owner is another one now, the request carries
+// X-CLB-Previous and the response re-issues CLBROUTE (sticky repair). When
+// the owner cannot be reached (connection refused or timed out: nothing of
+// the request was sent), the request goes once to the replica partner, which
+// holds the session's state.
+//
+// It is its own HTTP/1.1 implementation rather than net/http's, for two
+// reasons. Framing: every head is parsed strictly (RFC 9112) and anything
+// that could make clb and an instance disagree about where a request ends is
+// refused with 400 and a closed connection: Content-Length with
+// Transfer-Encoding, a last coding other than chunked, Transfer-Encoding in
+// HTTP/1.0, a bad or repeated Content-Length, white space before a colon,
+// line folding, bare CR, NUL or other control characters, a missing or
+// repeated Host; net/http's server lets some of these through. And cost:
+// bodies are copied as they are on the wire (checked, never re-framed), heads
+// are built in reused buffers, and connections to instances are kept alive in
+// a pool, checked for a close by the instance before reuse.
+//
+// Concurrency: a Server runs a goroutine per client connection (two for a
+// WebSocket tunnel) and shares its connection pool and the balancer's Table
+// between them; Serve owns them all and returns once they have stopped.
+package httpproxy

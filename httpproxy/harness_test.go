@@ -1,0 +1,176 @@
+package httpproxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/loadfactor"
+)
+
+// backend is one instance: an httptest server that records what reaches it
+// and says who it is.
+type backend struct {
+	name   string
+	srv    *httptest.Server
+	mu     sync.Mutex
+	seen   []*http.Request // with bodies read into bodies
+	bodies []string
+	conns  atomic.Int32 // connections opened to it
+	// handle, when set, answers instead of the default.
+	handle func(w http.ResponseWriter, r *http.Request)
+}
+
+func (b *backend) requests() ([]*http.Request, []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*http.Request(nil), b.seen...), append([]string(nil), b.bodies...)
+}
+
+func (b *backend) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.seen)
+}
+
+// cluster is clb's HTTP front end on loopback before httptest back ends.
+type cluster struct {
+	t        *testing.T
+	stop     func()        // ends Serve's context
+	stopped  chan struct{} // closed when Serve has returned
+	bal      *balancer.Balancer
+	server   *Server
+	url      string
+	backends map[string]*backend
+	names    []string
+}
+
+type clusterOptions struct {
+	n      int
+	rules  []config.Rule
+	limits func(*config.HTTP)
+}
+
+func newCluster(t *testing.T, o clusterOptions) *cluster {
+	t.Helper()
+	c := &cluster{t: t, backends: map[string]*backend{}}
+	var in []config.Instance
+	for i := range o.n {
+		b := &backend{name: fmt.Sprintf("app%d", i+1)}
+		b.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			b.mu.Lock()
+			b.seen = append(b.seen, r)
+			b.bodies = append(b.bodies, string(body))
+			handle := b.handle
+			b.mu.Unlock()
+			w.Header().Set("X-Served-By", b.name)
+			if handle != nil {
+				handle(w, r)
+				return
+			}
+			fmt.Fprintf(w, "%s %s", b.name, r.URL.Path)
+		}))
+		b.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				b.conns.Add(1)
+			}
+		}
+		b.srv.Start()
+		t.Cleanup(b.srv.Close)
+		port, _ := strconv.Atoi(b.srv.URL[strings.LastIndexByte(b.srv.URL, ':')+1:])
+		c.backends[b.name], c.names = b, append(c.names, b.name)
+		in = append(in, config.Instance{Name: b.name, Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
+			Transport: "http", Host: "127.0.0.1", Port: port}}})
+	}
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.bal = bal
+	limits := config.Defaults().HTTP
+	if o.limits != nil {
+		o.limits(&limits)
+	}
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.server, c.url = srv, "http://"+srv.Addr()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stop, c.stopped = cancel, make(chan struct{})
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		close(c.stopped)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-c.stopped
+	})
+	return c
+}
+
+// client is an HTTP client of clb with its own cookie jar.
+func (c *cluster) client() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 10 * time.Second}
+}
+
+func (c *cluster) get(cl *http.Client, path string, hdr ...string) *http.Response {
+	c.t.Helper()
+	req, err := http.NewRequest("GET", c.url+path, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	res, err := cl.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res
+}
+
+// lastRequest is the last request backend name received.
+func (c *cluster) lastRequest(name string) *http.Request {
+	c.t.Helper()
+	seen, _ := c.backends[name].requests()
+	if len(seen) == 0 {
+		c.t.Fatalf("%s received nothing", name)
+	}
+	return seen[len(seen)-1]
+}
+
+func setCookie(res *http.Response, name string) (string, bool) {
+	for _, ck := range res.Cookies() {
+		if ck.Name == name {
+			return ck.Value, true
+		}
+	}
+	return "", false
+}
+
+func (c *cluster) total() int {
+	n := 0
+	for _, b := range c.backends {
+		n += b.count()
+	}
+	return n
+}

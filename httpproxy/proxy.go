@@ -1,0 +1,258 @@
+package httpproxy
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"clb/balancer"
+)
+
+// proxy forwards the request in cc.req to the owner of its key and relays
+// the response; false closes the client connection.
+func (s *Server) proxy(cc *clientConn) bool {
+	h := &cc.req
+	f, err := h.requestFraming()
+	if err != nil {
+		var eh *errHead
+		errors.As(err, &eh)
+		s.refuse(cc, eh.status, eh.msg)
+		return false
+	}
+	if _, found, dup := h.get("host"); dup || !found && h.minor == 1 {
+		s.refuse(cc, 400, "missing or repeated Host")
+		return false
+	}
+	key := requestKey(s.o.Rules, h)
+	last := string(cookie(h, routeCookie))
+	now := s.o.Now()
+	d := s.o.Balancer.Table().RouteFor(balancer.HTTP, key.key, last, now)
+	if d.Owner == nil {
+		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(int(s.o.RetryAfter/time.Second)))
+		return false
+	}
+	hasBody := f.chunked || f.length > 0
+	if hasBody && h.has("expect", "100-continue") {
+		// clb reads the body as soon as it has an instance: say so now
+		// rather than relay the instance's 100.
+		if _, err := cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || cc.bw.Flush() != nil {
+			return false
+		}
+	}
+
+	x := exchange{s: s, cc: cc, h: h, f: f, key: key, last: last, d: d}
+	return x.run()
+}
+
+// exchange is one request's way through the instances.
+type exchange struct {
+	s    *Server
+	cc   *clientConn
+	h    *head
+	f    framing
+	key  sessionKey
+	last string // the CLBROUTE the request carried
+	d    balancer.Decision
+
+	bodyRead bool // any of the request body left the client's stream
+	retried  bool // the replica partner was tried
+	upgrade  bool
+}
+
+func (x *exchange) run() bool {
+	x.upgrade = x.h.has("connection", "upgrade") && x.h.has("upgrade", "websocket")
+	for attempt := 0; ; attempt++ {
+		up, err := x.send()
+		if err == nil {
+			return x.relay(up)
+		}
+		owner := x.d.Owner.Name
+		var de *errDial
+		switch {
+		case errors.As(err, &de) || errors.Is(err, errStale) && !x.bodyRead:
+			x.s.report(owner, false)
+			if x.d.Replica == nil || x.retried {
+				return x.fail(502, "instance unreachable")
+			}
+			// Nothing of the request reached the instance: try the
+			// replica partner, which holds the session's state.
+			x.retried = true
+			x.d = x.s.o.Balancer.Table().RouteWithout(balancer.HTTP, x.key.key, owner, x.s.o.Now())
+			if x.d.Owner == nil {
+				return x.fail(503, "no instance is available")
+			}
+		case errors.Is(err, errClientBody):
+			return x.fail(400, "malformed request body")
+		case isTimeout(err):
+			x.s.report(owner, false)
+			return x.fail(504, "instance timed out")
+		default:
+			x.s.report(owner, false)
+			return x.fail(502, "instance failed")
+		}
+	}
+}
+
+// fail answers with status unless part of a response was sent already, and
+// closes the connection.
+func (x *exchange) fail(status int, msg string) bool {
+	if ce := x.s.log.Check(zap.DebugLevel, "request failed"); ce != nil {
+		ce.Write(zap.Int("status", status), zap.String("reason", msg), zap.String("instance", x.d.Owner.Name))
+	}
+	x.s.refuse(x.cc, status, msg)
+	return false
+}
+
+func (s *Server) report(instance string, ok bool) {
+	if s.o.Report != nil {
+		s.o.Report(instance, ok)
+	}
+}
+
+var (
+	errStale      = errors.New("idle connection closed by the instance")
+	errClientBody = errors.New("malformed request body")
+)
+
+// send writes the request to its owner and reads the response head into
+// cc.res. A reused idle connection that turns out closed, before anything
+// came back, is retried once on a new connection when the request can be
+// sent again (no body).
+func (x *exchange) send() (*upConn, error) {
+	for fresh := false; ; fresh = true {
+		addr := x.d.Owner.HTTP.Addr()
+		up, reused, err := x.s.pool.get(addr)
+		if err != nil {
+			return nil, err
+		}
+		err = x.exchangeHead(up)
+		if err == nil {
+			return up, nil
+		}
+		up.c.Close()
+		if errors.Is(err, errClientBody) || isTimeout(err) || !reused {
+			return nil, err
+		}
+		if x.bodyRead || fresh {
+			return nil, errStale
+		}
+	}
+}
+
+// exchangeHead sends the request and reads the response head, skipping 1xx
+// (relayed to the client) but for 101.
+func (x *exchange) exchangeHead(up *upConn) error {
+	l := x.s.o.Limits
+	dc := up.dc
+	dc.write, dc.read, dc.deadline = l.WriteTimeout, 0, time.Time{}
+	x.cc.out = x.appendRequestHead(x.cc.out[:0])
+	if _, err := up.bw.Write(x.cc.out); err != nil {
+		return err
+	}
+	if x.f.chunked || x.f.length > 0 {
+		x.bodyRead = true
+		if _, err := copyBody(up.bw, x.cc.br, x.f, false); err != nil {
+			if errors.Is(err, errBody) || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) {
+				return errClientBody // the client's fault; this upstream conn is closed
+			}
+			return err
+		}
+	}
+	if err := up.bw.Flush(); err != nil {
+		return err
+	}
+	dc.deadline = time.Now().Add(l.ResponseTimeout)
+	for {
+		if err := readHead(up.br, &x.cc.res, 64<<10, 200, false); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return errStale
+			}
+			return err
+		}
+		if st := x.cc.res.status; st >= 200 || st == 101 {
+			break
+		}
+		// Interim (100, 103): relay it.
+		if x.cc.res.status != 100 {
+			x.cc.out = x.appendResponseHead(x.cc.out[:0], false)
+			if _, err := x.cc.bw.Write(x.cc.out); err != nil {
+				return err
+			}
+			_ = x.cc.bw.Flush()
+		}
+	}
+	dc.deadline, dc.read = time.Time{}, l.ResponseTimeout
+	x.s.report(x.d.Owner.Name, true)
+	return nil
+}
+
+// relay sends the response head and body to the client and returns the
+// connection to the pool when it ended cleanly.
+func (x *exchange) relay(up *upConn) bool {
+	res := &x.cc.res
+	if res.status == 101 {
+		return x.tunnel(up)
+	}
+	rf, err := res.responseFraming(x.h.method)
+	if err != nil {
+		up.c.Close()
+		return x.fail(502, "malformed response framing")
+	}
+	// A chunked body cannot go to an HTTP/1.0 client: it goes without its
+	// framing, ended by closing.
+	dechunk := rf.chunked && x.h.minor == 0
+	// Keep the client connection only when the response has a length of its
+	// own to pass on.
+	keep := x.h.minor == 1 && !x.h.has("connection", "close") && !x.s.isClosing() && (rf.chunked || rf.length >= 0)
+	x.cc.out = x.appendResponseHead(x.cc.out[:0], !keep)
+	if _, err := x.cc.bw.Write(x.cc.out); err != nil {
+		up.c.Close()
+		return false
+	}
+	_, err = copyBody(x.cc.bw, up.br, rf, dechunk)
+	flushErr := x.cc.bw.Flush()
+	upKeep := err == nil && res.minor == 1 && !res.has("connection", "close") && (rf.chunked || rf.length >= 0)
+	if upKeep {
+		x.s.pool.put(up)
+	} else {
+		up.c.Close()
+	}
+	if err != nil {
+		// The head is gone: all that is left is to cut the response short.
+		if ce := x.s.log.Check(zap.DebugLevel, "response body failed"); ce != nil {
+			ce.Write(zap.String("instance", x.d.Owner.Name), zap.Error(err))
+		}
+		return false
+	}
+	return keep && flushErr == nil
+}
+
+// tunnel relays a WebSocket (or other) upgrade: the 101 to the client, then
+// bytes both ways until either side closes.
+func (x *exchange) tunnel(up *upConn) bool {
+	x.cc.out = x.appendResponseHead(x.cc.out[:0], false)
+	if _, err := x.cc.bw.Write(x.cc.out); err != nil || x.cc.bw.Flush() != nil {
+		up.c.Close()
+		return false
+	}
+	x.cc.dc.read, x.cc.dc.deadline = 0, time.Time{}
+	// Either side closing ends the tunnel: close both, so that the other
+	// copy stops too.
+	var once sync.Once
+	stop := func() { up.c.Close(); x.cc.c.Close() }
+	done := make(chan struct{})
+	go func() {
+		// Client to instance, starting with what the client's reader holds.
+		_, _ = io.Copy(up.c, x.cc.br)
+		once.Do(stop)
+		close(done)
+	}()
+	_, _ = io.Copy(x.cc.c, up.br)
+	once.Do(stop)
+	<-done
+	return false
+}

@@ -1,0 +1,285 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"clb/balancer"
+	"clb/config"
+)
+
+// Options configure a Server.
+type Options struct {
+	Balancer *balancer.Balancer
+	// Rules are keys.http of the configuration.
+	Rules []config.Rule
+	// Limits are the timeouts and sizes of the configuration's http section.
+	Limits config.HTTP
+	Logger *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// RetryAfter goes in 503 responses; 0 means 5 s.
+	RetryAfter time.Duration
+	// Report, if set, hears how each attempt to reach an instance went:
+	// false for a connection refused or timed out, or a response that did not
+	// come (a passive health failure), true for a response head received.
+	Report func(instance string, ok bool)
+}
+
+// Server is the HTTP front end: it accepts client connections and proxies
+// their requests to the instances.
+type Server struct {
+	o    Options
+	log  *zap.Logger
+	ln   net.Listener
+	pool *pool
+
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[*clientConn]struct{}
+	closing bool
+}
+
+// NewServer listens on addr (host:port; port 0 picks one).
+func NewServer(addr string, o Options) (*Server, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.RetryAfter <= 0 {
+		o.RetryAfter = 5 * time.Second
+	}
+	if o.Limits == (config.HTTP{}) {
+		o.Limits = config.Defaults().HTTP
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	l := o.Limits
+	return &Server{
+		o:     o,
+		log:   o.Logger,
+		ln:    ln,
+		pool:  newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
+		conns: map[*clientConn]struct{}{},
+	}, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve accepts connections until ctx ends, then shuts down: no new
+// connections, idle ones closed, requests in flight given Limits.Grace to
+// finish, and the rest closed. It returns when every connection is done.
+func (s *Server) Serve(ctx context.Context) error {
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := s.ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("http accept", zap.Error(err))
+					time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
+					continue
+				}
+				return
+			}
+			if !s.serveConn(c) {
+				c.Close()
+			}
+		}
+	}()
+	<-ctx.Done()
+	s.ln.Close()
+	<-accepted
+	s.shutdown()
+	return nil
+}
+
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	s.closing = true
+	for cc := range s.conns {
+		if cc.idle.Load() {
+			cc.c.Close()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.o.Limits.Grace):
+		s.mu.Lock()
+		for cc := range s.conns {
+			cc.c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.pool.close()
+}
+
+// clientConn is one client connection and its reusable memory.
+type clientConn struct {
+	c      net.Conn
+	dc     *deadlineConn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string // client IP, for X-Forwarded-For
+	idle   atomic.Bool
+	req    head
+	res    head
+	out    []byte
+}
+
+func (s *Server) serveConn(c net.Conn) bool {
+	l := s.o.Limits
+	dc := &deadlineConn{Conn: c, write: l.WriteTimeout}
+	cc := &clientConn{c: c, dc: dc, br: bufio.NewReaderSize(dc, max(l.MaxHeaderBytes, 4096)), bw: bufio.NewWriterSize(dc, 16<<10)}
+	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		cc.remote = host
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.conns, cc)
+			s.mu.Unlock()
+			c.Close()
+			s.wg.Done()
+		}()
+		for s.serveRequest(cc) {
+		}
+	}()
+	return true
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// serveRequest reads one request and answers it; false closes the
+// connection.
+func (s *Server) serveRequest(cc *clientConn) bool {
+	l := s.o.Limits
+	cc.idle.Store(true)
+	if s.isClosing() {
+		return false
+	}
+	cc.dc.deadline = time.Now().Add(l.IdleTimeout)
+	if _, err := cc.br.Peek(1); err != nil {
+		return false
+	}
+	cc.idle.Store(false)
+	cc.dc.deadline = time.Now().Add(l.ReadHeaderTimeout)
+	err := readHead(cc.br, &cc.req, l.MaxHeaderBytes, l.MaxHeaders, true)
+	cc.dc.deadline, cc.dc.read = time.Time{}, l.IdleTimeout // body: no progress for IdleTimeout
+	if err != nil {
+		var eh *errHead
+		if errors.As(err, &eh) {
+			s.refuse(cc, eh.status, eh.msg)
+		}
+		return false
+	}
+	return s.proxy(cc)
+}
+
+// refuse answers with a short error response and closes the connection: the
+// rest of what the client sent cannot be trusted to be framed right.
+func (s *Server) refuse(cc *clientConn, status int, msg string, extra ...string) {
+	cc.out = appendError(cc.out[:0], status, msg, extra...)
+	_, _ = cc.bw.Write(cc.out)
+	_ = cc.bw.Flush()
+}
+
+func appendError(dst []byte, status int, msg string, extra ...string) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(status), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, statusText(status)...)
+	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"...)
+	for _, e := range extra {
+		dst = append(dst, e...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "Content-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(msg)+1), 10)
+	dst = append(dst, "\r\n\r\n"...)
+	dst = append(dst, msg...)
+	return append(dst, '\n')
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 501:
+		return "Not Implemented"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}
+
+// deadlineConn sets a deadline before every read and write: a fixed one
+// while a head is awaited (so a slow client cannot hold a connection open
+// by dribbling), else "no progress for read/write".
+type deadlineConn struct {
+	net.Conn
+	deadline    time.Time // when set, the read deadline
+	read, write time.Duration
+}
+
+func (c *deadlineConn) Read(b []byte) (int, error) {
+	d := c.deadline
+	if d.IsZero() && c.read > 0 {
+		d = time.Now().Add(c.read)
+	}
+	if err := c.Conn.SetReadDeadline(d); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	if c.write > 0 {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

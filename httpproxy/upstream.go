@@ -1,0 +1,115 @@
+package httpproxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// upConn is a keep-alive connection to an instance.
+type upConn struct {
+	c     net.Conn
+	dc    *deadlineConn // c with the deadlines of the exchange under way
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	addr  string
+	since time.Time // idle since
+}
+
+// pool keeps idle connections to instances, by address, newest first.
+type pool struct {
+	dialTimeout time.Duration
+	idleTimeout time.Duration
+	maxIdle     int
+	now         func() time.Time
+
+	mu     sync.Mutex
+	idle   map[string][]*upConn
+	closed bool
+}
+
+func newPool(dial, idle time.Duration, maxIdle int, now func() time.Time) *pool {
+	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+}
+
+// errDial marks a failure to open a connection: nothing of the request was
+// sent, so retrying elsewhere is safe.
+type errDial struct{ err error }
+
+func (e *errDial) Error() string { return "connect: " + e.err.Error() }
+func (e *errDial) Unwrap() error { return e.err }
+
+// get returns an idle connection to addr that is still open, or a new one.
+func (p *pool) get(addr string) (c *upConn, reused bool, err error) {
+	for {
+		c := p.pop(addr)
+		if c == nil {
+			break
+		}
+		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
+			return c, true, nil
+		}
+		c.c.Close()
+	}
+	d := net.Dialer{Timeout: p.dialTimeout}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, false, &errDial{err}
+	}
+	dc := &deadlineConn{Conn: conn}
+	return &upConn{c: conn, dc: dc, br: bufio.NewReaderSize(dc, 16<<10), bw: bufio.NewWriterSize(dc, 16<<10), addr: addr}, false, nil
+}
+
+func (p *pool) pop(addr string) *upConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[addr]
+	if len(list) == 0 {
+		return nil
+	}
+	c := list[len(list)-1]
+	p.idle[addr] = list[:len(list)-1]
+	return c
+}
+
+// alive reports whether an idle connection has not been closed by the
+// instance: nothing to read, without waiting.
+func alive(c *upConn) bool {
+	if c.br.Buffered() > 0 {
+		return false // unsolicited bytes: not a clean connection
+	}
+	c.dc.deadline = time.Now() // already passed: a read only looks
+	_, err := c.br.Peek(1)
+	c.dc.deadline = time.Time{}
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// put returns a connection whose exchange ended cleanly.
+func (p *pool) put(c *upConn) {
+	c.since = p.now()
+	p.mu.Lock()
+	if !p.closed && len(p.idle[c.addr]) < p.maxIdle {
+		p.idle[c.addr] = append(p.idle[c.addr], c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.c.Close()
+	}
+}
+
+// close closes every idle connection; later puts close theirs.
+func (p *pool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, list := range p.idle {
+		for _, c := range list {
+			c.c.Close()
+		}
+	}
+	p.idle = map[string][]*upConn{}
+}
