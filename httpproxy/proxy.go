@@ -125,7 +125,7 @@ var (
 func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
 		addr := x.d.Owner.HTTP.Addr()
-		up, reused, err := x.s.pool.get(addr)
+		up, reused, err := x.s.pool.get(addr, x.f.chunked || x.f.length > 0)
 		if err != nil {
 			return nil, err
 		}

@@ -149,7 +149,8 @@ type clientConn struct {
 
 func (s *Server) serveConn(c net.Conn) bool {
 	l := s.o.Limits
-	dc := &deadlineConn{Conn: c, write: l.WriteTimeout}
+	dc := newDeadlineConn(c)
+	dc.write = l.WriteTimeout
 	cc := &clientConn{c: c, dc: dc, br: bufio.NewReaderSize(dc, max(l.MaxHeaderBytes, 4096)), bw: bufio.NewWriterSize(dc, 16<<10)}
 	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
 		cc.remote = host
@@ -251,35 +252,6 @@ func statusText(code int) string {
 		return "HTTP Version Not Supported"
 	}
 	return "Error"
-}
-
-// deadlineConn sets a deadline before every read and write: a fixed one
-// while a head is awaited (so a slow client cannot hold a connection open
-// by dribbling), else "no progress for read/write".
-type deadlineConn struct {
-	net.Conn
-	deadline    time.Time // when set, the read deadline
-	read, write time.Duration
-}
-
-func (c *deadlineConn) Read(b []byte) (int, error) {
-	d := c.deadline
-	if d.IsZero() && c.read > 0 {
-		d = time.Now().Add(c.read)
-	}
-	if err := c.Conn.SetReadDeadline(d); err != nil {
-		return 0, err
-	}
-	return c.Conn.Read(b)
-}
-
-func (c *deadlineConn) Write(b []byte) (int, error) {
-	if c.write > 0 {
-		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
-			return 0, err
-		}
-	}
-	return c.Conn.Write(b)
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

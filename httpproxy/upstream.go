@@ -2,10 +2,9 @@ package httpproxy
 
 import (
 	"bufio"
-	"errors"
 	"net"
-	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -42,14 +41,17 @@ type errDial struct{ err error }
 func (e *errDial) Error() string { return "connect: " + e.err.Error() }
 func (e *errDial) Unwrap() error { return e.err }
 
-// get returns an idle connection to addr that is still open, or a new one.
-func (p *pool) get(addr string) (c *upConn, reused bool, err error) {
+// get returns an idle connection to addr, or a new one. With check, an idle
+// connection is first checked for a close by the instance (a system call):
+// worth it for a request that cannot be sent again once its body is read;
+// others retry on a new connection if a reused one turns out closed.
+func (p *pool) get(addr string, check bool) (c *upConn, reused bool, err error) {
 	for {
 		c := p.pop(addr)
 		if c == nil {
 			break
 		}
-		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
+		if p.now().Sub(c.since) < p.idleTimeout && (!check || alive(c)) {
 			return c, true, nil
 		}
 		c.c.Close()
@@ -59,7 +61,7 @@ func (p *pool) get(addr string) (c *upConn, reused bool, err error) {
 	if err != nil {
 		return nil, false, &errDial{err}
 	}
-	dc := &deadlineConn{Conn: conn}
+	dc := newDeadlineConn(conn)
 	return &upConn{c: conn, dc: dc, br: bufio.NewReaderSize(dc, 16<<10), bw: bufio.NewWriterSize(dc, 16<<10), addr: addr}, false, nil
 }
 
@@ -76,15 +78,21 @@ func (p *pool) pop(addr string) *upConn {
 }
 
 // alive reports whether an idle connection has not been closed by the
-// instance: nothing to read, without waiting.
+// instance: a non-blocking read finds nothing to read.
 func alive(c *upConn) bool {
-	if c.br.Buffered() > 0 {
-		return false // unsolicited bytes: not a clean connection
+	if c.br.Buffered() > 0 || c.dc.raw == nil {
+		return c.br.Buffered() == 0
 	}
-	c.dc.deadline = time.Now() // already passed: a read only looks
-	_, err := c.br.Peek(1)
-	c.dc.deadline = time.Time{}
-	return errors.Is(err, os.ErrDeadlineExceeded)
+	var n int
+	var err error
+	var b [1]byte
+	if rerr := c.dc.raw.Read(func(fd uintptr) bool {
+		n, err = syscall.Read(int(fd), b[:])
+		return true
+	}); rerr != nil {
+		return false
+	}
+	return n < 0 && err == syscall.EAGAIN
 }
 
 // put returns a connection whose exchange ended cleanly.

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# wrk (64 connections, 2 threads) with the CLBKEY cookie of one of 10,000
+# sessions per request, through clb, HAProxy 2.6 (balance hash
+# req.cook(CLBKEY), hash-type consistent, nbthread 2) and nginx 1.22 (hash
+# $cookie_CLBKEY consistent, upstream keepalive, 2 workers), against the same
+# three Go back ends, side by side in one run. Prints req/s, p99 and the
+# balancer's CPU-seconds per 1,000 requests (utime + stime of all its
+# processes, from /proc).
+#
+#   bench/http-vs-haproxy-nginx.sh [SECONDS] [ROUNDS]
+#
+# A measurement, not a test: run it on a quiet machine. Installs wrk,
+# haproxy and nginx with apt-get if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+rounds=${2:-2}
+root=$(pwd)
+for pkg in wrk haproxy nginx; do
+	command -v "$pkg" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+done
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go build -o "$tmp/clb" ./cmd/clb
+go build -o "$tmp/backend" ./bench/httpbackend
+ports=(18081 18082 18083)
+for i in 0 1 2; do
+	"$tmp/backend" -addr "127.0.0.1:${ports[$i]}" -name "app$((i + 1))" &
+	pids+=("$!")
+done
+lb=18080
+hz=$(getconf CLK_TCK)
+ticks_all() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+
+# measure NAME PIDS...: one wrk run against the balancer on $lb.
+measure() {
+	local name=$1
+	shift
+	wrk -t2 -c64 -d2s -s "$root/bench/sessions.lua" "http://127.0.0.1:$lb/" >/dev/null # warm up
+	local before after out
+	before=$(ticks_all "$@")
+	out=$(wrk -t2 -c64 -d"${seconds}s" --latency -s "$root/bench/sessions.lua" "http://127.0.0.1:$lb/")
+	after=$(ticks_all "$@")
+	local reqs rps p99 errors
+	reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+	rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+	p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+	errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+	printf '%-8s %10s req/s  p99 %8s  CPU-s/1k req %s  %s\n' "$name" "$rps" "$p99" \
+		"$(echo "scale=5; ($after - $before) / $hz / ($reqs / 1000)" | bc)" "$errors"
+}
+
+cat >"$tmp/clb.yaml" <<EOF2
+listen:
+  http: 127.0.0.1:$lb
+instances:
+  - {name: app1, http: http://127.0.0.1:${ports[0]}}
+  - {name: app2, http: http://127.0.0.1:${ports[1]}}
+  - {name: app3, http: http://127.0.0.1:${ports[2]}}
+EOF2
+cat >"$tmp/haproxy.cfg" <<EOF2
+global
+  nbthread 2
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$lb
+  default_backend be
+backend be
+  balance hash req.cook(CLBKEY)
+  hash-type consistent
+  server app1 127.0.0.1:${ports[0]}
+  server app2 127.0.0.1:${ports[1]}
+  server app3 127.0.0.1:${ports[2]}
+EOF2
+cat >"$tmp/nginx.conf" <<EOF2
+worker_processes 2;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream be {
+    hash \$cookie_CLBKEY consistent;
+    server 127.0.0.1:${ports[0]};
+    server 127.0.0.1:${ports[1]};
+    server 127.0.0.1:${ports[2]};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$lb;
+    location / {
+      proxy_pass http://be;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF2
+
+for round in $(seq "$rounds"); do
+	echo "round $round"
+	"$tmp/clb" run -config "$tmp/clb.yaml" 2>/dev/null &
+	p=$!
+	sleep 1
+	measure clb "$p"
+	kill "$p"
+	wait "$p" 2>/dev/null || true
+
+	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
+	p=$!
+	sleep 1
+	measure haproxy "$p"
+	kill "$p"
+	wait "$p" 2>/dev/null || true
+
+	nginx -c "$tmp/nginx.conf" -g 'daemon off;' 2>/dev/null &
+	p=$!
+	sleep 1
+	# shellcheck disable=SC2046
+	measure nginx "$p" $(pgrep -P "$p")
+	kill "$p"
+	wait "$p" 2>/dev/null || true
+done
