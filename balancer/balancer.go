@@ -84,12 +84,38 @@ type Balancer struct {
 	instances []config.Instance
 	hash      *hashing.Table
 	members   map[string]*member
+	observer  func(Transition)
+	changed   chan struct{} // closed at the next publish
+}
+
+// Transition is an instance changing state, as a new Table made it.
+type Transition struct {
+	Name     string
+	From, To State
+	// Added and Removed mark an instance a reload added or removed (From or
+	// To is then meaningless).
+	Added, Removed bool
+}
+
+// Observe sets f to hear of every transition, once each, in the writer's
+// goroutine (f must not call the Balancer's writer methods).
+func (b *Balancer) Observe(f func(Transition)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.observer = f
+}
+
+// Changed is closed when the next Table is published.
+func (b *Balancer) Changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.changed
 }
 
 // New starts a Balancer with every instance up at load factor 1 (SPEC section
 // 8: live until a check says otherwise).
 func New(instances []config.Instance, params loadfactor.Params) (*Balancer, error) {
-	b := &Balancer{members: map[string]*member{}}
+	b := &Balancer{members: map[string]*member{}, changed: make(chan struct{})}
 	for _, inst := range instances {
 		b.members[inst.Name] = &member{healthy: true, ramp: loadfactor.Full()}
 	}
@@ -270,13 +296,21 @@ func (b *Balancer) publish() {
 	for p := range t.kinds {
 		t.kinds[p] = make([]kind, n)
 	}
-	if old := b.table.Load(); old != nil {
+	old := b.table.Load()
+	if old != nil {
 		t.version = old.version + 1
 	}
 	for k := range b.instances {
 		inst := &b.instances[k]
 		m := b.members[inst.Name]
 		st := m.state()
+		if b.observer != nil && old != nil { // the first Table changes nothing
+			if j, ok := old.byName[inst.Name]; !ok {
+				b.observer(Transition{Name: inst.Name, To: st, Added: true})
+			} else if was := old.members[j].state; was != st {
+				b.observer(Transition{Name: inst.Name, From: was, To: st})
+			}
+		}
 		index, ok := b.hash.Index(inst.Name)
 		if !ok {
 			index = -1
@@ -306,5 +340,14 @@ func (b *Balancer) publish() {
 			t.kinds[HTTP][index] = k
 		}
 	}
+	if old != nil && b.observer != nil {
+		for _, m := range old.members {
+			if _, ok := t.byName[m.instance.Name]; !ok {
+				b.observer(Transition{Name: m.instance.Name, From: m.state, Removed: true})
+			}
+		}
+	}
 	b.table.Store(t)
+	close(b.changed)
+	b.changed = make(chan struct{})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -386,5 +387,37 @@ func TestRouteWithout(t *testing.T) {
 		if retry.Owner != d.Replica {
 			t.Fatalf("%s: retry goes to %s, not the replica partner %s", key, name(retry.Owner), name(d.Replica))
 		}
+	}
+}
+
+// TestTransitionsObserved: every change of state is heard once, and Changed
+// is closed by each new Table.
+func TestTransitionsObserved(t *testing.T) {
+	b := mustBalancer(t, instances(3), loadfactor.Params{Start: 0.5, Increase: 0.5, Period: time.Minute})
+	var got []string
+	b.Observe(func(tr Transition) {
+		got = append(got, fmt.Sprintf("%s %s->%s %v %v", tr.Name, tr.From, tr.To, tr.Added, tr.Removed))
+	})
+	now := epoch()
+	changed := b.Changed()
+	must(t, b.SetHealth("inst1", false, now))
+	select {
+	case <-changed:
+	default:
+		t.Error("Changed not closed by a new Table")
+	}
+	must(t, b.SetHealth("inst1", false, now)) // no change, no Table
+	must(t, b.SetHealth("inst1", true, now))
+	b.Tick(now.Add(time.Minute))
+	must(t, b.Update(append(instances(2), config.Instance{Name: "new", Weight: 100}), loadfactor.DefaultParams(), now))
+	want := []string{
+		"inst1 up->down false false",
+		"inst1 down->ramping false false",
+		"inst1 ramping->up false false",
+		"new up->ramping true false",
+		"inst2 up->up false true",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("transitions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -1,0 +1,399 @@
+// Package health owns the instances' health: active probes (SIP OPTIONS over
+// each instance's transport, GET of health.http_path), passive reports from
+// the front ends, and the rise and fall thresholds that turn them into the
+// balancer's up and down.
+//
+// One round of probes is CheckOnce; Run only adds the ticker, the retiring of
+// finished ramps (balancer.Tick), and, with active probes off, the return of
+// an instance marked down by passive failures after health.interval.
+//
+// Concurrency: a Checker is safe for concurrent use. Probes of a round run in
+// parallel, each bounded by health.timeout; their results are applied under
+// the Checker's lock, and the balancer is told only of real transitions.
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gosip "github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/metrics"
+)
+
+// historyLen is how many rounds of an instance's health are kept for the
+// status page: minutes at the default interval.
+const historyLen = 90
+
+// Checker checks the instances and tells the balancer.
+type Checker struct {
+	bal *balancer.Balancer
+	m   *metrics.Metrics
+	log *zap.Logger
+	now func() time.Time
+
+	mu    sync.Mutex
+	cfg   config.Health
+	insts map[string]*instance
+	order []string
+}
+
+// instance is one instance's health record.
+type instance struct {
+	cfg       config.Instance
+	up        bool
+	successes int // in a row
+	failures  int // in a row, probes and reports
+	downAt    time.Time
+	passive   bool // marked down by reports, not probes
+	last      Probe
+	history   []bool // oldest first, at most historyLen
+}
+
+// Probe is the outcome of one round of probes of an instance.
+type Probe struct {
+	At      time.Time
+	OK      bool
+	Latency time.Duration // of the slowest answer
+	Error   string
+}
+
+// Status is what the admin API shows of an instance's health.
+type Status struct {
+	Up        bool
+	Successes int
+	Failures  int
+	Last      Probe
+	History   []bool // last rounds, oldest first: true passed
+}
+
+// New makes a Checker for the instances of cfg; every instance starts up
+// (SPEC section 8). now is the clock; nil means time.Now.
+func New(bal *balancer.Balancer, m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Checker {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Checker{bal: bal, m: m, log: log, now: now, insts: map[string]*instance{}}
+}
+
+// Update sets the settings and the instances (at start and on reload): an
+// instance that remains keeps its record.
+func (c *Checker) Update(cfg config.Health, instances []config.Instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg = cfg
+	insts := make(map[string]*instance, len(instances))
+	c.order = c.order[:0]
+	for _, inst := range instances {
+		rec := c.insts[inst.Name]
+		if rec == nil {
+			rec = &instance{up: true}
+		}
+		rec.cfg = inst
+		insts[inst.Name] = rec
+		c.order = append(c.order, inst.Name)
+	}
+	c.insts = insts
+}
+
+// Status is the health record of the instance named name.
+func (c *Checker) Status(name string) (Status, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec, ok := c.insts[name]
+	if !ok {
+		return Status{}, false
+	}
+	return Status{Up: rec.up, Successes: rec.successes, Failures: rec.failures, Last: rec.last,
+		History: append([]bool(nil), rec.history...)}, true
+}
+
+// Report is a passive verdict from the front ends: ok false for a transport
+// error or a timeout on real traffic. fall failures in a row mark the
+// instance down at once.
+func (c *Checker) Report(name string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := c.insts[name]
+	if rec == nil {
+		return
+	}
+	if ok {
+		rec.failures = 0
+		return
+	}
+	rec.successes = 0
+	rec.failures++
+	if rec.up && rec.failures >= c.cfg.Fall {
+		c.setUp(rec, false, "passive")
+		rec.passive = true
+	}
+}
+
+// CheckOnce probes every instance once, in parallel, and applies the
+// results: fall failed rounds in a row mark an instance down, rise passed
+// rounds in a row mark it up again.
+func (c *Checker) CheckOnce(ctx context.Context) {
+	c.mu.Lock()
+	cfg := c.cfg
+	targets := make([]config.Instance, 0, len(c.order))
+	for _, name := range c.order {
+		targets = append(targets, c.insts[name].cfg)
+	}
+	c.mu.Unlock()
+
+	results := make([]Probe, len(targets))
+	var wg sync.WaitGroup
+	for i, inst := range targets {
+		wg.Go(func() { results[i] = c.probe(ctx, cfg, inst) })
+	}
+	wg.Wait()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, inst := range targets {
+		rec := c.insts[inst.Name]
+		if rec == nil {
+			continue // removed by a reload meanwhile
+		}
+		c.apply(rec, results[i])
+	}
+}
+
+func (c *Checker) apply(rec *instance, p Probe) {
+	rec.last = p
+	rec.history = append(rec.history, p.OK)
+	if len(rec.history) > historyLen {
+		rec.history = rec.history[1:]
+	}
+	if p.OK {
+		rec.successes++
+		rec.failures = 0
+		if !rec.up && rec.successes >= c.cfg.Rise {
+			c.setUp(rec, true, "active")
+		}
+		return
+	}
+	rec.failures++
+	rec.successes = 0
+	if rec.up && rec.failures >= c.cfg.Fall {
+		c.setUp(rec, false, "active")
+	}
+}
+
+// setUp records a verdict and tells the balancer, which ramps an instance
+// that comes back.
+func (c *Checker) setUp(rec *instance, up bool, by string) {
+	rec.up, rec.passive = up, false
+	now := c.now()
+	if !up {
+		rec.downAt = now
+	}
+	if err := c.bal.SetHealth(rec.cfg.Name, up, now); err != nil {
+		c.log.Warn("health verdict for an unknown instance", zap.String("instance", rec.cfg.Name), zap.Error(err))
+		return
+	}
+	verdict := "down"
+	if up {
+		verdict = "up"
+	}
+	c.log.Info("instance health changed", zap.String("instance", rec.cfg.Name), zap.String("health", verdict),
+		zap.String("by", by), zap.Int("failures", rec.failures), zap.Int("successes", rec.successes),
+		zap.String("error", rec.last.Error))
+}
+
+// Run probes every health.interval until ctx ends (with health.active), and
+// on each tick retires finished ramps and, with active probes off, gives an
+// instance marked down by passive failures traffic again after an interval.
+func (c *Checker) Run(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		interval, active := c.cfg.Interval, c.cfg.Active
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		if active {
+			c.CheckOnce(ctx)
+		} else {
+			c.returnPassive()
+		}
+		c.bal.Tick(c.now())
+	}
+}
+
+// returnPassive gives instances marked down by passive failures traffic
+// again once an interval has passed (SPEC section 8, active checks off).
+func (c *Checker) returnPassive() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for _, name := range c.order {
+		rec := c.insts[name]
+		if !rec.up && now.Sub(rec.downAt) >= c.cfg.Interval {
+			rec.failures = 0
+			c.setUp(rec, true, "interval")
+		}
+	}
+}
+
+// probe checks an instance on each protocol it speaks: all must answer.
+func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Instance) Probe {
+	p := Probe{At: c.now(), OK: true}
+	check := func(protocol string, f func(context.Context) error) {
+		ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		start := time.Now()
+		err := f(ctx)
+		took := time.Since(start)
+		c.m.Probe(inst.Name, protocol, err == nil, took)
+		if err != nil {
+			p.OK = false
+			p.Error = fmt.Sprintf("%s: %v", protocol, err)
+			return
+		}
+		p.Latency = max(p.Latency, took)
+	}
+	if !inst.SIP.IsZero() {
+		check("sip", func(ctx context.Context) error { return probeSIP(ctx, inst.SIP.Endpoint) })
+	}
+	if !inst.HTTP.IsZero() {
+		check("http", func(ctx context.Context) error { return probeHTTP(ctx, inst.HTTP.Endpoint, cfg.HTTPPath) })
+	}
+	return p
+}
+
+// probeHTTP GETs path: a 2xx or 3xx answer passes.
+func probeHTTP(ctx context.Context, e config.Endpoint, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+e.Addr()+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "clb-health")
+	client := http.Client{
+		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode >= 400 {
+		return fmt.Errorf("status %d", res.StatusCode)
+	}
+	return nil
+}
+
+// probeSIP sends OPTIONS over the instance's transport: any final response
+// passes.
+func probeSIP(ctx context.Context, e config.Endpoint) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, e.Transport, e.Addr())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(deadline); err != nil {
+			return err
+		}
+	}
+	host, port, _ := net.SplitHostPort(conn.LocalAddr().String())
+	callID := "clb-health-" + gosip.GenerateTagN(16)
+	req := gosip.NewRequest(gosip.OPTIONS, gosip.Uri{Scheme: "sip", Host: e.Host, Port: e.Port})
+	req.AppendHeader(&gosip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(e.Transport),
+		Host: host, Port: mustAtoi(port), Params: gosip.HeaderParams{{K: "branch", V: gosip.GenerateBranch()}, {K: "rport", V: ""}}})
+	req.AppendHeader(&gosip.FromHeader{Address: gosip.Uri{Scheme: "sip", User: "clb", Host: host},
+		Params: gosip.HeaderParams{{K: "tag", V: gosip.GenerateTagN(10)}}})
+	req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", Host: e.Host, Port: e.Port}})
+	cid := gosip.CallIDHeader(callID)
+	req.AppendHeader(&cid)
+	req.AppendHeader(&gosip.CSeqHeader{SeqNo: 1, MethodName: gosip.OPTIONS})
+	mf := gosip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.SetBody(nil)
+	if _, err := conn.Write([]byte(req.String())); err != nil {
+		return err
+	}
+	buf := make([]byte, 65535)
+	have := 0
+	for {
+		n, err := conn.Read(buf[have:])
+		if err != nil {
+			return err
+		}
+		if e.Transport == "udp" {
+			if final(buf[:n], callID) { // one datagram, one message
+				return nil
+			}
+			continue
+		}
+		have += n
+		for { // a stream: take whole messages off the front
+			msg, rest, ok := nextMessage(buf[:have])
+			if !ok {
+				break
+			}
+			if final(msg, callID) {
+				return nil
+			}
+			have = copy(buf, rest)
+		}
+		if have == len(buf) {
+			return errors.New("response too large")
+		}
+	}
+}
+
+// nextMessage splits the first whole message (head and Content-Length
+// bytes of body) off a stream.
+func nextMessage(b []byte) (msg, rest []byte, ok bool) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil, b, false
+	}
+	length := 0
+	for _, line := range bytes.Split(b[:end], []byte("\r\n")) {
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if n := bytes.ToLower(bytes.TrimSpace(name)); found && (string(n) == "content-length" || string(n) == "l") {
+			length, _ = strconv.Atoi(string(bytes.TrimSpace(value)))
+		}
+	}
+	total := end + 4 + length
+	if len(b) < total {
+		return nil, b, false
+	}
+	return b[:total], b[total:], true
+}
+
+// final reports whether b holds a final response to the probe.
+func final(b []byte, callID string) bool {
+	m, err := gosip.ParseMessage(b)
+	if err != nil {
+		return false
+	}
+	res, ok := m.(*gosip.Response)
+	return ok && res.StatusCode >= 200 && res.CallID() != nil && res.CallID().Value() == callID
+}
+
+func mustAtoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}

@@ -1,0 +1,265 @@
+// Package metrics owns what clb counts: the Prometheus metrics of the front
+// ends and the health checks, on a registry of clb's own, and the
+// per-instance counts the admin API's status shows.
+//
+// Concurrency: every method is safe for concurrent use; a nil *Metrics
+// counts nothing, so that a front end may run without one. Counters on the
+// per-message path are looked up once per label set and cached, so counting
+// takes a read lock and an atomic add, and no allocation.
+package metrics
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"clb/balancer"
+)
+
+// Metrics is clb's metrics.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests     *prometheus.CounterVec
+	sessions     *prometheus.CounterVec
+	repairs      *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	errors       *prometheus.CounterVec
+	probes       *prometheus.CounterVec
+	probeLatency *prometheus.HistogramVec
+
+	mu     sync.RWMutex
+	cache  map[counterKey]prometheus.Counter
+	counts map[string]*Counts
+}
+
+// Counts are one instance's totals since clb started.
+type Counts struct {
+	Requests atomic.Int64 // requests routed to it, SIP and HTTP
+	Sessions atomic.Int64 // dialogs and HTTP sessions it was given
+}
+
+type counterKey struct {
+	vec    *prometheus.CounterVec
+	a, b   string
+	c, d   string
+	labels int
+}
+
+// New registers clb's metrics, and the Go runtime's and the process's, on a
+// new registry. bal, if not nil, is read at each scrape for instance state
+// and load factor.
+func New(bal func() *balancer.Balancer) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clb_requests_total",
+			Help: "Requests by protocol, method, instance routed to and outcome.",
+		}, []string{"protocol", "method", "instance", "outcome"}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clb_sessions_total",
+			Help: "Dialogs and HTTP sessions routed, by protocol and instance.",
+		}, []string{"protocol", "instance"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clb_sticky_repairs_total",
+			Help: "Requests whose session had been served by another instance than its owner now.",
+		}, []string{"protocol"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clb_retries_total",
+			Help: "Requests sent again to the replica partner after the owner could not be reached.",
+		}, []string{"protocol"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clb_errors_total",
+			Help: "Errors by protocol and kind.",
+		}, []string{"protocol", "kind"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clb_health_probes_total",
+			Help: "Active health probes by instance, protocol and result.",
+		}, []string{"instance", "protocol", "result"}),
+		probeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "clb_health_probe_seconds",
+			Help:    "Time to the answer of an active health probe.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"instance", "protocol"}),
+		cache:  map[counterKey]prometheus.Counter{},
+		counts: map[string]*Counts{},
+	}
+	m.reg.MustRegister(m.requests, m.sessions, m.repairs, m.retries, m.errors, m.probes, m.probeLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if bal != nil {
+		m.reg.MustRegister(newStateCollector(bal))
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// counter is vec's counter for the labels, cached.
+func (m *Metrics) counter(vec *prometheus.CounterVec, labels ...string) prometheus.Counter {
+	k := counterKey{vec: vec, labels: len(labels)}
+	for i, l := range labels {
+		switch i {
+		case 0:
+			k.a = l
+		case 1:
+			k.b = l
+		case 2:
+			k.c = l
+		case 3:
+			k.d = l
+		}
+	}
+	m.mu.RLock()
+	c := m.cache[k]
+	m.mu.RUnlock()
+	if c == nil {
+		c = vec.WithLabelValues(labels...)
+		m.mu.Lock()
+		m.cache[k] = c
+		m.mu.Unlock()
+	}
+	return c
+}
+
+// Request counts a request: protocol "sip" or "http"; method as the request
+// named it (unusual ones count as "other"); instance "" when none took it;
+// outcome what became of it (forwarded, refused, dropped, 2xx…5xx, failed).
+func (m *Metrics) Request(protocol, method, instance, outcome string) {
+	if m == nil {
+		return
+	}
+	if instance == "" {
+		instance = "none"
+	}
+	m.counter(m.requests, protocol, knownMethod(method), instance, outcome).Inc()
+	if instance != "none" {
+		m.Instance(instance).Requests.Add(1)
+	}
+}
+
+// Session counts a dialog or HTTP session given to instance.
+func (m *Metrics) Session(protocol, instance string) {
+	if m == nil {
+		return
+	}
+	m.counter(m.sessions, protocol, instance).Inc()
+	m.Instance(instance).Sessions.Add(1)
+}
+
+// Repair counts a sticky repair.
+func (m *Metrics) Repair(protocol string) {
+	if m != nil {
+		m.counter(m.repairs, protocol).Inc()
+	}
+}
+
+// Retry counts a retry on the replica partner.
+func (m *Metrics) Retry(protocol string) {
+	if m != nil {
+		m.counter(m.retries, protocol).Inc()
+	}
+}
+
+// Error counts an error of a kind (a short snake_case word).
+func (m *Metrics) Error(protocol, kind string) {
+	if m != nil {
+		m.counter(m.errors, protocol, kind).Inc()
+	}
+}
+
+// Probe counts an active health probe and, when it was answered, its time.
+func (m *Metrics) Probe(instance, protocol string, ok bool, took time.Duration) {
+	if m == nil {
+		return
+	}
+	result := "fail"
+	if ok {
+		result = "ok"
+		m.probeLatency.WithLabelValues(instance, protocol).Observe(took.Seconds())
+	}
+	m.counter(m.probes, instance, protocol, result).Inc()
+}
+
+// Instance is the counts of the instance named name.
+func (m *Metrics) Instance(name string) *Counts {
+	m.mu.RLock()
+	c := m.counts[name]
+	m.mu.RUnlock()
+	if c == nil {
+		m.mu.Lock()
+		if c = m.counts[name]; c == nil {
+			c = &Counts{}
+			m.counts[name] = c
+		}
+		m.mu.Unlock()
+	}
+	return c
+}
+
+// knownMethod bounds the method label: SIP and HTTP methods as they are,
+// anything else "other".
+func knownMethod(m string) string {
+	switch m {
+	case "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
+		"INFO", "MESSAGE", "PRACK", "UPDATE", "PUBLISH",
+		"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE":
+		return m
+	}
+	if u := strings.ToUpper(m); u != m && knownMethod(u) != "other" {
+		return u
+	}
+	return "other"
+}
+
+// stateCollector reads instance state and load factor from the balancer at
+// each scrape.
+type stateCollector struct {
+	bal                          func() *balancer.Balancer
+	stateDesc, factorDesc, wDesc *prometheus.Desc
+}
+
+func newStateCollector(bal func() *balancer.Balancer) *stateCollector {
+	return &stateCollector{
+		bal: bal,
+		stateDesc: prometheus.NewDesc("clb_instance_state",
+			"1 for the state the instance is in (up, ramping, draining, down, disabled), 0 for the others.",
+			[]string{"instance", "state"}, nil),
+		factorDesc: prometheus.NewDesc("clb_instance_load_factor",
+			"The instance's load factor: the share of its keys it admits.", []string{"instance"}, nil),
+		wDesc: prometheus.NewDesc("clb_instance_weight", "The instance's configured weight.", []string{"instance"}, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.stateDesc
+	ch <- c.factorDesc
+	ch <- c.wDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.bal()
+	if b == nil {
+		return
+	}
+	for _, s := range b.Table().Status(time.Now()) {
+		name := s.Instance.Name
+		for _, st := range []balancer.State{balancer.Up, balancer.Ramping, balancer.Draining, balancer.Down, balancer.Disabled} {
+			v := 0.0
+			if s.State == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.stateDesc, prometheus.GaugeValue, v, name, st.String())
+		}
+		ch <- prometheus.MustNewConstMetric(c.factorDesc, prometheus.GaugeValue, s.Factor, name)
+		ch <- prometheus.MustNewConstMetric(c.wDesc, prometheus.GaugeValue, float64(s.Instance.Weight), name)
+	}
+}
