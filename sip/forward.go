@@ -8,6 +8,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	gosip "github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
 
 	"clb/balancer"
 )
@@ -48,7 +49,21 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 	out = append(out, crlf...)
 	out = append(out, v.body...)
 	sc.out = out
-	p.deliver(dst, out)
+	instance, outcome := "", "outward"
+	if e.decision != nil {
+		instance, outcome = e.decision.Owner.Name, "forwarded"
+	}
+	if err := p.net.send(dst, out); err != nil {
+		p.metrics.Error("sip", "send")
+		outcome = "failed"
+		if instance != "" && p.report != nil {
+			p.report(instance, false)
+		}
+		if ce := p.log.Check(zap.DebugLevel, "send failed"); ce != nil {
+			ce.Write(zap.Stringer("to", dst.addr), zap.String("transport", dst.transport), zap.Error(err))
+		}
+	}
+	p.metrics.Request("sip", v.method, instance, outcome)
 }
 
 // appendVia appends clb's Via with a branch derived from the request, so

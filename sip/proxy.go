@@ -12,6 +12,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/metrics"
 )
 
 // endpoint is a SIP transport address: one of clb's listeners, or where a
@@ -71,6 +72,8 @@ type Proxy struct {
 	net        sender
 	instances  atomic.Pointer[instanceSet]
 	retryAfter int // seconds, in 503 responses
+	metrics    *metrics.Metrics
+	report     func(instance string, ok bool)
 }
 
 // ProxyOptions configure a Proxy.
@@ -86,6 +89,11 @@ type ProxyOptions struct {
 	Now func() time.Time
 	// RetryAfter goes in 503 responses; 0 means 5 s.
 	RetryAfter time.Duration
+	// Metrics, if set, counts requests, dialogs, repairs and errors.
+	Metrics *metrics.Metrics
+	// Report, if set, hears of an instance that could not be sent to (a
+	// passive health failure).
+	Report func(instance string, ok bool)
 }
 
 func newProxy(o ProxyOptions, net sender) *Proxy {
@@ -97,6 +105,8 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		headers:    gosip.DefaultHeadersParser(),
 		net:        net,
 		retryAfter: int(o.RetryAfter / time.Second),
+		metrics:    o.Metrics,
+		report:     o.Report,
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -284,6 +294,10 @@ func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, 
 	var rr *dialogRoute
 	if recordRoute {
 		rr = &dialogRoute{key: key, instance: d.Owner.Name, ftag: v.fromTag()}
+		p.metrics.Session("sip", d.Owner.Name)
+	}
+	if d.Repaired {
+		p.metrics.Repair("sip")
 	}
 	e.dropCLB, e.decision, e.key = true, &d, key
 	p.forward(in, sc, v, destination{endpoint: dst}, e, rr)

@@ -26,11 +26,28 @@ func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 	if method, _, _ := bytes.Cut(w.data[:w.startLine], sp); string(method) == "ACK" {
 		return
 	}
+	p.metrics.Request("sip", v.method, "", "refused")
+	p.metrics.Error("sip", refusalKind(r.code))
 	if w.first(fieldVia) < 0 || w.first(fieldCSeq) < 0 {
 		return // nothing to match an answer to
 	}
 	sc.out = appendLocalResponse(sc.out[:0], w, r)
 	p.deliver(destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}, sc.out)
+}
+
+// refusalKind names a refusal for the error metrics.
+func refusalKind(code int) string {
+	switch code {
+	case 482:
+		return "loop"
+	case 483:
+		return "max_forwards"
+	case 503:
+		return "no_instance"
+	case 502:
+		return "bad_gateway"
+	}
+	return "malformed"
 }
 
 // rejectFraming answers with 400 a message on a stream whose length cannot
