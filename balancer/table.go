@@ -235,6 +235,8 @@ type InstanceStatus struct {
 	// Share is the fraction of keys it owns when every instance is live and
 	// fully ramped.
 	Share float64
+	// NextChange is when Factor next steps; zero when it is not ramping.
+	NextChange time.Time
 }
 
 // Status is every configured instance's state at now, in configuration order.
@@ -245,6 +247,7 @@ func (t *Table) Status(now time.Time) []InstanceStatus {
 		s := InstanceStatus{Instance: m.instance, State: m.state}
 		if m.state.Live() {
 			s.Factor = m.ramp.Factor(now)
+			s.NextChange, _ = m.ramp.NextChange(now)
 		}
 		if m.index >= 0 {
 			s.Share = shares[m.index]

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"clb/balancer"
+	"clb/metrics"
 )
 
 // proxy forwards the request in cc.req to the owner of its key and relays
@@ -20,18 +21,21 @@ func (s *Server) proxy(cc *clientConn) bool {
 	if err != nil {
 		var eh *errHead
 		errors.As(err, &eh)
+		s.refused(h, "malformed_request")
 		s.refuse(cc, eh.status, eh.msg)
 		return false
 	}
 	if _, found, dup := h.get("host"); dup || !found && h.minor == 1 {
+		s.refused(h, "malformed_request")
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
-	key := requestKey(s.o.Rules, h)
+	key := requestKey(*s.rules.Load(), h)
 	last := string(cookie(h, routeCookie))
 	now := s.o.Now()
 	d := s.o.Balancer.Table().RouteFor(balancer.HTTP, key.key, last, now)
 	if d.Owner == nil {
+		s.refused(h, "no_instance")
 		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(int(s.o.RetryAfter/time.Second)))
 		return false
 	}
@@ -76,35 +80,78 @@ func (x *exchange) run() bool {
 		case errors.As(err, &de) || errors.Is(err, errStale) && !x.bodyRead:
 			x.s.report(owner, false)
 			if x.d.Replica == nil || x.retried {
-				return x.fail(502, "instance unreachable")
+				return x.fail(502, "instance unreachable", "unreachable")
 			}
 			// Nothing of the request reached the instance: try the
 			// replica partner, which holds the session's state.
 			x.retried = true
+			x.s.o.Metrics.Retry("http")
 			x.d = x.s.o.Balancer.Table().RouteWithout(balancer.HTTP, x.key.key, owner, x.s.o.Now())
 			if x.d.Owner == nil {
-				return x.fail(503, "no instance is available")
+				x.s.refused(x.h, "no_instance")
+				x.s.refuse(x.cc, 503, "no instance is available")
+				return false
 			}
 		case errors.Is(err, errClientBody):
-			return x.fail(400, "malformed request body")
+			x.s.refused(x.h, "malformed_body")
+			x.s.refuse(x.cc, 400, "malformed request body")
+			return false
 		case isTimeout(err):
 			x.s.report(owner, false)
-			return x.fail(504, "instance timed out")
+			return x.fail(504, "instance timed out", "timeout")
 		default:
 			x.s.report(owner, false)
-			return x.fail(502, "instance failed")
+			return x.fail(502, "instance failed", "instance")
 		}
 	}
 }
 
-// fail answers with status unless part of a response was sent already, and
-// closes the connection.
-func (x *exchange) fail(status int, msg string) bool {
+// fail answers with status, counts the failure as kind and closes the
+// connection.
+func (x *exchange) fail(status int, msg, kind string) bool {
 	if ce := x.s.log.Check(zap.DebugLevel, "request failed"); ce != nil {
 		ce.Write(zap.Int("status", status), zap.String("reason", msg), zap.String("instance", x.d.Owner.Name))
 	}
+	x.s.o.Metrics.Request("http", metrics.Method(x.h.method), x.d.Owner.Name, "failed")
+	x.s.o.Metrics.Error("http", kind)
 	x.s.refuse(x.cc, status, msg)
 	return false
+}
+
+// refused counts a request clb answered itself, without an instance.
+func (s *Server) refused(h *head, kind string) {
+	s.o.Metrics.Request("http", metrics.Method(h.method), "", "refused")
+	s.o.Metrics.Error("http", kind)
+}
+
+// counted counts a request an instance answered.
+func (x *exchange) counted() {
+	m := x.s.o.Metrics
+	if m == nil {
+		return
+	}
+	owner := x.d.Owner.Name
+	m.Request("http", metrics.Method(x.h.method), owner, statusClass(x.cc.res.status))
+	if x.key.minted || x.last != owner {
+		m.Session("http", owner)
+	}
+	if x.d.Repaired {
+		m.Repair("http")
+	}
+}
+
+func statusClass(status int) string {
+	switch {
+	case status < 200:
+		return "1xx"
+	case status < 300:
+		return "2xx"
+	case status < 400:
+		return "3xx"
+	case status < 500:
+		return "4xx"
+	}
+	return "5xx"
 }
 
 func (s *Server) report(instance string, ok bool) {
@@ -194,13 +241,14 @@ func (x *exchange) exchangeHead(up *upConn) error {
 // connection to the pool when it ended cleanly.
 func (x *exchange) relay(up *upConn) bool {
 	res := &x.cc.res
+	x.counted()
 	if res.status == 101 {
 		return x.tunnel(up)
 	}
 	rf, err := res.responseFraming(x.h.method)
 	if err != nil {
 		up.c.Close()
-		return x.fail(502, "malformed response framing")
+		return x.fail(502, "malformed response framing", "malformed_response")
 	}
 	// A chunked body cannot go to an HTTP/1.0 client: it goes without its
 	// framing, ended by closing.

@@ -16,6 +16,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/metrics"
 )
 
 // Options configure a Server.
@@ -34,15 +35,19 @@ type Options struct {
 	// false for a connection refused or timed out, or a response that did not
 	// come (a passive health failure), true for a response head received.
 	Report func(instance string, ok bool)
+	// Metrics, if set, counts requests, sessions, repairs, retries and
+	// errors.
+	Metrics *metrics.Metrics
 }
 
 // Server is the HTTP front end: it accepts client connections and proxies
 // their requests to the instances.
 type Server struct {
-	o    Options
-	log  *zap.Logger
-	ln   net.Listener
-	pool *pool
+	o     Options
+	log   *zap.Logger
+	ln    net.Listener
+	pool  *pool
+	rules atomic.Pointer[[]config.Rule] // keys.http, swapped by Reload
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -69,14 +74,20 @@ func NewServer(addr string, o Options) (*Server, error) {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	l := o.Limits
-	return &Server{
+	s := &Server{
 		o:     o,
 		log:   o.Logger,
 		ln:    ln,
 		pool:  newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
 		conns: map[*clientConn]struct{}{},
-	}, nil
+	}
+	s.Reload(o.Rules)
+	return s, nil
 }
+
+// Reload swaps in the key rules of a reloaded configuration; requests being
+// handled finish with the ones they started with.
+func (s *Server) Reload(rules []config.Rule) { s.rules.Store(&rules) }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -202,6 +213,8 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 	if err != nil {
 		var eh *errHead
 		if errors.As(err, &eh) {
+			s.o.Metrics.Request("http", "other", "", "refused")
+			s.o.Metrics.Error("http", "malformed_request")
 			s.refuse(cc, eh.status, eh.msg)
 		}
 		return false

@@ -205,6 +205,24 @@ func (m *Metrics) Instance(name string) *Counts {
 	return c
 }
 
+// Method is the label of a method given as bytes, without allocating for
+// the usual ones.
+func Method(b []byte) string {
+	switch string(b) {
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "HEAD":
+		return "HEAD"
+	case "DELETE":
+		return "DELETE"
+	}
+	return knownMethod(string(b))
+}
+
 // knownMethod bounds the method label: SIP and HTTP methods as they are,
 // anything else "other".
 func knownMethod(m string) string {

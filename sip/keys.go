@@ -11,7 +11,7 @@ import (
 // requestKey is the BEKey of an out-of-dialog request (or an in-dialog one
 // without clb's Route): the first rule that gives a non-empty value, else the
 // default, From tag + Call-ID (SPEC section 5).
-func (p *Proxy) requestKey(v *view) string { return requestKey(p.rules, v) }
+func (p *Proxy) requestKey(v *view) string { return requestKey(p.settings.Load().rules, v) }
 
 func requestKey(rules []config.Rule, v *view) string {
 	for i := range rules {

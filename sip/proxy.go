@@ -47,9 +47,10 @@ type sender interface {
 	isSelf(addr netip.AddrPort) bool
 }
 
-// instanceSet is the configured instances with a SIP address, by address.
-type instanceSet struct {
-	byAddr map[endpoint]*config.Instance
+// settings are what a reload changes, swapped in as one.
+type settings struct {
+	rules  []config.Rule
+	byAddr map[endpoint]*config.Instance // instances with a SIP address
 }
 
 // scratch is one reader goroutine's reusable memory: handling a message
@@ -65,12 +66,11 @@ type scratch struct {
 // reader goroutine brings its own scratch.
 type Proxy struct {
 	bal        *balancer.Balancer
-	rules      []config.Rule
 	log        *zap.Logger
 	now        func() time.Time
 	headers    gosip.HeadersParser // sipgo's parsers of single fields
 	net        sender
-	instances  atomic.Pointer[instanceSet]
+	settings   atomic.Pointer[settings]
 	retryAfter int // seconds, in 503 responses
 	metrics    *metrics.Metrics
 	report     func(instance string, ok bool)
@@ -99,7 +99,6 @@ type ProxyOptions struct {
 func newProxy(o ProxyOptions, net sender) *Proxy {
 	p := &Proxy{
 		bal:        o.Balancer,
-		rules:      o.Rules,
 		log:        o.Logger,
 		now:        o.Now,
 		headers:    gosip.DefaultHeadersParser(),
@@ -117,20 +116,20 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 	if p.retryAfter <= 0 {
 		p.retryAfter = 5
 	}
-	p.setInstances(o.Instances)
+	p.reload(o.Rules, o.Instances)
 	return p
 }
 
-// setInstances replaces the configured instances (on reload).
-func (p *Proxy) setInstances(in []config.Instance) {
-	set := &instanceSet{byAddr: map[endpoint]*config.Instance{}}
+// reload replaces the key rules and the configured instances at once.
+func (p *Proxy) reload(rules []config.Rule, in []config.Instance) {
+	set := &settings{rules: rules, byAddr: map[endpoint]*config.Instance{}}
 	for i := range in {
 		inst := &in[i]
 		if ip, err := netip.ParseAddr(inst.SIP.Host); err == nil {
 			set.byAddr[endpoint{inst.SIP.Transport, netip.AddrPortFrom(ip.Unmap(), uint16(inst.SIP.Port))}] = inst
 		}
 	}
-	p.instances.Store(set)
+	p.settings.Store(set)
 }
 
 // handle processes one message.
@@ -228,8 +227,7 @@ func (p *Proxy) sentByInstance(in *inbound, v *view) *config.Instance {
 	if port == 0 {
 		port = 5060
 	}
-	set := p.instances.Load()
-	return set.byAddr[endpoint{strings.ToLower(via.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}]
+	return p.settings.Load().byAddr[endpoint{strings.ToLower(via.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}]
 }
 
 // looped reports whether the request carries a Via clb put there (RFC 3261

@@ -144,6 +144,12 @@ func localAddr(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
+// Reload swaps in the key rules and instances of a reloaded configuration;
+// messages being handled finish with the ones they started with.
+func (s *Server) Reload(rules []config.Rule, instances []config.Instance) {
+	s.proxy.reload(rules, instances)
+}
+
 // Listeners are the bound addresses, as transport://host:port.
 func (s *Server) Listeners() []string {
 	var out []string

@@ -17,10 +17,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 	"go.uber.org/zap/zapcore"
 
-	"clb/balancer"
 	"clb/config"
-	"clb/httpproxy"
-	"clb/sip"
 )
 
 // runServe is clb run: serve until SIGINT or SIGTERM.
@@ -67,7 +64,26 @@ func runServe(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	sighup := make(chan os.Signal, 1)
+	signal.Notify(sighup, syscall.SIGHUP)
+	defer signal.Stop(sighup)
+	hup := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-sighup:
+				log.Info("SIGHUP: reloading", zap.String("config", cfg.File))
+				select {
+				case hup <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	if err := serve(ctx, cfg, log, hup); err != nil {
 		log.Error("clb stopped", zap.Error(err))
 		return 1
 	}
@@ -96,55 +112,12 @@ func newLogger(format string, w io.Writer) (*zap.Logger, error) {
 	return log, nil
 }
 
-// serve runs the front ends of cfg until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
-	bal, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+// serve runs a node of cfg until ctx ends; a value on hup reloads the file.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, hup <-chan struct{}) error {
+	n, err := newNode(cfg, log)
 	if err != nil {
 		return err
 	}
-	var servers []func(context.Context) error
-	var fields []zap.Field
-	if len(cfg.Listen.SIP) > 0 {
-		srv, err := sip.NewServer(sip.ServerOptions{
-			ProxyOptions: sip.ProxyOptions{
-				Balancer:   bal,
-				Rules:      cfg.Keys.SIP,
-				Instances:  cfg.Instances,
-				Logger:     log.Named("sip"),
-				RetryAfter: cfg.Health.Interval,
-			},
-			Listen: cfg.Listen.SIP,
-		})
-		if err != nil {
-			return err
-		}
-		servers = append(servers, srv.Serve)
-		fields = append(fields, zap.Strings("sip", srv.Listeners()))
-	}
-	if !cfg.Listen.HTTP.IsZero() {
-		srv, err := httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpproxy.Options{
-			Balancer:   bal,
-			Rules:      cfg.Keys.HTTP,
-			Limits:     cfg.HTTP,
-			Logger:     log.Named("http"),
-			RetryAfter: cfg.Health.Interval,
-		})
-		if err != nil {
-			return err
-		}
-		servers = append(servers, srv.Serve)
-		fields = append(fields, zap.String("http", srv.Addr()))
-	}
-	log.Info("clb started", append(fields, zap.String("config", cfg.File), zap.Int("instances", len(cfg.Instances)))...)
-	errs := make(chan error, len(servers))
-	for _, serve := range servers {
-		go func() { errs <- serve(ctx) }()
-	}
-	var first error
-	for range servers {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	log.Info("clb started", append(n.fields(), zap.String("config", cfg.File), zap.Int("instances", len(cfg.Instances)))...)
+	return n.run(ctx, hup)
 }

@@ -1,0 +1,310 @@
+// Package admin owns clb's admin listener: the JSON API of SPEC section 9
+// (status, instances, route, enable/disable/drain, reload), the Prometheus
+// metrics and the status page.
+//
+// Concurrency: a Server is safe for concurrent use. Handlers read the
+// balancer's current Table, the health Checker and the metrics, each of them
+// safe for concurrent use; writes go through the Balancer's methods and the
+// Reload function, which serialise themselves.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"clb/balancer"
+	"clb/health"
+	"clb/metrics"
+)
+
+// Options configure a Server.
+type Options struct {
+	Balancer *balancer.Balancer
+	// Health, if set, supplies each instance's health record.
+	Health *health.Checker
+	// Metrics, if set, supplies request and session counts and GET /metrics.
+	Metrics *metrics.Metrics
+	// Token, if not empty, is required as "Authorization: Bearer TOKEN" on
+	// every API call and on /metrics.
+	Token string
+	// Reload, if set, reloads the configuration file; its error is the
+	// reason a file was refused.
+	Reload func() (Reloaded, error)
+	Logger *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Reloaded is what a successful reload changed.
+type Reloaded struct {
+	Instances int      `json:"instances"`
+	Added     []string `json:"added"`
+	Removed   []string `json:"removed"`
+}
+
+// Server is the admin listener.
+type Server struct {
+	o     Options
+	log   *zap.Logger
+	ln    net.Listener
+	srv   *http.Server
+	token atomic.Pointer[string]
+}
+
+// maxWait bounds a long poll of the status.
+const maxWait = 60 * time.Second
+
+// NewServer listens on addr (host:port; port 0 picks one).
+func NewServer(addr string, o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	s := &Server{o: o, log: o.Logger, ln: ln}
+	s.SetToken(o.Token)
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      maxWait + 10*time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          zap.NewStdLog(o.Logger),
+	}
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// SetToken replaces the bearer token (on reload).
+func (s *Server) SetToken(token string) { s.token.Store(&token) }
+
+// Serve answers until ctx ends, then lets calls in flight finish for up to
+// grace.
+func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		s.srv.Close() // long polls past the grace period
+	}
+	<-errc
+	return nil
+}
+
+// Handler is the admin API, the metrics and the status page.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.page)
+	mux.HandleFunc("GET /api/v1/status", s.auth(s.status))
+	mux.HandleFunc("GET /api/v1/instances", s.auth(s.instances))
+	mux.HandleFunc("GET /api/v1/route", s.auth(s.route))
+	mux.HandleFunc("POST /api/v1/instances/{name}/{action}", s.auth(s.act))
+	mux.HandleFunc("POST /api/v1/reload", s.auth(s.reload))
+	if s.o.Metrics != nil {
+		mux.Handle("GET /metrics", s.auth(s.o.Metrics.Handler().ServeHTTP))
+	}
+	return mux
+}
+
+// auth requires the bearer token, when there is one. The status page itself
+// carries no data and is served to anyone: its script sends the token it is
+// given in the URL fragment (never sent to the server by the browser).
+func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if tok := *s.token.Load(); tok != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="clb"`)
+				writeError(w, http.StatusUnauthorized, "a bearer token is required")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+// status is GET /api/v1/status. With wait=DURATION (and version=V, the
+// version of the last answer) it is a long poll: it answers when the routing
+// table is no longer at version V, when a load factor steps, or after
+// DURATION (at most a minute), whichever comes first.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if ws := q.Get("wait"); ws != "" {
+		wait, err := time.ParseDuration(ws)
+		if err != nil || wait < 0 {
+			writeError(w, http.StatusBadRequest, "wait: want a duration such as 10s")
+			return
+		}
+		version, err := strconv.ParseUint(q.Get("version"), 10, 64)
+		if q.Get("version") != "" && err != nil {
+			writeError(w, http.StatusBadRequest, "version: want the version of a previous answer")
+			return
+		}
+		s.waitChange(r.Context(), min(wait, maxWait), version)
+	}
+	writeJSON(w, http.StatusOK, s.snapshot())
+}
+
+// waitChange returns when the table is past version, a ramp steps, d passes
+// or ctx ends.
+func (s *Server) waitChange(ctx context.Context, d time.Duration, version uint64) {
+	changed := s.o.Balancer.Changed()
+	t := s.o.Balancer.Table()
+	if t.Version() != version {
+		return
+	}
+	now := s.o.Now()
+	for _, st := range t.Status(now) {
+		if !st.NextChange.IsZero() && st.NextChange.Sub(now) < d {
+			d = st.NextChange.Sub(now)
+		}
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-changed:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+}
+
+// instances is GET /api/v1/instances: what an instance needs to find its
+// replica partner.
+func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
+	var out struct {
+		Instances []InstanceAddrs `json:"instances"`
+	}
+	out.Instances = []InstanceAddrs{}
+	for _, st := range s.o.Balancer.Table().Status(s.o.Now()) {
+		out.Instances = append(out.Instances, addrs(st))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// route is GET /api/v1/route?key=K[&n=N][&protocol=sip|http].
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("key") {
+		writeError(w, http.StatusBadRequest, "key: missing")
+		return
+	}
+	key := q.Get("key")
+	n := 4
+	if ns := q.Get("n"); ns != "" {
+		v, err := strconv.Atoi(ns)
+		if err != nil || v < 1 {
+			writeError(w, http.StatusBadRequest, "n: want a positive number")
+			return
+		}
+		n = v
+	}
+	p := balancer.AnyProtocol
+	switch q.Get("protocol") {
+	case "":
+	case "sip":
+		p = balancer.SIP
+	case "http":
+		p = balancer.HTTP
+	default:
+		writeError(w, http.StatusBadRequest, "protocol: want sip or http")
+		return
+	}
+	t := s.o.Balancer.Table()
+	d := t.RouteFor(p, key, q.Get("last"), s.o.Now())
+	out := Route{Key: key, Fallback: d.Fallback, Preference: t.PreferenceList([]string{}, key, n)}
+	if d.Owner != nil {
+		out.Owner = d.Owner.Name
+	}
+	if d.Replica != nil {
+		out.Replica = d.Replica.Name
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// act is POST /api/v1/instances/{name}/enable|disable|drain.
+func (s *Server) act(w http.ResponseWriter, r *http.Request) {
+	name, action := r.PathValue("name"), r.PathValue("action")
+	var f func(string, time.Time) error
+	switch action {
+	case "enable":
+		f = s.o.Balancer.Enable
+	case "disable":
+		f = s.o.Balancer.Disable
+	case "drain":
+		f = s.o.Balancer.Drain
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("action %q: want enable, disable or drain", action))
+		return
+	}
+	if err := f(name, s.o.Now()); err != nil {
+		status := http.StatusConflict
+		if errors.Is(err, balancer.ErrUnknownInstance) {
+			status = http.StatusNotFound
+		}
+		writeError(w, status, err.Error())
+		return
+	}
+	s.log.Info("admin action", zap.String("instance", name), zap.String("action", action),
+		zap.String("from", r.RemoteAddr))
+	for _, st := range s.snapshot().Instances {
+		if st.Name == name {
+			writeJSON(w, http.StatusOK, st)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("instance %q is gone", name))
+}
+
+// reload is POST /api/v1/reload.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	if s.o.Reload == nil {
+		writeError(w, http.StatusNotImplemented, "this clb has no configuration file to reload")
+		return
+	}
+	res, err := s.o.Reload()
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}

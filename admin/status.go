@@ -1,0 +1,140 @@
+package admin
+
+import (
+	"time"
+
+	"clb/balancer"
+	"clb/hashing"
+)
+
+// Status is the answer of GET /api/v1/status.
+type Status struct {
+	// Version is the routing table's version; it rises by one per change.
+	Version uint64    `json:"version"`
+	Time    time.Time `json:"time"`
+	// Instances are in configuration order.
+	Instances []InstanceStatus `json:"instances"`
+}
+
+// InstanceAddrs is an instance's name and addresses, as GET
+// /api/v1/instances lists them.
+type InstanceAddrs struct {
+	Name string `json:"name"`
+	SIP  string `json:"sip,omitempty"`  // transport://host:port
+	HTTP string `json:"http,omitempty"` // http://host:port
+}
+
+// InstanceStatus is one instance in the status.
+type InstanceStatus struct {
+	InstanceAddrs
+	Weight int `json:"weight"`
+	// State is up, ramping, draining, down or disabled.
+	State string `json:"state"`
+	// LoadFactor is the share of its keys the instance admits now.
+	LoadFactor float64 `json:"load_factor"`
+	// NextStep is when the load factor steps next; absent when not ramping.
+	NextStep *time.Time `json:"next_step,omitempty"`
+	// Share is the fraction of all keys routed to it now (sampled).
+	Share float64 `json:"share"`
+	// FullShare is the fraction it owns when all instances are up and fully
+	// ramped: what its weight earns it.
+	FullShare float64 `json:"full_share"`
+	Health    *Health `json:"health,omitempty"`
+	// Requests and Sessions are counted since clb started, SIP and HTTP.
+	Requests int64 `json:"requests"`
+	Sessions int64 `json:"sessions"`
+}
+
+// Health is an instance's health record.
+type Health struct {
+	Up        bool `json:"up"`
+	Successes int  `json:"successes"` // in a row
+	Failures  int  `json:"failures"`  // in a row, probes and passive reports
+	// LastProbe is absent before the first active probe.
+	LastProbe *Probe `json:"last_probe,omitempty"`
+	// History is the last rounds of probes, oldest first: true passed.
+	History []bool `json:"history"`
+}
+
+// Probe is one round of active probes of an instance.
+type Probe struct {
+	At        time.Time `json:"at"`
+	OK        bool      `json:"ok"`
+	LatencyMS float64   `json:"latency_ms"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// shareSamples is how many keys the current shares are sampled over: enough
+// for a share to within about a percent, in a fraction of a millisecond.
+const shareSamples = 1 << 13
+
+func addrs(st balancer.InstanceStatus) InstanceAddrs {
+	a := InstanceAddrs{Name: st.Instance.Name}
+	if !st.Instance.SIP.IsZero() {
+		a.SIP = st.Instance.SIP.String()
+	}
+	if !st.Instance.HTTP.IsZero() {
+		a.HTTP = st.Instance.HTTP.String()
+	}
+	return a
+}
+
+// snapshot is the status now.
+func (s *Server) snapshot() Status {
+	t := s.o.Balancer.Table()
+	now := s.o.Now()
+	sts := t.Status(now)
+	out := Status{Version: t.Version(), Time: now, Instances: make([]InstanceStatus, 0, len(sts))}
+	owned := map[string]int{}
+	for i := range uint64(shareSamples) {
+		if d := t.RouteHash(hashing.Mix(i), "", now); d.Owner != nil {
+			owned[d.Owner.Name]++
+		}
+	}
+	for _, st := range sts {
+		is := InstanceStatus{
+			InstanceAddrs: addrs(st),
+			Weight:        st.Instance.Weight,
+			State:         st.State.String(),
+			LoadFactor:    st.Factor,
+			Share:         float64(owned[st.Instance.Name]) / shareSamples,
+			FullShare:     st.Share,
+		}
+		if !st.NextChange.IsZero() {
+			next := st.NextChange
+			is.NextStep = &next
+		}
+		if s.o.Health != nil {
+			if h, ok := s.o.Health.Status(st.Instance.Name); ok {
+				is.Health = &Health{Up: h.Up, Successes: h.Successes, Failures: h.Failures, History: h.History}
+				if is.Health.History == nil {
+					is.Health.History = []bool{}
+				}
+				if !h.Last.At.IsZero() {
+					is.Health.LastProbe = &Probe{At: h.Last.At, OK: h.Last.OK,
+						LatencyMS: float64(h.Last.Latency) / float64(time.Millisecond), Error: h.Last.Error}
+				}
+			}
+		}
+		if s.o.Metrics != nil {
+			c := s.o.Metrics.Instance(st.Instance.Name)
+			is.Requests, is.Sessions = c.Requests.Load(), c.Sessions.Load()
+		}
+		out.Instances = append(out.Instances, is)
+	}
+	return out
+}
+
+// Route is the answer of GET /api/v1/route.
+type Route struct {
+	Key string `json:"key"`
+	// Owner and Replica are where the key goes now and its replica partner;
+	// empty when there is none.
+	Owner   string `json:"owner"`
+	Replica string `json:"replica"`
+	// Fallback is set when no live instance admitted the key (all ramping).
+	Fallback bool `json:"fallback"`
+	// Preference is the first instances of the key's preference list,
+	// whatever their state.
+	Preference []string `json:"preference"`
+}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"clb/admin"
+	"clb/balancer"
+	"clb/config"
+	"clb/health"
+	"clb/httpproxy"
+	"clb/metrics"
+	"clb/sip"
+)
+
+// node is one running clb: the balancer and everything around it, built from
+// a configuration and reloadable from its file.
+type node struct {
+	log     *zap.Logger
+	bal     *balancer.Balancer
+	metrics *metrics.Metrics
+	health  *health.Checker
+	sip     *sip.Server       // nil without listen.sip
+	http    *httpproxy.Server // nil without listen.http
+	admin   *admin.Server     // nil without listen.admin
+
+	mu  sync.Mutex // serialises reloads
+	cfg *config.Config
+}
+
+// newNode builds a node and binds its listeners.
+func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
+	bal, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	if err != nil {
+		return nil, err
+	}
+	n := &node{log: log, bal: bal, cfg: cfg}
+	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
+	n.health = health.New(bal, n.metrics, log.Named("health"), nil)
+	n.health.Update(cfg.Health, cfg.Instances)
+	transitions := log.Named("balancer")
+	bal.Observe(func(t balancer.Transition) {
+		switch {
+		case t.Added:
+			transitions.Info("instance added", zap.String("instance", t.Name), zap.Stringer("state", t.To))
+		case t.Removed:
+			transitions.Info("instance removed", zap.String("instance", t.Name))
+		default:
+			transitions.Info("instance state", zap.String("instance", t.Name),
+				zap.Stringer("from", t.From), zap.Stringer("to", t.To))
+		}
+	})
+	if len(cfg.Listen.SIP) > 0 {
+		n.sip, err = sip.NewServer(sip.ServerOptions{
+			ProxyOptions: sip.ProxyOptions{
+				Balancer:   bal,
+				Rules:      cfg.Keys.SIP,
+				Instances:  cfg.Instances,
+				Logger:     log.Named("sip"),
+				RetryAfter: cfg.Health.Interval,
+				Metrics:    n.metrics,
+				Report:     n.health.Report,
+			},
+			Listen: cfg.Listen.SIP,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !cfg.Listen.HTTP.IsZero() {
+		n.http, err = httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpproxy.Options{
+			Balancer:   bal,
+			Rules:      cfg.Keys.HTTP,
+			Limits:     cfg.HTTP,
+			Logger:     log.Named("http"),
+			RetryAfter: cfg.Health.Interval,
+			Report:     n.health.Report,
+			Metrics:    n.metrics,
+		})
+		if err != nil {
+			n.close()
+			return nil, err
+		}
+	}
+	if !cfg.Listen.Admin.IsZero() {
+		n.admin, err = admin.NewServer(cfg.Listen.Admin.Addr(), admin.Options{
+			Balancer: bal,
+			Health:   n.health,
+			Metrics:  n.metrics,
+			Token:    cfg.Admin.Token,
+			Reload:   n.reload,
+			Logger:   log.Named("admin"),
+		})
+		if err != nil {
+			n.close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// close releases the listeners of a node that will not run.
+func (n *node) close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n.sip != nil {
+		_ = n.sip.Serve(ctx)
+	}
+	if n.http != nil {
+		_ = n.http.Serve(ctx)
+	}
+}
+
+// fields say where the node listens, for the start log.
+func (n *node) fields() []zap.Field {
+	var f []zap.Field
+	if n.sip != nil {
+		f = append(f, zap.Strings("sip", n.sip.Listeners()))
+	}
+	if n.http != nil {
+		f = append(f, zap.String("http", n.http.Addr()))
+	}
+	if n.admin != nil {
+		f = append(f, zap.String("admin", n.admin.Addr()))
+	}
+	return f
+}
+
+// run serves until ctx ends; a value on hup reloads the file. It returns when
+// every server has stopped: HTTP requests in flight get http.grace.
+func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
+	var servers []func(context.Context) error
+	if n.sip != nil {
+		servers = append(servers, n.sip.Serve)
+	}
+	if n.http != nil {
+		servers = append(servers, n.http.Serve)
+	}
+	if n.admin != nil {
+		grace := n.cfg.HTTP.Grace
+		servers = append(servers, func(ctx context.Context) error { return n.admin.Serve(ctx, grace) })
+	}
+	servers = append(servers, func(ctx context.Context) error { n.health.Run(ctx); return nil })
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_, _ = n.reload()
+			}
+		}
+	}()
+	errs := make(chan error, len(servers))
+	for _, serve := range servers {
+		go func() { errs <- serve(ctx) }()
+	}
+	var first error
+	for range servers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// reload reads the configuration file again and swaps it in; a file that
+// does not validate, or that changes what only a restart can change, is
+// refused and the running configuration stays.
+func (n *node) reload() (admin.Reloaded, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := n.cfg
+	cfg, err := config.Load(old.File)
+	if err == nil {
+		err = restartOnly(old, cfg)
+	}
+	if err != nil {
+		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
+		return admin.Reloaded{}, err
+	}
+	if err := n.bal.Update(cfg.Instances, cfg.LoadFactor.Params(), time.Now()); err != nil {
+		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
+		return admin.Reloaded{}, err
+	}
+	n.health.Update(cfg.Health, cfg.Instances)
+	if n.sip != nil {
+		n.sip.Reload(cfg.Keys.SIP, cfg.Instances)
+	}
+	if n.http != nil {
+		n.http.Reload(cfg.Keys.HTTP)
+	}
+	if n.admin != nil {
+		n.admin.SetToken(cfg.Admin.Token)
+	}
+	n.cfg = cfg
+	res := admin.Reloaded{Instances: len(cfg.Instances), Added: []string{}, Removed: []string{}}
+	names := func(c *config.Config) []string {
+		var s []string
+		for _, inst := range c.Instances {
+			s = append(s, inst.Name)
+		}
+		return s
+	}
+	oldNames, newNames := names(old), names(cfg)
+	for _, name := range newNames {
+		if !slices.Contains(oldNames, name) {
+			res.Added = append(res.Added, name)
+		}
+	}
+	for _, name := range oldNames {
+		if !slices.Contains(newNames, name) {
+			res.Removed = append(res.Removed, name)
+		}
+	}
+	n.log.Info("configuration reloaded", zap.String("config", cfg.File), zap.Int("instances", res.Instances),
+		zap.Strings("added", res.Added), zap.Strings("removed", res.Removed))
+	return res, nil
+}
+
+// restartOnly refuses a reload that changes clb's listeners or the HTTP
+// front end's limits, which are bound at start.
+func restartOnly(old, cfg *config.Config) error {
+	if !reflect.DeepEqual(old.Listen, cfg.Listen) {
+		return fmt.Errorf("%s: listen: changed; listeners are bound at start: restart clb to apply", cfg.File)
+	}
+	if old.HTTP != cfg.HTTP {
+		return fmt.Errorf("%s: http: changed; the HTTP front end's limits are set at start: restart clb to apply", cfg.File)
+	}
+	return nil
+}
