@@ -124,12 +124,16 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.closing = true
+	busy := 0
 	for cc := range s.conns {
 		if cc.idle.Load() {
 			cc.c.Close()
+		} else {
+			busy++
 		}
 	}
 	s.mu.Unlock()
+	s.log.Info("http shutting down", zap.Int("in_flight", busy), zap.Duration("grace", s.o.Limits.Grace))
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

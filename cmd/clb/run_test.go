@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -24,6 +26,81 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// proc is a clb run process of a test, with its JSON log lines.
+type proc struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	lines   chan map[string]any
+	done    chan error
+	started map[string]any // the "clb started" entry
+}
+
+// startCLB runs this test binary as clb run -config path and waits for its
+// "clb started" log; the process is killed at the end of the test if it is
+// still running.
+func startCLB(t *testing.T, path string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "run", "-config", path)
+	cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd, lines: make(chan map[string]any, 1024), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<16), 1<<20)
+		for sc.Scan() {
+			var entry map[string]any
+			if json.Unmarshal(sc.Bytes(), &entry) == nil {
+				p.lines <- entry
+			}
+		}
+		close(p.lines)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			for range p.lines {
+			}
+			<-p.done
+		}
+	})
+	p.started = p.log("clb started")
+	return p
+}
+
+// log waits for the next log entry with message msg.
+func (p *proc) log(msg string) map[string]any {
+	p.t.Helper()
+	return nextLog(p.t, p.lines, msg)
+}
+
+func (p *proc) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// exit waits for the process to exit and returns its error.
+func (p *proc) exit() error {
+	p.t.Helper()
+	for range p.lines {
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(20 * time.Second):
+		p.t.Fatal("clb did not exit within 20 s")
+		return nil
+	}
+}
+
 // TestRunServesAndStopsOnSignal: clb run serves SIP on its listeners, logs
 // where, and on SIGTERM (then SIGINT) stops and exits 0.
 func TestRunServesAndStopsOnSignal(t *testing.T) {
@@ -34,38 +111,10 @@ func TestRunServesAndStopsOnSignal(t *testing.T) {
 instances:
   - {name: a, sip: udp://127.0.0.1:5071}
 `)
-			cmd := exec.Command(os.Args[0], "run", "-config", path)
-			cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
-			stderr, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			t.Cleanup(func() {
-				if cmd.ProcessState == nil {
-					_ = cmd.Process.Kill()
-					<-done
-				}
-			})
-			lines := make(chan map[string]any, 16)
-			go func() {
-				sc := bufio.NewScanner(stderr)
-				for sc.Scan() {
-					var entry map[string]any
-					if json.Unmarshal(sc.Bytes(), &entry) == nil {
-						lines <- entry
-					}
-				}
-				close(lines)
-			}()
-			started := nextLog(t, lines, "clb started")
-			listeners, _ := started["sip"].([]any)
+			p := startCLB(t, path)
+			listeners, _ := p.started["sip"].([]any)
 			if len(listeners) != 2 {
-				t.Fatalf("listeners %v", started["sip"])
+				t.Fatalf("listeners %v", p.started["sip"])
 			}
 			udp := strings.TrimPrefix(listeners[0].(string), "udp://")
 
@@ -83,22 +132,83 @@ instances:
 				t.Fatalf("answer %q, %v", buf[:n], err)
 			}
 
-			if err := cmd.Process.Signal(sig); err != nil {
-				t.Fatal(err)
-			}
-			nextLog(t, lines, "clb stopped")
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("exit: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("clb did not exit within 10 s of the signal")
+			p.signal(sig)
+			p.log("clb stopped")
+			if err := p.exit(); err != nil {
+				t.Fatalf("exit: %v", err)
 			}
 		})
 	}
 }
 
+// TestRunReloadsAndShutsDownGracefully: SIGHUP reloads the file (a bad one
+// is refused and the running configuration stays); on SIGTERM an HTTP
+// request in flight completes before clb exits 0.
+func TestRunReloadsAndShutsDownGracefully(t *testing.T) {
+	got, release := make(chan struct{}), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(got)
+			<-release
+		}
+		fmt.Fprint(w, "done")
+	}))
+	defer slow.Close()
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	head := "listen: {http: 127.0.0.1:0, admin: 127.0.0.1:0}\nhttp: {grace: 30s}\ninstances:\n"
+	a := fmt.Sprintf("  - {name: a, http: %s}\n", slow.URL)
+	b := fmt.Sprintf("  - {name: b, http: %s}\n", other.URL)
+	path := writeFile(t, head+a)
+	p := startCLB(t, path)
+	httpAddr, adminAddr := p.started["http"].(string), p.started["admin"].(string)
+
+	if err := os.WriteFile(path, []byte(head+a+b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	if e := p.log("configuration reloaded"); fmt.Sprint(e["added"]) != "[b]" {
+		t.Errorf("reload log %v", e)
+	}
+	if got := instanceNames(t, adminAddr); got != "a:up b:ramping" {
+		t.Errorf("after SIGHUP: %s", got)
+	}
+	if err := os.WriteFile(path, []byte(head+"  - {name: c, http: http://127.0.0.1:1, weight: -1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	if e := p.log("reload refused; the running configuration stays"); !strings.Contains(fmt.Sprint(e["error"]), "instances[0].weight") {
+		t.Errorf("refusal log %v", e)
+	}
+	if got := instanceNames(t, adminAddr); !strings.HasPrefix(got, "a:up b:") {
+		t.Errorf("after a refused SIGHUP: %s", got)
+	}
+
+	answer := make(chan string, 1)
+	go func() {
+		res, err := http.Get("http://" + httpAddr + "/slow")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		answer <- res.Status + " " + string(body)
+	}()
+	<-got
+	p.signal(syscall.SIGTERM)
+	if e := p.log("http shutting down"); e["in_flight"] != 1.0 {
+		t.Errorf("shutdown log %v", e)
+	}
+	close(release)
+	if a := <-answer; a != "200 OK done" {
+		t.Errorf("request in flight at SIGTERM: %s", a)
+	}
+	p.log("clb stopped")
+	if err := p.exit(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+}
 func nextLog(t *testing.T, lines <-chan map[string]any, msg string) map[string]any {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
