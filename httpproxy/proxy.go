@@ -77,13 +77,14 @@ func (x *exchange) run() bool {
 		owner := x.d.Owner.Name
 		var de *errDial
 		switch {
-		case errors.As(err, &de) || errors.Is(err, errStale) && !x.bodyRead:
+		case errors.As(err, &de) || x.resendable(err):
 			x.s.report(owner, false)
 			if x.d.Replica == nil || x.retried {
 				return x.fail(502, "instance unreachable", "unreachable")
 			}
-			// Nothing of the request reached the instance: try the
-			// replica partner, which holds the session's state.
+			// Nothing of the request reached the instance, or it may be
+			// sent again: try the replica partner, which holds the
+			// session's state.
 			x.retried = true
 			x.s.o.Metrics.Retry("http")
 			x.d = x.s.o.Balancer.Table().RouteWithout(balancer.HTTP, x.key.key, owner, x.s.o.Now())
@@ -104,6 +105,22 @@ func (x *exchange) run() bool {
 			return x.fail(502, "instance failed", "instance")
 		}
 	}
+}
+
+// resendable reports whether a request that failed with err, before any
+// response came, may go to another instance (SPEC section 7): it had no body
+// and its method is idempotent (RFC 9110 9.2.2), and the instance did not
+// merely take too long (a timeout is answered 504, not repeated).
+func (x *exchange) resendable(err error) bool {
+	return !x.bodyRead && !isTimeout(err) && !errors.Is(err, errClientBody) && x.idempotent()
+}
+
+func (x *exchange) idempotent() bool {
+	switch string(x.h.method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 // fail answers with status, counts the failure as kind and closes the
@@ -168,11 +185,14 @@ var (
 // send writes the request to its owner and reads the response head into
 // cc.res. A reused idle connection that turns out closed, before anything
 // came back, is retried once on a new connection when the request can be
-// sent again (no body).
+// sent again (no body, idempotent method).
 func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
 		addr := x.d.Owner.HTTP.Addr()
-		up, reused, err := x.s.pool.get(addr, x.f.chunked || x.f.length > 0)
+		// A request that cannot be sent twice gets a connection checked
+		// to be open; the others find out by sending.
+		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
+		up, reused, err := x.s.pool.get(addr, once)
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +201,7 @@ func (x *exchange) send() (*upConn, error) {
 			return up, nil
 		}
 		up.c.Close()
-		if errors.Is(err, errClientBody) || isTimeout(err) || !reused {
+		if errors.Is(err, errClientBody) || isTimeout(err) || !reused || once {
 			return nil, err
 		}
 		if x.bodyRead || fresh {

@@ -178,6 +178,47 @@ func TestPostNotRetried(t *testing.T) {
 	}
 }
 
+// TestIdempotentRetried: an instance that takes a request without a body
+// and closes without answering (it died with the request in flight) has an
+// idempotent one sent again to the key's replica partner; a POST is not.
+func TestIdempotentRetried(t *testing.T) {
+	for _, c := range []struct {
+		method string
+		want   int // 0: the replica partner answers
+	}{{"GET", 0}, {"PUT", 0}, {"DELETE", 0}, {"POST", 502}} {
+		t.Run(c.method, func(t *testing.T) {
+			cl4 := newCluster(t, clusterOptions{n: 3})
+			cl := cl4.client()
+			first := cl4.get(cl, "/")
+			owner := servedBy(first)
+			key, _ := setCookie(first, keyCookie)
+			d := cl4.bal.Table().RouteFor(balancer.HTTP, key, "", time.Now())
+			cl4.backends[owner].handle = func(w http.ResponseWriter, r *http.Request) {
+				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					conn.Close()
+				}
+			}
+			before := cl4.total()
+			req, _ := http.NewRequest(c.method, cl4.url+"/counter?next=2", nil)
+			res, err := cl.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			switch {
+			case c.want != 0:
+				if res.StatusCode != c.want || cl4.total()-before != 1 {
+					t.Errorf("%s: %d after %d attempts, want %d after one", c.method, res.StatusCode, cl4.total()-before, c.want)
+				}
+			case res.StatusCode != 200 || servedBy(res) != d.Replica.Name:
+				t.Errorf("%s: %d from %s, want 200 from the replica partner %s", c.method, res.StatusCode, servedBy(res), d.Replica.Name)
+			case cl4.lastRequest(d.Replica.Name).Header.Get("X-Clb-Previous") != owner:
+				t.Errorf("X-CLB-Previous %q, want %s", cl4.lastRequest(d.Replica.Name).Header.Get("X-Clb-Previous"), owner)
+			}
+		})
+	}
+}
+
 // TestWebSocket: an upgrade goes to the key's owner, and bytes pass both
 // ways through the tunnel.
 func TestWebSocket(t *testing.T) {
