@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"clb/instance"
 )
 
 func main() {
@@ -40,6 +42,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "route":
 		return route(args[1:], stdin, stdout, stderr)
+	case "instance":
+		// The sample instance (cmd/clb-instance), in this binary for clb
+		// demo, which starts it as a process of its own.
+		return instance.Main(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

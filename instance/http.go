@@ -1,0 +1,197 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"clb/balancer"
+)
+
+// servedBy names the instance in every response, SIP and HTTP.
+const servedBy = "X-CLB-Served-By"
+
+// handler is the HTTP side: the app clb routes to (a per-session counter and
+// task list) and the partners' replication endpoints under /_clb/.
+func (in *Instance) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(servedBy, in.name)
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /_clb/state/{key}", in.internal(func(w http.ResponseWriter, r *http.Request) {
+		st := in.store.get(r.PathValue("key"))
+		if st == nil {
+			http.Error(w, "not held", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	}))
+	mux.HandleFunc("PUT /_clb/state/{key}", in.internal(func(w http.ResponseWriter, r *http.Request) {
+		var st State
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxState)).Decode(&st); err != nil || st.Key != r.PathValue("key") {
+			http.Error(w, "want the key's state as JSON", http.StatusBadRequest)
+			return
+		}
+		if err := in.store.receive(&st, r.Header.Get("X-From")); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("DELETE /_clb/state/{key}", in.internal(func(w http.ResponseWriter, r *http.Request) {
+		in.store.forget(r.PathValue("key"))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("GET /_clb/dump", in.internal(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, struct {
+			Name string `json:"name"`
+			Keys []Held `json:"keys"`
+		}{in.name, in.store.dump()})
+	}))
+	mux.HandleFunc("/counter", in.app(in.counter))
+	mux.HandleFunc("/tasks", in.app(in.tasks))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(servedBy, in.name)
+		if r.URL.Path == "/" && r.Method == "GET" {
+			_, _ = io.WriteString(w, "clb-instance "+in.name+": /counter, /tasks\n")
+			return
+		}
+		http.NotFound(w, r)
+	})
+	return mux
+}
+
+// internal guards the partners' endpoints: a request that came through clb
+// (it carries X-CLB-Instance) is a client's, and is refused.
+func (in *Instance) internal(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(servedBy, in.name)
+		if r.Header.Get("X-CLB-Instance") != "" {
+			http.Error(w, "not through the load balancer", http.StatusForbidden)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// app takes the session of a request clb sent, calls h with it, and commits
+// what h changed.
+func (in *Instance) app(h func(r *http.Request, st *State) (status int, changed bool, body any)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(servedBy, in.name)
+		hd, ok := clbHeaders(r.Header.Get)
+		if !ok {
+			http.Error(w, "no X-CLB-Key: this app is reached through clb", http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		sess, _, err := in.store.acquire(ctx, hd)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		status, changed, body := h(r, sess.state)
+		if changed {
+			sess.commit(ctx, true)
+		} else {
+			sess.release(ctx)
+		}
+		writeJSON(w, status, body)
+	}
+}
+
+// clbHeaders reads what clb says of a request's key (SPEC section 4).
+func clbHeaders(get func(string) string) (headers, bool) {
+	key, ok := balancer.UnescapeKey(get("X-CLB-Key"))
+	if !ok || get("X-CLB-Key") == "" {
+		return headers{}, false
+	}
+	return headers{key: key, replica: get("X-CLB-Replica"), previous: get("X-CLB-Previous")}, true
+}
+
+// Counter is the answer of the counter endpoints.
+type Counter struct {
+	Key     string `json:"key"`
+	Counter int64  `json:"counter"`
+}
+
+// counter: GET reads it; PUT ?next=N sets it to N when it is N-1 (and
+// answers N again when it is N already: the request may be sent twice), 409
+// otherwise; POST adds one.
+func (in *Instance) counter(r *http.Request, st *State) (int, bool, any) {
+	switch r.Method {
+	case "GET":
+		return http.StatusOK, false, Counter{st.Key, st.Counter}
+	case "POST":
+		st.Counter++
+		return http.StatusOK, true, Counter{st.Key, st.Counter}
+	case "PUT":
+		next, err := strconv.ParseInt(r.URL.Query().Get("next"), 10, 64)
+		switch {
+		case err != nil:
+			return http.StatusBadRequest, false, errorBody("next: want a number")
+		case next == st.Counter:
+			return http.StatusOK, false, Counter{st.Key, st.Counter}
+		case next != st.Counter+1:
+			return http.StatusConflict, false, Counter{st.Key, st.Counter}
+		}
+		st.Counter = next
+		return http.StatusOK, true, Counter{st.Key, st.Counter}
+	}
+	return http.StatusMethodNotAllowed, false, errorBody("GET, PUT or POST")
+}
+
+// Tasks is the answer of the task list endpoints.
+type Tasks struct {
+	Key   string   `json:"key"`
+	Tasks []string `json:"tasks"`
+}
+
+// maxTasks bounds a session's task list.
+const maxTasks = 1000
+
+// tasks: GET lists them, POST adds the body as a task, DELETE ?i=N removes
+// the Nth.
+func (in *Instance) tasks(r *http.Request, st *State) (int, bool, any) {
+	switch r.Method {
+	case "GET":
+		return http.StatusOK, false, Tasks{st.Key, append([]string{}, st.Tasks...)}
+	case "POST":
+		b, err := io.ReadAll(io.LimitReader(r.Body, 4096))
+		task := strings.TrimSpace(string(b))
+		if err != nil || task == "" {
+			return http.StatusBadRequest, false, errorBody("want the task as the body")
+		}
+		if len(st.Tasks) >= maxTasks {
+			return http.StatusRequestEntityTooLarge, false, errorBody("too many tasks")
+		}
+		st.Tasks = append(st.Tasks, task)
+		return http.StatusOK, true, Tasks{st.Key, append([]string{}, st.Tasks...)}
+	case "DELETE":
+		i, err := strconv.Atoi(r.URL.Query().Get("i"))
+		if err != nil || i < 0 || i >= len(st.Tasks) {
+			return http.StatusNotFound, false, errorBody("no such task")
+		}
+		st.Tasks = append(st.Tasks[:i], st.Tasks[i+1:]...)
+		return http.StatusOK, true, Tasks{st.Key, append([]string{}, st.Tasks...)}
+	}
+	return http.StatusMethodNotAllowed, false, errorBody("GET, POST or DELETE")
+}
+
+func errorBody(msg string) any {
+	return struct {
+		Error string `json:"error"`
+	}{msg}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
