@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"sync"
@@ -14,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"clb/admin"
+	"clb/instance"
 )
 
 // The end-to-end tests of the failover promise: clb in this process, sample
@@ -210,5 +214,309 @@ func TestSIPDialogsSurviveKill(t *testing.T) {
 	}
 	if home == 0 {
 		t.Errorf("no dialog of %s ended on it after its return", victim)
+	}
+}
+
+// webSession is one HTTP session of a test: a counter it increments with
+// PUT /counter?next=N, which the instance applies once.
+type webSession struct {
+	client  *http.Client
+	counter int64    // the last value acknowledged
+	served  []string // who answered, in order, runs collapsed
+	lost    string   // why the session's state was lost, if it was
+	retries int      // requests sent again after a 5xx or a transport error
+	query   string   // more query parameters, "&user=u1"
+}
+
+// increment sends the next increment, again on a 5xx or a transport error
+// (a client's retry; PUT is idempotent), and checks the answer.
+func (s *webSession) increment(base string) {
+	next := s.counter + 1
+	for attempt := 0; attempt < 5; attempt++ {
+		req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/counter?next=%d%s", base, next, s.query), nil)
+		res, err := s.client.Do(req)
+		if err != nil {
+			s.retries++
+			continue
+		}
+		var got instance.Counter
+		err = json.NewDecoder(res.Body).Decode(&got)
+		res.Body.Close()
+		if res.StatusCode >= 500 {
+			s.retries++
+			continue
+		}
+		by := res.Header.Get("X-CLB-Served-By")
+		if n := len(s.served); n == 0 || s.served[n-1] != by {
+			s.served = append(s.served, by)
+		}
+		if res.StatusCode != 200 || err != nil || got.Counter != next {
+			s.lost = fmt.Sprintf("PUT next=%d: %d, counter %d, from %s", next, res.StatusCode, got.Counter, by)
+			return
+		}
+		s.counter = next
+		return
+	}
+	s.lost = fmt.Sprintf("PUT next=%d: no answer after 5 attempts", next)
+}
+
+// webLoad runs sessions, each incrementing its counter every period, until
+// stop is closed.
+func webLoad(base string, n int, period time.Duration, stop <-chan struct{}) (sessions []*webSession, done func()) {
+	transport := &http.Transport{MaxIdleConnsPerHost: n, IdleConnTimeout: 30 * time.Second}
+	var wg sync.WaitGroup
+	for i := range n {
+		jar, _ := cookiejar.New(nil)
+		s := &webSession{client: &http.Client{Jar: jar, Transport: transport, Timeout: 10 * time.Second}}
+		sessions = append(sessions, s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Spread the sessions over the period (the load's pacing).
+			tick := time.NewTicker(period)
+			defer tick.Stop()
+			time.Sleep(time.Duration(i) * period / time.Duration(n))
+			for s.lost == "" {
+				s.increment(base)
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	return sessions, func() { wg.Wait(); transport.CloseIdleConnections() }
+}
+
+// TestHTTPSessionsSurviveKill: 500 sessions increment their counters in a
+// loop; one instance is killed with SIGKILL and started again; every
+// session's counter goes up by one at each step, with no reset and no gap.
+func TestHTTPSessionsSurviveKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	c := startTestCluster(t, e2eYAML, "inst1", "inst2", "inst3", "inst4")
+	const victim = "inst3"
+	stop := make(chan struct{})
+	sessions, wait := webLoad("http://"+c.http, 500, 250*time.Millisecond, stop)
+	// Let every session be served a few times (the scenario's clock).
+	time.Sleep(2 * time.Second)
+	was := c.started(victim)
+	if err := c.kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	c.waitState(t, victim, "down", 10*time.Second)
+	down := time.Since(killed)
+	if err := c.restart(victim, was); err != nil {
+		t.Fatal(err)
+	}
+	c.waitState(t, victim, "up", 20*time.Second)
+	ramp := time.Since(killed)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wait()
+
+	var lost, retries, moved, home int
+	var total int64
+	for _, s := range sessions {
+		total += s.counter
+		retries += s.retries
+		if s.lost != "" {
+			lost++
+			if lost <= 5 {
+				t.Errorf("a session lost its state: %s (served by %v)", s.lost, s.served)
+			}
+		}
+		if len(s.served) > 1 && s.served[0] == victim {
+			moved++
+			if s.served[len(s.served)-1] == victim {
+				home++
+			}
+		}
+	}
+	t.Logf("%d sessions, %d increments acknowledged, %d lost; %s down %v after SIGKILL, up again %v after; "+
+		"%d of its sessions moved to their partners, %d of them back home; %d requests sent again by clients",
+		len(sessions), total, lost, victim, down.Round(time.Millisecond), ramp.Round(time.Millisecond), moved, home, retries)
+	if lost != 0 {
+		t.Errorf("%d of %d sessions lost", lost, len(sessions))
+	}
+	if moved == 0 || home == 0 {
+		t.Errorf("%d sessions moved and %d came home: the test proved nothing", moved, home)
+	}
+}
+
+// convergedYAML keys a SIP dialog by its From user and an HTTP request by
+// its user parameter: one user, one key, one instance.
+const convergedYAML = e2eYAML + `keys:
+  sip:
+    - {header: From, uri_user: true, prefix: "user:"}
+  http:
+    - {query: user, prefix: "user:"}
+`
+
+// TestConvergedFailover: each user's SIP dialog and HTTP session land on one
+// instance; when it is killed, both go on together on one other instance,
+// with the dialog and the counter intact.
+func TestConvergedFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	c := startTestCluster(t, convergedYAML, "inst1", "inst2", "inst3", "inst4")
+	ph, err := newPhone(c.sip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.close()
+	ctx := context.Background()
+	const users = 24
+	type user struct {
+		name  string
+		call  *call
+		web   *webSession
+		where string
+	}
+	var us []*user
+	perInstance := map[string]int{}
+	for i := range users {
+		u := &user{name: fmt.Sprintf("u%d", i), call: ph.newCall(fmt.Sprintf("u%d", i)),
+			web: &webSession{client: &http.Client{Timeout: 10 * time.Second}, query: fmt.Sprintf("&user=u%d", i)}}
+		if x := u.call.invite(ctx); !x.ok() {
+			t.Fatalf("INVITE of %s: %+v", u.name, x)
+		}
+		u.web.increment("http://" + c.http)
+		if u.web.lost != "" {
+			t.Fatalf("%s: %s", u.name, u.web.lost)
+		}
+		u.where = u.call.servedBy
+		if u.web.served[0] != u.where {
+			t.Errorf("%s: dialog on %s, web session on %s", u.name, u.where, u.web.served[0])
+		}
+		perInstance[u.where]++
+		us = append(us, u)
+	}
+	// Kill the instance with the most users.
+	victim := ""
+	for name, n := range perInstance {
+		if victim == "" || n > perInstance[victim] || n == perInstance[victim] && name < victim {
+			victim = name
+		}
+	}
+	if err := c.kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	c.waitState(t, victim, "down", 10*time.Second)
+
+	moved := 0
+	for _, u := range us {
+		x := u.call.reinvite(ctx)
+		u.web.increment("http://" + c.http)
+		web := u.web.served[len(u.web.served)-1]
+		switch {
+		case !x.ok() || u.web.lost != "":
+			t.Errorf("%s: re-INVITE %d, web %q", u.name, x.code, u.web.lost)
+		case x.servedBy != web:
+			t.Errorf("%s: after the kill the dialog is on %s, the web session on %s", u.name, x.servedBy, web)
+		case u.where == victim:
+			moved++
+			if x.servedBy == victim {
+				t.Errorf("%s still on %s", u.name, victim)
+			}
+			if want := c.route(t, "user:"+u.name).Owner; x.servedBy != want {
+				t.Errorf("%s on %s, clb's owner %s", u.name, x.servedBy, want)
+			}
+		case x.servedBy != u.where:
+			t.Errorf("%s moved from %s to %s though %s was killed", u.name, u.where, x.servedBy, victim)
+		}
+		if u.web.counter != 2 {
+			t.Errorf("%s: counter %d after two increments", u.name, u.web.counter)
+		}
+		if x := u.call.bye(ctx); !x.ok() || x.servedBy != u.web.served[len(u.web.served)-1] {
+			t.Errorf("%s: BYE %d from %s", u.name, x.code, x.servedBy)
+		}
+	}
+	t.Logf("%d users, %d on %s moved together to their partners with dialog and counter", users, moved, victim)
+	if moved == 0 {
+		t.Error("no user was on the killed instance")
+	}
+}
+
+// TestDrainLosesNothing: under the same HTTP load and with SIP dialogs open,
+// draining an instance moves its sessions to their replica partners a slice
+// at a time, loses none, and ends with it serving no key.
+func TestDrainLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	c := startTestCluster(t, e2eYAML, "inst1", "inst2", "inst3", "inst4")
+	const victim = "inst1"
+	ph, err := newPhone(c.sip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.close()
+	ctx := context.Background()
+	var calls []*call
+	for i := range 40 {
+		cl := ph.newCall(fmt.Sprintf("d%d", i))
+		if x := cl.invite(ctx); !x.ok() {
+			t.Fatalf("INVITE: %+v", x)
+		}
+		calls = append(calls, cl)
+	}
+	stop := make(chan struct{})
+	sessions, wait := webLoad("http://"+c.http, 200, 250*time.Millisecond, stop)
+	time.Sleep(time.Second) // the scenario's clock: every session served
+	adminAddr := c.admin[len("http://"):]
+	if code, body := adminCall(t, adminAddr, "POST", "/api/v1/instances/"+victim+"/drain", nil); code != 200 {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	var factors []float64
+	watch(t, adminAddr, 30*time.Second, func(st admin.Status) bool {
+		b := byName(st, victim)
+		if n := len(factors); n == 0 || factors[n-1] != b.LoadFactor {
+			factors = append(factors, b.LoadFactor)
+		}
+		return b.State == "disabled"
+	})
+	drained := time.Now()
+	time.Sleep(time.Second) // one more second of load after the drain
+	close(stop)
+	wait()
+
+	lost, moved, after := 0, 0, 0
+	for _, s := range sessions {
+		if s.lost != "" {
+			lost++
+			t.Errorf("a session lost its state: %s", s.lost)
+		}
+		if len(s.served) > 1 && s.served[0] == victim {
+			moved++
+		}
+		if s.served[len(s.served)-1] == victim {
+			after++
+		}
+	}
+	var st admin.Status
+	adminCall(t, adminAddr, "GET", "/api/v1/status", &st)
+	if v := byName(st, victim); v.Share != 0 || v.State != "disabled" {
+		t.Errorf("%s after the drain: %+v", victim, v)
+	}
+	byes := 0
+	for _, cl := range calls {
+		if x := cl.bye(ctx); x.ok() && x.servedBy != victim {
+			byes++
+		} else {
+			t.Errorf("BYE of %s: %d from %s", cl.user, x.code, x.servedBy)
+		}
+	}
+	t.Logf("drain of %s: factors %v; %d sessions moved, %d lost, %d still on it after %v; %d of %d dialogs ended elsewhere with 200",
+		victim, factors, moved, lost, after, time.Since(drained).Round(time.Millisecond), byes, len(calls))
+	if fmt.Sprint(factors) != "[1 0.75 0.5 0.25 0]" && fmt.Sprint(factors) != "[0.75 0.5 0.25 0]" {
+		t.Errorf("drain factors %v, want a slice at a time", factors)
+	}
+	if moved == 0 || after != 0 {
+		t.Errorf("%d sessions moved, %d still served by %s", moved, after, victim)
 	}
 }
