@@ -1,5 +1,6 @@
 // Command clb is the converged SIP + HTTP load balancer's command line:
 //
+//	clb demo                        show a session surviving the loss of an instance
 //	clb run -config FILE            serve (also: clb -config FILE)
 //	clb check -config FILE          validate FILE and print a summary
 //	clb route -config FILE [KEY…]   print KEY OWNER REPLICA per key
@@ -21,6 +22,8 @@ func main() {
 }
 
 const usage = `usage:
+  clb demo [-stay]                start clb and four sample instances on loopback and show
+                                  sessions surviving the loss and return of an instance
   clb run -config FILE [-log json|console]
                                   serve until SIGINT or SIGTERM (also: clb -config FILE)
   clb check -config FILE          validate FILE, print a summary; exit 1 on error
@@ -42,6 +45,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "route":
 		return route(args[1:], stdin, stdout, stderr)
+	case "demo":
+		return runDemo(args[1:], stdout, stderr)
 	case "instance":
 		// The sample instance (cmd/clb-instance), in this binary for clb
 		// demo, which starts it as a process of its own.

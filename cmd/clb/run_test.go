@@ -226,3 +226,37 @@ func nextLog(t *testing.T, lines <-chan map[string]any, msg string) map[string]a
 		}
 	}
 }
+
+// TestDemo runs clb demo as a process (this binary, instances included) and
+// checks its exit status and account.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	cmd := exec.Command(os.Args[0], "demo")
+	cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("clb demo: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("clb demo did not end within 2 minutes:\n%s", out.String())
+	}
+	text := out.String()
+	for _, want := range []string{"status page: http://127.0.0.1:", "(its replica partner)", "is back on",
+		"load factor 0.25 → 0.50 → 0.75 → 1.00", "8 of 8 dialogs ended with 200 to BYE", ": 0 lost."} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the account lacks %q:\n%s", want, text)
+		}
+	}
+}
