@@ -251,7 +251,9 @@ func (d *demo) busiest() string {
 	for name := range n {
 		names = append(names, name)
 	}
-	sort.Slice(names, func(i, j int) bool { return n[names[i]] > n[names[j]] || n[names[i]] == n[names[j]] && names[i] < names[j] })
+	sort.Slice(names, func(i, j int) bool {
+		return n[names[i]] > n[names[j]] || n[names[i]] == n[names[j]] && names[i] < names[j]
+	})
 	return names[0]
 }
 
