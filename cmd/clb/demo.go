@@ -23,13 +23,16 @@ import (
 	"clb/instance"
 )
 
+// fastYAML makes health checks and ramps take a second or so.
+const fastYAML = `health: {interval: 250ms, timeout: 250ms, rise: 2, fall: 2}
+loadfactor: {start: 0.25, increase: 0.25, period: 1s}
+`
+
 // demoYAML is the demo's clb configuration beyond listeners and instances:
 // fast health checks and ramp so that the story takes seconds, and the
 // converged key rules of the example (a user's dialog and web session share
 // a key).
-const demoYAML = `health: {interval: 250ms, timeout: 250ms, rise: 2, fall: 2}
-loadfactor: {start: 0.25, increase: 0.25, period: 1s}
-keys:
+const demoYAML = fastYAML + `keys:
   sip:
     - {header: From, uri_user: true, prefix: "user:"}
   http:

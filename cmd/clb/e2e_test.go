@@ -24,10 +24,6 @@ import (
 // instances as processes of their own (this test binary run as clb
 // instance), killed with SIGKILL and started again.
 
-const e2eYAML = `health: {interval: 250ms, timeout: 250ms, rise: 2, fall: 2}
-loadfactor: {start: 0.25, increase: 0.25, period: 1s}
-`
-
 func startTestCluster(t *testing.T, yaml string, names ...string) *cluster {
 	t.Helper()
 	c, err := startCluster(clusterOptions{
@@ -63,6 +59,25 @@ func (c *cluster) waitState(t *testing.T, name, state string, within time.Durati
 	watch(t, c.admin[len("http://"):], within, func(st admin.Status) bool { return byName(st, name).State == state })
 }
 
+// killAndReturn kills the instance name with SIGKILL, waits for clb to mark
+// it down, starts it again and waits for it to be up (its ramp done). It
+// returns when it was killed and how long after that it was down and up.
+func (c *cluster) killAndReturn(t *testing.T, name string) (killed time.Time, down, up time.Duration) {
+	t.Helper()
+	was := c.started(name)
+	if err := c.kill(name); err != nil {
+		t.Fatal(err)
+	}
+	killed = time.Now()
+	c.waitState(t, name, "down", 10*time.Second)
+	down = time.Since(killed)
+	if err := c.restart(name, was); err != nil {
+		t.Fatal(err)
+	}
+	c.waitState(t, name, "up", 20*time.Second)
+	return killed, down, time.Since(killed)
+}
+
 // dialogRecord is what the test saw of one dialog.
 type dialogRecord struct {
 	call    *call
@@ -82,7 +97,7 @@ func TestSIPDialogsSurviveKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s end-to-end run")
 	}
-	c := startTestCluster(t, e2eYAML, "inst1", "inst2", "inst3", "inst4")
+	c := startTestCluster(t, fastYAML, "inst1", "inst2", "inst3", "inst4")
 	ph, err := newPhone(c.sip)
 	if err != nil {
 		t.Fatal(err)
@@ -144,18 +159,7 @@ func TestSIPDialogsSurviveKill(t *testing.T) {
 	// Kill in the middle of the first wave of re-INVITEs (the scenario's
 	// clock, not a wait for something).
 	time.Sleep(time.Until(start.Add(7 * time.Second)))
-	was := c.started(victim)
-	if err := c.kill(victim); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	c.waitState(t, victim, "down", 10*time.Second)
-	down := time.Since(killed)
-	if err := c.restart(victim, was); err != nil {
-		t.Fatal(err)
-	}
-	c.waitState(t, victim, "up", 20*time.Second)
-	rampedAt := time.Since(killed)
+	killed, down, rampedAt := c.killAndReturn(t, victim)
 	wg.Wait()
 
 	var alive, victims, failed, inFlight, rerouted, home, byes int
@@ -296,24 +300,13 @@ func TestHTTPSessionsSurviveKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run")
 	}
-	c := startTestCluster(t, e2eYAML, "inst1", "inst2", "inst3", "inst4")
+	c := startTestCluster(t, fastYAML, "inst1", "inst2", "inst3", "inst4")
 	const victim = "inst3"
 	stop := make(chan struct{})
 	sessions, wait := webLoad("http://"+c.http, 500, 250*time.Millisecond, stop)
 	// Let every session be served a few times (the scenario's clock).
 	time.Sleep(2 * time.Second)
-	was := c.started(victim)
-	if err := c.kill(victim); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	c.waitState(t, victim, "down", 10*time.Second)
-	down := time.Since(killed)
-	if err := c.restart(victim, was); err != nil {
-		t.Fatal(err)
-	}
-	c.waitState(t, victim, "up", 20*time.Second)
-	ramp := time.Since(killed)
+	_, down, ramp := c.killAndReturn(t, victim)
 	time.Sleep(2 * time.Second)
 	close(stop)
 	wait()
@@ -347,15 +340,6 @@ func TestHTTPSessionsSurviveKill(t *testing.T) {
 	}
 }
 
-// convergedYAML keys a SIP dialog by its From user and an HTTP request by
-// its user parameter: one user, one key, one instance.
-const convergedYAML = e2eYAML + `keys:
-  sip:
-    - {header: From, uri_user: true, prefix: "user:"}
-  http:
-    - {query: user, prefix: "user:"}
-`
-
 // TestConvergedFailover: each user's SIP dialog and HTTP session land on one
 // instance; when it is killed, both go on together on one other instance,
 // with the dialog and the counter intact.
@@ -363,7 +347,7 @@ func TestConvergedFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run")
 	}
-	c := startTestCluster(t, convergedYAML, "inst1", "inst2", "inst3", "inst4")
+	c := startTestCluster(t, demoYAML, "inst1", "inst2", "inst3", "inst4")
 	ph, err := newPhone(c.sip)
 	if err != nil {
 		t.Fatal(err)
@@ -449,7 +433,7 @@ func TestDrainLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run")
 	}
-	c := startTestCluster(t, e2eYAML, "inst1", "inst2", "inst3", "inst4")
+	c := startTestCluster(t, fastYAML, "inst1", "inst2", "inst3", "inst4")
 	const victim = "inst1"
 	ph, err := newPhone(c.sip)
 	if err != nil {
