@@ -61,6 +61,7 @@ type clusterOptions struct {
 	n      int
 	rules  []config.Rule
 	limits func(*config.HTTP)
+	report func(instance string, ok bool)
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -104,7 +105,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.limits != nil {
 		o.limits(&limits)
 	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits})
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report})
 	if err != nil {
 		t.Fatal(err)
 	}

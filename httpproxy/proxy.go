@@ -192,7 +192,7 @@ func (x *exchange) send() (*upConn, error) {
 		// A request that cannot be sent twice gets a connection checked
 		// to be open; the others find out by sending.
 		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
-		up, reused, err := x.s.pool.get(addr, once)
+		up, reused, err := x.s.pool.get(addr, once, fresh)
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +201,11 @@ func (x *exchange) send() (*upConn, error) {
 			return up, nil
 		}
 		up.c.Close()
-		if errors.Is(err, errClientBody) || isTimeout(err) || !reused || once {
+		if errors.Is(err, errClientBody) || isTimeout(err) || !reused {
+			return nil, err
+		}
+		x.s.pool.drop(addr)
+		if once {
 			return nil, err
 		}
 		if x.bodyRead || fresh {

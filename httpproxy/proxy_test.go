@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,6 +217,64 @@ func TestIdempotentRetried(t *testing.T) {
 				t.Errorf("X-CLB-Previous %q, want %s", cl4.lastRequest(d.Replica.Name).Header.Get("X-Clb-Previous"), owner)
 			}
 		})
+	}
+}
+
+// TestRestartedInstanceNotBlamed: when an instance restarts, the idle
+// connections kept to it are all closed; requests then go on new
+// connections to it, without a failure reported or a retry elsewhere.
+func TestRestartedInstanceNotBlamed(t *testing.T) {
+	var mu sync.Mutex
+	var failures []string
+	c := newCluster(t, clusterOptions{n: 2, report: func(name string, ok bool) {
+		if !ok {
+			mu.Lock()
+			failures = append(failures, name)
+			mu.Unlock()
+		}
+	}})
+	cl := c.client()
+	owner := servedBy(c.get(cl, "/"))
+	// Four requests at once leave four idle connections to the owner.
+	var arrived sync.WaitGroup
+	arrived.Add(4)
+	c.backends[owner].handle = func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		arrived.Wait()
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := cl.Get(c.url + "/together")
+			if err == nil {
+				res.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	c.backends[owner].handle = nil
+	c.backends[owner].srv.CloseClientConnections() // the restart
+	for _, method := range []string{"GET", "GET", "POST"} {
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("x")
+		}
+		req, _ := http.NewRequest(method, c.url+"/after", body)
+		res, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 || servedBy(res) != owner {
+			t.Errorf("%s after the restart: %d from %s, want 200 from %s", method, res.StatusCode, servedBy(res), owner)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failures) != 0 {
+		t.Errorf("failures reported: %v", failures)
 	}
 }
 

@@ -44,9 +44,10 @@ func (e *errDial) Unwrap() error { return e.err }
 // get returns an idle connection to addr, or a new one. With check, an idle
 // connection is first checked for a close by the instance (a system call):
 // worth it for a request that cannot be sent again once its body is read;
-// others retry on a new connection if a reused one turns out closed.
-func (p *pool) get(addr string, check bool) (c *upConn, reused bool, err error) {
-	for {
+// others retry on a new connection if a reused one turns out closed. With
+// fresh, it is always a new one.
+func (p *pool) get(addr string, check, fresh bool) (c *upConn, reused bool, err error) {
+	for !fresh {
 		c := p.pop(addr)
 		if c == nil {
 			break
@@ -105,6 +106,19 @@ func (p *pool) put(c *upConn) {
 	}
 	p.mu.Unlock()
 	if c != nil {
+		c.c.Close()
+	}
+}
+
+// drop closes the idle connections to addr: one of them was found closed by
+// the instance, which probably restarted, so the others are likely closed
+// too.
+func (p *pool) drop(addr string) {
+	p.mu.Lock()
+	list := p.idle[addr]
+	delete(p.idle, addr)
+	p.mu.Unlock()
+	for _, c := range list {
 		c.c.Close()
 	}
 }
