@@ -16,18 +16,9 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 rounds=${2:-2}
 root=$(pwd)
-for pkg in wrk haproxy nginx; do
-	command -v "$pkg" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
-done
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+need wrk:wrk haproxy:haproxy nginx:nginx
 
 go build -o "$tmp/clb" ./cmd/clb
 go build -o "$tmp/backend" ./bench/httpbackend

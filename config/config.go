@@ -103,6 +103,10 @@ type HTTP struct {
 	// MaxIdlePerInstance bounds the idle connections kept to each instance.
 	// Default 64.
 	MaxIdlePerInstance int `yaml:"max_idle_per_instance"`
+	// MaxConnections bounds the client connections open at once; at the
+	// bound clb stops accepting and new ones wait in the listen backlog, as
+	// with HAProxy's maxconn. Default 10000.
+	MaxConnections int `yaml:"max_connections"`
 	// MaxHeaderBytes bounds a request head. Default 32768.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxHeaders bounds the header fields of a request. Default 100.
@@ -205,6 +209,7 @@ func Defaults() Config {
 			ResponseTimeout:     30 * time.Second,
 			UpstreamIdleTimeout: 30 * time.Second,
 			MaxIdlePerInstance:  64,
+			MaxConnections:      10_000,
 			MaxHeaderBytes:      32 << 10,
 			MaxHeaders:          100,
 			Grace:               10 * time.Second,

@@ -34,8 +34,11 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("instance %+v", inst)
 	}
 	want := Defaults()
-	if c.Health != want.Health || c.LoadFactor != want.LoadFactor || c.Admin != want.Admin {
-		t.Errorf("health %+v loadfactor %+v admin %+v, want defaults", c.Health, c.LoadFactor, c.Admin)
+	if c.Health != want.Health || c.LoadFactor != want.LoadFactor || c.Admin != want.Admin || c.HTTP != want.HTTP {
+		t.Errorf("health %+v loadfactor %+v admin %+v http %+v, want defaults", c.Health, c.LoadFactor, c.Admin, c.HTTP)
+	}
+	if c.HTTP.MaxConnections != 10_000 || c.HTTP.Grace != 10*time.Second {
+		t.Errorf("http defaults %+v", c.HTTP)
 	}
 	if c.Health.Interval != 2*time.Second || c.LoadFactor.Start != 0.1 || !c.Health.Active {
 		t.Errorf("defaults are not SPEC 9a's: %+v %+v", c.Health, c.LoadFactor)
@@ -249,6 +252,11 @@ instances:
 			name: "rise 0",
 			yaml: minimal + "health:\n  rise: 0\n",
 			line: 8, key: "health.rise", msg: "greater than 0",
+		},
+		{
+			name: "no client connections",
+			yaml: minimal + "http:\n  max_connections: 0\n",
+			line: 8, key: "http.max_connections", msg: "must be from 1 to",
 		},
 		{
 			name: "start above 1",

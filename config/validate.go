@@ -206,6 +206,7 @@ func (d *decoder) validateHTTP(h *HTTP) {
 		key       string
 	}{
 		{h.MaxIdlePerInstance, 0, 100_000, "max_idle_per_instance"},
+		{h.MaxConnections, 1, 1_000_000, "max_connections"},
 		{h.MaxHeaderBytes, 1024, 1 << 20, "max_header_bytes"},
 		{h.MaxHeaders, 8, 10_000, "max_headers"},
 	} {

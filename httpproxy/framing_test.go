@@ -2,10 +2,8 @@ package httpproxy
 
 import (
 	"io"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"clb/config"
 )
@@ -46,12 +44,7 @@ func TestFramingRefused(t *testing.T) {
 		{"too many fields", "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-N: 1\r\n", 30) + "\r\n", "431"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", c.server.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			conn := dialRaw(t, c.server.Addr())
 			if _, err := io.WriteString(conn, tc.req+smuggled); err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -14,6 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"clb/balancer"
 	"clb/config"
@@ -62,6 +66,7 @@ type clusterOptions struct {
 	rules  []config.Rule
 	limits func(*config.HTTP)
 	report func(instance string, ok bool)
+	logger *zap.Logger
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -105,7 +110,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.limits != nil {
 		o.limits(&limits)
 	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report})
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,4 +179,51 @@ func (c *cluster) total() int {
 		n += b.count()
 	}
 	return n
+}
+
+// logWatch is a logger that signals on its channel each time a line
+// containing want is written.
+func logWatch(want string) (*zap.Logger, <-chan struct{}) {
+	seen := make(chan struct{}, 1)
+	w := zapcore.AddSync(writerFunc(func(p []byte) (int, error) {
+		if strings.Contains(string(p), want) {
+			select {
+			case seen <- struct{}{}:
+			default:
+			}
+		}
+		return len(p), nil
+	}))
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(w), zap.DebugLevel)), seen
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// dialRaw opens a TCP connection to addr, closed at the end of the test,
+// with 10 s to do all its work.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
+}
+
+// readResponse reads one response, body included, from a connection that
+// has no other response queued.
+func readResponse(t *testing.T, conn net.Conn) *http.Response {
+	t.Helper()
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(res.Body); err != nil {
+		t.Fatal(err)
+	}
+	return res
 }

@@ -300,12 +300,7 @@ func TestWebSocket(t *testing.T) {
 			_, _ = io.Copy(conn, rw) // echo
 		}
 	}
-	conn, err := net.Dial("tcp", c.server.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialRaw(t, c.server.Addr())
 	fmt.Fprintf(conn, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: CLBKEY=ws-user\r\n\r\n")
 	br := bufio.NewReader(conn)
@@ -370,12 +365,7 @@ func TestChunked(t *testing.T) {
 			}
 		}
 	}
-	conn, err := net.Dial("tcp", c.server.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialRaw(t, c.server.Addr())
 	fmt.Fprint(conn, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
 	br := bufio.NewReader(conn)
 	res, err := http.ReadResponse(br, nil)
@@ -390,12 +380,7 @@ func TestChunked(t *testing.T) {
 		t.Errorf("the instance got %q", bodies[0])
 	}
 
-	conn10, err := net.Dial("tcp", c.server.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn10.Close()
-	_ = conn10.SetDeadline(time.Now().Add(10 * time.Second))
+	conn10 := dialRaw(t, c.server.Addr())
 	fmt.Fprint(conn10, "GET /old HTTP/1.0\r\n\r\n")
 	raw, err := io.ReadAll(conn10) // to EOF: the body ends with the connection
 	if err != nil {
@@ -443,5 +428,39 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	if conn, err := net.Dial("tcp", c.server.Addr()); err == nil {
 		conn.Close()
 		t.Error("the listener is still open after Serve returned")
+	}
+}
+
+// TestConnectionLimit: at http.max_connections clb stops accepting; the next
+// client waits in the backlog and is served once a connection closes.
+func TestConnectionLimit(t *testing.T) {
+	log, limited := logWatch("http connection limit reached")
+	c := newCluster(t, clusterOptions{n: 1, logger: log, limits: func(l *config.HTTP) { l.MaxConnections = 2 }})
+	const req = "GET /x HTTP/1.1\r\nHost: clb\r\n\r\n"
+	var held []net.Conn
+	for range 2 {
+		conn := dialRaw(t, c.server.Addr())
+		held = append(held, conn)
+		conn.Write([]byte(req))
+		if res := readResponse(t, conn); res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+	}
+	select {
+	case <-limited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("two connections open and no limit reached")
+	}
+	waiting := dialRaw(t, c.server.Addr()) // completes in the backlog
+	waiting.Write([]byte(req))
+	if n := c.total(); n != 2 {
+		t.Fatalf("%d requests reached the back end while the limit held, want 2", n)
+	}
+	held[0].Close()
+	if res := readResponse(t, waiting); res.StatusCode != 200 {
+		t.Fatalf("waiting client: status %d", res.StatusCode)
+	}
+	if n := c.total(); n != 3 {
+		t.Errorf("%d requests reached the back end, want 3", n)
 	}
 }

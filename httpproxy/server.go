@@ -43,11 +43,13 @@ type Options struct {
 // Server is the HTTP front end: it accepts client connections and proxies
 // their requests to the instances.
 type Server struct {
-	o     Options
-	log   *zap.Logger
-	ln    net.Listener
-	pool  *pool
-	rules atomic.Pointer[[]config.Rule] // keys.http, swapped by Reload
+	o           Options
+	log         *zap.Logger
+	ln          net.Listener
+	pool        *pool
+	rules       atomic.Pointer[[]config.Rule] // keys.http, swapped by Reload
+	slots       chan struct{}                 // one per open client connection: Limits.MaxConnections
+	limitLogged time.Time                     // when the accept loop last logged the limit
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -74,11 +76,15 @@ func NewServer(addr string, o Options) (*Server, error) {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	l := o.Limits
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = config.Defaults().HTTP.MaxConnections
+	}
 	s := &Server{
 		o:     o,
 		log:   o.Logger,
 		ln:    ln,
 		pool:  newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
+		slots: make(chan struct{}, l.MaxConnections),
 		conns: map[*clientConn]struct{}{},
 	}
 	s.Reload(o.Rules)
@@ -100,8 +106,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() {
 		defer close(accepted)
 		for {
+			if !s.takeSlot(ctx) {
+				return
+			}
 			c, err := s.ln.Accept()
 			if err != nil {
+				<-s.slots
 				if !errors.Is(err, net.ErrClosed) {
 					s.log.Warn("http accept", zap.Error(err))
 					time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
@@ -111,6 +121,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			if !s.serveConn(c) {
 				c.Close()
+				<-s.slots
 			}
 		}
 	}()
@@ -119,6 +130,28 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-accepted
 	s.shutdown()
 	return nil
+}
+
+// takeSlot waits for room for one more client connection; new connections
+// wait in the kernel's listen backlog meanwhile. False: ctx ended. Only the
+// accept loop calls it.
+func (s *Server) takeSlot(ctx context.Context) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	s.o.Metrics.Error("http", "connection_limit")
+	if now := time.Now(); now.Sub(s.limitLogged) >= 10*time.Second { // at most one line per 10 s when saturated
+		s.limitLogged = now
+		s.log.Warn("http connection limit reached: not accepting until one closes", zap.Int("max_connections", cap(s.slots)))
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (s *Server) shutdown() {
@@ -184,6 +217,7 @@ func (s *Server) serveConn(c net.Conn) bool {
 			delete(s.conns, cc)
 			s.mu.Unlock()
 			c.Close()
+			<-s.slots
 			s.wg.Done()
 		}()
 		for s.serveRequest(cc) {
