@@ -328,3 +328,70 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	t.Logf("%d requests through three reloads, 0 failed", tr.sent.Load())
 }
+
+// TestReloadKeepsLiveState: a reload that adds an instance and changes a
+// weight (so the hash table is rebuilt) keeps, for the instances that
+// remain, their health counters, a ramp up and a drain where they were; the
+// added instance starts its own ramp.
+func TestReloadKeepsLiveState(t *testing.T) {
+	const head = `listen: {http: 127.0.0.1:0}
+health: {active: false, interval: 1h, fall: 3}
+loadfactor: {start: 0.25, increase: 0.25, period: 1h}
+instances:
+`
+	inst := func(name string, port, weight int) string {
+		return fmt.Sprintf("  - {name: %s, http: http://127.0.0.1:%d, weight: %d}\n", name, port, weight)
+	}
+	path := writeFile(t, head+inst("a", 1, 100)+inst("b", 2, 100)+inst("c", 3, 100))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close()
+
+	now := time.Now()
+	n.health.Report("a", false) // one passive failure of fall 3
+	if err := n.bal.Drain("b", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.bal.Disable("c", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.bal.Enable("c", now); err != nil { // ramps up from 0.25
+		t.Fatal(err)
+	}
+	state := func() string {
+		var s []string
+		for _, st := range n.bal.Table().Status(now) {
+			s = append(s, fmt.Sprintf("%s:%s:%.2f", st.Instance.Name, st.State, st.Factor))
+		}
+		return strings.Join(s, " ")
+	}
+	before := state()
+	if before != "a:up:1.00 b:draining:0.75 c:ramping:0.25" {
+		t.Fatalf("before the reload: %s", before)
+	}
+
+	if err := os.WriteFile(path, []byte(head+inst("a", 1, 300)+inst("b", 2, 100)+inst("c", 3, 100)+inst("d", 4, 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := n.reload(); err != nil || fmt.Sprint(r.Added, r.Removed) != "[d] []" {
+		t.Fatalf("reload: %+v %v", r, err)
+	}
+	if got, want := state(), before+" d:ramping:0.25"; got != want {
+		t.Errorf("after the reload: %s, want %s", got, want)
+	}
+	if st, _ := n.health.Status("a"); st.Failures != 1 || !st.Up {
+		t.Errorf("a's health after the reload: %+v, want up with 1 failure", st)
+	}
+	// The count goes on from where it was: two more failures make fall.
+	n.health.Report("a", false)
+	n.health.Report("a", false)
+	if st, _ := n.health.Status("a"); st.Up {
+		t.Errorf("a is up after 3 failures across a reload: %+v", st)
+	}
+}
