@@ -66,6 +66,26 @@ func BenchmarkRoute(b *testing.B) {
 	}
 }
 
+// BenchmarkRouteLatency is BenchmarkRoute's hot set with each key chosen by
+// the previous decision, so that one route cannot overlap the next: the
+// latency a proxy pays between parsing a message and forwarding it.
+func BenchmarkRouteLatency(b *testing.B) {
+	now := time.Unix(1_000_000, 0)
+	const sessions = 1 << 12
+	keys := benchKeys(sessions)
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			bal := degraded(b, n, now)
+			b.ReportAllocs()
+			next := 0
+			for i := 0; b.Loop(); i++ {
+				d := bal.Route(keys[next], "", now)
+				next = (next*31 + len(d.Owner.Name) + len(d.Replica.Name) + i) & (sessions - 1)
+			}
+		})
+	}
+}
+
 // degraded is a balancer of n instances where one in ten is down and one is
 // ramping.
 func degraded(b testing.TB, n int, now time.Time) *Balancer {
