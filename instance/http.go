@@ -91,7 +91,7 @@ func (in *Instance) app(h func(r *http.Request, st *State) (status int, changed 
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
-		sess, _, err := in.store.acquire(ctx, hd)
+		sess, err := in.store.acquire(ctx, hd)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return

@@ -138,6 +138,7 @@ func (in *Instance) Serve(ctx context.Context) error {
 	_ = in.web.Shutdown(sctx)
 	<-errc
 	wg.Wait()
+	in.store.drops.Wait()
 	return nil
 }
 

@@ -112,26 +112,39 @@ func (c *cluster) call(to, method, path, body, key, replica, previous string) (i
 	return res.StatusCode, strings.TrimSpace(string(b)), res.Header.Get(servedBy)
 }
 
-// held is key's entry in name's dump: role and counter, or "-".
+// held is key's entry in name's dump: role and counter, then tasks and
+// dialogs when there are any; "-" when name holds nothing of key.
 func (c *cluster) held(name, key string) string {
 	for _, h := range c.get(name).Dump() {
 		if h.Key == key {
-			return fmt.Sprintf("%s:%d", h.Role, h.Counter)
+			s := fmt.Sprintf("%s:%d", h.Role, h.Counter)
+			if h.Tasks > 0 {
+				s += fmt.Sprintf(" tasks:%d", h.Tasks)
+			}
+			if h.Dialogs > 0 {
+				s += fmt.Sprintf(" dialogs:%d", h.Dialogs)
+			}
+			return s
 		}
 	}
 	return "-"
 }
 
-// eventually waits for a copy to be dropped: drops are sent after the
-// answer, so the test waits on the dump, bounded.
-func (c *cluster) eventually(name, key, want string) {
+// settled asserts name's hold on key once every drop the instances have
+// sent is done: drops go out after the answer.
+func (c *cluster) settled(name, key, want string) {
 	c.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.held(name, key) != want {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s holds %s as %s, want %s", name, key, c.held(name, key), want)
-		}
-		time.Sleep(5 * time.Millisecond)
+	c.mu.Lock()
+	insts := make([]*Instance, 0, len(c.insts))
+	for _, in := range c.insts {
+		insts = append(insts, in)
+	}
+	c.mu.Unlock()
+	for _, in := range insts {
+		in.store.drops.Wait()
+	}
+	if got := c.held(name, key); got != want {
+		c.t.Fatalf("%s holds %s as %s, want %s", name, key, got, want)
 	}
 }
 
@@ -180,7 +193,7 @@ func TestReplicationAndTakeOver(t *testing.T) {
 	if got := c.held("a", key) + " " + c.held("b", key); got != "owner:5 replica:5" {
 		t.Fatalf("after a's return: %s", got)
 	}
-	c.eventually("c", key, "-")
+	c.settled("c", key, "-")
 }
 
 // TestDrainMovesToPartner: a drained instance is alive; the key's new owner
@@ -194,8 +207,8 @@ func TestDrainMovesToPartner(t *testing.T) {
 	if code != 200 || by != "b" || body != `{"key":"k","tasks":["buy milk","call bob"]}` {
 		t.Fatalf("tasks on b: %d %s from %s", code, body, by)
 	}
-	c.eventually("a", "k", "-")
-	if got := c.held("c", "k"); got != "replica:0" {
+	c.settled("a", "k", "-")
+	if got := c.held("c", "k"); got != "replica:0 tasks:2" {
 		t.Errorf("c holds %s, want the replica", got)
 	}
 	if code, body, _ := c.call("b", "DELETE", "/tasks?i=0", "", "k", "c", ""); code != 200 || body != `{"key":"k","tasks":["call bob"]}` {
@@ -219,7 +232,7 @@ func TestFetchFromPrevious(t *testing.T) {
 	if got := c.held("b", "k"); got != "replica:2" {
 		t.Errorf("b holds %s after c took the key over", got)
 	}
-	c.eventually("a", "k", "-")
+	c.settled("a", "k", "-")
 }
 
 func TestRefusals(t *testing.T) {
@@ -348,7 +361,7 @@ func TestDialogSurvivesOwner(t *testing.T) {
 	if rs := u.send(c, "b", "BYE", "call-1", tag, 3, "ftag:call-1", "c", "a"); final(rs) != "200 b" {
 		t.Errorf("BYE again: %v", rs)
 	}
-	if got := c.held("c", "ftag:call-1"); got != "replica:0" {
+	if got := c.held("c", "ftag:call-1"); got != "replica:0 dialogs:1" {
 		t.Errorf("c holds %s", got)
 	}
 	if rs := u.send(c, "b", "BYE", "call-2", "nosuch", 2, "ftag:call-2", "c", ""); final(rs) != "481 b" {

@@ -100,7 +100,7 @@ func (u *uas) handle(ctx context.Context, data []byte, from *net.UDPAddr) {
 	case req.Method == gosip.INVITE && toTag == "":
 		u.invite(ctx, req, hd, from)
 	case req.Method == gosip.ACK:
-		if sess, _, err := u.in.store.acquire(ctx, hd); err == nil {
+		if sess, err := u.in.store.acquire(ctx, hd); err == nil {
 			sess.release(ctx) // a take-over is replicated; nothing else changes
 		}
 	default:
@@ -112,7 +112,7 @@ func (u *uas) handle(ctx context.Context, data []byte, from *net.UDPAddr) {
 // unless a CANCEL comes first (then 487).
 func (u *uas) invite(ctx context.Context, req *gosip.Request, hd headers, from *net.UDPAddr) {
 	callID := req.CallID().Value()
-	sess, _, err := u.in.store.acquire(ctx, hd)
+	sess, err := u.in.store.acquire(ctx, hd)
 	if err != nil {
 		u.send(u.response(req, 503, "Service Unavailable", ""), from)
 		return
@@ -152,7 +152,7 @@ func (u *uas) invite(ctx context.Context, req *gosip.Request, hd headers, from *
 			return
 		}
 	}
-	sess, _, err = u.in.store.acquire(ctx, hd)
+	sess, err = u.in.store.acquire(ctx, hd)
 	if err != nil {
 		u.send(u.response(req, 503, "Service Unavailable", tag), from)
 		return
@@ -168,7 +168,7 @@ func (u *uas) invite(ctx context.Context, req *gosip.Request, hd headers, from *
 // inDialog answers a request inside a dialog: re-INVITE, BYE, and others
 // (200 if the dialog is known), 481 when no instance holds the dialog.
 func (u *uas) inDialog(ctx context.Context, req *gosip.Request, hd headers, toTag string, from *net.UDPAddr) {
-	sess, _, err := u.in.store.acquire(ctx, hd)
+	sess, err := u.in.store.acquire(ctx, hd)
 	if err != nil {
 		u.send(u.response(req, 503, "Service Unavailable", ""), from)
 		return

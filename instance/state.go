@@ -94,6 +94,8 @@ type store struct {
 
 	mu   sync.Mutex
 	keys map[string]*entry
+
+	drops sync.WaitGroup // drops sent after an answer, waited for at shutdown
 }
 
 func newStore(name string, peers *peers, log *zap.Logger) *store {
@@ -167,14 +169,14 @@ type session struct {
 
 // acquire locks key's entry for a request clb sent here, taking the key
 // over if the instance held only a replica, or fetching the state from the
-// replica partner or the previous owner if it held nothing. found is false
-// when no one held the key: state is then new and empty.
-func (s *store) acquire(ctx context.Context, h headers) (sess *session, found bool, err error) {
+// replica partner or the previous owner if it held nothing; if no one held
+// it, its state is new and empty.
+func (s *store) acquire(ctx context.Context, h headers) (*session, error) {
 	e, err := s.lock(h.key, true)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	sess = &session{s: s, e: e, h: h}
+	sess := &session{s: s, e: e, h: h}
 	if e.state != nil {
 		if e.role == replica {
 			// Taking the key over: the previous owner's copy is stale
@@ -184,7 +186,7 @@ func (s *store) acquire(ctx context.Context, h headers) (sess *session, found bo
 		}
 		e.role = owner
 		sess.state = e.state.clone()
-		return sess, true, nil
+		return sess, nil
 	}
 	for _, from := range []string{h.replica, h.previous} {
 		if from == "" || from == s.name {
@@ -198,12 +200,12 @@ func (s *store) acquire(ctx context.Context, h headers) (sess *session, found bo
 		if st != nil {
 			sess.state, sess.from = st, from
 			e.role = owner
-			return sess, true, nil
+			return sess, nil
 		}
 	}
 	e.role = owner
 	sess.state = &State{Key: h.key, Dialogs: map[string]*Dialog{}}
-	return sess, false, nil
+	return sess, nil
 }
 
 // commit makes the session's state the key's state, replicating it to the
@@ -247,7 +249,7 @@ func (s *store) replicate(ctx context.Context, e *entry, h headers, from string)
 	}
 	for _, stale := range []string{old, from} {
 		if stale != "" && stale != h.replica && stale != s.name {
-			go s.drop(stale, h.key)
+			s.drops.Go(func() { s.drop(stale, h.key) })
 		}
 	}
 }
@@ -338,7 +340,7 @@ func (s *store) receive(st *State, from string) error {
 			st.Dialogs = map[string]*Dialog{}
 		}
 		if old := e.replicated; e.role == owner && old != "" && old != from {
-			go s.drop(old, st.Key)
+			s.drops.Go(func() { s.drop(old, st.Key) })
 		}
 		e.state, e.role, e.replicated = st, replica, ""
 	}

@@ -13,7 +13,7 @@ import (
 
 // check validates the file and prints what clb would run with.
 func check(args []string, stdout, stderr io.Writer) int {
-	cfg, rest, exit := loadConfig("check", args, stderr)
+	cfg, rest, exit := loadConfig("check", args, stderr, nil)
 	if cfg == nil {
 		return exit
 	}

@@ -26,7 +26,6 @@ import (
 // clb demo shows and the end-to-end tests drive.
 type cluster struct {
 	opts clusterOptions
-	log  *zap.Logger
 	dir  string
 
 	node    *node
@@ -56,7 +55,6 @@ type clusterOptions struct {
 
 // instanceProc is one sample instance process.
 type instanceProc struct {
-	name    string
 	cmd     *exec.Cmd
 	started instance.Started
 	done    chan error
@@ -69,7 +67,7 @@ func startCluster(opts clusterOptions, log *zap.Logger) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{opts: opts, log: log, dir: dir, procs: map[string]*instanceProc{}}
+	c := &cluster{opts: opts, dir: dir, procs: map[string]*instanceProc{}}
 	var stdins []io.WriteCloser
 	var yaml strings.Builder
 	yaml.WriteString("listen:\n  sip: [udp://127.0.0.1:0]\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\ninstances:\n")
@@ -132,7 +130,7 @@ func (c *cluster) startInstance(name, sipAddr, httpAddr, admin string) (*instanc
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
-	p := &instanceProc{name: name, cmd: cmd, done: make(chan error, 1)}
+	p := &instanceProc{cmd: cmd, done: make(chan error, 1)}
 	line := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)

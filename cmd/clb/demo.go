@@ -115,7 +115,6 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 type demo struct {
 	out   io.Writer
 	c     *cluster
-	phone *phone
 	users []*demoUser
 }
 
@@ -131,7 +130,6 @@ func (d *demo) run() bool {
 		d.say("clb demo: %v", err)
 		return false
 	}
-	d.phone = ph
 	defer ph.close()
 	ctx := context.Background()
 

@@ -9,12 +9,16 @@ import (
 	"clb/config"
 )
 
-// loadConfig parses a verb's flags (only -config) and loads the file. With a
-// nil configuration it returns the exit code to stop with.
-func loadConfig(verb string, args []string, stderr io.Writer) (cfg *config.Config, rest []string, exit int) {
+// loadConfig parses a verb's flags (-config, and those extra defines, if
+// not nil) and loads the file. With a nil configuration it returns the exit
+// code to stop with.
+func loadConfig(verb string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (cfg *config.Config, rest []string, exit int) {
 	fs := flag.NewFlagSet("clb "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration `FILE` (YAML)")
+	if extra != nil {
+		extra(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil, 0

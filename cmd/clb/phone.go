@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -129,8 +128,6 @@ func (c *call) request(method, branch string) string {
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	return b.String()
 }
-
-var errNoAnswer = errors.New("no final response (Timer B/F)")
 
 // transact sends a request and retransmits it until a final response, as a
 // UDP client transaction does; an INVITE stops retransmitting on a

@@ -16,7 +16,7 @@ const maxKeyLine = 1 << 20
 // route prints "KEY OWNER REPLICA" for every key, with every instance live and
 // fully ramped, through the same Route as live traffic.
 func route(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, keys, exit := loadConfig("route", args, stderr)
+	cfg, keys, exit := loadConfig("route", args, stderr, nil)
 	if cfg == nil {
 		return exit
 	}

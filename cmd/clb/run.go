@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,18 +21,15 @@ import (
 
 // runServe is clb run: serve until SIGINT or SIGTERM.
 func runServe(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("clb run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration `FILE` (YAML)")
-	format := fs.String("log", "json", "log format: json or console")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `FILE` (diagnostics)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	var format, cpuProfile *string
+	cfg, rest, exit := loadConfig("run", args, stderr, func(fs *flag.FlagSet) {
+		format = fs.String("log", "json", "log format: json or console")
+		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to `FILE` (diagnostics)")
+	})
+	if cfg == nil {
+		return exit
 	}
-	if *path == "" || fs.NArg() > 0 {
+	if len(rest) > 0 {
 		fmt.Fprintln(stderr, "usage: clb run -config FILE [-log json|console]")
 		return 2
 	}
@@ -43,12 +39,6 @@ func runServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
-	cfg, err := config.Load(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		fmt.Fprintf(stderr, "clb run: %s is not valid\n", *path)
-		return 1
-	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
