@@ -266,22 +266,26 @@ func (s *webSession) increment(base string) {
 
 // webLoad runs sessions, each incrementing its counter every period, until
 // stop is closed.
-func webLoad(base string, n int, period time.Duration, stop <-chan struct{}) (sessions []*webSession, done func()) {
+func webLoad(base string, n int, period time.Duration, stop <-chan struct{}) *load {
 	transport := &http.Transport{MaxIdleConnsPerHost: n, IdleConnTimeout: 30 * time.Second}
+	l := &load{rounds: make([]int, n), ended: make([]bool, n)}
+	l.cond = sync.NewCond(&l.mu)
 	var wg sync.WaitGroup
 	for i := range n {
 		jar, _ := cookiejar.New(nil)
 		s := &webSession{client: &http.Client{Jar: jar, Transport: transport, Timeout: 10 * time.Second}}
-		sessions = append(sessions, s)
+		l.sessions = append(l.sessions, s)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer l.step(i, true)
 			// Spread the sessions over the period (the load's pacing).
 			tick := time.NewTicker(period)
 			defer tick.Stop()
 			time.Sleep(time.Duration(i) * period / time.Duration(n))
 			for s.lost == "" {
 				s.increment(base)
+				l.step(i, false)
 				select {
 				case <-stop:
 					return
@@ -290,7 +294,57 @@ func webLoad(base string, n int, period time.Duration, stop <-chan struct{}) (se
 			}
 		}()
 	}
-	return sessions, func() { wg.Wait(); transport.CloseIdleConnections() }
+	l.done = func() { wg.Wait(); transport.CloseIdleConnections() }
+	return l
+}
+
+// load is webLoad's sessions and their progress.
+type load struct {
+	sessions []*webSession
+	done     func() // waits for the sessions to stop, once stop is closed
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	rounds []int  // requests made, by session
+	ended  []bool // the session stopped (stop closed, or its state lost)
+}
+
+func (l *load) step(i int, ended bool) {
+	l.mu.Lock()
+	if ended {
+		l.ended[i] = true
+	} else {
+		l.rounds[i]++
+	}
+	l.mu.Unlock()
+	l.cond.Broadcast()
+}
+
+// await returns once every session still running has made k more requests.
+func (l *load) await(t *testing.T, k int) {
+	t.Helper()
+	reached := make(chan struct{})
+	go func() {
+		l.mu.Lock()
+		want := make([]int, len(l.rounds))
+		for i, r := range l.rounds {
+			want[i] = r + k
+		}
+		for i := 0; i < len(want); {
+			if l.ended[i] || l.rounds[i] >= want[i] {
+				i++
+				continue
+			}
+			l.cond.Wait()
+		}
+		l.mu.Unlock()
+		close(reached)
+	}()
+	select {
+	case <-reached:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the sessions did not make %d more requests within 60 s", k)
+	}
 }
 
 // TestHTTPSessionsSurviveKill: 500 sessions increment their counters in a
@@ -303,13 +357,13 @@ func TestHTTPSessionsSurviveKill(t *testing.T) {
 	c := startTestCluster(t, fastYAML, "inst1", "inst2", "inst3", "inst4")
 	const victim = "inst3"
 	stop := make(chan struct{})
-	sessions, wait := webLoad("http://"+c.http, 500, 250*time.Millisecond, stop)
-	// Let every session be served a few times (the scenario's clock).
-	time.Sleep(2 * time.Second)
+	l := webLoad("http://"+c.http, 500, 250*time.Millisecond, stop)
+	l.await(t, 4) // every session served a few times
 	_, down, ramp := c.killAndReturn(t, victim)
-	time.Sleep(2 * time.Second)
+	l.await(t, 4) // and a few more once the victim is back
 	close(stop)
-	wait()
+	l.done()
+	sessions := l.sessions
 
 	var lost, retries, moved, home int
 	var total int64
@@ -450,8 +504,8 @@ func TestDrainLosesNothing(t *testing.T) {
 		calls = append(calls, cl)
 	}
 	stop := make(chan struct{})
-	sessions, wait := webLoad("http://"+c.http, 200, 250*time.Millisecond, stop)
-	time.Sleep(time.Second) // the scenario's clock: every session served
+	l := webLoad("http://"+c.http, 200, 250*time.Millisecond, stop)
+	l.await(t, 2) // every session served
 	adminAddr := c.admin[len("http://"):]
 	if code, body := adminCall(t, adminAddr, "POST", "/api/v1/instances/"+victim+"/drain", nil); code != 200 {
 		t.Fatalf("drain: %d %s", code, body)
@@ -465,9 +519,10 @@ func TestDrainLosesNothing(t *testing.T) {
 		return b.State == "disabled"
 	})
 	drained := time.Now()
-	time.Sleep(time.Second) // one more second of load after the drain
+	l.await(t, 4) // more load after the drain
 	close(stop)
-	wait()
+	l.done()
+	sessions := l.sessions
 
 	lost, moved, after := 0, 0, 0
 	for _, s := range sessions {
