@@ -102,6 +102,13 @@ func (d *decoder) validateInstances(c *Config) {
 		if inst.SIP.IsZero() && inst.HTTP.IsZero() {
 			d.errorf(d.line(key), key, "give a sip address, an http address or both")
 		}
+		if e := inst.SIP.Endpoint; !e.IsZero() {
+			if _, err := netip.ParseAddr(e.Host); err != nil {
+				d.errorf(d.line(key+".sip"), key+".sip", "%s: give an IP address", e)
+			} else if !hasTransport(c.Listen.SIP, e.Transport) && len(c.Listen.SIP) > 0 {
+				d.errorf(d.line(key+".sip"), key+".sip", "%s: listen.sip has no %s listener to reach it from", e, e.Transport)
+			}
+		}
 		for _, a := range []struct {
 			e   Endpoint
 			key string
@@ -111,13 +118,6 @@ func (d *decoder) validateInstances(c *Config) {
 			}
 			if a.e.Port == 0 {
 				d.errorf(d.line(a.key), a.key, "%s: an instance needs a port other than 0", a.e)
-			}
-			if a.key == key+".sip" {
-				if _, err := netip.ParseAddr(a.e.Host); err != nil {
-					d.errorf(d.line(a.key), a.key, "%s: give an IP address", a.e)
-				} else if !hasTransport(c.Listen.SIP, a.e.Transport) && len(c.Listen.SIP) > 0 {
-					d.errorf(d.line(a.key), a.key, "%s: listen.sip has no %s listener to reach it from", a.e, a.e.Transport)
-				}
 			}
 			if first, dup := addrs[a.e.String()]; dup {
 				d.errorf(d.line(a.key), a.key, "%s is also %s", a.e, first)
