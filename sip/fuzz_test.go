@@ -147,3 +147,39 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// TestRuleCompactNames: a rule finds its field whether the message uses the
+// long or the compact name, and a rule may name the compact form.
+func TestRuleCompactNames(t *testing.T) {
+	p := newProxy(ProxyOptions{}, &recorder{})
+	msg := func(callID, from string) []byte {
+		return []byte("INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n" +
+			from + ": <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n" + callID + ": abc\r\n" +
+			"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+	}
+	for _, rules := range [][]config.Rule{
+		{{Header: "Call-ID", Prefix: "c:"}},
+		{{Header: "i", Prefix: "c:"}},
+	} {
+		for _, name := range []string{"Call-ID", "i", "I"} {
+			w := scan(msg(name, "From"), nil)
+			var v view
+			if r, ok := p.parse(&w, &v); !ok {
+				t.Fatalf("%s: refused %+v", name, r)
+			}
+			if k := requestKey(rules, &v); k != "c:abc" {
+				t.Errorf("rule on %s, message with %s: key %q, want c:abc", rules[0].Header, name, k)
+			}
+		}
+	}
+	for _, name := range []string{"From", "f", "F"} {
+		w := scan(msg("Call-ID", name), nil)
+		var v view
+		if r, ok := p.parse(&w, &v); !ok {
+			t.Fatalf("%s: refused %+v", name, r)
+		}
+		if k := requestKey([]config.Rule{{Header: "f", URIUser: true}}, &v); k != "alice" {
+			t.Errorf("rule on f, message with %s: key %q, want alice", name, k)
+		}
+	}
+}

@@ -29,9 +29,9 @@ func ruleValue(r *config.Rule, v *view) string {
 	switch {
 	case r.RequestURI:
 		return uriPart(r, &v.uri)
-	case narrow && (strings.EqualFold(r.Header, "From") || r.Header == "f"):
+	case narrow && strings.EqualFold(longName(r.Header), "From"):
 		return uriPart(r, &v.from.Address)
-	case narrow && (strings.EqualFold(r.Header, "To") || r.Header == "t"):
+	case narrow && strings.EqualFold(longName(r.Header), "To"):
 		return uriPart(r, &v.to.Address)
 	}
 	value := string(v.w.header(r.Header))
