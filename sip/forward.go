@@ -94,8 +94,9 @@ func branchHash(v *view) uint64 {
 		d.WriteString(b)
 		d.WriteString("\x00")
 		d.WriteString(v.via.Host)
-		d.WriteString(strconv.Itoa(v.via.Port))
-		d.WriteString(strings.ToLower(v.via.Transport))
+		var port [20]byte
+		d.Write(strconv.AppendInt(port[:0], int64(v.via.Port), 10))
+		d.WriteString(transportName(v.via.Transport))
 		return d.Sum64()
 	}
 	w := v.w

@@ -227,7 +227,7 @@ func (p *Proxy) sentByInstance(in *inbound, v *view) *config.Instance {
 	if port == 0 {
 		port = 5060
 	}
-	return p.settings.Load().byAddr[endpoint{strings.ToLower(via.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}]
+	return p.settings.Load().byAddr[endpoint{transportName(via.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}]
 }
 
 // looped reports whether the request carries a Via clb put there (RFC 3261
@@ -405,7 +405,19 @@ func viaDestination(v *gosip.ViaHeader) (destination, bool) {
 	if port == 0 {
 		port = 5060
 	}
-	return destination{endpoint: endpoint{strings.ToLower(v.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}}, true
+	return destination{endpoint: endpoint{transportName(v.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}}, true
+}
+
+// transportName is a Via's transport as clb spells it, lower case; the
+// usual ones without allocating, as this runs for every message.
+func transportName(t string) string {
+	switch {
+	case strings.EqualFold(t, "udp"):
+		return "udp"
+	case strings.EqualFold(t, "tcp"):
+		return "tcp"
+	}
+	return strings.ToLower(t)
 }
 
 func atoiPort(s string, def int) int {
