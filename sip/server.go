@@ -238,8 +238,8 @@ func (s *Server) send(dst destination, data []byte) error {
 	}
 	switch dst.transport {
 	case "udp":
-		l := s.udpFor(dst.addr.Addr())
-		if l == nil {
+		l, ok := pick(s.udp, udpSelf, dst.addr.Addr())
+		if !ok {
 			return fmt.Errorf("no UDP listener for %s", dst.addr)
 		}
 		_, err := l.conn.WriteToUDPAddrPort(data, dst.addr)
@@ -254,38 +254,36 @@ func (s *Server) send(dst destination, data []byte) error {
 	return fmt.Errorf("transport %q not supported", dst.transport)
 }
 
-func (s *Server) udpFor(to netip.Addr) *udpListener {
-	var any *udpListener
-	for _, l := range s.udp {
-		if l.self.addr.Addr().Is4() == to.Unmap().Is4() {
-			return l
+// pick is the listener a message to "to" leaves from, and so the one clb's
+// Via names: the first of to's address family, else the first.
+func pick[L *udpListener | *tcpListener](ls []L, self func(L) endpoint, to netip.Addr) (L, bool) {
+	for _, l := range ls {
+		if self(l).addr.Addr().Is4() == to.Unmap().Is4() {
+			return l, true
 		}
-		any = l
 	}
-	return any
+	if len(ls) > 0 {
+		return ls[0], true
+	}
+	return nil, false
 }
+
+func udpSelf(l *udpListener) endpoint { return l.self }
+func tcpSelf(l *tcpListener) endpoint { return l.self }
 
 // listener implements sender.
 func (s *Server) listener(transport string, to netip.Addr) (endpoint, bool) {
-	var found *endpoint
 	switch transport {
 	case "udp":
-		for _, l := range s.udp {
-			if found == nil || l.self.addr.Addr().Is4() == to.Unmap().Is4() {
-				found = &l.self
-			}
+		if l, ok := pick(s.udp, udpSelf, to); ok {
+			return l.self, true
 		}
 	case "tcp":
-		for _, l := range s.tcp {
-			if found == nil || l.self.addr.Addr().Is4() == to.Unmap().Is4() {
-				found = &l.self
-			}
+		if l, ok := pick(s.tcp, tcpSelf, to); ok {
+			return l.self, true
 		}
 	}
-	if found == nil {
-		return endpoint{}, false
-	}
-	return *found, true
+	return endpoint{}, false
 }
 
 // isSelf implements sender.
