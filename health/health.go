@@ -43,7 +43,7 @@ type Checker struct {
 	log *zap.Logger
 	now func() time.Time
 
-	mu    sync.Mutex
+	mu    sync.RWMutex // Report(ok) reads only: it runs for every HTTP response
 	cfg   config.Health
 	insts map[string]*instance
 	order []string
@@ -56,7 +56,6 @@ type instance struct {
 	successes int // in a row
 	failures  int // in a row, probes and reports
 	downAt    time.Time
-	passive   bool // marked down by reports, not probes
 	last      Probe
 	history   []bool // oldest first, at most historyLen
 }
@@ -126,6 +125,15 @@ func (c *Checker) Status(name string) (Status, bool) {
 // error or a timeout on real traffic. fall failures in a row mark the
 // instance down at once.
 func (c *Checker) Report(name string, ok bool) {
+	if ok {
+		c.mu.RLock()
+		rec := c.insts[name]
+		clean := rec == nil || rec.failures == 0
+		c.mu.RUnlock()
+		if clean {
+			return
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rec := c.insts[name]
@@ -140,7 +148,6 @@ func (c *Checker) Report(name string, ok bool) {
 	rec.failures++
 	if rec.up && rec.failures >= c.cfg.Fall {
 		c.setUp(rec, false, "passive")
-		rec.passive = true
 	}
 }
 
@@ -198,7 +205,7 @@ func (c *Checker) apply(rec *instance, p Probe) {
 // setUp records a verdict and tells the balancer, which ramps an instance
 // that comes back.
 func (c *Checker) setUp(rec *instance, up bool, by string) {
-	rec.up, rec.passive = up, false
+	rec.up = up
 	now := c.now()
 	if !up {
 		rec.downAt = now

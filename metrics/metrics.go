@@ -5,7 +5,7 @@
 // Concurrency: every method is safe for concurrent use; a nil *Metrics
 // counts nothing, so that a front end may run without one. Counters on the
 // per-message path are looked up once per label set and cached, so counting
-// takes a read lock and an atomic add, and no allocation.
+// takes a lock-free map read and an atomic add, and no allocation.
 package metrics
 
 import (
@@ -34,9 +34,10 @@ type Metrics struct {
 	probes       *prometheus.CounterVec
 	probeLatency *prometheus.HistogramVec
 
-	mu     sync.RWMutex
-	cache  map[counterKey]prometheus.Counter
-	counts map[string]*Counts
+	// Written once per label set or instance, then only read: sync.Map,
+	// so counting takes no lock that cores contend for.
+	cache  sync.Map // counterKey → prometheus.Counter
+	counts sync.Map // instance name → *Counts
 }
 
 // Counts are one instance's totals since clb started.
@@ -87,8 +88,6 @@ func New(bal func() *balancer.Balancer) *Metrics {
 			Help:    "Time to the answer of an active health probe.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"instance", "protocol"}),
-		cache:  map[counterKey]prometheus.Counter{},
-		counts: map[string]*Counts{},
 	}
 	m.reg.MustRegister(m.requests, m.sessions, m.repairs, m.retries, m.errors, m.probes, m.probeLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -118,16 +117,11 @@ func (m *Metrics) counter(vec *prometheus.CounterVec, labels ...string) promethe
 			k.d = l
 		}
 	}
-	m.mu.RLock()
-	c := m.cache[k]
-	m.mu.RUnlock()
-	if c == nil {
-		c = vec.WithLabelValues(labels...)
-		m.mu.Lock()
-		m.cache[k] = c
-		m.mu.Unlock()
+	if c, ok := m.cache.Load(k); ok {
+		return c.(prometheus.Counter)
 	}
-	return c
+	c, _ := m.cache.LoadOrStore(k, vec.WithLabelValues(labels...))
+	return c.(prometheus.Counter)
 }
 
 // Request counts a request: protocol "sip" or "http"; method as the request
@@ -191,18 +185,11 @@ func (m *Metrics) Probe(instance, protocol string, ok bool, took time.Duration) 
 
 // Instance is the counts of the instance named name.
 func (m *Metrics) Instance(name string) *Counts {
-	m.mu.RLock()
-	c := m.counts[name]
-	m.mu.RUnlock()
-	if c == nil {
-		m.mu.Lock()
-		if c = m.counts[name]; c == nil {
-			c = &Counts{}
-			m.counts[name] = c
-		}
-		m.mu.Unlock()
+	if c, ok := m.counts.Load(name); ok {
+		return c.(*Counts)
 	}
-	return c
+	c, _ := m.counts.LoadOrStore(name, &Counts{})
+	return c.(*Counts)
 }
 
 // Method is the label of a method given as bytes, without allocating for
