@@ -60,6 +60,9 @@ type Server struct {
 	ln    net.Listener
 	srv   *http.Server
 	token atomic.Pointer[string]
+	// waiting, if set, is called when a long poll starts to wait: a test
+	// hook, set before Serve.
+	waiting func()
 }
 
 // maxWait bounds a long poll of the status.
@@ -201,6 +204,9 @@ func (s *Server) waitChange(ctx context.Context, d time.Duration, version uint64
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
+	if s.waiting != nil {
+		s.waiting()
+	}
 	select {
 	case <-changed:
 	case <-timer.C:

@@ -45,6 +45,12 @@ type fixture struct {
 // start runs an admin Server on a free loopback port until the test ends.
 func start(t *testing.T, o Options) *fixture {
 	t.Helper()
+	return startWith(t, o, nil)
+}
+
+// startWith is start, with setup applied to the server before it serves.
+func startWith(t *testing.T, o Options, setup func(*Server)) *fixture {
+	t.Helper()
 	if o.Balancer == nil {
 		bal, err := balancer.New(instances(), loadfactor.Params{Start: 0.25, Increase: 0.25, Period: time.Hour})
 		if err != nil {
@@ -63,6 +69,9 @@ func start(t *testing.T, o Options) *fixture {
 	srv, err := NewServer("127.0.0.1:0", o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(srv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -281,25 +290,46 @@ func TestActions(t *testing.T) {
 }
 
 func TestLongPoll(t *testing.T) {
-	f := start(t, Options{})
+	waiting := make(chan struct{}, 1)
+	f := startWith(t, Options{}, func(s *Server) { s.waiting = func() { waiting <- struct{}{} } })
 	v := f.status().Version
 
 	// No change: the poll answers after its wait with the same version.
 	var st Status
-	f.call("GET", fmt.Sprintf("/api/v1/status?wait=20ms&version=%d", v), &st)
+	began := time.Now()
+	f.call("GET", fmt.Sprintf("/api/v1/status?wait=50ms&version=%d", v), &st)
 	if st.Version != v {
 		t.Fatalf("version %d, want %d", st.Version, v)
 	}
+	if took := time.Since(began); took < 50*time.Millisecond {
+		t.Errorf("the poll answered after %v, before its wait of 50ms", took)
+	}
+	<-waiting
 	// A version other than the current one answers at once.
 	f.call("GET", fmt.Sprintf("/api/v1/status?wait=1m&version=%d", v+7), &st)
 
-	// A change ends the poll: b drained while the poll waits.
+	// A change ends the poll: b drained once the poll waits.
 	got := make(chan Status, 1)
+	failed := make(chan error, 1)
 	go func() {
+		res, err := http.Get(fmt.Sprintf("%s/api/v1/status?wait=1m&version=%d", f.base, v))
+		if err != nil {
+			failed <- err
+			return
+		}
+		defer res.Body.Close()
 		var st Status
-		f.call("GET", fmt.Sprintf("/api/v1/status?wait=1m&version=%d", v), &st)
+		if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+			failed <- err
+			return
+		}
 		got <- st
 	}()
+	select {
+	case <-waiting:
+	case err := <-failed:
+		t.Fatal(err)
+	}
 	if err := f.bal.Drain("b", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +338,8 @@ func TestLongPoll(t *testing.T) {
 		if st.Version <= v || byName(st, "b").State != "draining" {
 			t.Errorf("after drain: version %d, b %+v", st.Version, byName(st, "b"))
 		}
+	case err := <-failed:
+		t.Fatal(err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("the long poll did not end with the change")
 	}
