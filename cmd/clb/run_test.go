@@ -145,16 +145,19 @@ instances:
 // is refused and the running configuration stays); on SIGTERM an HTTP
 // request in flight completes before clb exits 0.
 func TestRunReloadsAndShutsDownGracefully(t *testing.T) {
+	// Both instances hold /slow: its minted key may land on either (b
+	// ramps), and the test must not depend on which.
 	got, release := make(chan struct{}), make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			close(got)
 			<-release
 		}
 		fmt.Fprint(w, "done")
-	}))
+	})
+	slow := httptest.NewServer(handler)
 	defer slow.Close()
-	other := httptest.NewServer(http.NotFoundHandler())
+	other := httptest.NewServer(handler)
 	defer other.Close()
 	head := "listen: {http: 127.0.0.1:0, admin: 127.0.0.1:0}\nhttp: {grace: 30s}\ninstances:\n"
 	a := fmt.Sprintf("  - {name: a, http: %s}\n", slow.URL)
@@ -195,7 +198,13 @@ func TestRunReloadsAndShutsDownGracefully(t *testing.T) {
 		res.Body.Close()
 		answer <- res.Status + " " + string(body)
 	}()
-	<-got
+	select {
+	case <-got:
+	case a := <-answer:
+		t.Fatalf("/slow answered before it was held: %s", a)
+	case <-time.After(30 * time.Second):
+		t.Fatal("/slow did not reach an instance within 30 s")
+	}
 	p.signal(syscall.SIGTERM)
 	if e := p.log("http shutting down"); e["in_flight"] != 1.0 {
 		t.Errorf("shutdown log %v", e)
