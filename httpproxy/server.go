@@ -51,10 +51,12 @@ type Server struct {
 	slots       chan struct{}                 // one per open client connection: Limits.MaxConnections
 	limitLogged time.Time                     // when the accept loop last logged the limit
 
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[*clientConn]struct{}
-	closing bool
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[*clientConn]struct{}
+	// closing is set under mu with the connection table, and read without
+	// it twice per request.
+	closing atomic.Bool
 }
 
 // NewServer listens on addr (host:port; port 0 picks one).
@@ -156,7 +158,7 @@ func (s *Server) takeSlot(ctx context.Context) bool {
 
 func (s *Server) shutdown() {
 	s.mu.Lock()
-	s.closing = true
+	s.closing.Store(true)
 	busy := 0
 	for cc := range s.conns {
 		if cc.idle.Load() {
@@ -204,7 +206,7 @@ func (s *Server) serveConn(c net.Conn) bool {
 		cc.remote = host
 	}
 	s.mu.Lock()
-	if s.closing {
+	if s.closing.Load() {
 		s.mu.Unlock()
 		return false
 	}
@@ -226,11 +228,10 @@ func (s *Server) serveConn(c net.Conn) bool {
 	return true
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
+// isClosing is read after cc.idle is set, and shutdown reads each idle flag
+// after setting closing: with both atomic, either the request sees closing
+// or shutdown sees the connection idle and closes it.
+func (s *Server) isClosing() bool { return s.closing.Load() }
 
 // serveRequest reads one request and answers it; false closes the
 // connection.
