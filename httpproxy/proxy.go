@@ -69,7 +69,7 @@ type exchange struct {
 
 func (x *exchange) run() bool {
 	x.upgrade = x.h.has("connection", "upgrade") && x.h.has("upgrade", "websocket")
-	for attempt := 0; ; attempt++ {
+	for {
 		up, err := x.send()
 		if err == nil {
 			return x.relay(up)
@@ -207,9 +207,6 @@ func (x *exchange) send() (*upConn, error) {
 		x.s.pool.drop(addr)
 		if once {
 			return nil, err
-		}
-		if x.bodyRead || fresh {
-			return nil, errStale
 		}
 	}
 }

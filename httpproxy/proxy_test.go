@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -453,6 +455,13 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	waiting := dialRaw(t, c.server.Addr()) // completes in the backlog
 	waiting.Write([]byte(req))
+	// Not answered while the limit holds: an unenforced limit would answer
+	// within a few milliseconds.
+	_ = waiting.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := waiting.Read(make([]byte, 1)); n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client beyond the limit got an answer (%d bytes, %v)", n, err)
+	}
+	_ = waiting.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n := c.total(); n != 2 {
 		t.Fatalf("%d requests reached the back end while the limit held, want 2", n)
 	}
