@@ -108,7 +108,8 @@ func (r *sippRun) wait(t *testing.T, limit time.Duration) error {
 func (r *sippRun) stop(t *testing.T) {
 	t.Helper()
 	if err := r.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		t.Fatal(err)
+		werr := r.wait(t, time.Second)
+		t.Fatalf("%s exited before the end of the run (%v, %v); its output:\n%s", r.name, err, werr, tail(r.out.String(), 2000))
 	}
 	_ = r.wait(t, 30*time.Second)
 }
