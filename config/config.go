@@ -141,15 +141,42 @@ type Rule struct {
 	Query string `yaml:"query"`
 	// RequestURI takes the Request-URI (SIP) or the URL path (HTTP).
 	RequestURI bool `yaml:"request_uri"`
-	// URIUser narrows a SIP source to the user part of its URI.
+	// URIUser narrows the source to the user part of the URI it holds.
 	URIUser bool `yaml:"uri_user"`
-	// URIParam narrows a SIP source to this parameter of its URI.
+	// URIParam narrows the source to this parameter of the URI it holds
+	// (of an HTTP path: a path parameter such as ;jsessionid=).
 	URIParam string `yaml:"uri_param"`
 	// Regexp, if set, narrows the value to the first capture group of this
 	// regular expression (RE2 syntax); no match gives no key.
 	Regexp Pattern `yaml:"regexp"`
 	// Prefix is put in front of a non-empty result.
 	Prefix string `yaml:"prefix"`
+	// When, if set, limits the rule to the requests it holds for.
+	When *Condition `yaml:"when"`
+}
+
+// Condition is a rule's when: one source of the request and one test of it
+// (the seeds' data-centric rules' if). Exactly one source and one test are
+// set.
+type Condition struct {
+	// Header tests this header's value.
+	Header string `yaml:"header"`
+	// Cookie tests this cookie's value (HTTP).
+	Cookie string `yaml:"cookie"`
+	// Query tests this query parameter (HTTP).
+	Query string `yaml:"query"`
+	// RequestURI tests the Request-URI (SIP) or the target's path (HTTP).
+	RequestURI bool `yaml:"request_uri"`
+	// Method tests the request's method.
+	Method bool `yaml:"method"`
+
+	// Exists: the source is present (true) or absent (false).
+	Exists *bool `yaml:"exists"`
+	// Equals: the source's value is exactly this text.
+	Equals *string `yaml:"equals"`
+	// Matches: the source's value matches this RE2 expression (unanchored,
+	// as RE2 is: anchor it with ^ and $ to test the whole value).
+	Matches Regexp `yaml:"matches"`
 }
 
 // Finish turns the value a rule's source gave into the key: the first
@@ -172,17 +199,30 @@ func (r *Rule) Finish(value string) string {
 // Pattern is a compiled regular expression with at least one capture group.
 type Pattern struct{ *regexp.Regexp }
 
-// UnmarshalYAML compiles the expression.
+// UnmarshalYAML compiles the expression and checks it has a group.
 func (p *Pattern) UnmarshalYAML(n *yaml.Node) error {
+	var re Regexp
+	if err := re.UnmarshalYAML(n); err != nil {
+		return err
+	}
+	if re.NumSubexp() < 1 {
+		return fmt.Errorf("%q has no capture group; the key is the first group", n.Value)
+	}
+	p.Regexp = re.Regexp
+	return nil
+}
+
+// Regexp is a compiled RE2 expression.
+type Regexp struct{ *regexp.Regexp }
+
+// UnmarshalYAML compiles the expression.
+func (p *Regexp) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("want a regular expression")
 	}
 	re, err := regexp.Compile(n.Value)
 	if err != nil {
 		return err
-	}
-	if re.NumSubexp() < 1 {
-		return fmt.Errorf("%q has no capture group; the key is the first group", n.Value)
 	}
 	p.Regexp = re
 	return nil

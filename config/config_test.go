@@ -274,6 +274,41 @@ instances:
 			line: 9, key: "keys.sip[0]", msg: "not a source of a SIP request",
 		},
 		{
+			name: "condition without a test",
+			yaml: minimal + "keys:\n  sip:\n    - header: X-A\n      when: {header: X-B}\n",
+			line: 10, key: "keys.sip[0].when", msg: "give one test: exists, equals or matches",
+		},
+		{
+			name: "condition with two tests",
+			yaml: minimal + "keys:\n  sip:\n    - header: X-A\n      when: {header: X-B, exists: true, equals: x}\n",
+			line: 10, key: "keys.sip[0].when", msg: "give one test, not exists and equals",
+		},
+		{
+			name: "condition with two sources",
+			yaml: minimal + "keys:\n  http:\n    - header: X-A\n      when: {header: X-B, method: true, exists: true}\n",
+			line: 10, key: "keys.http[0].when", msg: "give one source, not header and method",
+		},
+		{
+			name: "condition without a source",
+			yaml: minimal + "keys:\n  http:\n    - header: X-A\n      when: {equals: x}\n",
+			line: 10, key: "keys.http[0].when", msg: "give one source: header, cookie, query, request_uri or method",
+		},
+		{
+			name: "cookie condition for SIP",
+			yaml: minimal + "keys:\n  sip:\n    - header: X-A\n      when: {cookie: c, exists: true}\n",
+			line: 10, key: "keys.sip[0].when", msg: "not a source of a SIP request",
+		},
+		{
+			name: "condition with a bad expression",
+			yaml: minimal + "keys:\n  sip:\n    - header: X-A\n      when: {method: true, matches: '(['}\n",
+			line: 10, key: "keys.sip[0].when.matches", msg: "missing closing",
+		},
+		{
+			name: "unknown key in a condition",
+			yaml: minimal + "keys:\n  sip:\n    - header: X-A\n      when: {header: X-B, is: x}\n",
+			line: 10, key: "keys.sip[0].when.is", msg: "unknown key (known: cookie, equals, exists, header, matches, method, query, request_uri)",
+		},
+		{
 			name: "regexp without group",
 			yaml: minimal + "keys:\n  sip:\n    - header: Call-ID\n      regexp: 'abc'\n",
 			line: 10, key: "keys.sip[0].regexp", msg: "capture group",

@@ -126,6 +126,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 		return
 	}
 	switch {
+	case v.Kind() == reflect.Pointer: // an optional value: set when written
+		v.Set(reflect.New(v.Type().Elem()))
+		d.value(n, v.Elem(), key)
 	case v.Kind() == reflect.Struct:
 		d.mapping(n, v, key)
 	case v.Kind() == reflect.Slice:

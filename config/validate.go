@@ -218,19 +218,7 @@ func (d *decoder) validateHTTP(h *HTTP) {
 
 func (d *decoder) validateRule(r Rule, key string, sip bool) {
 	line := d.line(key)
-	var sources []string
-	if r.Header != "" {
-		sources = append(sources, "header")
-	}
-	if r.Cookie != "" {
-		sources = append(sources, "cookie")
-	}
-	if r.Query != "" {
-		sources = append(sources, "query")
-	}
-	if r.RequestURI {
-		sources = append(sources, "request_uri")
-	}
+	sources := sourcesOf(r.Header, r.Cookie, r.Query, r.RequestURI, false)
 	switch {
 	case len(sources) == 0:
 		d.errorf(line, key, "give one source: header, cookie, query or request_uri")
@@ -239,15 +227,8 @@ func (d *decoder) validateRule(r Rule, key string, sip bool) {
 		d.errorf(line, key, "give one source, not %s", strings.Join(sources, " and "))
 		return
 	}
-	proto := "HTTP"
-	if sip {
-		proto = "SIP"
-	}
 	if sip && (r.Cookie != "" || r.Query != "") {
 		d.errorf(line, key, "%s is not a source of a SIP request", sources[0])
-	}
-	if !sip && (r.URIUser || r.URIParam != "") {
-		d.errorf(line, key, "uri_user and uri_param apply to SIP rules only, not %s", proto)
 	}
 	if r.URIUser && r.URIParam != "" {
 		d.errorf(line, key, "give uri_user or uri_param, not both")
@@ -255,6 +236,55 @@ func (d *decoder) validateRule(r Rule, key string, sip bool) {
 	if r.Header != "" && !validToken(r.Header) {
 		d.errorf(d.line(key+".header"), key+".header", "%q is not a header name", r.Header)
 	}
+	if r.When != nil {
+		d.validateCondition(*r.When, key+".when", sip)
+	}
+}
+
+// validateCondition checks a rule's when: one source, one test.
+func (d *decoder) validateCondition(c Condition, key string, sip bool) {
+	line := d.line(key)
+	sources := sourcesOf(c.Header, c.Cookie, c.Query, c.RequestURI, c.Method)
+	switch {
+	case len(sources) == 0:
+		d.errorf(line, key, "give one source: header, cookie, query, request_uri or method")
+	case len(sources) > 1:
+		d.errorf(line, key, "give one source, not %s", strings.Join(sources, " and "))
+	case sip && (c.Cookie != "" || c.Query != ""):
+		d.errorf(line, key, "%s is not a source of a SIP request", sources[0])
+	case c.Header != "" && !validToken(c.Header):
+		d.errorf(d.line(key+".header"), key+".header", "%q is not a header name", c.Header)
+	}
+	var tests []string
+	if c.Exists != nil {
+		tests = append(tests, "exists")
+	}
+	if c.Equals != nil {
+		tests = append(tests, "equals")
+	}
+	if c.Matches.Regexp != nil {
+		tests = append(tests, "matches")
+	}
+	switch {
+	case len(tests) == 0:
+		d.errorf(line, key, "give one test: exists, equals or matches")
+	case len(tests) > 1:
+		d.errorf(line, key, "give one test, not %s", strings.Join(tests, " and "))
+	}
+}
+
+// sourcesOf names the sources set, for "give one source" errors.
+func sourcesOf(header, cookie, query string, requestURI, method bool) []string {
+	var s []string
+	for _, x := range []struct {
+		set  bool
+		name string
+	}{{header != "", "header"}, {cookie != "", "cookie"}, {query != "", "query"}, {requestURI, "request_uri"}, {method, "method"}} {
+		if x.set {
+			s = append(s, x.name)
+		}
+	}
+	return s
 }
 
 // validToken is an RFC 9110 token: what a header name may be.

@@ -4,16 +4,16 @@ import (
 	"bytes"
 	"strconv"
 
-	"clb/balancer"
+	"clb/policy"
 )
 
 // hopByHop are the fields that concern one connection only (RFC 9110 7.6.1),
 // plus those clb sets itself on the way to an instance.
 func hopByHop(name []byte) bool {
 	switch {
-	case equalFold(name, "connection"), equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"),
-		equalFold(name, "te"), equalFold(name, "trailer"), equalFold(name, "transfer-encoding"),
-		equalFold(name, "upgrade"), equalFold(name, "content-length"):
+	case policy.EqualFold(name, "connection"), policy.EqualFold(name, "keep-alive"), policy.EqualFold(name, "proxy-connection"),
+		policy.EqualFold(name, "te"), policy.EqualFold(name, "trailer"), policy.EqualFold(name, "transfer-encoding"),
+		policy.EqualFold(name, "upgrade"), policy.EqualFold(name, "content-length"):
 		return true
 	}
 	return false
@@ -23,7 +23,7 @@ func hopByHop(name []byte) bool {
 // a field the sender meant for this hop only.
 func (h *head) connectionListed(name []byte) bool {
 	for _, f := range h.fields {
-		if !equalFold(f.name, "connection") {
+		if !policy.EqualFold(f.name, "connection") {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
@@ -37,8 +37,6 @@ func (h *head) connectionListed(name []byte) bool {
 	return false
 }
 
-func isCLB(name []byte) bool { return len(name) > 6 && equalFold(name[:6], "x-clb-") }
-
 // appendRequestHead is the head clb sends an instance: the client's fields
 // without hop-by-hop ones, X-Forwarded-*, or any X-CLB-* the client sent;
 // then the X-Forwarded-* and X-CLB-* fields clb sets, and the framing.
@@ -51,17 +49,17 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 	var xff, host []byte
 	for _, f := range h.fields {
 		switch {
-		case equalFold(f.name, "x-forwarded-for"):
+		case policy.EqualFold(f.name, "x-forwarded-for"):
 			if xff == nil {
 				xff = f.value
 			} else {
 				xff = append(append(append([]byte(nil), xff...), ", "...), f.value...)
 			}
 			continue
-		case equalFold(f.name, "host"):
+		case policy.EqualFold(f.name, "host"):
 			host = f.value
-		case hopByHop(f.name), isCLB(f.name), h.connectionListed(f.name),
-			equalFold(f.name, "x-forwarded-proto"), equalFold(f.name, "x-forwarded-host"), equalFold(f.name, "expect"):
+		case hopByHop(f.name), policy.IsCLBField(f.name), h.connectionListed(f.name),
+			policy.EqualFold(f.name, "x-forwarded-proto"), policy.EqualFold(f.name, "x-forwarded-host"), policy.EqualFold(f.name, "expect"):
 			continue
 		}
 		dst = appendField(dst, f.name, f.value)
@@ -82,21 +80,7 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 		dst = append(dst, x.d.Owner.HTTP.Addr()...)
 		dst = append(dst, "\r\n"...)
 	}
-	dst = append(dst, "X-CLB-Key: "...)
-	dst = balancer.AppendEscapedKey(dst, x.key.key)
-	dst = append(dst, "\r\nX-CLB-Instance: "...)
-	dst = append(dst, x.d.Owner.Name...)
-	dst = append(dst, "\r\n"...)
-	if x.d.Replica != nil {
-		dst = append(dst, "X-CLB-Replica: "...)
-		dst = append(dst, x.d.Replica.Name...)
-		dst = append(dst, "\r\n"...)
-	}
-	if x.d.Previous != nil {
-		dst = append(dst, "X-CLB-Previous: "...)
-		dst = append(dst, x.d.Previous.Name...)
-		dst = append(dst, "\r\n"...)
-	}
+	dst = policy.AppendFields(dst, x.key.key, &x.d)
 	switch {
 	case x.f.chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
@@ -134,7 +118,7 @@ func (x *exchange) appendResponseHead(dst []byte, closing bool) []byte {
 	dst = append(dst, res.reason...)
 	dst = append(dst, "\r\n"...)
 	for _, f := range res.fields {
-		if res.status == 101 && (equalFold(f.name, "upgrade") || equalFold(f.name, "connection")) {
+		if res.status == 101 && (policy.EqualFold(f.name, "upgrade") || policy.EqualFold(f.name, "connection")) {
 			dst = appendField(dst, f.name, f.value)
 			continue
 		}
@@ -169,7 +153,7 @@ func (x *exchange) appendResponseHead(dst []byte, closing bool) []byte {
 func (x *exchange) appendCookies(dst []byte) []byte {
 	if x.key.minted || x.key.ruled && x.key.fromCookie != x.key.key {
 		dst = append(dst, "Set-Cookie: "+keyCookie+"="...)
-		dst = balancer.AppendEscapedKey(dst, x.key.key)
+		dst = policy.AppendEscapedKey(dst, x.key.key)
 		dst = append(dst, "; Path=/; HttpOnly; SameSite=Lax\r\n"...)
 	}
 	if x.last != x.d.Owner.Name {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"clb/config"
+	"clb/policy"
 )
 
 // FuzzKey: reading a head and taking its key never panics; a rule or a
@@ -22,12 +23,12 @@ func FuzzKey(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	rules := []config.Rule{
+	rules := policy.Compile([]config.Rule{
 		{Header: "X-Session", Regexp: config.Pattern{Regexp: regexp.MustCompile(`id=([0-9]+)`)}, Prefix: "s:"},
 		{Query: "user", Prefix: "user:"},
 		{Cookie: "JSESSIONID", Regexp: config.Pattern{Regexp: regexp.MustCompile(`^([^.]+)`)}},
 		{RequestURI: true, Regexp: config.Pattern{Regexp: regexp.MustCompile(`^/s/([0-9]+)$`)}},
-	}
+	})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var h head
 		if err := readHead(bufio.NewReaderSize(bytes.NewReader(data), 4096), &h, 4096, 50, true); err != nil {

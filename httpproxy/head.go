@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+
+	"clb/policy"
 )
 
 // field is one header field of a head: spans of the head's buffer.
@@ -182,7 +184,7 @@ var tokenChar = func() (t [256]bool) {
 // there is none and dup true when there are several.
 func (h *head) get(name string) (value []byte, found, dup bool) {
 	for _, f := range h.fields {
-		if equalFold(f.name, name) {
+		if policy.EqualFold(f.name, name) {
 			if found {
 				return value, true, true
 			}
@@ -196,34 +198,18 @@ func (h *head) get(name string) (value []byte, found, dup bool) {
 // comma-separated values (case-insensitive), as Connection does.
 func (h *head) has(name, token string) bool {
 	for _, f := range h.fields {
-		if !equalFold(f.name, name) {
+		if !policy.EqualFold(f.name, name) {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
 			var item []byte
 			item, v, _ = bytes.Cut(v, []byte(","))
-			if equalFold(bytes.Trim(item, " \t"), token) {
+			if policy.EqualFold(bytes.Trim(item, " \t"), token) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// equalFold compares ASCII case-insensitively; s must be lower case.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // framing is how a message's body is delimited.
@@ -246,8 +232,8 @@ func (h *head) requestFraming() (framing, error) {
 	case hasTE && h.minor == 0:
 		return framing{}, bad("Transfer-Encoding in HTTP/1.0")
 	case hasTE:
-		if !equalFold(te, "chunked") {
-			if last := lastCoding(te); !equalFold(last, "chunked") {
+		if !policy.EqualFold(te, "chunked") {
+			if last := lastCoding(te); !policy.EqualFold(last, "chunked") {
 				return framing{}, bad("Transfer-Encoding whose last coding is not chunked")
 			}
 			return framing{}, &errHead{501, "transfer coding not implemented"}
@@ -271,7 +257,7 @@ func (h *head) responseFraming(method []byte) (framing, error) {
 	te, hasTE := h.transferCodings()
 	cl, hasCL, dupCL := h.get("content-length")
 	switch {
-	case hasTE && equalFold(te, "chunked"):
+	case hasTE && policy.EqualFold(te, "chunked"):
 		return framing{chunked: true}, nil
 	case hasTE:
 		return framing{length: -1}, nil // read to the end of the connection
@@ -292,7 +278,7 @@ func (h *head) transferCodings() ([]byte, bool) {
 	var out []byte
 	found := false
 	for _, f := range h.fields {
-		if equalFold(f.name, "transfer-encoding") {
+		if policy.EqualFold(f.name, "transfer-encoding") {
 			if found {
 				out = append(append(out, ','), f.value...)
 			} else {

@@ -1,13 +1,13 @@
 package httpproxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"net/url"
 
-	"clb/balancer"
-	"clb/config"
+	"clb/policy"
 )
 
 // Cookie names of SPEC section 5.
@@ -26,16 +26,14 @@ type sessionKey struct {
 	minted     bool // new: the request had none
 }
 
-func requestKey(rules []config.Rule, h *head) sessionKey {
+func requestKey(rules *policy.Rules, h *head) sessionKey {
 	var k sessionKey
 	if c := cookie(h, keyCookie); c != nil {
-		k.fromCookie, _ = balancer.UnescapeKey(string(c))
+		k.fromCookie, _ = policy.UnescapeKey(string(c))
 	}
-	for i := range rules {
-		if v := rules[i].Finish(ruleValue(&rules[i], h)); v != "" {
-			k.key, k.ruled = v, true
-			return k
-		}
+	if v, ok := rules.Key(h); ok {
+		k.key, k.ruled = v, true
+		return k
 	}
 	if k.fromCookie != "" {
 		k.key = k.fromCookie
@@ -52,42 +50,71 @@ func newKey() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// ruleValue is what an HTTP rule's source gives ("" if the request lacks it).
-func ruleValue(r *config.Rule, h *head) string {
-	switch {
-	case r.Header != "":
-		v, _, _ := h.getFold(r.Header)
-		return string(v)
-	case r.Cookie != "":
-		return string(cookie(h, r.Cookie))
-	case r.Query != "":
-		return queryValue(h.target, r.Query)
-	case r.RequestURI:
-		path, _, _ := bytes.Cut(h.target, []byte("?"))
-		return string(path)
+// KeySource reads msg, an HTTP request head, as the front end does, for
+// key rules applied outside it (tools, and the test that SIP and HTTP give
+// one key).
+func KeySource(msg []byte) (policy.Source, error) {
+	h := new(head)
+	if err := readHead(bufio.NewReader(bytes.NewReader(msg)), h, 1<<20, 1000, true); err != nil {
+		return nil, err
 	}
-	return ""
+	return h, nil
 }
 
-// getFold is get for a name in any case.
-func (h *head) getFold(name string) ([]byte, bool, bool) {
-	return h.get(lower(name))
+// head is the key rules' source of an HTTP request.
+var _ policy.Source = (*head)(nil)
+
+// Method is the request's method.
+func (h *head) Method() string { return string(h.method) }
+
+// Header is the first field named name (lower case).
+func (h *head) Header(name string) (string, bool) {
+	v, found, _ := h.get(name)
+	return string(v), found
 }
 
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
+// Cookie is the first cookie named name.
+func (h *head) Cookie(name string) (string, bool) {
+	c := cookie(h, name)
+	return string(c), c != nil
+}
+
+// Query is the first value of parameter name in the target's query.
+func (h *head) Query(name string) (string, bool) { return queryValue(h.target, name) }
+
+// RequestURI is the target as received, up to its query.
+func (h *head) RequestURI() string {
+	path, _, _ := bytes.Cut(h.target, []byte("?"))
+	return string(path)
+}
+
+// URIUser is the user of the URI in field. The target itself (field "")
+// has none: RFC 9110 4.2.4 forbids userinfo in http(s) URIs.
+func (h *head) URIUser(field string) (string, bool) {
+	v, ok := h.Header(field)
+	if field == "" || !ok {
+		return "", false
+	}
+	return policy.URIUser(v)
+}
+
+// URIParam is parameter name of the URI in field, or a path parameter of
+// the target (field ""), such as ;jsessionid=.
+func (h *head) URIParam(field, name string) (string, bool) {
+	if field != "" {
+		v, ok := h.Header(field)
+		if !ok {
+			return "", false
 		}
+		return policy.URIParam(v, name)
 	}
-	return string(b)
+	return policy.PathParam(h.RequestURI(), name)
 }
 
 // cookie is the value of the first cookie named name in the Cookie fields.
 func cookie(h *head, name string) []byte {
 	for _, f := range h.fields {
-		if !equalFold(f.name, "cookie") {
+		if !policy.EqualFold(f.name, "cookie") {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
@@ -104,10 +131,10 @@ func cookie(h *head, name string) []byte {
 
 // queryValue is the first value of parameter name in the target's query,
 // decoded.
-func queryValue(target []byte, name string) string {
+func queryValue(target []byte, name string) (string, bool) {
 	_, query, ok := bytes.Cut(target, []byte("?"))
 	if !ok {
-		return ""
+		return "", false
 	}
 	for len(query) > 0 {
 		var pair []byte
@@ -116,10 +143,10 @@ func queryValue(target []byte, name string) string {
 		if kk, err := url.QueryUnescape(string(k)); err == nil && kk == name {
 			vv, err := url.QueryUnescape(string(v))
 			if err != nil {
-				return ""
+				return "", false
 			}
-			return vv
+			return vv, true
 		}
 	}
-	return ""
+	return "", false
 }

@@ -11,6 +11,7 @@ import (
 
 	"clb/balancer"
 	"clb/metrics"
+	"clb/policy"
 )
 
 // proxy forwards the request in cc.req to the owner of its key and relays
@@ -30,13 +31,13 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
-	key := requestKey(*s.rules.Load(), h)
+	key := requestKey(s.rules.Load(), h)
 	last := string(cookie(h, routeCookie))
 	now := s.o.Now()
 	d := s.o.Balancer.Table().RouteFor(balancer.HTTP, key.key, last, now)
 	if d.Owner == nil {
 		s.refused(h, "no_instance")
-		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(int(s.o.RetryAfter/time.Second)))
+		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(policy.RetryAfterSeconds(s.o.RetryAfter)))
 		return false
 	}
 	hasBody := f.chunked || f.length > 0

@@ -17,6 +17,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/policy"
 )
 
 // expectRouted checks the X-CLB-* fields an instance received against the
@@ -27,7 +28,7 @@ func (c *cluster) expectRouted(r *http.Request, at, key, previous string) {
 	if at != d.Owner.Name {
 		c.t.Errorf("%s went to %s; the owner of %q is %s", r.URL, at, key, d.Owner.Name)
 	}
-	want := map[string]string{"X-Clb-Key": balancer.EscapeKey(key), "X-Clb-Instance": d.Owner.Name}
+	want := map[string]string{"X-Clb-Key": policy.EscapeKey(key), "X-Clb-Instance": d.Owner.Name}
 	if d.Replica != nil {
 		want["X-Clb-Replica"] = d.Replica.Name
 	}
@@ -93,7 +94,7 @@ func TestRuleKey(t *testing.T) {
 	if got.Header.Get("X-Clb-Replica") != route.Replica.Name {
 		t.Errorf("X-CLB-Replica %q, clb route says %s", got.Header.Get("X-Clb-Replica"), route.Replica.Name)
 	}
-	if v, _ := setCookie(res, keyCookie); v != balancer.EscapeKey("user:alice") {
+	if v, _ := setCookie(res, keyCookie); v != policy.EscapeKey("user:alice") {
 		t.Errorf("CLBKEY %q", v)
 	}
 	if res := c.get(cl, "/inbox"); servedBy(res) != route.Owner.Name {

@@ -17,6 +17,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
+	"clb/policy"
 )
 
 // Options configure a Server.
@@ -29,7 +30,8 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// RetryAfter goes in 503 responses; 0 means 5 s.
+	// RetryAfter goes in 503 responses, in whole seconds rounded up; 0
+	// means 5 s.
 	RetryAfter time.Duration
 	// Report, if set, hears how each attempt to reach an instance went:
 	// false for a connection refused or timed out, or a response that did not
@@ -47,9 +49,9 @@ type Server struct {
 	log         *zap.Logger
 	ln          net.Listener
 	pool        *pool
-	rules       atomic.Pointer[[]config.Rule] // keys.http, swapped by Reload
-	slots       chan struct{}                 // one per open client connection: Limits.MaxConnections
-	limitLogged time.Time                     // when the accept loop last logged the limit
+	rules       atomic.Pointer[policy.Rules] // keys.http, swapped by Reload
+	slots       chan struct{}                // one per open client connection: Limits.MaxConnections
+	limitLogged time.Time                    // when the accept loop last logged the limit
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -63,9 +65,6 @@ type Server struct {
 func NewServer(addr string, o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.RetryAfter <= 0 {
-		o.RetryAfter = 5 * time.Second
 	}
 	if o.Limits == (config.HTTP{}) {
 		o.Limits = config.Defaults().HTTP
@@ -95,7 +94,7 @@ func NewServer(addr string, o Options) (*Server, error) {
 
 // Reload swaps in the key rules of a reloaded configuration; requests being
 // handled finish with the ones they started with.
-func (s *Server) Reload(rules []config.Rule) { s.rules.Store(&rules) }
+func (s *Server) Reload(rules []config.Rule) { s.rules.Store(policy.Compile(rules)) }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

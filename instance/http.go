@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"clb/balancer"
+	"clb/policy"
 )
 
 // servedBy names the instance in every response, SIP and HTTP.
@@ -108,7 +108,7 @@ func (in *Instance) app(h func(r *http.Request, st *State) (status int, changed 
 
 // clbHeaders reads what clb says of a request's key (SPEC section 4).
 func clbHeaders(get func(string) string) (headers, bool) {
-	key, ok := balancer.UnescapeKey(get("X-CLB-Key"))
+	key, ok := policy.UnescapeKey(get("X-CLB-Key"))
 	if !ok || get("X-CLB-Key") == "" {
 		return headers{}, false
 	}

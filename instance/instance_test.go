@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	gosip "github.com/emiago/sipgo/sip"
+	"clb/policy"
 
-	"clb/balancer"
+	gosip "github.com/emiago/sipgo/sip"
 )
 
 // cluster is sample instances on loopback and a stand-in for clb's
@@ -95,7 +95,7 @@ func (c *cluster) get(name string) *Instance {
 func (c *cluster) call(to, method, path, body, key, replica, previous string) (int, string, string) {
 	c.t.Helper()
 	req, _ := http.NewRequest(method, c.get(to).HTTPAddr()+path, strings.NewReader(body))
-	req.Header.Set("X-CLB-Key", balancer.EscapeKey(key))
+	req.Header.Set("X-CLB-Key", policy.EscapeKey(key))
 	req.Header.Set("X-CLB-Instance", to)
 	if replica != "" {
 		req.Header.Set("X-CLB-Replica", replica)
@@ -294,7 +294,7 @@ func (u *uac) send(c *cluster, to string, method, callID, toTag string, cseq int
 	msg := fmt.Sprintf("%s sip:svc@example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%s%d%s\r\n"+
 		"From: <sip:alice@example.com>;tag=ftag\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nMax-Forwards: 69\r\n"+
 		"X-CLB-Key: %s\r\nX-CLB-Instance: %s\r\n", method, u.conn.LocalAddr(), callID, cseq, method, toField, callID, cseq, method,
-		balancer.EscapeKey(key), to)
+		policy.EscapeKey(key), to)
 	if replica != "" {
 		msg += "X-CLB-Replica: " + replica + "\r\n"
 	}

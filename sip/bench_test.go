@@ -9,6 +9,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
+	"clb/policy"
 )
 
 // discard is a sender that drops what it is given: the benchmarks measure
@@ -25,7 +26,7 @@ func callMessages(i int, clb, uac, uas netip.AddrPort, key string) [][]byte {
 	tag := fmt.Sprintf("4242SIPpTag00%d", i)
 	via := fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-4242-%d-0\r\n", uac, i)
 	clbVia := fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=%s1abc%d\r\n", clb, branchPrefix, i)
-	rr := fmt.Sprintf("Record-Route: <sip:%s;transport=udp;lr;bekey=%s;beroute=inst1;ftag=%s>\r\n", clb, balancer.EscapeKey(key), tag)
+	rr := fmt.Sprintf("Record-Route: <sip:%s;transport=udp;lr;bekey=%s;beroute=inst1;ftag=%s>\r\n", clb, policy.EscapeKey(key), tag)
 	route := strings.Replace(rr, "Record-Route", "Route", 1)
 	from := fmt.Sprintf("From: sipp <sip:sipp@%s>;tag=%s\r\n", uac, tag)
 	to := fmt.Sprintf("To: service <sip:service@%s>", clb)

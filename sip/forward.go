@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"clb/balancer"
+	"clb/policy"
 )
 
 // branchPrefix starts every branch clb puts in its Via: the RFC 3261 magic
@@ -43,7 +44,7 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 		out = appendRecordRoute(out, in.local, *rr)
 	}
 	if e.decision != nil {
-		out = appendCLBFields(out, e.key, e.decision)
+		out = policy.AppendFields(out, e.key, e.decision)
 	}
 	out = appendRequestFields(out, v, in, e)
 	out = append(out, crlf...)
@@ -78,7 +79,7 @@ func appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
 	dst = strconv.AppendUint(dst, branchHash(v), 36)
 	if in.conn != nil {
 		dst = append(dst, ";"+paramSource+"="...)
-		dst = balancer.AppendEscapedKey(dst, in.src.String())
+		dst = policy.AppendEscapedKey(dst, in.src.String())
 	}
 	return append(dst, crlf...)
 }
@@ -114,26 +115,6 @@ func branchHash(v *view) uint64 {
 		d.Write(w.data[l.valueStart:w.firstValueEnd(l)])
 	}
 	return d.Sum64()
-}
-
-// appendCLBFields appends the headers of SPEC section 4.
-func appendCLBFields(dst []byte, key string, d *balancer.Decision) []byte {
-	dst = append(dst, "X-CLB-Key: "...)
-	dst = balancer.AppendEscapedKey(dst, key)
-	dst = append(dst, "\r\nX-CLB-Instance: "...)
-	dst = append(dst, d.Owner.Name...)
-	dst = append(dst, crlf...)
-	if d.Replica != nil {
-		dst = append(dst, "X-CLB-Replica: "...)
-		dst = append(dst, d.Replica.Name...)
-		dst = append(dst, crlf...)
-	}
-	if d.Previous != nil {
-		dst = append(dst, "X-CLB-Previous: "...)
-		dst = append(dst, d.Previous.Name...)
-		dst = append(dst, crlf...)
-	}
-	return dst
 }
 
 // appendRequestFields copies the request's header fields with the edits of a
@@ -204,7 +185,7 @@ func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.
 			if eq := bytes.IndexByte(name, '='); eq >= 0 {
 				name = bytes.TrimSpace(name[:eq])
 			}
-			if !(needReceived && equalFold(name, "received") || wantsRport && equalFold(name, "rport")) {
+			if !(needReceived && policy.EqualFold(name, "received") || wantsRport && policy.EqualFold(name, "rport")) {
 				dst = append(dst, ';')
 				dst = append(dst, p...)
 			}

@@ -14,6 +14,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
+	"clb/policy"
 )
 
 // seedCorpus adds the torture messages to a fuzz target's seeds (the
@@ -43,7 +44,7 @@ func fuzzRules() []config.Rule {
 // without rules is From tag + Call-ID.
 func FuzzKey(f *testing.F) {
 	seedCorpus(f)
-	rules := fuzzRules()
+	rules := policy.Compile(fuzzRules())
 	p := newProxy(ProxyOptions{}, &recorder{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		w := scan(data, nil)
@@ -69,12 +70,12 @@ func FuzzRecordRoute(f *testing.F) {
 	f.Add("\x00\xff%%41", "-", "%zz", true)
 	self := endpoint{"udp", netip.MustParseAddrPort("127.0.0.1:5060")}
 	f.Fuzz(func(t *testing.T, key, inst, ftag string, outbound bool) {
-		if back, ok := balancer.UnescapeKey(balancer.EscapeKey(key)); !ok || back != key {
-			t.Fatalf("balancer.UnescapeKey(balancer.EscapeKey(%q)) = %q, %v", key, back, ok)
+		if back, ok := policy.UnescapeKey(policy.EscapeKey(key)); !ok || back != key {
+			t.Fatalf("policy.UnescapeKey(policy.EscapeKey(%q)) = %q, %v", key, back, ok)
 		}
-		for _, c := range []byte(balancer.EscapeKey(key)) {
+		for _, c := range []byte(policy.EscapeKey(key)) {
 			if !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%", rune(c)) {
-				t.Fatalf("balancer.EscapeKey(%q) has %q", key, c)
+				t.Fatalf("policy.EscapeKey(%q) has %q", key, c)
 			}
 		}
 		if key == "" {
@@ -167,7 +168,7 @@ func TestRuleCompactNames(t *testing.T) {
 			if r, ok := p.parse(&w, &v); !ok {
 				t.Fatalf("%s: refused %+v", name, r)
 			}
-			if k := requestKey(rules, &v); k != "c:abc" {
+			if k := requestKey(policy.Compile(rules), &v); k != "c:abc" {
 				t.Errorf("rule on %s, message with %s: key %q, want c:abc", rules[0].Header, name, k)
 			}
 		}
@@ -178,7 +179,7 @@ func TestRuleCompactNames(t *testing.T) {
 		if r, ok := p.parse(&w, &v); !ok {
 			t.Fatalf("%s: refused %+v", name, r)
 		}
-		if k := requestKey([]config.Rule{{Header: "f", URIUser: true}}, &v); k != "alice" {
+		if k := requestKey(policy.Compile([]config.Rule{{Header: "f", URIUser: true}}), &v); k != "alice" {
 			t.Errorf("rule on f, message with %s: key %q, want alice", name, k)
 		}
 	}

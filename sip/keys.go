@@ -1,11 +1,12 @@
 package sip
 
 import (
-	"strings"
+	"bytes"
+	"fmt"
 
 	gosip "github.com/emiago/sipgo/sip"
 
-	"clb/config"
+	"clb/policy"
 )
 
 // requestKey is the BEKey of an out-of-dialog request (or an in-dialog one
@@ -13,59 +14,89 @@ import (
 // default, From tag + Call-ID (SPEC section 5).
 func (p *Proxy) requestKey(v *view) string { return requestKey(p.settings.Load().rules, v) }
 
-func requestKey(rules []config.Rule, v *view) string {
-	for i := range rules {
-		if k := rules[i].Finish(ruleValue(&rules[i], v)); k != "" {
-			return k
-		}
+func requestKey(rules *policy.Rules, v *view) string {
+	if k, ok := rules.Key(v); ok {
+		return k
 	}
 	return v.fromTag() + v.callID
 }
 
-// ruleValue is what a SIP rule's source gives, narrowed to a URI's user part
-// or parameter when the rule says so; "" when the request lacks it.
-func ruleValue(r *config.Rule, v *view) string {
-	narrow := r.URIUser || r.URIParam != ""
-	switch {
-	case r.RequestURI:
-		return uriPart(r, &v.uri)
-	case narrow && strings.EqualFold(longName(r.Header), "From"):
-		return uriPart(r, &v.from.Address)
-	case narrow && strings.EqualFold(longName(r.Header), "To"):
-		return uriPart(r, &v.to.Address)
+// KeySource parses msg, a SIP request, as the proxy does, for key rules
+// applied outside it (tools, and the test that SIP and HTTP give one key).
+func KeySource(msg []byte) (policy.Source, error) {
+	p := &Proxy{headers: gosip.DefaultHeadersParser()}
+	w, v := new(wire), new(view)
+	*w = scan(msg, nil)
+	if r, ok := p.parse(w, v); !ok || !v.request {
+		return nil, fmt.Errorf("not a request clb forwards: %d %s", r.code, r.reason)
 	}
-	value := string(v.w.header(r.Header))
-	if value == "" || !narrow {
-		return value
-	}
-	// Any other field holding a name-addr or addr-spec.
-	var uri gosip.Uri
-	params := gosip.NewParams()
-	if _, err := gosip.ParseAddressValue(value, &uri, &params); err != nil {
-		return ""
-	}
-	return uriPart(r, &uri)
+	return v, nil
 }
 
-// uriPart is the URI's user part or parameter, or all of it.
-func uriPart(r *config.Rule, uri *gosip.Uri) string {
-	switch {
-	case r.URIUser:
-		return uri.User
-	case r.URIParam != "":
-		v, _ := param(uri.UriParams, r.URIParam)
-		return v
-	}
-	return uri.String()
+// view is the key rules' source of a SIP request.
+var _ policy.Source = (*view)(nil)
+
+// Method is the request's method.
+func (v *view) Method() string { return v.method }
+
+// Header is the first field named name (lower case, long form), in its long
+// or its compact form.
+func (v *view) Header(name string) (string, bool) {
+	b := v.w.header(name)
+	return string(b), b != nil
 }
 
-// param looks a parameter up by name, case-insensitively as RFC 3261
-// compares parameter names (sipgo's Get is case-sensitive).
-func param(ps gosip.HeaderParams, name string) (string, bool) {
-	for _, kv := range ps {
-		if strings.EqualFold(kv.K, name) {
-			return kv.V, true
-		}
-	}
-	return "", false
+// Cookie: a SIP request has none (config refuses cookie rules for SIP).
+func (v *view) Cookie(string) (string, bool) { return "", false }
+
+// Query: a SIP Request-URI has none (clb refuses one with headers).
+func (v *view) Query(string) (string, bool) { return "", false }
+
+// RequestURI is the Request-URI as received.
+func (v *view) RequestURI() string {
+	start := v.w.data[:v.w.startLine]
+	_, rest, _ := bytes.Cut(start, sp)
+	uri, _, _ := bytes.Cut(rest, sp)
+	uri, _, _ = bytes.Cut(uri, []byte("?"))
+	return string(uri)
 }
+
+// URIUser is the user part of the Request-URI (field ""), or of the URI in
+// the named field; From and To are parsed already.
+func (v *view) URIUser(field string) (string, bool) {
+	if u := v.parsedURI(field); u != nil {
+		return u.User, true
+	}
+	value, ok := v.Header(field)
+	if !ok {
+		return "", false
+	}
+	return policy.URIUser(value)
+}
+
+// URIParam is parameter name of the URI URIUser reads.
+func (v *view) URIParam(field, name string) (string, bool) {
+	if u := v.parsedURI(field); u != nil {
+		return policy.Param(u.UriParams, name)
+	}
+	value, ok := v.Header(field)
+	if !ok {
+		return "", false
+	}
+	return policy.URIParam(value, name)
+}
+
+func (v *view) parsedURI(field string) *gosip.Uri {
+	switch field {
+	case "":
+		return &v.uri
+	case "from":
+		return &v.from.Address
+	case "to":
+		return &v.to.Address
+	}
+	return nil
+}
+
+// param is policy.Param, the name the proxy's many look-ups read best with.
+func param(ps gosip.HeaderParams, name string) (string, bool) { return policy.Param(ps, name) }

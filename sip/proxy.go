@@ -13,6 +13,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
+	"clb/policy"
 )
 
 // endpoint is a SIP transport address: one of clb's listeners, or where a
@@ -49,7 +50,7 @@ type sender interface {
 
 // settings are what a reload changes, swapped in as one.
 type settings struct {
-	rules  []config.Rule
+	rules  *policy.Rules
 	byAddr map[endpoint]*config.Instance // instances with a SIP address
 }
 
@@ -87,7 +88,8 @@ type ProxyOptions struct {
 	Logger    *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// RetryAfter goes in 503 responses; 0 means 5 s.
+	// RetryAfter goes in 503 responses, in whole seconds rounded up; 0
+	// means 5 s.
 	RetryAfter time.Duration
 	// Metrics, if set, counts requests, dialogs, repairs and errors.
 	Metrics *metrics.Metrics
@@ -103,7 +105,7 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		now:        o.Now,
 		headers:    gosip.DefaultHeadersParser(),
 		net:        net,
-		retryAfter: int(o.RetryAfter / time.Second),
+		retryAfter: policy.RetryAfterSeconds(o.RetryAfter),
 		metrics:    o.Metrics,
 		report:     o.Report,
 	}
@@ -113,16 +115,13 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	if p.retryAfter <= 0 {
-		p.retryAfter = 5
-	}
 	p.reload(o.Rules, o.Instances)
 	return p
 }
 
 // reload replaces the key rules and the configured instances at once.
 func (p *Proxy) reload(rules []config.Rule, in []config.Instance) {
-	set := &settings{rules: rules, byAddr: map[endpoint]*config.Instance{}}
+	set := &settings{rules: policy.Compile(rules), byAddr: map[endpoint]*config.Instance{}}
 	for i := range in {
 		inst := &in[i]
 		if ip, err := netip.ParseAddr(inst.SIP.Host); err == nil {
@@ -369,7 +368,7 @@ func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
 	if src, ok := param(v.via.Params, paramSource); ok {
 		// The request came over a connection: answer on it (RFC 3261
 		// 18.2.2) while it is open.
-		if s, ok := balancer.UnescapeKey(src); ok {
+		if s, ok := policy.UnescapeKey(src); ok {
 			if a, err := netip.ParseAddrPort(s); err == nil {
 				dst.conn = p.connTo(a)
 			}

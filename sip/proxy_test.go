@@ -10,6 +10,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/policy"
 )
 
 func forTransports(t *testing.T, f func(t *testing.T, transport string)) {
@@ -24,7 +25,7 @@ func (c *cluster) expectRouted(req *gosip.Request, at, key, previous string) {
 	c.t.Helper()
 	d := c.bal.Table().RouteFor(balancer.SIP, key, previous, time.Now())
 	want := map[string]string{
-		"X-CLB-Key":      balancer.EscapeKey(key),
+		"X-CLB-Key":      policy.EscapeKey(key),
 		"X-CLB-Instance": d.Owner.Name,
 		"X-CLB-Replica":  "",
 		"X-CLB-Previous": "",
@@ -70,7 +71,7 @@ func TestDialog(t *testing.T) {
 			t.Errorf("Max-Forwards %v, want 69", mf)
 		}
 		rr := d.recordRouteLine
-		for _, want := range []string{"lr", "bekey=" + balancer.EscapeKey(key), "beroute=" + d.instance, "ftag=" + balancer.EscapeKey(d.fromTag), "transport=" + transport} {
+		for _, want := range []string{"lr", "bekey=" + policy.EscapeKey(key), "beroute=" + d.instance, "ftag=" + policy.EscapeKey(d.fromTag), "transport=" + transport} {
 			if !strings.Contains(rr, want) {
 				t.Errorf("Record-Route %s lacks %s", rr, want)
 			}
@@ -265,7 +266,7 @@ func TestKeyEscaping(t *testing.T) {
 	phone.send(inv, c.udp)
 	name, got := c.recvAny("INVITE")
 	c.expectRouted(got, name, "s:"+key, "")
-	if rr := header(got, "Record-Route"); !strings.Contains(rr, "bekey="+balancer.EscapeKey("s:"+key)+";") {
+	if rr := header(got, "Record-Route"); !strings.Contains(rr, "bekey="+policy.EscapeKey("s:"+key)+";") {
 		t.Errorf("Record-Route %s", rr)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"clb/policy"
+
 	"github.com/cespare/xxhash/v2"
 )
 
@@ -85,7 +87,7 @@ func validNameAddr(w *wire, f field) bool {
 }
 
 func knownScheme(s []byte) bool {
-	return equalFold(s, "sip") || equalFold(s, "sips") || equalFold(s, "tel")
+	return policy.EqualFold(s, "sip") || policy.EqualFold(s, "sips") || policy.EqualFold(s, "tel")
 }
 
 func isToken(s []byte) bool {
@@ -159,7 +161,7 @@ func hasTag(v []byte) bool {
 			return false
 		}
 		v = bytes.TrimLeft(v[i+1:], " \t")
-		if len(v) >= 3 && equalFold(v[:3], "tag") {
+		if len(v) >= 3 && policy.EqualFold(v[:3], "tag") {
 			return true
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 
-	"clb/balancer"
+	"clb/policy"
 )
 
 // Record-Route parameters clb puts in its own URI (SPEC section 5), and that
@@ -32,11 +32,11 @@ func appendRecordRoute(dst []byte, self endpoint, r dialogRoute) []byte {
 	dst = append(dst, ";transport="...)
 	dst = append(dst, self.transport...)
 	dst = append(dst, ";lr;"+paramKey+"="...)
-	dst = balancer.AppendEscapedKey(dst, r.key)
+	dst = policy.AppendEscapedKey(dst, r.key)
 	dst = append(dst, ";"+paramRoute+"="...)
-	dst = balancer.AppendEscapedKey(dst, r.instance)
+	dst = policy.AppendEscapedKey(dst, r.instance)
 	dst = append(dst, ";"+paramFTag+"="...)
-	dst = balancer.AppendEscapedKey(dst, r.ftag)
+	dst = policy.AppendEscapedKey(dst, r.ftag)
 	if r.outbound {
 		dst = append(dst, ";"+paramDir+"=out"...)
 	}
@@ -54,9 +54,9 @@ func parseDialogRoute(get func(string) (string, bool)) (r dialogRoute, ok bool) 
 	ftag, _ := get(paramFTag)
 	dir, _ := get(paramDir)
 	var ok1, ok2, ok3 bool
-	r.key, ok1 = balancer.UnescapeKey(key)
-	r.instance, ok2 = balancer.UnescapeKey(inst)
-	r.ftag, ok3 = balancer.UnescapeKey(ftag)
+	r.key, ok1 = policy.UnescapeKey(key)
+	r.instance, ok2 = policy.UnescapeKey(inst)
+	r.ftag, ok3 = policy.UnescapeKey(ftag)
 	r.outbound = dir == "out"
 	return r, ok1 && ok2 && ok3 && r.key != ""
 }

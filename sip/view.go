@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"clb/policy"
+
 	gosip "github.com/emiago/sipgo/sip"
 )
 
@@ -280,37 +282,14 @@ func unfold(b []byte) []byte {
 	return out
 }
 
-// header is the value of the first field named name (case-insensitive, in
-// its long or its compact form), or nil.
+// header is the value of the first field named name (lower case, in its
+// long form) whether the message writes it long or compact, or nil.
 func (w *wire) header(name string) []byte {
-	lower := strings.ToLower(longName(name))
 	for _, l := range w.lines {
 		n := bytes.TrimRight(w.data[l.start:l.nameEnd], " \t")
-		if len(n) == 1 && strings.EqualFold(longName(string(n)), lower) || equalFold(n, lower) {
+		if len(n) == 1 && strings.EqualFold(policy.LongName(string(n)), name) || policy.EqualFold(n, name) {
 			return w.value(l)
 		}
 	}
 	return nil
-}
-
-// compactNames are the one-letter forms of header field names (RFC 3261
-// 7.3.3 and the IANA SIP header registry), by letter.
-var compactNames = [26]string{
-	'a' - 'a': "Accept-Contact", 'b' - 'a': "Referred-By", 'c' - 'a': "Content-Type",
-	'd' - 'a': "Request-Disposition", 'e' - 'a': "Content-Encoding", 'f' - 'a': "From",
-	'i' - 'a': "Call-ID", 'j' - 'a': "Reject-Contact", 'k' - 'a': "Supported",
-	'l' - 'a': "Content-Length", 'm' - 'a': "Contact", 'n' - 'a': "Identity-Info",
-	'o' - 'a': "Event", 'r' - 'a': "Refer-To", 's' - 'a': "Subject", 't' - 'a': "To",
-	'u' - 'a': "Allow-Events", 'v' - 'a': "Via", 'x' - 'a': "Session-Expires",
-	'y' - 'a': "Identity",
-}
-
-// longName is name, or the long form of a compact one.
-func longName(name string) string {
-	if len(name) == 1 {
-		if c := name[0] | 0x20; c >= 'a' && c <= 'z' && compactNames[c-'a'] != "" {
-			return compactNames[c-'a']
-		}
-	}
-	return name
 }

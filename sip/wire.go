@@ -2,6 +2,8 @@ package sip
 
 import (
 	"bytes"
+
+	"clb/policy"
 )
 
 // field identifies the header fields the proxy reads or rewrites.
@@ -125,45 +127,28 @@ func fieldOf(name []byte) field {
 		return fieldOther
 	}
 	switch {
-	case equalFold(name, "via"):
+	case policy.EqualFold(name, "via"):
 		return fieldVia
-	case equalFold(name, "from"):
+	case policy.EqualFold(name, "from"):
 		return fieldFrom
-	case equalFold(name, "to"):
+	case policy.EqualFold(name, "to"):
 		return fieldTo
-	case equalFold(name, "call-id"):
+	case policy.EqualFold(name, "call-id"):
 		return fieldCallID
-	case equalFold(name, "cseq"):
+	case policy.EqualFold(name, "cseq"):
 		return fieldCSeq
-	case equalFold(name, "max-forwards"):
+	case policy.EqualFold(name, "max-forwards"):
 		return fieldMaxForwards
-	case equalFold(name, "route"):
+	case policy.EqualFold(name, "route"):
 		return fieldRoute
-	case equalFold(name, "content-length"):
+	case policy.EqualFold(name, "content-length"):
 		return fieldContentLength
-	case equalFold(name, "proxy-require"):
+	case policy.EqualFold(name, "proxy-require"):
 		return fieldProxyRequire
-	case len(name) > 6 && equalFold(name[:6], "x-clb-"):
+	case len(name) > 6 && policy.EqualFold(name[:6], "x-clb-"):
 		return fieldCLB
 	}
 	return fieldOther
-}
-
-// equalFold compares ASCII case-insensitively without allocating.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // value is a field's value bytes.
