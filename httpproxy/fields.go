@@ -70,7 +70,9 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 		dst = append(dst, ", "...)
 	}
 	dst = append(dst, x.cc.remote...)
-	dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n"...)
+	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
+	dst = append(dst, x.s.scheme...)
+	dst = append(dst, "\r\n"...)
 	if host != nil {
 		dst = appendField(dst, []byte("X-Forwarded-Host"), host)
 	} else {
@@ -80,7 +82,7 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 		dst = append(dst, x.d.Owner.HTTP.Addr()...)
 		dst = append(dst, "\r\n"...)
 	}
-	dst = policy.AppendFields(dst, x.key.key, &x.d)
+	dst = x.appendFields(dst)
 	switch {
 	case x.f.chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
@@ -145,21 +147,4 @@ func (x *exchange) appendResponseHead(dst []byte, closing bool) []byte {
 		dst = append(dst, "Connection: close\r\n"...)
 	}
 	return append(dst, "\r\n"...)
-}
-
-// appendCookies sets CLBKEY when the key is new or a rule gave another one
-// than the cookie, and CLBROUTE when the serving instance is not the one the
-// request named (sticky repair).
-func (x *exchange) appendCookies(dst []byte) []byte {
-	if x.key.minted || x.key.ruled && x.key.fromCookie != x.key.key {
-		dst = append(dst, "Set-Cookie: "+keyCookie+"="...)
-		dst = policy.AppendEscapedKey(dst, x.key.key)
-		dst = append(dst, "; Path=/; HttpOnly; SameSite=Lax\r\n"...)
-	}
-	if x.last != x.d.Owner.Name {
-		dst = append(dst, "Set-Cookie: "+routeCookie+"="...)
-		dst = append(dst, x.d.Owner.Name...)
-		dst = append(dst, "; Path=/; HttpOnly; SameSite=Lax\r\n"...)
-	}
-	return dst
 }

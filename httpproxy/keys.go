@@ -26,12 +26,12 @@ type sessionKey struct {
 	minted     bool // new: the request had none
 }
 
-func requestKey(rules *policy.Rules, h *head) sessionKey {
+func requestKey(rules *policy.Rules, req policy.Source) sessionKey {
 	var k sessionKey
-	if c := cookie(h, keyCookie); c != nil {
-		k.fromCookie, _ = policy.UnescapeKey(string(c))
+	if c, ok := req.Cookie(keyCookie); ok {
+		k.fromCookie, _ = policy.UnescapeKey(c)
 	}
-	if v, ok := rules.Key(h); ok {
+	if v, ok := rules.Key(req); ok {
 		k.key, k.ruled = v, true
 		return k
 	}

@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"clb/balancer"
 	"clb/metrics"
 	"clb/policy"
 )
@@ -31,11 +30,8 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
-	key := requestKey(s.rules.Load(), h)
-	last := string(cookie(h, routeCookie))
-	now := s.o.Now()
-	d := s.o.Balancer.Table().RouteFor(balancer.HTTP, key.key, last, now)
-	if d.Owner == nil {
+	ss := route(s.o.Balancer, s.rules.Load(), h, s.o.Now())
+	if ss.d.Owner == nil {
 		s.refused(h, "no_instance")
 		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(policy.RetryAfterSeconds(s.o.RetryAfter)))
 		return false
@@ -49,22 +45,19 @@ func (s *Server) proxy(cc *clientConn) bool {
 		}
 	}
 
-	x := exchange{s: s, cc: cc, h: h, f: f, key: key, last: last, d: d}
+	x := exchange{s: s, cc: cc, h: h, f: f, session: ss}
 	return x.run()
 }
 
 // exchange is one request's way through the instances.
 type exchange struct {
-	s    *Server
-	cc   *clientConn
-	h    *head
-	f    framing
-	key  sessionKey
-	last string // the CLBROUTE the request carried
-	d    balancer.Decision
+	s  *Server
+	cc *clientConn
+	h  *head
+	f  framing
+	session
 
 	bodyRead bool // any of the request body left the client's stream
-	retried  bool // the replica partner was tried
 	upgrade  bool
 }
 
@@ -80,15 +73,12 @@ func (x *exchange) run() bool {
 		switch {
 		case errors.As(err, &de) || x.resendable(err):
 			x.s.report(owner, false)
-			if x.d.Replica == nil || x.retried {
+			// Nothing of the request reached the instance, or it may be
+			// sent again: try the replica partner.
+			if !x.failover(x.s.o.Balancer, x.s.o.Now()) {
 				return x.fail(502, "instance unreachable", "unreachable")
 			}
-			// Nothing of the request reached the instance, or it may be
-			// sent again: try the replica partner, which holds the
-			// session's state.
-			x.retried = true
 			x.s.o.Metrics.Retry("http")
-			x.d = x.s.o.Balancer.Table().RouteWithout(balancer.HTTP, x.key.key, owner, x.s.o.Now())
 			if x.d.Owner == nil {
 				x.s.refused(x.h, "no_instance")
 				x.s.refuse(x.cc, 503, "no instance is available")
@@ -140,36 +130,6 @@ func (x *exchange) fail(status int, msg, kind string) bool {
 func (s *Server) refused(h *head, kind string) {
 	s.o.Metrics.Request("http", metrics.Method(h.method), "", "refused")
 	s.o.Metrics.Error("http", kind)
-}
-
-// counted counts a request an instance answered.
-func (x *exchange) counted() {
-	m := x.s.o.Metrics
-	if m == nil {
-		return
-	}
-	owner := x.d.Owner.Name
-	m.Request("http", metrics.Method(x.h.method), owner, statusClass(x.cc.res.status))
-	if x.key.minted || x.last != owner {
-		m.Session("http", owner)
-	}
-	if x.d.Repaired {
-		m.Repair("http")
-	}
-}
-
-func statusClass(status int) string {
-	switch {
-	case status < 200:
-		return "1xx"
-	case status < 300:
-		return "2xx"
-	case status < 400:
-		return "3xx"
-	case status < 500:
-		return "4xx"
-	}
-	return "5xx"
 }
 
 func (s *Server) report(instance string, ok bool) {
@@ -263,7 +223,7 @@ func (x *exchange) exchangeHead(up *upConn) error {
 // connection to the pool when it ended cleanly.
 func (x *exchange) relay(up *upConn) bool {
 	res := &x.cc.res
-	x.counted()
+	x.count(x.s.o.Metrics, x.h.method, res.status)
 	if res.status == 101 {
 		return x.tunnel(up)
 	}

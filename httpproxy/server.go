@@ -48,6 +48,7 @@ type Server struct {
 	o           Options
 	log         *zap.Logger
 	ln          net.Listener
+	scheme      string // X-Forwarded-Proto
 	pool        *pool
 	rules       atomic.Pointer[policy.Rules] // keys.http, swapped by Reload
 	slots       chan struct{}                // one per open client connection: Limits.MaxConnections
@@ -61,8 +62,21 @@ type Server struct {
 	closing atomic.Bool
 }
 
-// NewServer listens on addr (host:port; port 0 picks one).
+// NewServer listens on addr (host:port; port 0 picks one) and serves plain
+// HTTP there.
 func NewServer(addr string, o Options) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	return New(ln, "http", o), nil
+}
+
+// New serves HTTP/1.1 on ln, which may be any stream listener (a TLS one
+// among them); scheme ("http" or "https") is what X-Forwarded-Proto tells
+// the instances. The server owns ln from now on and closes it when Serve
+// ends.
+func New(ln net.Listener, scheme string, o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -72,24 +86,21 @@ func NewServer(addr string, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http: %w", err)
-	}
 	l := o.Limits
 	if l.MaxConnections <= 0 {
 		l.MaxConnections = config.Defaults().HTTP.MaxConnections
 	}
 	s := &Server{
-		o:     o,
-		log:   o.Logger,
-		ln:    ln,
-		pool:  newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
-		slots: make(chan struct{}, l.MaxConnections),
-		conns: map[*clientConn]struct{}{},
+		o:      o,
+		log:    o.Logger,
+		ln:     ln,
+		scheme: scheme,
+		pool:   newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
+		slots:  make(chan struct{}, l.MaxConnections),
+		conns:  map[*clientConn]struct{}{},
 	}
 	s.Reload(o.Rules)
-	return s, nil
+	return s
 }
 
 // Reload swaps in the key rules of a reloaded configuration; requests being
@@ -113,9 +124,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			c, err := s.ln.Accept()
 			if err != nil {
 				<-s.slots
-				if !errors.Is(err, net.ErrClosed) {
-					s.log.Warn("http accept", zap.Error(err))
-					time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
+				if policy.AcceptFailed(s.log, err) {
 					continue
 				}
 				return

@@ -1,6 +1,12 @@
 package policy
 
-import "time"
+import (
+	"errors"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+)
 
 // EqualFold compares b with s ASCII case-insensitively; s must be lower
 // case. It is how header and parameter names are compared on the hot paths,
@@ -54,3 +60,18 @@ func RetryAfterSeconds(d time.Duration) int {
 	}
 	return int((d + time.Second - 1) / time.Second)
 }
+
+// AcceptFailed is what an accept loop does after Accept returned err: false
+// when the listener is closed (the loop ends), else true after logging it
+// and pausing, so that a lasting error (out of file descriptors) does not
+// spin the loop.
+func AcceptFailed(log *zap.Logger, err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	log.Warn("accept", zap.Error(err))
+	time.Sleep(acceptPause)
+	return true
+}
+
+const acceptPause = 50 * time.Millisecond
