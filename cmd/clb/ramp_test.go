@@ -228,7 +228,7 @@ func checkShares(t *testing.T, steps []step, full float64, rising bool) {
 func TestRampEndToEnd(t *testing.T) {
 	a, b, c := newWebInstance(t, "a"), newWebInstance(t, "b"), newWebInstance(t, "c")
 	path := writeFile(t, fmt.Sprintf(`listen: {http: 127.0.0.1:0, admin: 127.0.0.1:0}
-health: {interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
+health: {interval: 100ms, timeout: 100ms, rise: 1, fall: 2}
 loadfactor: {start: 0.25, increase: 0.25, period: 3s}
 instances:
   - {name: a, http: http://%s}
