@@ -30,6 +30,11 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
+	if err := h.checkTarget(); err != nil {
+		s.refused(h, "malformed_request")
+		s.refuse(cc, 400, err.Error())
+		return false
+	}
 	ss := route(s.o.Balancer, s.rules.Load(), h, s.o.Now())
 	if ss.d.Owner == nil {
 		s.refused(h, "no_instance")
