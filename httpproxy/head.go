@@ -41,12 +41,19 @@ func (e *errHead) Error() string { return e.msg }
 
 func bad(msg string) error { return &errHead{400, msg} }
 
+// errNothing is a connection that failed before the peer sent a byte.
+type errNothing struct{ err error }
+
+func (e *errNothing) Error() string { return e.err.Error() }
+func (e *errNothing) Unwrap() error { return e.err }
+
 var errTooLarge = &errHead{431, "request header fields too large"}
 
 // readHead reads a head from br into h (reusing h's memory): lines up to the
 // empty one, at most maxBytes in all and maxFields fields. Empty lines before
 // a request line are skipped (RFC 9112 2.2). io.EOF means the peer closed
-// before a head began.
+// before a head began, *errNothing that the connection failed (a reset)
+// before it sent a byte.
 func readHead(br *bufio.Reader, h *head, maxBytes, maxFields int, request bool) error {
 	h.buf, h.fields = h.buf[:0], h.fields[:0]
 	first := true
@@ -57,6 +64,8 @@ func readHead(br *bufio.Reader, h *head, maxBytes, maxFields int, request bool) 
 			return errTooLarge
 		case err == io.EOF && first && len(h.buf) == 0 && len(line) == 0:
 			return io.EOF
+		case err != nil && first && len(h.buf) == 0 && len(line) == 0 && !isTimeout(err):
+			return &errNothing{err}
 		case err != nil:
 			if errors.Is(err, io.EOF) {
 				return io.ErrUnexpectedEOF

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -103,12 +104,16 @@ func (x *exchange) run() bool {
 	}
 }
 
-// resendable reports whether a request that failed with err, before any
-// response came, may go to another instance (SPEC section 7): it had no body
-// and its method is idempotent (RFC 9110 9.2.2), and the instance did not
-// merely take too long (a timeout is answered 504, not repeated).
+// resendable reports whether a request that failed with err may go to
+// another instance (SPEC section 7): a connection that could not be opened
+// (errDial) is handled by the caller; otherwise only a connection the
+// instance closed before any byte of a response (errStale: it had closed a
+// pooled one, or died under the request), for a request without a body
+// and of an idempotent method (RFC 9110 9.2.2). A response that could not
+// be parsed, one cut short, bytes beyond a response's framing or a timeout
+// (504) are answered, never repeated: the instance did act on the request.
 func (x *exchange) resendable(err error) bool {
-	return !x.bodyRead && !isTimeout(err) && !errors.Is(err, errClientBody) && x.idempotent()
+	return !x.bodyRead && errors.Is(err, errStale) && x.idempotent()
 }
 
 func (x *exchange) idempotent() bool {
@@ -144,21 +149,25 @@ func (s *Server) report(instance string, ok bool) {
 }
 
 var (
+	// errStale: a connection the instance closed before any byte of the
+	// response came.
 	errStale      = errors.New("idle connection closed by the instance")
 	errClientBody = errors.New("malformed request body")
+	// errBeyondFraming: the instance sent bytes after a response that has
+	// no body (RFC 9112 6.3): which request they answer is unknowable.
+	errBeyondFraming = errors.New("bytes beyond the response's framing")
 )
 
 // send writes the request to its owner and reads the response head into
-// cc.res. A reused idle connection that turns out closed, before anything
-// came back, is retried once on a new connection when the request can be
-// sent again (no body, idempotent method).
+// cc.res. A reused idle connection that turns out closed before anything
+// came back is retried once on a new connection when the request can be
+// sent again (no body, idempotent method); every other failure is returned
+// as it is.
 func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
 		addr := x.d.Owner.HTTP.Addr()
-		// A request that cannot be sent twice gets a connection checked
-		// to be open; the others find out by sending.
 		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
-		up, reused, err := x.s.pool.get(addr, once, fresh)
+		up, reused, err := x.s.pool.get(addr, fresh)
 		if err != nil {
 			return nil, err
 		}
@@ -167,7 +176,7 @@ func (x *exchange) send() (*upConn, error) {
 			return up, nil
 		}
 		up.c.Close()
-		if errors.Is(err, errClientBody) || isTimeout(err) || !reused {
+		if !errors.Is(err, errStale) || !reused {
 			return nil, err
 		}
 		x.s.pool.drop(addr)
@@ -183,9 +192,17 @@ func (x *exchange) exchangeHead(up *upConn) error {
 	l := x.s.o.Limits
 	dc := up.dc
 	dc.write, dc.read, dc.deadline = l.WriteTimeout, 0, time.Time{}
+	// A failure before any byte of the response: on a pooled connection
+	// the instance had closed it; on a new one it died under the request.
+	stale := func(err error) error {
+		if isTimeout(err) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errStale, err)
+	}
 	x.cc.out = x.appendRequestHead(x.cc.out[:0])
 	if _, err := up.bw.Write(x.cc.out); err != nil {
-		return err
+		return stale(err)
 	}
 	if x.f.chunked || x.f.length > 0 {
 		x.bodyRead = true
@@ -197,13 +214,17 @@ func (x *exchange) exchangeHead(up *upConn) error {
 		}
 	}
 	if err := up.bw.Flush(); err != nil {
-		return err
+		if x.bodyRead {
+			return err
+		}
+		return stale(err)
 	}
 	dc.deadline = time.Now().Add(l.ResponseTimeout)
-	for {
+	for interim := false; ; interim = true {
 		if err := readHead(up.br, &x.cc.res, 64<<10, 200, false); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return errStale
+			var nothing *errNothing
+			if !interim && (errors.Is(err, io.EOF) || errors.As(err, &nothing)) {
+				return stale(err)
 			}
 			return err
 		}
@@ -237,6 +258,13 @@ func (x *exchange) relay(up *upConn) bool {
 		up.c.Close()
 		return x.fail(502, "malformed response framing", "malformed_response")
 	}
+	if !rf.chunked && rf.length == 0 && up.br.Buffered() > 0 {
+		// A body after a response that has none (HEAD, 204, 304,
+		// Content-Length: 0): the instance and clb disagree on where its
+		// answer ends.
+		up.c.Close()
+		return x.fail(502, errBeyondFraming.Error(), "malformed_response")
+	}
 	// A chunked body cannot go to an HTTP/1.0 client: it goes without its
 	// framing, ended by closing.
 	dechunk := rf.chunked && x.h.minor == 0
@@ -250,7 +278,10 @@ func (x *exchange) relay(up *upConn) bool {
 	}
 	_, err = copyBody(x.cc.bw, up.br, rf, dechunk)
 	flushErr := x.cc.bw.Flush()
-	upKeep := err == nil && res.minor == 1 && !res.has("connection", "close") && (rf.chunked || rf.length >= 0)
+	// Bytes already read beyond the response's framing answer no request:
+	// the connection is not used again.
+	upKeep := err == nil && res.minor == 1 && !res.has("connection", "close") && (rf.chunked || rf.length >= 0) &&
+		up.br.Buffered() == 0
 	if upKeep {
 		x.s.pool.put(up)
 	} else {

@@ -41,18 +41,18 @@ type errDial struct{ err error }
 func (e *errDial) Error() string { return "connect: " + e.err.Error() }
 func (e *errDial) Unwrap() error { return e.err }
 
-// get returns an idle connection to addr, or a new one. With check, an idle
-// connection is first checked for a close by the instance (a system call):
-// worth it for a request that cannot be sent again once its body is read;
-// others retry on a new connection if a reused one turns out closed. With
-// fresh, it is always a new one.
-func (p *pool) get(addr string, check, fresh bool) (c *upConn, reused bool, err error) {
+// get returns an idle connection to addr, or a new one (always, with
+// fresh). An idle connection is first checked (a non-blocking read) for a
+// close by the instance and for bytes it sent while idle: such bytes answer
+// no request of clb's, and read as the next response they would deliver
+// the wrong answer, so the connection is closed instead.
+func (p *pool) get(addr string, fresh bool) (c *upConn, reused bool, err error) {
 	for !fresh {
 		c := p.pop(addr)
 		if c == nil {
 			break
 		}
-		if p.now().Sub(c.since) < p.idleTimeout && (!check || alive(c)) {
+		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
 			return c, true, nil
 		}
 		c.c.Close()
@@ -78,8 +78,8 @@ func (p *pool) pop(addr string) *upConn {
 	return c
 }
 
-// alive reports whether an idle connection has not been closed by the
-// instance: a non-blocking read finds nothing to read.
+// alive reports whether an idle connection is still open and silent: a
+// non-blocking read finds nothing to read.
 func alive(c *upConn) bool {
 	if c.br.Buffered() > 0 || c.dc.raw == nil {
 		return c.br.Buffered() == 0
