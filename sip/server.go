@@ -12,11 +12,12 @@ import (
 	"go.uber.org/zap"
 
 	"clb/config"
+	"clb/sip/framing"
 )
 
 // maxMessage bounds a SIP message: a UDP datagram's payload, and what a TCP
 // connection may buffer for one message.
-const maxMessage = 65535
+const maxMessage = framing.MaxMessage
 
 // ServerOptions configure a Server.
 type ServerOptions struct {

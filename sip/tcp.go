@@ -1,17 +1,17 @@
 package sip
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"clb/sip/framing"
 )
 
 // tcpConn is one TCP connection, accepted or opened; writes are serialised.
@@ -178,51 +178,25 @@ func (s *Server) readTCP(c *tcpConn) {
 // frame handles the first message (or keep-alive) in b. It returns the bytes
 // used (0: need more), and false to close the connection.
 func (s *Server) frame(c *tcpConn, b []byte, sc *scratch) (int, bool) {
-	switch {
-	case bytes.HasPrefix(b, []byte("\r\n\r\n")):
-		// RFC 5626 3.5.1 ping: answer with a pong.
-		return 4, c.write([]byte("\r\n")) == nil
-	case bytes.HasPrefix(b, crlf) && (len(b) < 4 || b[2] != '\r'):
-		return 2, true // CRLFs before a start line are ignored (RFC 3261 7.5)
-	case len(b) < 4:
+	kind, n := framing.Next(b)
+	switch kind {
+	case framing.Ping:
+		return n, c.write([]byte(framing.Pong)) == nil
+	case framing.Blank:
+		return n, true
+	case framing.NeedMore:
 		return 0, true
-	}
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	if end < 0 {
-		return 0, len(b) <= maxMessage
-	}
-	head := end + 4
-	sc.wire = scan(b[:head], sc.wire.lines)
-	w := &sc.wire
-	length, ok := contentLength(w)
-	if !ok {
+	case framing.BadLength:
 		// Missing, repeated or malformed Content-Length: a stream cannot be
 		// framed. Answer what can be answered, then close.
-		in := inbound{data: b[:head], local: c.local, src: c.remote, conn: c}
-		s.proxy.rejectFraming(&in, sc, w)
-		return head, false
+		sc.wire = scan(b[:n], sc.wire.lines)
+		in := inbound{data: b[:n], local: c.local, src: c.remote, conn: c}
+		s.proxy.rejectFraming(&in, sc, &sc.wire)
+		return n, false
+	case framing.Message:
+		in := inbound{data: b[:n], local: c.local, src: c.remote, conn: c}
+		s.proxy.handle(&in, sc)
+		return n, true
 	}
-	total := head + length
-	if total > maxMessage {
-		return 0, false
-	}
-	if len(b) < total {
-		return 0, true
-	}
-	in := inbound{data: b[:total], local: c.local, src: c.remote, conn: c}
-	s.proxy.handle(&in, sc)
-	return total, true
-}
-
-// contentLength is the single, well-formed Content-Length of a message head.
-func contentLength(w *wire) (int, bool) {
-	if w.count(fieldContentLength) != 1 {
-		return 0, false
-	}
-	v := w.value(w.lines[w.first(fieldContentLength)])
-	n, err := strconv.ParseUint(string(v), 10, 31)
-	if err != nil {
-		return 0, false
-	}
-	return int(n), true
+	return 0, false // too large
 }
