@@ -34,11 +34,25 @@ func (c *tcpConn) write(b []byte) error {
 	return err
 }
 
-// conn is the open connection with a peer, or nil.
-func (s *Server) conn(a netip.AddrPort) *tcpConn {
+// conn is one connection of a stream transport, accepted or opened. A
+// request that came on it carries it (inbound.conn) so that clb's answer
+// and the response to it go back on it (destination.conn) while it is open
+// (RFC 3261 18.2.2). write is safe for concurrent use: writes are
+// serialised, each message whole.
+type conn interface {
+	write(b []byte) error
+}
+
+var _ conn = (*tcpConn)(nil)
+
+// connWith implements sender.
+func (s *Server) connWith(a netip.AddrPort) conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.conns[a]
+	if c := s.conns[a]; c != nil {
+		return c
+	}
+	return nil // not a nil *tcpConn in a non-nil conn
 }
 
 func (s *Server) accept(l *tcpListener) {
