@@ -1,9 +1,9 @@
 // Package framing finds SIP message boundaries on a byte stream (RFC 3261
 // section 18.3: a message ends Content-Length bytes after its empty line),
-// and the RFC 5626 keep-alives between messages. Every stream transport of
-// clb's SIP front end (TCP; TLS and WebSocket-free streams to come) and the
-// health probe over TCP frame with it, so that they agree on what a message
-// is.
+// and the RFC 5626 keep-alives between messages. clb's SIP stream
+// transports (TCP, and TLS to come) and the health probe over TCP frame
+// with it, so that they agree on what a message is. WebSocket is not framed
+// here: there a WebSocket message is one SIP message (RFC 7118).
 //
 // It is pure: no I/O, no allocation, no state; Next is safe for concurrent
 // use.
