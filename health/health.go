@@ -13,7 +13,6 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +29,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
+	"clb/sip/framing"
 )
 
 // historyLen is how many rounds of an instance's health are kept for the
@@ -339,7 +339,7 @@ func probeSIP(ctx context.Context, e config.Endpoint) error {
 	if _, err := conn.Write([]byte(req.String())); err != nil {
 		return err
 	}
-	buf := make([]byte, 65535)
+	buf := make([]byte, framing.MaxMessage)
 	have := 0
 	for {
 		n, err := conn.Read(buf[have:])
@@ -353,41 +353,37 @@ func probeSIP(ctx context.Context, e config.Endpoint) error {
 			continue
 		}
 		have += n
-		for { // a stream: take whole messages off the front
-			msg, rest, ok := nextMessage(buf[:have])
-			if !ok {
-				break
-			}
-			if final(msg, callID) {
-				return nil
-			}
-			have = copy(buf, rest)
+		found, rest, err := finalOnStream(buf[:have], callID)
+		if found || err != nil {
+			return err
 		}
+		have = copy(buf, rest)
 		if have == len(buf) {
 			return errors.New("response too large")
 		}
 	}
 }
 
-// nextMessage splits the first whole message (head and Content-Length
-// bytes of body) off a stream.
-func nextMessage(b []byte) (msg, rest []byte, ok bool) {
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	if end < 0 {
-		return nil, b, false
-	}
-	length := 0
-	for _, line := range bytes.Split(b[:end], []byte("\r\n")) {
-		name, value, found := bytes.Cut(line, []byte(":"))
-		if n := bytes.ToLower(bytes.TrimSpace(name)); found && (string(n) == "content-length" || string(n) == "l") {
-			length, _ = strconv.Atoi(string(bytes.TrimSpace(value)))
+// finalOnStream takes the whole messages off the front of a stream, framed
+// as clb's SIP front end frames them, and reports whether one is a final
+// response to the probe; rest is what is left for more bytes to complete.
+// The probe reads loosely: a head whose Content-Length cannot be told is
+// taken as a message without a body, and keep-alives are skipped.
+func finalOnStream(b []byte, callID string) (found bool, rest []byte, err error) {
+	for {
+		kind, n := framing.Next(b)
+		switch kind {
+		case framing.NeedMore:
+			return false, b, nil
+		case framing.TooLarge:
+			return false, nil, errors.New("response too large")
+		case framing.Message, framing.BadLength:
+			if final(b[:n], callID) {
+				return true, nil, nil
+			}
 		}
+		b = b[n:]
 	}
-	total := end + 4 + length
-	if len(b) < total {
-		return nil, b, false
-	}
-	return b[:total], b[total:], true
 }
 
 // final reports whether b holds a final response to the probe.

@@ -17,8 +17,8 @@
 //     else the Request-URI. A request from a configured instance without
 //     clb's Route leaves the cluster the same way.
 //   - A response whose top Via is clb's loses that Via and goes to the next
-//     one (received and rport honoured; over TCP, back on the connection the
-//     request came on). Any other response is dropped.
+//     one (received and rport honoured; over a stream transport, back on
+//     the connection the request came on). Any other response is dropped.
 //   - Errors are answered, never forwarded: 400 for what does not parse or
 //     lacks a field a proxy needs, 416, 420, 482 (clb's own Via: a loop), 483
 //     (Max-Forwards 0), 503 with Retry-After when no instance is live, 505.
@@ -30,9 +30,25 @@
 // retransmission, a CANCEL and the ACK of a non-2xx answer reach the same
 // instance as their INVITE with the same branch.
 //
+// Transports: the proxy's policy (proxy.go, forward.go, reply.go, route.go)
+// names a transport only by its Via token, in endpoint.transport, and a
+// connection only as conn; it reaches the wire through sender, which the
+// Server implements. The Server holds one transport per token (udp.go:
+// datagrams; stream.go: connections framed by package framing, over a
+// streamNetwork, tcp.go for TCP) and hands each message to the one its
+// destination names, on the destination's connection first when it has one.
+// A request clb answers itself is answered on the transport, and the
+// connection, it came on. TLS is one more streamTransport over a TLS
+// streamNetwork; WebSocket one more transport.
+//
 // Concurrency: a Server's goroutines (several readers per UDP socket, one
-// per TCP connection) share one Proxy, which is safe for concurrent use:
-// each goroutine brings its own scratch memory, the routing state is read
-// with one atomic load per message, and nothing is kept per transaction. The
-// Server owns its goroutines; Serve returns once they have all stopped.
+// per stream connection, one per stream listener accepting) share one
+// Proxy, which is safe for concurrent use: each goroutine brings its own
+// scratch memory, the routing state is read with one atomic load per
+// message, and nothing is kept per transaction. A transport's send and a
+// conn's write are safe for concurrent use (a connection's writes are
+// serialised, a message at a time); a stream transport's connection table
+// is guarded by its own mutex and is not touched per message on UDP. The
+// Server owns every goroutine its transports start; Serve returns once they
+// have all stopped.
 package sip

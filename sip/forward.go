@@ -18,8 +18,9 @@ import (
 // cookie, then "clb", so that clb knows its own Vias.
 const branchPrefix = "z9hG4bKclb"
 
-// paramSource in clb's Via keeps the peer a request came from over TCP, so
-// that the response finds that connection again.
+// paramSource in clb's Via keeps the peer a request came from over a
+// connection (a stream transport), so that the response finds that
+// connection again.
 const paramSource = "clb-src"
 
 // edits say how a forwarded request differs from the one received.

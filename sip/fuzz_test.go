@@ -119,6 +119,8 @@ func (r *recorder) isSelf(a netip.AddrPort) bool {
 	return a == netip.MustParseAddrPort("127.0.0.1:5060")
 }
 
+func (r *recorder) connWith(netip.AddrPort) conn { return nil }
+
 // FuzzHandle: any datagram is handled without a panic, and whatever clb
 // forwards keeps the start line it came with.
 func FuzzHandle(f *testing.F) {

@@ -280,7 +280,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		t.Fatal(err)
 	}
 	c.server = srv
-	c.udp, c.tcp = srv.udp[0].self.addr, srv.tcp[0].self.addr
+	c.udp, c.tcp = srv.transport("udp").selves()[0].addr, srv.transport("tcp").selves()[0].addr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx) }()

@@ -19,33 +19,39 @@ import (
 // endpoint is a SIP transport address: one of clb's listeners, or where a
 // message goes.
 type endpoint struct {
-	transport string // "udp" or "tcp"
+	transport string // the Via token, lower case: "udp", "tcp", …
 	addr      netip.AddrPort
 }
 
 // inbound is one message as it arrived.
 type inbound struct {
 	data  []byte
-	local endpoint       // the listener it arrived on (for TCP, its transport's listener)
+	local endpoint       // the listener it arrived on (for a connection, its transport's listener)
 	src   netip.AddrPort // the peer
-	conn  *tcpConn       // the connection, for TCP
+	conn  conn           // the connection, on a stream transport; else nil
 }
 
-// destination is where a message goes: an address over a transport, or a
-// given TCP connection.
+// destination is where a message goes: an address over a transport, and
+// first a given connection while it is open.
 type destination struct {
 	endpoint
-	conn *tcpConn
+	conn conn
 }
 
-// sender puts bytes on the wire; the Server implements it.
+// sender puts bytes on the wire; the Server implements it. The proxy names
+// transports only by their Via token and knows connections only as conn.
 type sender interface {
+	// send puts data on dst.conn, if set and still open, else on the wire
+	// to dst.addr over dst.transport.
 	send(dst destination, data []byte) error
 	// listener is clb's own endpoint for transport, in the address family of
 	// to: what goes in its Via and Record-Route towards to.
 	listener(transport string, to netip.Addr) (endpoint, bool)
 	// isSelf reports whether addr is one of clb's listeners.
 	isSelf(addr netip.AddrPort) bool
+	// connWith is the open connection with the peer at remote, on any
+	// stream transport, or nil.
+	connWith(remote netip.AddrPort) conn
 }
 
 // settings are what a reload changes, swapped in as one.
@@ -370,20 +376,12 @@ func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
 		// 18.2.2) while it is open.
 		if s, ok := policy.UnescapeKey(src); ok {
 			if a, err := netip.ParseAddrPort(s); err == nil {
-				dst.conn = p.connTo(a)
+				dst.conn = p.net.connWith(a)
 			}
 		}
 	}
 	sc.out = appendResponse(sc.out[:0], v)
 	p.deliver(dst, sc.out)
-}
-
-// connTo is a hook for the server's connection table (nil without TCP).
-func (p *Proxy) connTo(a netip.AddrPort) *tcpConn {
-	if c, ok := p.net.(interface{ conn(netip.AddrPort) *tcpConn }); ok {
-		return c.conn(a)
-	}
-	return nil
 }
 
 // viaDestination is where a response goes for Via v: received and rport
@@ -410,11 +408,10 @@ func viaDestination(v *gosip.ViaHeader) (destination, bool) {
 // transportName is a Via's transport as clb spells it, lower case; the
 // usual ones without allocating, as this runs for every message.
 func transportName(t string) string {
-	switch {
-	case strings.EqualFold(t, "udp"):
-		return "udp"
-	case strings.EqualFold(t, "tcp"):
-		return "tcp"
+	for _, name := range [...]string{"udp", "tcp", "tls", "ws", "wss"} {
+		if strings.EqualFold(t, name) {
+			return name
+		}
 	}
 	return strings.ToLower(t)
 }

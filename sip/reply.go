@@ -18,11 +18,11 @@ type refusal struct {
 	unsupported string // option tags, for 420
 }
 
-// reply answers the request itself, back to where it came from: over the
-// same connection (TCP), or to the source address and port (UDP) as if the
-// client had asked for rport (RFC 3581), which works through NAT and trusts
-// no Via. It answers only a request with a Via and a CSeq to match the answer
-// to, and never an ACK.
+// reply answers the request itself, back to where it came from on the
+// transport it came over: on the same connection (a stream transport), or to
+// the source address and port (UDP) as if the client had asked for rport
+// (RFC 3581), which works through NAT and trusts no Via. It answers only a
+// request with a Via and a CSeq to match the answer to, and never an ACK.
 func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 	w := v.w
 	if method, _, _ := bytes.Cut(w.data[:w.startLine], sp); string(method) == "ACK" {
@@ -34,7 +34,7 @@ func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 		return // nothing to match an answer to
 	}
 	sc.out = appendLocalResponse(sc.out[:0], w, r)
-	p.deliver(destination{endpoint: endpoint{"udp", in.src}, conn: in.conn}, sc.out)
+	p.deliver(destination{endpoint: endpoint{in.local.transport, in.src}, conn: in.conn}, sc.out)
 }
 
 // refusalKind names a refusal for the error metrics.

@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,11 +11,12 @@ import (
 	"go.uber.org/zap"
 
 	"clb/config"
+	"clb/sip/framing"
 )
 
-// maxMessage bounds a SIP message: a UDP datagram's payload, and what a TCP
-// connection may buffer for one message.
-const maxMessage = 65535
+// maxMessage bounds a SIP message: a UDP datagram's payload, and what a
+// stream connection may buffer for one message.
+const maxMessage = framing.MaxMessage
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
@@ -39,9 +39,10 @@ type ServerOptions struct {
 	MaxConns int
 }
 
-// Server runs the proxy on clb's SIP listeners: UDP sockets read by several
+// Server runs the proxy on clb's SIP transports: UDP sockets read by several
 // goroutines, TCP listeners with a goroutine per connection, and TCP
-// connections to instances opened on demand.
+// connections to instances opened on demand. It is the proxy's sender: it
+// hands a message to the transport its destination names.
 //
 // It uses sipgo's parser and message model, not its transport layer: that
 // keeps every UDP source address it has ever seen in two maps that are never
@@ -54,25 +55,11 @@ type Server struct {
 	log   *zap.Logger
 	opts  ServerOptions
 
-	udp []*udpListener
-	tcp []*tcpListener
-
-	mu      sync.Mutex // guards conns, dialing and closed
-	conns   map[netip.AddrPort]*tcpConn
-	dialing map[netip.AddrPort]chan struct{}
-	closed  bool
+	// transports are every transport clb has, in the order Listeners lists
+	// them, found by name; one without listeners sends nothing.
+	transports []transport
 
 	wg sync.WaitGroup
-}
-
-type udpListener struct {
-	conn *net.UDPConn
-	self endpoint
-}
-
-type tcpListener struct {
-	ln   *net.TCPListener
-	self endpoint
 }
 
 // NewServer binds the listeners (so that port 0 is resolved) but serves
@@ -93,22 +80,22 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = 10_000
 	}
-	s := &Server{
-		log:     o.Logger,
-		opts:    o,
-		conns:   map[netip.AddrPort]*tcpConn{},
-		dialing: map[netip.AddrPort]chan struct{}{},
-	}
+	s := &Server{log: o.Logger, opts: o}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	s.proxy = newProxy(o.ProxyOptions, s)
+	stream := streamOptions{dialTimeout: o.DialTimeout, writeTimeout: o.WriteTimeout, idleTimeout: o.IdleTimeout, maxConns: o.MaxConns}
+	s.transports = []transport{
+		newUDPTransport(s.proxy, s.log, o.Readers, &s.wg),
+		newStreamTransport("tcp", tcpNetwork{}, s.proxy, s.log, stream, &s.wg),
+	}
 	for _, a := range o.Listen {
 		if err := s.bind(a); err != nil {
-			s.closeListeners()
+			s.closeTransports()
 			return nil, err
 		}
 	}
-	s.proxy = newProxy(o.ProxyOptions, s)
 	return s, nil
 }
 
@@ -117,24 +104,22 @@ func (s *Server) bind(a config.SIPAddr) error {
 	if err != nil {
 		return fmt.Errorf("sip: listen %s: the host must be an IP address", a)
 	}
-	addr := netip.AddrPortFrom(ip, uint16(a.Port))
-	switch a.Transport {
-	case "udp":
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
-		if err != nil {
-			return fmt.Errorf("sip: %w", err)
-		}
-		_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
-		_ = c.SetWriteBuffer(4 << 20)
-		s.udp = append(s.udp, &udpListener{conn: c, self: endpoint{"udp", localAddr(c.LocalAddr())}})
-	case "tcp":
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
-		if err != nil {
-			return fmt.Errorf("sip: %w", err)
-		}
-		s.tcp = append(s.tcp, &tcpListener{ln: ln, self: endpoint{"tcp", localAddr(ln.Addr())}})
-	default:
+	t := s.transport(a.Transport)
+	if t == nil {
 		return fmt.Errorf("sip: listen %s: transport %q not supported", a, a.Transport)
+	}
+	if err := t.listen(netip.AddrPortFrom(ip, uint16(a.Port))); err != nil {
+		return fmt.Errorf("sip: %w", err)
+	}
+	return nil
+}
+
+// transport is the transport named name (a Via token, lower case), or nil.
+func (s *Server) transport(name string) transport {
+	for _, t := range s.transports {
+		if t.name() == name {
+			return t
+		}
 	}
 	return nil
 }
@@ -153,11 +138,10 @@ func (s *Server) Reload(rules []config.Rule, instances []config.Instance) {
 // Listeners are the bound addresses, as transport://host:port.
 func (s *Server) Listeners() []string {
 	var out []string
-	for _, l := range s.udp {
-		out = append(out, "udp://"+l.self.addr.String())
-	}
-	for _, l := range s.tcp {
-		out = append(out, "tcp://"+l.self.addr.String())
+	for _, t := range s.transports {
+		for _, self := range t.selves() {
+			out = append(out, t.name()+"://"+self.addr.String())
+		}
 	}
 	return out
 }
@@ -165,67 +149,19 @@ func (s *Server) Listeners() []string {
 // Serve handles messages until ctx ends, then closes every socket and
 // returns when all its goroutines have stopped.
 func (s *Server) Serve(ctx context.Context) error {
-	for _, l := range s.udp {
-		for range s.opts.Readers {
-			s.wg.Go(func() { s.readUDP(l) })
-		}
-	}
-	for _, l := range s.tcp {
-		s.wg.Go(func() { s.accept(l) })
+	for _, t := range s.transports {
+		t.serve()
 	}
 	<-ctx.Done()
-	s.mu.Lock()
-	s.closed = true
-	conns := make([]*tcpConn, 0, len(s.conns))
-	for _, c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	s.closeListeners()
-	for _, c := range conns {
-		c.c.Close()
-	}
+	s.closeTransports()
 	s.wg.Wait()
 	return nil
 }
 
-func (s *Server) closeListeners() {
-	for _, l := range s.udp {
-		l.conn.Close()
+func (s *Server) closeTransports() {
+	for _, t := range s.transports {
+		t.close()
 	}
-	for _, l := range s.tcp {
-		l.ln.Close()
-	}
-}
-
-func (s *Server) readUDP(l *udpListener) {
-	buf := make([]byte, maxMessage)
-	var sc scratch
-	for {
-		n, src, err := l.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("udp read", zap.Error(err))
-			continue
-		}
-		if n == 0 || isKeepAlive(buf[:n]) {
-			continue
-		}
-		in := inbound{data: buf[:n], local: l.self, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
-		s.proxy.handle(&in, &sc)
-	}
-}
-
-// isKeepAlive reports a datagram of only CR and LF (RFC 5626 keep-alive).
-func isKeepAlive(b []byte) bool {
-	for _, c := range b {
-		if c != '\r' && c != '\n' {
-			return false
-		}
-	}
-	return true
 }
 
 // send implements sender.
@@ -236,67 +172,46 @@ func (s *Server) send(dst destination, data []byte) error {
 		}
 		// The connection is gone: open another to the Via (RFC 3261 18.2.2).
 	}
-	switch dst.transport {
-	case "udp":
-		l, ok := pick(s.udp, udpSelf, dst.addr.Addr())
-		if !ok {
-			return fmt.Errorf("no UDP listener for %s", dst.addr)
-		}
-		_, err := l.conn.WriteToUDPAddrPort(data, dst.addr)
-		return err
-	case "tcp":
-		c, err := s.dial(dst.addr)
-		if err != nil {
-			return err
-		}
-		return c.write(data)
+	t := s.transport(dst.transport)
+	if t == nil {
+		return fmt.Errorf("transport %q not supported", dst.transport)
 	}
-	return fmt.Errorf("transport %q not supported", dst.transport)
+	return t.send(dst.addr, data)
 }
-
-// pick is the listener a message to "to" leaves from, and so the one clb's
-// Via names: the first of to's address family, else the first.
-func pick[L *udpListener | *tcpListener](ls []L, self func(L) endpoint, to netip.Addr) (L, bool) {
-	for _, l := range ls {
-		if self(l).addr.Addr().Is4() == to.Unmap().Is4() {
-			return l, true
-		}
-	}
-	if len(ls) > 0 {
-		return ls[0], true
-	}
-	return nil, false
-}
-
-func udpSelf(l *udpListener) endpoint { return l.self }
-func tcpSelf(l *tcpListener) endpoint { return l.self }
 
 // listener implements sender.
 func (s *Server) listener(transport string, to netip.Addr) (endpoint, bool) {
-	switch transport {
-	case "udp":
-		if l, ok := pick(s.udp, udpSelf, to); ok {
-			return l.self, true
-		}
-	case "tcp":
-		if l, ok := pick(s.tcp, tcpSelf, to); ok {
-			return l.self, true
-		}
+	t := s.transport(transport)
+	if t == nil {
+		return endpoint{}, false
 	}
-	return endpoint{}, false
+	selves := t.selves()
+	i := pick(selves, to)
+	if i < 0 {
+		return endpoint{}, false
+	}
+	return selves[i], true
 }
 
 // isSelf implements sender.
 func (s *Server) isSelf(a netip.AddrPort) bool {
-	for _, l := range s.udp {
-		if l.self.addr == a {
-			return true
-		}
-	}
-	for _, l := range s.tcp {
-		if l.self.addr == a {
-			return true
+	for _, t := range s.transports {
+		for _, self := range t.selves() {
+			if self.addr == a {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// connWith implements sender: the open connection with remote on any
+// stream transport.
+func (s *Server) connWith(remote netip.AddrPort) conn {
+	for _, t := range s.transports {
+		if c := t.connWith(remote); c != nil {
+			return c
+		}
+	}
+	return nil
 }

@@ -1,228 +1,32 @@
 package sip
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"strconv"
-	"sync"
 	"time"
-
-	"go.uber.org/zap"
 )
 
-// tcpConn is one TCP connection, accepted or opened; writes are serialised.
-type tcpConn struct {
-	c            net.Conn
-	remote       netip.AddrPort
-	local        endpoint // clb's TCP listener, what its Via names
-	writeTimeout time.Duration
-
-	mu sync.Mutex
+// streamNetwork is what a stream transport runs on: how it listens and how
+// it opens a connection. Framing, the connection table and the timeouts are
+// streamTransport's; TLS will be tcpNetwork's connections wrapped by
+// tls.Server and tls.Client.
+type streamNetwork interface {
+	listen(addr netip.AddrPort) (net.Listener, error)
+	dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error)
 }
 
-func (c *tcpConn) write(b []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.c.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-		return err
-	}
-	_, err := c.c.Write(b)
-	return err
-}
+// tcpNetwork is plain TCP.
+type tcpNetwork struct{}
 
-// conn is the open connection with a peer, or nil.
-func (s *Server) conn(a netip.AddrPort) *tcpConn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns[a]
-}
-
-func (s *Server) accept(l *tcpListener) {
-	for {
-		c, err := l.ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("tcp accept", zap.Error(err))
-			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
-			continue
-		}
-		tc := &tcpConn{c: c, remote: localAddr(c.RemoteAddr()), local: l.self, writeTimeout: s.opts.WriteTimeout}
-		if !s.register(tc) {
-			c.Close()
-			continue
-		}
-		s.wg.Go(func() { s.readTCP(tc) })
-	}
-}
-
-// register adds c to the table unless the server is closing or full.
-func (s *Server) register(c *tcpConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || len(s.conns) >= s.opts.MaxConns {
-		return false
-	}
-	s.conns[c.remote] = c
-	return true
-}
-
-func (s *Server) unregister(c *tcpConn) {
-	s.mu.Lock()
-	if s.conns[c.remote] == c {
-		delete(s.conns, c.remote)
-	}
-	s.mu.Unlock()
-	c.c.Close()
-}
-
-// dial returns the connection to a, opening it if need be; one dial at a
-// time per address.
-func (s *Server) dial(a netip.AddrPort) (*tcpConn, error) {
-	for {
-		s.mu.Lock()
-		if c := s.conns[a]; c != nil {
-			s.mu.Unlock()
-			return c, nil
-		}
-		if s.closed {
-			s.mu.Unlock()
-			return nil, net.ErrClosed
-		}
-		wait, busy := s.dialing[a]
-		if !busy {
-			wait = make(chan struct{})
-			s.dialing[a] = wait
-		}
-		s.mu.Unlock()
-		if busy {
-			<-wait
-			continue
-		}
-		c, err := s.open(a)
-		s.mu.Lock()
-		delete(s.dialing, a)
-		s.mu.Unlock()
-		close(wait)
-		return c, err
-	}
-}
-
-func (s *Server) open(a netip.AddrPort) (*tcpConn, error) {
-	self, ok := s.listener("tcp", a.Addr())
-	if !ok {
-		return nil, fmt.Errorf("no TCP listener to name in Via for %s", a)
-	}
-	d := net.Dialer{Timeout: s.opts.DialTimeout}
-	c, err := d.Dial("tcp", a.String())
+func (tcpNetwork) listen(addr netip.AddrPort) (net.Listener, error) {
+	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
 	if err != nil {
-		return nil, err
+		return nil, err // not a nil *TCPListener in a non-nil net.Listener
 	}
-	tc := &tcpConn{c: c, remote: a, local: self, writeTimeout: s.opts.WriteTimeout}
-	if !s.register(tc) {
-		c.Close()
-		return nil, fmt.Errorf("connection table full or closed")
-	}
-	s.wg.Go(func() { s.readTCP(tc) })
-	return tc, nil
+	return ln, nil
 }
 
-// readTCP frames messages on a connection (RFC 3261 18.3: by Content-Length)
-// and hands each to the proxy. Framing errors close the connection: past
-// one, there is no message boundary to resume at.
-func (s *Server) readTCP(c *tcpConn) {
-	defer s.unregister(c)
-	buf := make([]byte, 8192)
-	have := 0
-	var sc scratch
-	for {
-		if err := c.c.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)); err != nil {
-			return
-		}
-		if have == len(buf) {
-			if len(buf) >= maxMessage+4 {
-				return // a message that does not end: refuse to buffer more
-			}
-			grown := make([]byte, min(2*len(buf), maxMessage+4))
-			copy(grown, buf[:have])
-			buf = grown
-		}
-		n, err := c.c.Read(buf[have:])
-		have += n
-		for {
-			used, ok := s.frame(c, buf[:have], &sc)
-			if !ok {
-				return
-			}
-			if used == 0 {
-				break
-			}
-			have = copy(buf, buf[used:have])
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				if ce := s.log.Check(zap.DebugLevel, "tcp read"); ce != nil {
-					ce.Write(zap.Stringer("peer", c.remote), zap.Error(err))
-				}
-			}
-			return
-		}
-	}
-}
-
-// frame handles the first message (or keep-alive) in b. It returns the bytes
-// used (0: need more), and false to close the connection.
-func (s *Server) frame(c *tcpConn, b []byte, sc *scratch) (int, bool) {
-	switch {
-	case bytes.HasPrefix(b, []byte("\r\n\r\n")):
-		// RFC 5626 3.5.1 ping: answer with a pong.
-		return 4, c.write([]byte("\r\n")) == nil
-	case bytes.HasPrefix(b, crlf) && (len(b) < 4 || b[2] != '\r'):
-		return 2, true // CRLFs before a start line are ignored (RFC 3261 7.5)
-	case len(b) < 4:
-		return 0, true
-	}
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	if end < 0 {
-		return 0, len(b) <= maxMessage
-	}
-	head := end + 4
-	sc.wire = scan(b[:head], sc.wire.lines)
-	w := &sc.wire
-	length, ok := contentLength(w)
-	if !ok {
-		// Missing, repeated or malformed Content-Length: a stream cannot be
-		// framed. Answer what can be answered, then close.
-		in := inbound{data: b[:head], local: c.local, src: c.remote, conn: c}
-		s.proxy.rejectFraming(&in, sc, w)
-		return head, false
-	}
-	total := head + length
-	if total > maxMessage {
-		return 0, false
-	}
-	if len(b) < total {
-		return 0, true
-	}
-	in := inbound{data: b[:total], local: c.local, src: c.remote, conn: c}
-	s.proxy.handle(&in, sc)
-	return total, true
-}
-
-// contentLength is the single, well-formed Content-Length of a message head.
-func contentLength(w *wire) (int, bool) {
-	if w.count(fieldContentLength) != 1 {
-		return 0, false
-	}
-	v := w.value(w.lines[w.first(fieldContentLength)])
-	n, err := strconv.ParseUint(string(v), 10, 31)
-	if err != nil {
-		return 0, false
-	}
-	return int(n), true
+func (tcpNetwork) dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("tcp", addr.String())
 }

@@ -1,0 +1,286 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"clb/sip/framing"
+)
+
+// streamTransport is a connection-oriented SIP transport: listeners with a
+// goroutine per accepted connection, connections to peers opened on demand,
+// one bounded table of both kinds keyed by the peer's address, messages
+// framed by Content-Length (package framing) with RFC 5626 keep-alives
+// answered, and idle connections closed. What a stream transport runs on
+// (plain TCP, TLS) is its streamNetwork; the rest is here.
+type streamTransport struct {
+	token   string
+	network streamNetwork
+	proxy   *Proxy
+	log     *zap.Logger
+	opts    streamOptions
+	wg      *sync.WaitGroup // the Server's
+
+	listeners []net.Listener
+	self      []endpoint // self[i] is listeners[i]'s
+
+	mu      sync.Mutex // guards conns, dialing and closed
+	conns   map[netip.AddrPort]*streamConn
+	dialing map[netip.AddrPort]chan struct{}
+	closed  bool
+}
+
+// streamOptions are a stream transport's limits (ServerOptions says their
+// defaults).
+type streamOptions struct {
+	dialTimeout, writeTimeout, idleTimeout time.Duration
+	maxConns                               int
+}
+
+func newStreamTransport(token string, network streamNetwork, proxy *Proxy, log *zap.Logger, o streamOptions, wg *sync.WaitGroup) *streamTransport {
+	return &streamTransport{
+		token: token, network: network, proxy: proxy, log: log, opts: o, wg: wg,
+		conns:   map[netip.AddrPort]*streamConn{},
+		dialing: map[netip.AddrPort]chan struct{}{},
+	}
+}
+
+func (t *streamTransport) name() string { return t.token }
+
+func (t *streamTransport) selves() []endpoint { return t.self }
+
+func (t *streamTransport) listen(addr netip.AddrPort) error {
+	ln, err := t.network.listen(addr)
+	if err != nil {
+		return err
+	}
+	t.listeners = append(t.listeners, ln)
+	t.self = append(t.self, endpoint{t.token, localAddr(ln.Addr())})
+	return nil
+}
+
+func (t *streamTransport) serve() {
+	for i := range t.listeners {
+		t.wg.Go(func() { t.accept(i) })
+	}
+}
+
+func (t *streamTransport) close() {
+	t.mu.Lock()
+	t.closed = true
+	conns := make([]*streamConn, 0, len(t.conns))
+	for _, c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, ln := range t.listeners {
+		ln.Close()
+	}
+	for _, c := range conns {
+		c.c.Close()
+	}
+}
+
+// streamConn is one connection, accepted or opened; writes are serialised.
+type streamConn struct {
+	c            net.Conn
+	remote       netip.AddrPort
+	local        endpoint // clb's listener on the transport, what its Via names
+	writeTimeout time.Duration
+
+	mu sync.Mutex
+}
+
+func (c *streamConn) write(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.c.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return err
+	}
+	_, err := c.c.Write(b)
+	return err
+}
+
+func (t *streamTransport) connWith(a netip.AddrPort) conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.conns[a]; c != nil {
+		return c
+	}
+	return nil // not a nil *streamConn in a non-nil conn
+}
+
+func (t *streamTransport) send(a netip.AddrPort, data []byte) error {
+	c, err := t.dial(a)
+	if err != nil {
+		return err
+	}
+	return c.write(data)
+}
+
+func (t *streamTransport) accept(i int) {
+	ln, self := t.listeners[i], t.self[i]
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			t.log.Warn("stream accept", zap.String("transport", t.token), zap.Error(err))
+			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
+			continue
+		}
+		sc := &streamConn{c: c, remote: localAddr(c.RemoteAddr()), local: self, writeTimeout: t.opts.writeTimeout}
+		if !t.register(sc) {
+			c.Close()
+			continue
+		}
+		t.wg.Go(func() { t.read(sc) })
+	}
+}
+
+// register adds c to the table unless the transport is closing or full.
+func (t *streamTransport) register(c *streamConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || len(t.conns) >= t.opts.maxConns {
+		return false
+	}
+	t.conns[c.remote] = c
+	return true
+}
+
+func (t *streamTransport) unregister(c *streamConn) {
+	t.mu.Lock()
+	if t.conns[c.remote] == c {
+		delete(t.conns, c.remote)
+	}
+	t.mu.Unlock()
+	c.c.Close()
+}
+
+// dial returns the connection to a, opening it if need be; one dial at a
+// time per address.
+func (t *streamTransport) dial(a netip.AddrPort) (*streamConn, error) {
+	for {
+		t.mu.Lock()
+		if c := t.conns[a]; c != nil {
+			t.mu.Unlock()
+			return c, nil
+		}
+		if t.closed {
+			t.mu.Unlock()
+			return nil, net.ErrClosed
+		}
+		wait, busy := t.dialing[a]
+		if !busy {
+			wait = make(chan struct{})
+			t.dialing[a] = wait
+		}
+		t.mu.Unlock()
+		if busy {
+			<-wait
+			continue
+		}
+		c, err := t.open(a)
+		t.mu.Lock()
+		delete(t.dialing, a)
+		t.mu.Unlock()
+		close(wait)
+		return c, err
+	}
+}
+
+func (t *streamTransport) open(a netip.AddrPort) (*streamConn, error) {
+	i := pick(t.self, a.Addr())
+	if i < 0 {
+		return nil, fmt.Errorf("no %s listener to name in Via for %s", t.token, a)
+	}
+	c, err := t.network.dial(a, t.opts.dialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	sc := &streamConn{c: c, remote: a, local: t.self[i], writeTimeout: t.opts.writeTimeout}
+	if !t.register(sc) {
+		c.Close()
+		return nil, fmt.Errorf("connection table full or closed")
+	}
+	t.wg.Go(func() { t.read(sc) })
+	return sc, nil
+}
+
+// read frames messages on a connection (RFC 3261 18.3: by Content-Length)
+// and hands each to the proxy. Framing errors close the connection: past
+// one, there is no message boundary to resume at.
+func (t *streamTransport) read(c *streamConn) {
+	defer t.unregister(c)
+	buf := make([]byte, 8192)
+	have := 0
+	var sc scratch
+	for {
+		if err := c.c.SetReadDeadline(time.Now().Add(t.opts.idleTimeout)); err != nil {
+			return
+		}
+		if have == len(buf) {
+			if len(buf) >= maxMessage+4 {
+				return // a message that does not end: refuse to buffer more
+			}
+			grown := make([]byte, min(2*len(buf), maxMessage+4))
+			copy(grown, buf[:have])
+			buf = grown
+		}
+		n, err := c.c.Read(buf[have:])
+		have += n
+		for {
+			used, ok := t.frame(c, buf[:have], &sc)
+			if !ok {
+				return
+			}
+			if used == 0 {
+				break
+			}
+			have = copy(buf, buf[used:have])
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				if ce := t.log.Check(zap.DebugLevel, "stream read"); ce != nil {
+					ce.Write(zap.String("transport", t.token), zap.Stringer("peer", c.remote), zap.Error(err))
+				}
+			}
+			return
+		}
+	}
+}
+
+// frame handles the first message (or keep-alive) in b. It returns the bytes
+// used (0: need more), and false to close the connection.
+func (t *streamTransport) frame(c *streamConn, b []byte, sc *scratch) (int, bool) {
+	kind, n := framing.Next(b)
+	switch kind {
+	case framing.Ping:
+		return n, c.write([]byte(framing.Pong)) == nil
+	case framing.Blank:
+		return n, true
+	case framing.NeedMore:
+		return 0, true
+	case framing.BadLength:
+		// Missing, repeated or malformed Content-Length: a stream cannot be
+		// framed. Answer what can be answered, then close.
+		sc.wire = scan(b[:n], sc.wire.lines)
+		in := inbound{data: b[:n], local: c.local, src: c.remote, conn: c}
+		t.proxy.rejectFraming(&in, sc, &sc.wire)
+		return n, false
+	case framing.Message:
+		in := inbound{data: b[:n], local: c.local, src: c.remote, conn: c}
+		t.proxy.handle(&in, sc)
+		return n, true
+	}
+	return 0, false // too large
+}
