@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"clb/policy"
 	"clb/sip/framing"
 )
 
@@ -130,12 +131,10 @@ func (t *streamTransport) accept(i int) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+			if policy.AcceptFailed(t.log.With(zap.String("transport", t.token)), err) {
+				continue
 			}
-			t.log.Warn("stream accept", zap.String("transport", t.token), zap.Error(err))
-			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
-			continue
+			return
 		}
 		sc := &streamConn{c: c, remote: localAddr(c.RemoteAddr()), local: self, writeTimeout: t.opts.writeTimeout}
 		if !t.register(sc) {
