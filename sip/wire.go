@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"clb/policy"
+	"clb/sip/framing"
 )
 
 // field identifies the header fields the proxy reads or rewrites.
@@ -61,7 +62,7 @@ func scan(data []byte, lines []line) wire {
 			w.bodyStart = pos + 2
 			return w
 		}
-		end := lineEnd(data, pos)
+		end := framing.FieldEnd(data, pos)
 		if end < 0 {
 			return w // no CRLF: truncated
 		}
@@ -72,21 +73,6 @@ func scan(data []byte, lines []line) wire {
 }
 
 var crlf = []byte("\r\n")
-
-// lineEnd finds the end of the field starting at pos, past its folded
-// continuation lines, after the final CRLF; -1 if it has no CRLF.
-func lineEnd(data []byte, pos int) int {
-	for {
-		i := bytes.Index(data[pos:], crlf)
-		if i < 0 {
-			return -1
-		}
-		pos += i + 2
-		if pos >= len(data) || (data[pos] != ' ' && data[pos] != '\t') {
-			return pos
-		}
-	}
-}
 
 func parseLine(data []byte, start, end int) line {
 	l := line{start: start, end: end, nameEnd: start, valueStart: end - 2, valueEnd: end - 2}

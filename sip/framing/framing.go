@@ -93,7 +93,7 @@ func ContentLength(head []byte) (n int, ok bool) {
 	var value []byte
 	count := 0
 	for pos := eol + 2; pos < len(head) && !bytes.HasPrefix(head[pos:], crlf); {
-		end := fieldEnd(head, pos)
+		end := FieldEnd(head, pos)
 		if end < 0 {
 			break // truncated
 		}
@@ -113,9 +113,10 @@ func ContentLength(head []byte) (n int, ok bool) {
 	return int(u), true
 }
 
-// fieldEnd is the end of the header field at pos, past its folded
-// continuation lines and after its final CRLF; -1 if it has no CRLF.
-func fieldEnd(b []byte, pos int) int {
+// FieldEnd is the end of the header field at pos, past its folded
+// continuation lines and after its final CRLF; -1 if it has no CRLF. The
+// proxy's field index uses it too, so that both read a field alike.
+func FieldEnd(b []byte, pos int) int {
 	for {
 		i := bytes.Index(b[pos:], crlf)
 		if i < 0 {
