@@ -10,12 +10,15 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -126,8 +129,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", s.auth(s.status))
 	mux.HandleFunc("GET /api/v1/instances", s.auth(s.instances))
 	mux.HandleFunc("GET /api/v1/route", s.auth(s.route))
-	mux.HandleFunc("POST /api/v1/instances/{name}/{action}", s.auth(s.act))
-	mux.HandleFunc("POST /api/v1/reload", s.auth(s.reload))
+	mux.HandleFunc("POST /api/v1/instances/{name}/{action}", s.auth(s.change(s.act)))
+	mux.HandleFunc("POST /api/v1/reload", s.auth(s.change(s.reload)))
 	if s.o.Metrics != nil {
 		mux.Handle("GET /metrics", s.auth(s.o.Metrics.Handler().ServeHTTP))
 	}
@@ -137,18 +140,72 @@ func (s *Server) Handler() http.Handler {
 // auth requires the bearer token, when there is one. The status page itself
 // carries no data and is served to anyone: its script sends the token it is
 // given in the URL fragment (never sent to the server by the browser).
+//
+// Without a token the API is on loopback, where a web page in the
+// operator's browser can reach it: a DNS rebinding page then speaks to it
+// under its own name, so the Host must be an IP address or localhost.
 func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if tok := *s.token.Load(); tok != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+			// Compared as hashes, so that the time taken tells nothing of
+			// the token's length either.
+			gotSum, tokSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(tok))
+			if !ok || subtle.ConstantTimeCompare(gotSum[:], tokSum[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="clb"`)
 				writeError(w, http.StatusUnauthorized, "a bearer token is required")
 				return
 			}
+		} else if !localHost(r.Host) {
+			writeError(w, http.StatusForbidden, "Host "+strconv.Quote(r.Host)+": the admin API without a token answers only to an IP address or localhost")
+			return
 		}
 		h(w, r)
 	}
+}
+
+// AdminHeader marks a state-changing call as sent by a program: a web page
+// cannot send a custom field to another origin without a CORS preflight,
+// which clb never grants, so a cross-site form or fetch cannot drive the API.
+const AdminHeader = "X-CLB-Admin"
+
+// change guards a state-changing call against the operator's browser: it
+// must carry AdminHeader or a JSON body (neither can come from a plain form),
+// and an Origin, when a browser sends one, must be the admin listener's own.
+func (s *Server) change(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+		if r.Header.Get(AdminHeader) == "" && !strings.EqualFold(strings.TrimSpace(ct), "application/json") {
+			writeError(w, http.StatusForbidden, "a state-changing call needs the header "+AdminHeader+": 1 (or a JSON body)")
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
+			writeError(w, http.StatusForbidden, "Origin "+strconv.Quote(o)+" is not the admin listener's")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// localHost reports a Host that is an IP literal or localhost, with an
+// optional port: a name no rebinding DNS answer can stand behind.
+func localHost(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	_, err := netip.ParseAddr(h)
+	return err == nil
+}
+
+// sameOrigin reports whether origin (scheme://host[:port]) names host.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, host)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -96,6 +96,9 @@ func (f *fixture) call(method, path string, out any) (int, string) {
 	if f.tok != "" {
 		req.Header.Set("Authorization", "Bearer "+f.tok)
 	}
+	if method == "POST" {
+		req.Header.Set(AdminHeader, "1")
+	}
 	client := http.Client{Timeout: 20 * time.Second}
 	res, err := client.Do(req)
 	if err != nil {

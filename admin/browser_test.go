@@ -39,7 +39,9 @@ func findBrowser(t *testing.T) (chromium, driver string) {
 	return chromium, driver
 }
 
-func startWebDriver(t *testing.T) *webDriver {
+// startWebDriver starts chromedriver and a headless Chromium session with
+// the given extra command-line arguments.
+func startWebDriver(t *testing.T, args ...string) *webDriver {
 	chromium, driver := findBrowser(t)
 	// chromedriver wants a port number: take a free one.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,8 +93,8 @@ func startWebDriver(t *testing.T) *webDriver {
 		"browserName": "chrome",
 		"goog:chromeOptions": map[string]any{
 			"binary": chromium,
-			"args": []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-				"--no-first-run", "--window-size=1400,700", "--disable-dev-shm-usage", "--disable-extensions", "--no-default-browser-check"},
+			"args": append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+				"--no-first-run", "--window-size=1400,700", "--disable-dev-shm-usage", "--disable-extensions", "--no-default-browser-check"}, args...),
 		},
 		"goog:loggingPrefs": map[string]string{"browser": "ALL"},
 	}}}, &session)

@@ -87,6 +87,9 @@ instances:
 func adminCall(t *testing.T, addr, method, path string, out any) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+addr+path, nil)
+	if method == "POST" {
+		req.Header.Set(admin.AdminHeader, "1")
+	}
 	client := http.Client{Timeout: 30 * time.Second}
 	res, err := client.Do(req)
 	if err != nil {
