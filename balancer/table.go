@@ -245,7 +245,6 @@ type InstanceStatus struct {
 
 // Status is every configured instance's state at now, in configuration order.
 func (t *Table) Status(now time.Time) []InstanceStatus {
-	shares := t.hash.Shares()
 	out := make([]InstanceStatus, len(t.members))
 	for k, m := range t.members {
 		s := InstanceStatus{Instance: m.instance, State: m.state}
@@ -254,7 +253,7 @@ func (t *Table) Status(now time.Time) []InstanceStatus {
 			s.NextChange, _ = m.ramp.NextChange(now)
 		}
 		if m.index >= 0 {
-			s.Share = shares[m.index]
+			s.Share = t.hash.Share(m.index)
 		}
 		out[k] = s
 	}
