@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"clb/config"
+	"clb/hashing"
 	"clb/loadfactor"
 )
 
@@ -419,5 +420,51 @@ func TestTransitionsObserved(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("transitions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestRoutedShares: the sampled shares are what routing the sample keys at
+// now gives, through a ramp that steps and a drain; within one step of the
+// ramps a Table samples once.
+func TestRoutedShares(t *testing.T) {
+	p := loadfactor.DefaultParams()
+	b := mustBalancer(t, instances(4), p)
+	now := epoch()
+	must(t, b.SetHealth("inst1", false, now))
+	must(t, b.SetHealth("inst1", true, now)) // ramps up from 0.1, a step per 10 s
+	must(t, b.Drain("inst2", now))           // 0.9 down, a step per 10 s
+	must(t, b.Disable("inst3", now))
+	tb := b.Table()
+	sample := func(at time.Time) []float64 {
+		owned := map[string]int{}
+		for i := range uint64(ShareSamples) {
+			if d := tb.RouteHash(hashing.Mix(i), "", at); d.Owner != nil {
+				owned[d.Owner.Name]++
+			}
+		}
+		var out []float64
+		for _, s := range tb.Status(at) {
+			out = append(out, float64(owned[s.Instance.Name])/ShareSamples)
+		}
+		return out
+	}
+	var prev *routedShares
+	for k := range 24 { // two calls per step, past both ramps' ends
+		at := now.Add(time.Duration(k) * 5 * time.Second)
+		got, want := tb.RoutedShares(at), sample(at)
+		if !slices.Equal(got, want) {
+			t.Fatalf("at +%v: RoutedShares %v, sampled %v", at.Sub(now), got, want)
+		}
+		if cached := tb.routed.Load(); k%2 == 1 && cached != prev {
+			t.Errorf("at +%v: sampled again within a step", at.Sub(now))
+		} else {
+			prev = cached
+		}
+		if got[3] != 0 {
+			t.Errorf("at +%v: disabled inst3 routed %v", at.Sub(now), got[3])
+		}
+	}
+	if got := tb.RoutedShares(now.Add(time.Hour)); got[1] < 0.2 || got[2] != 0 {
+		t.Errorf("after the ramps: %v, want inst1 at its full share and inst2 at 0", got)
 	}
 }
