@@ -468,3 +468,50 @@ func TestRoutedShares(t *testing.T) {
 		t.Errorf("after the ramps: %v, want inst1 at its full share and inst2 at 0", got)
 	}
 }
+
+// TestUpdateBuildsOutsideTheLock: while a reload at N = 1000 builds its
+// hashing table (held there by a hook), Route, a health transition and an
+// admin action complete, and Update does not; the Table it then publishes
+// keeps what they changed.
+func TestUpdateBuildsOutsideTheLock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two hashing builds at N = 1000")
+	}
+	p := loadfactor.DefaultParams()
+	in := instances(1000)
+	b := mustBalancer(t, in, p)
+	now := epoch()
+	started, release := make(chan struct{}), make(chan struct{})
+	b.buildStarted = func() { close(started); <-release }
+	more := append(slices.Clone(in), config.Instance{Name: "extra", Weight: 100})
+	updated := make(chan error, 1)
+	go func() { updated <- b.Update(more, p, now) }()
+	<-started
+
+	// Update is inside its build: none of these may wait for it.
+	must(t, b.SetHealth("inst7", false, now))
+	must(t, b.Drain("inst8", now))
+	for k := range 1000 {
+		if d := b.Route(fmt.Sprint("key-", k), "", now); d.Owner == nil || d.Owner.Name == "inst7" {
+			t.Fatalf("key-%d: owner %s while inst7 is down", k, name(d.Owner))
+		}
+	}
+	if st := b.Table().Status(now); st[7].State != Down || st[8].State != Draining || len(st) != 1000 {
+		t.Errorf("during the build: inst7 %s, inst8 %s, %d instances", st[7].State, st[8].State, len(st))
+	}
+	select {
+	case err := <-updated:
+		t.Fatalf("Update returned while its build was held: %v", err)
+	default:
+	}
+
+	close(release)
+	must(t, <-updated)
+	st := b.Table().Status(now)
+	if len(st) != 1001 || st[1000].Instance.Name != "extra" || st[1000].State != Ramping {
+		t.Fatalf("after the update: %d instances, last %+v", len(st), st[len(st)-1])
+	}
+	if st[7].State != Down || st[8].State != Draining {
+		t.Errorf("after the update: inst7 %s, inst8 %s; the changes made during the build are lost", st[7].State, st[8].State)
+	}
+}
