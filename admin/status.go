@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"clb/balancer"
-	"clb/hashing"
 )
 
 // Status is the answer of GET /api/v1/status.
@@ -64,10 +63,6 @@ type Probe struct {
 	Error     string    `json:"error,omitempty"`
 }
 
-// shareSamples is how many keys the current shares are sampled over: enough
-// for a share to within about a percent, in a fraction of a millisecond.
-const shareSamples = 1 << 13
-
 func addrs(st balancer.InstanceStatus) InstanceAddrs {
 	a := InstanceAddrs{Name: st.Instance.Name}
 	if !st.Instance.SIP.IsZero() {
@@ -85,19 +80,14 @@ func (s *Server) snapshot() Status {
 	now := s.o.Now()
 	sts := t.Status(now)
 	out := Status{Version: t.Version(), Time: now, Instances: make([]InstanceStatus, 0, len(sts))}
-	owned := map[string]int{}
-	for i := range uint64(shareSamples) {
-		if d := t.RouteHash(hashing.Mix(i), "", now); d.Owner != nil {
-			owned[d.Owner.Name]++
-		}
-	}
-	for _, st := range sts {
+	routed := t.RoutedShares(now)
+	for k, st := range sts {
 		is := InstanceStatus{
 			InstanceAddrs: addrs(st),
 			Weight:        st.Instance.Weight,
 			State:         st.State.String(),
 			LoadFactor:    st.Factor,
-			Share:         float64(owned[st.Instance.Name]) / shareSamples,
+			Share:         routed[k],
 			FullShare:     st.Share,
 		}
 		if !st.NextChange.IsZero() {

@@ -76,16 +76,26 @@ func (m *member) state() State {
 }
 
 // Balancer owns the instances' live state and publishes Tables.
+//
+// Lock order: updateMu before mu. Update holds updateMu alone while it builds
+// a hashing table (seconds at N = 1000), so that the writers that take only
+// mu (SetHealth, Enable, Disable, Drain, Tick) never wait for a build.
 type Balancer struct {
 	table atomic.Pointer[Table]
 
-	mu        sync.Mutex // serialises writers
-	params    loadfactor.Params
+	updateMu sync.Mutex // serialises Update
+	mu       sync.Mutex // serialises writers' changes and publish
+	params   loadfactor.Params
+	// instances and hash change only in Update, holding both locks: read
+	// under either.
 	instances []config.Instance
 	hash      *hashing.Table
 	members   map[string]*member
 	observer  func(Transition)
 	changed   chan struct{} // closed at the next publish
+	// buildStarted, if set (tests), is called by Update when it starts
+	// building a hashing table, holding updateMu and not mu.
+	buildStarted func()
 }
 
 // Transition is an instance changing state, as a new Table made it.
@@ -119,6 +129,8 @@ func New(instances []config.Instance, params loadfactor.Params) (*Balancer, erro
 	for _, inst := range instances {
 		b.members[inst.Name] = &member{healthy: true, ramp: loadfactor.Full()}
 	}
+	b.updateMu.Lock()
+	defer b.updateMu.Unlock()
 	if err := b.update(instances, params, time.Time{}); err != nil {
 		return nil, err
 	}
@@ -135,19 +147,28 @@ func (b *Balancer) Route(key, last string, now time.Time) Decision {
 
 // Update swaps in a new instance list and ramp settings. Instances that remain
 // keep their live state; new ones start a ramp at now. The hashing table is
-// rebuilt only if names or weights changed.
+// rebuilt only if names or weights changed, and without holding the lock the
+// other writers take: state changes made meanwhile are kept in the Table
+// Update publishes. Concurrent Updates take effect in the order they start.
 func (b *Balancer) Update(instances []config.Instance, params loadfactor.Params, now time.Time) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.updateMu.Lock()
+	defer b.updateMu.Unlock()
 	return b.update(instances, params, now)
 }
 
+// update is Update holding updateMu. No generation check is needed when it
+// publishes: instances and hash change only here, and updateMu is held
+// throughout; members changed by the other writers meanwhile are read under
+// mu at publish.
 func (b *Balancer) update(instances []config.Instance, params loadfactor.Params, now time.Time) error {
 	if err := params.Validate(); err != nil {
 		return fmt.Errorf("balancer: load factor %w", err)
 	}
 	hash := b.hash
 	if hash == nil || !sameWeights(b.instances, instances) {
+		if b.buildStarted != nil {
+			b.buildStarted()
+		}
 		in := make([]hashing.Instance, len(instances))
 		for i, inst := range instances {
 			in[i] = hashing.Instance{Name: inst.Name, Weight: inst.Weight}
@@ -157,6 +178,8 @@ func (b *Balancer) update(instances []config.Instance, params loadfactor.Params,
 			return fmt.Errorf("balancer: %w", err)
 		}
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	members := make(map[string]*member, len(instances))
 	for _, inst := range instances {
 		m, ok := b.members[inst.Name]

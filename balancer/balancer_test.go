@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"clb/config"
+	"clb/hashing"
 	"clb/loadfactor"
 )
 
@@ -419,5 +420,98 @@ func TestTransitionsObserved(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("transitions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestRoutedShares: the sampled shares are what routing the sample keys at
+// now gives, through a ramp that steps and a drain; within one step of the
+// ramps a Table samples once.
+func TestRoutedShares(t *testing.T) {
+	p := loadfactor.DefaultParams()
+	b := mustBalancer(t, instances(4), p)
+	now := epoch()
+	must(t, b.SetHealth("inst1", false, now))
+	must(t, b.SetHealth("inst1", true, now)) // ramps up from 0.1, a step per 10 s
+	must(t, b.Drain("inst2", now))           // 0.9 down, a step per 10 s
+	must(t, b.Disable("inst3", now))
+	tb := b.Table()
+	sample := func(at time.Time) []float64 {
+		owned := map[string]int{}
+		for i := range uint64(ShareSamples) {
+			if d := tb.RouteHash(hashing.Mix(i), "", at); d.Owner != nil {
+				owned[d.Owner.Name]++
+			}
+		}
+		var out []float64
+		for _, s := range tb.Status(at) {
+			out = append(out, float64(owned[s.Instance.Name])/ShareSamples)
+		}
+		return out
+	}
+	var prev *routedShares
+	for k := range 24 { // two calls per step, past both ramps' ends
+		at := now.Add(time.Duration(k) * 5 * time.Second)
+		got, want := tb.RoutedShares(at), sample(at)
+		if !slices.Equal(got, want) {
+			t.Fatalf("at +%v: RoutedShares %v, sampled %v", at.Sub(now), got, want)
+		}
+		if cached := tb.routed.Load(); k%2 == 1 && cached != prev {
+			t.Errorf("at +%v: sampled again within a step", at.Sub(now))
+		} else {
+			prev = cached
+		}
+		if got[3] != 0 {
+			t.Errorf("at +%v: disabled inst3 routed %v", at.Sub(now), got[3])
+		}
+	}
+	if got := tb.RoutedShares(now.Add(time.Hour)); got[1] < 0.2 || got[2] != 0 {
+		t.Errorf("after the ramps: %v, want inst1 at its full share and inst2 at 0", got)
+	}
+}
+
+// TestUpdateBuildsOutsideTheLock: while a reload at N = 1000 builds its
+// hashing table (held there by a hook), Route, a health transition and an
+// admin action complete, and Update does not; the Table it then publishes
+// keeps what they changed.
+func TestUpdateBuildsOutsideTheLock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two hashing builds at N = 1000")
+	}
+	p := loadfactor.DefaultParams()
+	in := instances(1000)
+	b := mustBalancer(t, in, p)
+	now := epoch()
+	started, release := make(chan struct{}), make(chan struct{})
+	b.buildStarted = func() { close(started); <-release }
+	more := append(slices.Clone(in), config.Instance{Name: "extra", Weight: 100})
+	updated := make(chan error, 1)
+	go func() { updated <- b.Update(more, p, now) }()
+	<-started
+
+	// Update is inside its build: none of these may wait for it.
+	must(t, b.SetHealth("inst7", false, now))
+	must(t, b.Drain("inst8", now))
+	for k := range 1000 {
+		if d := b.Route(fmt.Sprint("key-", k), "", now); d.Owner == nil || d.Owner.Name == "inst7" {
+			t.Fatalf("key-%d: owner %s while inst7 is down", k, name(d.Owner))
+		}
+	}
+	if st := b.Table().Status(now); st[7].State != Down || st[8].State != Draining || len(st) != 1000 {
+		t.Errorf("during the build: inst7 %s, inst8 %s, %d instances", st[7].State, st[8].State, len(st))
+	}
+	select {
+	case err := <-updated:
+		t.Fatalf("Update returned while its build was held: %v", err)
+	default:
+	}
+
+	close(release)
+	must(t, <-updated)
+	st := b.Table().Status(now)
+	if len(st) != 1001 || st[1000].Instance.Name != "extra" || st[1000].State != Ramping {
+		t.Fatalf("after the update: %d instances, last %+v", len(st), st[len(st)-1])
+	}
+	if st[7].State != Down || st[8].State != Draining {
+		t.Errorf("after the update: inst7 %s, inst8 %s; the changes made during the build are lost", st[7].State, st[8].State)
 	}
 }

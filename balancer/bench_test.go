@@ -134,3 +134,14 @@ func BenchmarkReconfigure(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStatus is one Table.Status at N = 1000, as every status call,
+// long poll and metrics scrape makes.
+func BenchmarkStatus(b *testing.B) {
+	now := time.Unix(1_000_000, 0)
+	tb := degraded(b, 1000, now).Table()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = tb.Status(now)
+	}
+}

@@ -16,7 +16,12 @@
 // instance a request says served it last is compared with the owner (sticky
 // repair). It knows no SIP or HTTP types.
 //
-// Concurrency: Route, Table and Status are safe from any goroutine; the writer
-// methods (SetHealth, Enable, Disable, Drain, Update, Tick) serialise among
-// themselves and never block Route.
+// Concurrency: Route, Table and Status are safe from any goroutine and take no
+// lock. The writer methods (SetHealth, Enable, Disable, Drain, Update, Tick)
+// serialise among themselves on Balancer.mu, held only to publish a Table
+// (O(N)); Update builds a hashing table (O(2^20·N)) before it takes mu,
+// holding only Balancer.updateMu, which serialises Updates. Lock order:
+// updateMu before mu. The Balancer calls out only to the Observe callback,
+// under mu: it must not call a writer method, nor wait for a goroutine that
+// does (health.Checker calls SetHealth holding its own lock).
 package balancer

@@ -1,6 +1,8 @@
 package balancer
 
 import (
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"clb/config"
@@ -49,6 +51,9 @@ type Table struct {
 	members []memberView
 	byName  map[string]int // name → index in members
 	version uint64
+	// routed caches RoutedShares for the load factors it was sampled at:
+	// derived from the immutable fields, filled on first use.
+	routed atomic.Pointer[routedShares]
 }
 
 // memberView is one instance's state as a Table fixed it.
@@ -245,7 +250,6 @@ type InstanceStatus struct {
 
 // Status is every configured instance's state at now, in configuration order.
 func (t *Table) Status(now time.Time) []InstanceStatus {
-	shares := t.hash.Shares()
 	out := make([]InstanceStatus, len(t.members))
 	for k, m := range t.members {
 		s := InstanceStatus{Instance: m.instance, State: m.state}
@@ -254,11 +258,50 @@ func (t *Table) Status(now time.Time) []InstanceStatus {
 			s.NextChange, _ = m.ramp.NextChange(now)
 		}
 		if m.index >= 0 {
-			s.Share = shares[m.index]
+			s.Share = t.hash.Share(m.index)
 		}
 		out[k] = s
 	}
 	return out
+}
+
+// ShareSamples is how many keys RoutedShares samples: enough for a share to
+// within about a percent, in a fraction of a millisecond.
+const ShareSamples = 1 << 13
+
+// routedShares is RoutedShares at one set of load factors.
+type routedShares struct {
+	factors []float64 // by hashing index; 0 for instances that are not ramping
+	shares  []float64 // by index in members
+}
+
+// RoutedShares is, for every configured instance in configuration order (as
+// Status), the fraction of all keys routed to it at now, sampled over
+// ShareSamples keys. Routing changes within a Table only when a ramp steps
+// (SPEC section 3), so the sample is taken once per step and Table, and a
+// call between steps costs O(N).
+func (t *Table) RoutedShares(now time.Time) []float64 {
+	factors := make([]float64, len(t.ramps))
+	for i, k := range t.kinds[AnyProtocol] {
+		if k == rising || k == falling {
+			factors[i] = t.ramps[i].Factor(now)
+		}
+	}
+	if c := t.routed.Load(); c != nil && slices.Equal(c.factors, factors) {
+		return slices.Clone(c.shares)
+	}
+	owned := make([]int, len(t.members))
+	for i := range uint64(ShareSamples) {
+		if d := t.RouteHash(hashing.Mix(i), "", now); d.Owner != nil {
+			owned[t.byName[d.Owner.Name]]++
+		}
+	}
+	c := &routedShares{factors: factors, shares: make([]float64, len(owned))}
+	for k, n := range owned {
+		c.shares[k] = float64(n) / ShareSamples
+	}
+	t.routed.Store(c) // a racing caller stores the same values
+	return slices.Clone(c.shares)
 }
 
 // Version counts the Tables a Balancer has published; it rises by one per

@@ -51,13 +51,18 @@ func (d *decoder) errorf(line int, key, format string, args ...any) {
 // reported reports whether an error names key, a parent or a child of it.
 func (d *decoder) reported(key string) bool {
 	for _, err := range d.errs {
-		k := err.(*Error).Key
-		if k == "" || k == key || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[") ||
-			strings.HasPrefix(k, key+".") || strings.HasPrefix(k, key+"[") {
+		if related(err.(*Error).Key, key) {
 			return true
 		}
 	}
 	return false
+}
+
+// related reports whether key k is key, a parent or a child of it ("" is
+// the parent of all).
+func related(k, key string) bool {
+	return k == "" || k == key || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[") ||
+		strings.HasPrefix(k, key+".") || strings.HasPrefix(k, key+"[")
 }
 
 // err joins the errors in line order.

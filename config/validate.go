@@ -76,37 +76,91 @@ func (d *decoder) validateListen(c *Config) {
 }
 
 func (d *decoder) validateInstances(c *Config) {
-	if len(c.Instances) == 0 {
-		d.errorf(d.line("instances"), "instances", "at least one instance is required")
+	checkInstances(c.Instances, c.Listen,
+		func(_ int, key, msg string) { d.errorf(d.line(key), key, "%s", msg) },
+		func() bool { return d.reported("instances") })
+}
+
+// InstanceError is a problem ValidateInstances found in one instance, or in
+// the list as a whole.
+type InstanceError struct {
+	// Key is the key path the file would have: "instances[1].weight",
+	// "instances[1]" (the instance as a whole) or "instances" (the list).
+	Key string
+	// Name is the instance's name; empty for the list or a nameless instance.
+	Name string
+	Msg  string
+}
+
+func (e *InstanceError) Error() string {
+	if e.Name == "" {
+		return e.Key + ": " + e.Msg
+	}
+	return fmt.Sprintf("instance %q: %s: %s", e.Name, e.Key, e.Msg)
+}
+
+// ValidateInstances checks an instance list wherever it comes from (the
+// file, DNS SRV, etcd) as Load checks the file's, against the listeners it is
+// reached from: the errors, each an *InstanceError, are Load's without the
+// file and line, and as there, a problem of a key hides the others of that
+// key.
+func ValidateInstances(instances []Instance, listen Listen) error {
+	var errs []error
+	var keys []string
+	report := func(i int, key, msg string) {
+		for _, k := range keys {
+			if related(k, key) {
+				return
+			}
+		}
+		keys = append(keys, key)
+		e := &InstanceError{Key: key, Msg: msg}
+		if i >= 0 {
+			e.Name = instances[i].Name
+		}
+		errs = append(errs, e)
+	}
+	checkInstances(instances, listen, report, func() bool { return len(errs) > 0 })
+	return errors.Join(errs...)
+}
+
+// checkInstances is the one check of an instance list, for Load and
+// ValidateInstances: report hears each problem with its instance's index (-1
+// for the list), key path and message; reported tells whether any problem of
+// the list is known, after which what the instances offer is not judged.
+func checkInstances(instances []Instance, listen Listen, report func(i int, key, msg string), reported func() bool) {
+	bad := func(i int, key, format string, args ...any) { report(i, key, fmt.Sprintf(format, args...)) }
+	if len(instances) == 0 {
+		bad(-1, "instances", "at least one instance is required")
 		return
 	}
-	if len(c.Instances) > hashing.MaxInstances {
-		d.errorf(d.line("instances"), "instances", "%d instances, at most %d", len(c.Instances), hashing.MaxInstances)
+	if len(instances) > hashing.MaxInstances {
+		bad(-1, "instances", "%d instances, at most %d", len(instances), hashing.MaxInstances)
 	}
 	names := map[string]string{}
 	addrs := map[string]string{}
 	weighted, sip, http := 0, 0, 0
-	for i, inst := range c.Instances {
+	for i, inst := range instances {
 		key := fmt.Sprintf("instances[%d]", i)
 		switch {
 		case inst.Name == "":
-			d.errorf(d.line(key+".name"), key+".name", "required")
+			bad(i, key+".name", "required")
 		case !validName(inst.Name):
-			d.errorf(d.line(key+".name"), key+".name", "%q: use only letters, digits, '.', '_' and '-'", inst.Name)
+			bad(i, key+".name", "%q: use only letters, digits, '.', '_' and '-'", inst.Name)
 		default:
 			if first, dup := names[inst.Name]; dup {
-				d.errorf(d.line(key+".name"), key+".name", "duplicate name %q (also %s)", inst.Name, first)
+				bad(i, key+".name", "duplicate name %q (also %s)", inst.Name, first)
 			}
 			names[inst.Name] = key
 		}
 		if inst.SIP.IsZero() && inst.HTTP.IsZero() {
-			d.errorf(d.line(key), key, "give a sip address, an http address or both")
+			bad(i, key, "give a sip address, an http address or both")
 		}
 		if e := inst.SIP.Endpoint; !e.IsZero() {
 			if _, err := netip.ParseAddr(e.Host); err != nil {
-				d.errorf(d.line(key+".sip"), key+".sip", "%s: give an IP address", e)
-			} else if !hasTransport(c.Listen.SIP, e.Transport) && len(c.Listen.SIP) > 0 {
-				d.errorf(d.line(key+".sip"), key+".sip", "%s: listen.sip has no %s listener to reach it from", e, e.Transport)
+				bad(i, key+".sip", "%s: give an IP address", e)
+			} else if !hasTransport(listen.SIP, e.Transport) && len(listen.SIP) > 0 {
+				bad(i, key+".sip", "%s: listen.sip has no %s listener to reach it from", e, e.Transport)
 			}
 		}
 		for _, a := range []struct {
@@ -117,15 +171,15 @@ func (d *decoder) validateInstances(c *Config) {
 				continue
 			}
 			if a.e.Port == 0 {
-				d.errorf(d.line(a.key), a.key, "%s: an instance needs a port other than 0", a.e)
+				bad(i, a.key, "%s: an instance needs a port other than 0", a.e)
 			}
 			if first, dup := addrs[a.e.String()]; dup {
-				d.errorf(d.line(a.key), a.key, "%s is also %s", a.e, first)
+				bad(i, a.key, "%s is also %s", a.e, first)
 			}
 			addrs[a.e.String()] = a.key
 		}
 		if inst.Weight < 0 || inst.Weight > MaxWeight {
-			d.errorf(d.line(key+".weight"), key+".weight", "%d: must be from 0 to %d", inst.Weight, MaxWeight)
+			bad(i, key+".weight", "%d: must be from 0 to %d", inst.Weight, MaxWeight)
 		}
 		if inst.Weight > 0 {
 			weighted++
@@ -138,14 +192,14 @@ func (d *decoder) validateInstances(c *Config) {
 		}
 	}
 	switch {
-	case d.reported("instances"):
+	case reported():
 		// What the instances offer is unknown: say nothing of it.
 	case weighted == 0:
-		d.errorf(d.line("instances"), "instances", "every instance has weight 0, so none can take a key")
-	case len(c.Listen.SIP) > 0 && sip == 0:
-		d.errorf(d.line("listen.sip"), "listen.sip", "no instance of weight > 0 has a sip address")
-	case !c.Listen.HTTP.IsZero() && http == 0:
-		d.errorf(d.line("listen.http"), "listen.http", "no instance of weight > 0 has an http address")
+		bad(-1, "instances", "every instance has weight 0, so none can take a key")
+	case len(listen.SIP) > 0 && sip == 0:
+		bad(-1, "listen.sip", "no instance of weight > 0 has a sip address")
+	case !listen.HTTP.IsZero() && http == 0:
+		bad(-1, "listen.http", "no instance of weight > 0 has an http address")
 	}
 }
 

@@ -66,6 +66,7 @@ type Table struct {
 	// 80 ns in 8 MiB, where the caches this machine shares give out.
 	first    []uint32
 	rest     []uint32
+	shares   []float64 // by index: fraction of slots whose first choice it is
 	keyHash  func(string) uint64
 	rankHash func(slot uint64, name string) uint64
 }
@@ -124,6 +125,7 @@ func NewWithOptions(instances []Instance, opts Options) (*Table, error) {
 		t.seeds[i] = xxhash.Sum64String(inst.Name)
 	}
 	t.fillParallel()
+	t.shares = t.countShares()
 	return t, nil
 }
 
@@ -425,8 +427,15 @@ func (t *Table) AppendList(dst []int, h uint64, n int) []int {
 }
 
 // Shares is, for every instance, the fraction of slots whose first choice it
-// is: the share of keys it takes when every instance is live.
-func (t *Table) Shares() []float64 {
+// is: the share of keys it takes when every instance is live. New counts them
+// once; this is a copy.
+func (t *Table) Shares() []float64 { return slices.Clone(t.shares) }
+
+// Share is Shares()[i], without the copy.
+func (t *Table) Share(i int) float64 { return t.shares[i] }
+
+// countShares counts first choices over every slot: one pass, at build.
+func (t *Table) countShares() []float64 {
 	shares := make([]float64, len(t.names))
 	for _, e := range t.first {
 		if i := int(e & none); i != none {

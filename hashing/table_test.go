@@ -287,3 +287,28 @@ func randomKeys(r *rand.Rand, n int) []string {
 	}
 	return keys
 }
+
+// TestSharesCountedAtBuild: the shares New counts are each instance's
+// fraction of slots whose first choice it is, as lookups see them; Shares
+// hands out a copy, so no caller can change the table's.
+func TestSharesCountedAtBuild(t *testing.T) {
+	in := []Instance{{"a", 100}, {"b", 200}, {"c", 50}, {"z", 0}}
+	tb, err := NewWithOptions(in, Options{SlotBits: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := make([]int, tb.Len())
+	for s := range uint64(tb.Slots()) {
+		counts[tb.Kept(s<<(64-12)).At(0)]++
+	}
+	shares := tb.Shares()
+	for i, c := range counts {
+		if want := float64(c) / float64(tb.Slots()); shares[i] != want || tb.Share(i) != want {
+			t.Errorf("%s: Shares %v, Share %v, counted %v", tb.Name(i), shares[i], tb.Share(i), want)
+		}
+	}
+	shares[0] = -1
+	if tb.Share(0) < 0 || tb.Shares()[0] < 0 {
+		t.Error("changing what Shares returned changed the table")
+	}
+}

@@ -8,8 +8,14 @@
 // an instance marked down by passive failures after health.interval.
 //
 // Concurrency: a Checker is safe for concurrent use. Probes of a round run in
-// parallel, each bounded by health.timeout; their results are applied under
-// the Checker's lock, and the balancer is told only of real transitions.
+// parallel, each bounded by health.timeout, without the Checker's lock; their
+// results are applied under it, and the balancer is told only of real
+// transitions, still under it, so that verdicts reach the balancer in the
+// order they were reached. Lock order: Checker.mu before the balancer's
+// locks (setUp calls Balancer.SetHealth holding it). SetHealth waits for no
+// hashing build (see balancer), so a reload does not hold up a verdict or
+// the request that reports a passive failure; nothing the balancer calls
+// may call the Checker.
 package health
 
 import (
@@ -89,12 +95,32 @@ func New(bal *balancer.Balancer, m *metrics.Metrics, log *zap.Logger, now func()
 	return &Checker{bal: bal, m: m, log: log, now: now, insts: map[string]*instance{}}
 }
 
-// Update sets the settings and the instances (at start and on reload): an
-// instance that remains keeps its record.
+// Update sets the settings and the instances at once; see SetConfig and
+// SetInstances.
 func (c *Checker) Update(cfg config.Health, instances []config.Instance) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cfg = cfg
+	c.setInstances(instances)
+}
+
+// SetConfig sets the settings (at start and on reload).
+func (c *Checker) SetConfig(cfg config.Health) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg = cfg
+}
+
+// SetInstances is given the whole instance list on every change (a
+// membership subscriber): an instance that remains keeps its record, a new
+// one starts up, a removed one's record is dropped.
+func (c *Checker) SetInstances(instances []config.Instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setInstances(instances)
+}
+
+func (c *Checker) setInstances(instances []config.Instance) {
 	insts := make(map[string]*instance, len(instances))
 	c.order = c.order[:0]
 	for _, inst := range instances {

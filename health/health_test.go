@@ -412,3 +412,34 @@ func answerScripted(ln net.Listener, writes []string) error {
 	}
 	return nil
 }
+
+// TestSetInstancesKeepsRecords: a new instance list keeps the records of
+// the instances that remain (a failure count goes on across it), starts new
+// ones up and drops removed ones; SetConfig leaves the instances alone.
+func TestSetInstancesKeepsRecords(t *testing.T) {
+	a := config.Instance{Name: "a", Weight: 100, HTTP: config.HTTPAddr{Endpoint: endpoint("http", 1)}}
+	b := config.Instance{Name: "b", Weight: 100, HTTP: config.HTTPAddr{Endpoint: endpoint("http", 2)}}
+	c2 := config.Instance{Name: "c", Weight: 100, HTTP: config.HTTPAddr{Endpoint: endpoint("http", 3)}}
+	bal, err := balancer.New([]config.Instance{a, b, c2}, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(bal, nil, nil, nil)
+	c.Update(config.Health{Active: false, Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 2, HTTPPath: "/"}, []config.Instance{a, b})
+	c.Report("a", false)
+	c.SetInstances([]config.Instance{a, c2})
+	c.SetConfig(config.Health{Active: false, Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 2, HTTPPath: "/x"})
+	if st, ok := c.Status("a"); !ok || st.Failures != 1 || !st.Up {
+		t.Errorf("a after the new list: %+v %v, want up with its 1 failure", st, ok)
+	}
+	if _, ok := c.Status("b"); ok {
+		t.Error("removed b still has a record")
+	}
+	if st, ok := c.Status("c"); !ok || !st.Up || st.Failures != 0 {
+		t.Errorf("added c: %+v %v, want up", st, ok)
+	}
+	c.Report("a", false) // the second failure of fall 2
+	if got := state(t, bal, "a", time.Now()); got != balancer.Down {
+		t.Errorf("a after 2 failures across the new list: %s", got)
+	}
+}

@@ -6,6 +6,9 @@
 // counts nothing, so that a front end may run without one. Counters on the
 // per-message path are looked up once per label set and cached, so counting
 // takes a lock-free map read and an atomic add, and no allocation.
+// SetInstances drops what is counted of removed instances; a message being
+// counted for one as it is removed may bring a series of it back (until the
+// next removal), a count at worst, never a wrong one.
 package metrics
 
 import (
@@ -20,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"clb/balancer"
+	"clb/config"
 )
 
 // Metrics is clb's metrics.
@@ -190,6 +194,58 @@ func (m *Metrics) Instance(name string) *Counts {
 	}
 	c, _ := m.counts.LoadOrStore(name, &Counts{})
 	return c.(*Counts)
+}
+
+// SetInstances is given the whole instance list on every change (a
+// membership subscriber): the series and counts of instances not in it are
+// dropped, so that a removed instance's series end rather than stand at
+// their last value, and its labels do not pile up.
+func (m *Metrics) SetInstances(instances []config.Instance) {
+	if m == nil {
+		return
+	}
+	keep := make(map[string]bool, len(instances)+1)
+	keep["none"] = true // requests no instance took
+	for _, inst := range instances {
+		keep[inst.Name] = true
+	}
+	gone := map[string]bool{}
+	m.cache.Range(func(k, _ any) bool {
+		if name, ok := m.instanceLabel(k.(counterKey)); ok && !keep[name] {
+			gone[name] = true
+			m.cache.Delete(k)
+		}
+		return true
+	})
+	m.counts.Range(func(k, _ any) bool {
+		if name := k.(string); !keep[name] {
+			gone[name] = true
+			m.counts.Delete(k)
+		}
+		return true
+	})
+	for name := range gone {
+		labels := prometheus.Labels{"instance": name}
+		m.requests.DeletePartialMatch(labels)
+		m.sessions.DeletePartialMatch(labels)
+		m.probes.DeletePartialMatch(labels)
+		m.probeLatency.DeletePartialMatch(labels)
+	}
+}
+
+// instanceLabel is the instance label of a cached counter's labels, if its
+// vector has one. (A probe's latency is observed only with a probe's count,
+// so the cache names every instance with a series.)
+func (m *Metrics) instanceLabel(k counterKey) (string, bool) {
+	switch k.vec {
+	case m.requests:
+		return k.c, true
+	case m.sessions:
+		return k.b, true
+	case m.probes:
+		return k.a, true
+	}
+	return "", false
 }
 
 // Method is the label of a method given as bytes, without allocating for

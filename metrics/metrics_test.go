@@ -149,3 +149,46 @@ func TestCountingDoesNotAllocate(t *testing.T) {
 	none.Error("sip", "x")
 	none.Probe("a", "sip", true, 0)
 }
+
+// TestSetInstancesDropsRemoved: the series and counts of an instance that
+// left the list are gone from the scrape; the others', and those of requests
+// no instance took, stay; counting a removed instance again starts afresh.
+func TestSetInstancesDropsRemoved(t *testing.T) {
+	m := New(nil)
+	for _, name := range []string{"a", "b"} {
+		m.Request("sip", "INVITE", name, "forwarded")
+		m.Session("sip", name)
+		m.Probe(name, "sip", true, time.Millisecond)
+		m.Probe(name, "http", false, time.Second)
+	}
+	m.Request("http", "GET", "", "refused")
+	m.SetInstances([]config.Instance{{Name: "a", Weight: 100}})
+
+	fams := scrape(t, m)
+	for _, name := range []string{"clb_requests_total", "clb_sessions_total", "clb_health_probes_total", "clb_health_probe_seconds"} {
+		for _, s := range fams[name].GetMetric() {
+			for _, l := range s.Label {
+				if l.GetName() == "instance" && l.GetValue() == "b" {
+					t.Errorf("%s of removed b still scraped: %v", name, s.Label)
+				}
+			}
+		}
+	}
+	if got := value(t, fams, "clb_requests_total", map[string]string{"protocol": "sip", "method": "INVITE", "instance": "a", "outcome": "forwarded"}); got != 1 {
+		t.Errorf("a's requests %v, want 1", got)
+	}
+	if got := value(t, fams, "clb_requests_total", map[string]string{"protocol": "http", "method": "GET", "instance": "none", "outcome": "refused"}); got != 1 {
+		t.Errorf("requests no instance took %v, want 1", got)
+	}
+	if got := value(t, fams, "clb_health_probe_seconds", map[string]string{"instance": "a", "protocol": "sip"}); got != 1 {
+		t.Errorf("a's probe latencies %v, want 1", got)
+	}
+	if a, b := m.Instance("a"), m.Instance("b"); a.Requests.Load() != 1 || b.Requests.Load() != 0 || b.Sessions.Load() != 0 {
+		t.Errorf("counts: a %d requests, b %d requests %d sessions", a.Requests.Load(), b.Requests.Load(), b.Sessions.Load())
+	}
+
+	m.Request("sip", "INVITE", "b", "forwarded") // b is back
+	if got := value(t, scrape(t, m), "clb_requests_total", map[string]string{"protocol": "sip", "method": "INVITE", "instance": "b", "outcome": "forwarded"}); got != 1 {
+		t.Errorf("b's requests after it came back %v, want 1", got)
+	}
+}

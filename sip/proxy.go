@@ -127,14 +127,41 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 
 // reload replaces the key rules and the configured instances at once.
 func (p *Proxy) reload(rules []config.Rule, in []config.Instance) {
-	set := &settings{rules: policy.Compile(rules), byAddr: map[endpoint]*config.Instance{}}
+	p.settings.Store(&settings{rules: policy.Compile(rules), byAddr: bySIPAddr(in)})
+}
+
+// setInstances replaces the instances and keeps the rules; setRules the
+// other way round. Each swaps in a copy of the settings, retried if another
+// swap came first, so that neither loses the other's change.
+func (p *Proxy) setInstances(in []config.Instance) {
+	byAddr := bySIPAddr(in)
+	for {
+		old := p.settings.Load()
+		if p.settings.CompareAndSwap(old, &settings{rules: old.rules, byAddr: byAddr}) {
+			return
+		}
+	}
+}
+
+func (p *Proxy) setRules(rules []config.Rule) {
+	compiled := policy.Compile(rules)
+	for {
+		old := p.settings.Load()
+		if p.settings.CompareAndSwap(old, &settings{rules: compiled, byAddr: old.byAddr}) {
+			return
+		}
+	}
+}
+
+func bySIPAddr(in []config.Instance) map[endpoint]*config.Instance {
+	byAddr := map[endpoint]*config.Instance{}
 	for i := range in {
 		inst := &in[i]
 		if ip, err := netip.ParseAddr(inst.SIP.Host); err == nil {
-			set.byAddr[endpoint{inst.SIP.Transport, netip.AddrPortFrom(ip.Unmap(), uint16(inst.SIP.Port))}] = inst
+			byAddr[endpoint{inst.SIP.Transport, netip.AddrPortFrom(ip.Unmap(), uint16(inst.SIP.Port))}] = inst
 		}
 	}
-	p.settings.Store(set)
+	return byAddr
 }
 
 // handle processes one message.

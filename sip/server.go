@@ -135,6 +135,14 @@ func (s *Server) Reload(rules []config.Rule, instances []config.Instance) {
 	s.proxy.reload(rules, instances)
 }
 
+// SetInstances swaps in the instance list (a membership subscriber); SetRules
+// the key rules of a reloaded configuration. Messages being handled finish
+// with the ones they started with.
+func (s *Server) SetInstances(instances []config.Instance) { s.proxy.setInstances(instances) }
+
+// SetRules: see SetInstances.
+func (s *Server) SetRules(rules []config.Rule) { s.proxy.setRules(rules) }
+
 // Listeners are the bound addresses, as transport://host:port.
 func (s *Server) Listeners() []string {
 	var out []string

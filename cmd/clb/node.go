@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,12 +16,19 @@ import (
 	"clb/config"
 	"clb/health"
 	"clb/httpproxy"
+	"clb/loadfactor"
+	"clb/membership"
 	"clb/metrics"
 	"clb/sip"
 )
 
 // node is one running clb: the balancer and everything around it, built from
 // a configuration and reloadable from its file.
+//
+// Instances reach the balancer, health, the SIP front end and metrics only
+// through members, whose first source is the file (fed by reload). Lock
+// order: node.mu, then the membership Fanout's, then the balancer's and the
+// health checker's.
 type node struct {
 	log     *zap.Logger
 	bal     *balancer.Balancer
@@ -29,6 +37,12 @@ type node struct {
 	sip     *sip.Server       // nil without listen.sip
 	http    *httpproxy.Server // nil without listen.http
 	admin   *admin.Server     // nil without listen.admin
+	members *membership.Fanout
+	// fileInstances publishes the file's instances: list.
+	fileInstances membership.Publish
+	// params are the ramp settings the balancer is given with each
+	// instance list; a reload sets them just before it publishes its list.
+	params atomic.Pointer[loadfactor.Params]
 
 	mu  sync.Mutex // serialises reloads
 	cfg *config.Config
@@ -41,6 +55,8 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 		return nil, err
 	}
 	n := &node{log: log, bal: bal, cfg: cfg}
+	params := cfg.LoadFactor.Params()
+	n.params.Store(&params)
 	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
 	n.health = health.New(bal, n.metrics, log.Named("health"), nil)
 	n.health.Update(cfg.Health, cfg.Instances)
@@ -73,6 +89,18 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			return nil, err
 		}
 	}
+	subscribers := []func([]config.Instance){n.health.SetInstances, n.metrics.SetInstances}
+	if n.sip != nil {
+		subscribers = append(subscribers, n.sip.SetInstances)
+	}
+	n.members = membership.New(membership.Options{
+		Listen: cfg.Listen,
+		// The balancer may refuse a list: it must build its hashing table.
+		Gate:        func(in []config.Instance) error { return bal.Update(in, *n.params.Load(), time.Now()) },
+		Subscribers: subscribers,
+		Logger:      log.Named("membership"),
+	})
+	n.fileInstances = n.members.Source("file", cfg.Instances)
 	if !cfg.Listen.HTTP.IsZero() {
 		n.http, err = httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpproxy.Options{
 			Balancer:   bal,
@@ -147,22 +175,22 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 		servers = append(servers, func(ctx context.Context) error { return n.admin.Serve(ctx, grace) })
 	}
 	servers = append(servers, func(ctx context.Context) error { n.health.Run(ctx); return nil })
-	go func() {
+	servers = append(servers, func(ctx context.Context) error {
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-hup:
 				_, _ = n.reload()
 			}
 		}
-	}()
+	})
 	errs := make(chan error, len(servers))
 	for _, serve := range servers {
 		go func() { errs <- serve(ctx) }()
 	}
 	var first error
-	for range servers {
+	for range servers { // each has returned, and so has every goroutine it started
 		if err := <-errs; err != nil && first == nil {
 			first = err
 		}
@@ -185,13 +213,19 @@ func (n *node) reload() (admin.Reloaded, error) {
 		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
 		return admin.Reloaded{}, err
 	}
-	if err := n.bal.Update(cfg.Instances, cfg.LoadFactor.Params(), time.Now()); err != nil {
+	// The instances go first, through the membership fan-out: if they are
+	// refused, nothing of the file has changed. (A list another source
+	// publishes meanwhile gets the new ramp settings: they are valid.)
+	params := cfg.LoadFactor.Params()
+	oldParams := n.params.Swap(&params)
+	if err := n.fileInstances(cfg.Instances); err != nil {
+		n.params.Store(oldParams)
 		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
 		return admin.Reloaded{}, err
 	}
-	n.health.Update(cfg.Health, cfg.Instances)
+	n.health.SetConfig(cfg.Health)
 	if n.sip != nil {
-		n.sip.Reload(cfg.Keys.SIP, cfg.Instances)
+		n.sip.SetRules(cfg.Keys.SIP)
 	}
 	if n.http != nil {
 		n.http.Reload(cfg.Keys.HTTP)

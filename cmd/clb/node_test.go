@@ -398,3 +398,42 @@ instances:
 		t.Errorf("a is up after 3 failures across a reload: %+v", st)
 	}
 }
+
+// TestReloadRemovesInstanceEverywhere: an instance a reload removes is gone
+// from every subscriber of the membership fan-out: the balancer, health and
+// the metrics (its series and counts dropped).
+func TestReloadRemovesInstanceEverywhere(t *testing.T) {
+	const head = "listen: {http: 127.0.0.1:0}\nhealth: {active: false}\ninstances:\n"
+	a, b := "  - {name: a, http: http://127.0.0.1:1}\n", "  - {name: b, http: http://127.0.0.1:2}\n"
+	path := writeFile(t, head+a+b)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close()
+	n.metrics.Request("http", "GET", "b", "2xx")
+	n.health.Report("b", false)
+
+	if err := os.WriteFile(path, []byte(head+a), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := n.reload(); err != nil || fmt.Sprint(r.Removed) != "[b]" {
+		t.Fatalf("reload: %+v %v", r, err)
+	}
+	if st := n.bal.Table().Status(time.Now()); len(st) != 1 || st[0].Instance.Name != "a" {
+		t.Errorf("balancer after the reload: %+v", st)
+	}
+	if _, ok := n.health.Status("b"); ok {
+		t.Error("health keeps a record of removed b")
+	}
+	if got := n.metrics.Instance("b").Requests.Load(); got != 0 {
+		t.Errorf("metrics keep %d requests of removed b", got)
+	}
+	if got := n.members.Instances(); len(got) != 1 || got[0].Name != "a" {
+		t.Errorf("membership after the reload: %+v", got)
+	}
+}
