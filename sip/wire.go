@@ -131,7 +131,7 @@ func fieldOf(name []byte) field {
 		return fieldContentLength
 	case policy.EqualFold(name, "proxy-require"):
 		return fieldProxyRequire
-	case len(name) > 6 && policy.EqualFold(name[:6], "x-clb-"):
+	case policy.IsCLBField(name):
 		return fieldCLB
 	}
 	return fieldOther
