@@ -9,12 +9,14 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"clb/limits"
 	"clb/loadfactor"
 )
 
@@ -27,6 +29,7 @@ type Config struct {
 	Admin      Admin      `yaml:"admin"`
 	Keys       Keys       `yaml:"keys"`
 	HTTP       HTTP       `yaml:"http"`
+	Limits     Limits     `yaml:"limits"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -113,6 +116,61 @@ type HTTP struct {
 	MaxHeaders int `yaml:"max_headers"`
 	// Grace is how long requests in flight may finish on shutdown. Default 10s.
 	Grace time.Duration `yaml:"grace"`
+}
+
+// Limits is flood control (SPEC section 12): per source address, each off
+// at its default rate 0.
+type Limits struct {
+	SIP  SIPLimits  `yaml:"sip"`
+	HTTP HTTPLimits `yaml:"http"`
+	// Exempt sources (CIDRs or addresses) are never limited: trunks, other
+	// clb nodes. Default none.
+	Exempt []Prefix `yaml:"exempt"`
+	// MaxSources bounds each protocol's table of sources; the least
+	// recently seen is forgotten first. Default 65536.
+	MaxSources int `yaml:"max_sources"`
+}
+
+// SIPLimits limits SIP requests per source.
+type SIPLimits struct {
+	// Rate is requests per second per source; 0 is off. Default 0.
+	Rate float64 `yaml:"rate"`
+	// Burst is the requests a source may send at once. Default the rate.
+	Burst float64 `yaml:"burst"`
+	// DropScanners drops, unanswered, requests whose User-Agent is a known
+	// SIP scanner's (friendly-scanner, sipvicious, sipcli, ...). Default
+	// false.
+	DropScanners bool `yaml:"drop_scanners"`
+}
+
+// HTTPLimits limits HTTP requests and connections per source.
+type HTTPLimits struct {
+	// Rate is requests per second per source; 0 is off. Default 0.
+	Rate float64 `yaml:"rate"`
+	// Burst is the requests a source may send at once. Default the rate.
+	Burst float64 `yaml:"burst"`
+	// Connections bounds a source's open connections; 0 is off. Default 0.
+	Connections int `yaml:"connections"`
+}
+
+// Prefix is a CIDR, or one address (a prefix of its full length).
+type Prefix struct{ netip.Prefix }
+
+// UnmarshalYAML parses "10.0.0.0/8" or "192.0.2.7".
+func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a CIDR such as 10.0.0.0/8")
+	}
+	if pf, err := netip.ParsePrefix(n.Value); err == nil {
+		p.Prefix = pf.Masked()
+		return nil
+	}
+	a, err := netip.ParseAddr(n.Value)
+	if err != nil {
+		return fmt.Errorf("%q: want a CIDR such as 10.0.0.0/8 or an address", n.Value)
+	}
+	p.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+	return nil
 }
 
 // Admin configures the admin API.
@@ -240,6 +298,7 @@ func Defaults() Config {
 			Fall:     3,
 			HTTPPath: "/",
 		},
+		Limits:     Limits{MaxSources: 65_536},
 		LoadFactor: LoadFactor{Start: lf.Start, Increase: lf.Increase, Period: lf.Period},
 		HTTP: HTTP{
 			ReadHeaderTimeout:   10 * time.Second,
@@ -282,4 +341,22 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// SIPConfig is the SIP flood control as package limits takes it.
+func (l Limits) SIPConfig() limits.Config {
+	return limits.Config{Rate: l.SIP.Rate, Burst: l.SIP.Burst, Exempt: l.exempt(), MaxSources: l.MaxSources}
+}
+
+// HTTPConfig is the HTTP request limit as package limits takes it.
+func (l Limits) HTTPConfig() limits.Config {
+	return limits.Config{Rate: l.HTTP.Rate, Burst: l.HTTP.Burst, Exempt: l.exempt(), MaxSources: l.MaxSources}
+}
+
+func (l Limits) exempt() []netip.Prefix {
+	out := make([]netip.Prefix, len(l.Exempt))
+	for i, p := range l.Exempt {
+		out[i] = p.Prefix
+	}
+	return out
 }

@@ -309,6 +309,26 @@ instances:
 			line: 10, key: "keys.sip[0].when.is", msg: "unknown key (known: cookie, equals, exists, header, matches, method, query, request_uri)",
 		},
 		{
+			name: "negative rate",
+			yaml: minimal + "limits:\n  sip: {rate: -1}\n",
+			line: 8, key: "limits.sip.rate", msg: "must be from 0 to",
+		},
+		{
+			name: "burst below one request",
+			yaml: minimal + "limits:\n  http: {rate: 10, burst: 0.5}\n",
+			line: 8, key: "limits.http.burst", msg: "at least 1",
+		},
+		{
+			name: "bad exempt CIDR",
+			yaml: minimal + "limits:\n  exempt: [10.0.0.0/33]\n",
+			line: 8, key: "limits.exempt[0]", msg: "want a CIDR",
+		},
+		{
+			name: "tiny source table",
+			yaml: minimal + "limits:\n  max_sources: 3\n",
+			line: 8, key: "limits.max_sources", msg: "must be from 64",
+		},
+		{
 			name: "regexp without group",
 			yaml: minimal + "keys:\n  sip:\n    - header: Call-ID\n      regexp: 'abc'\n",
 			line: 10, key: "keys.sip[0].regexp", msg: "capture group",

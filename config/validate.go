@@ -20,6 +20,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateInstances(c)
 	d.validateHealth(&c.Health)
 	d.validateHTTP(&c.HTTP)
+	d.validateLimits(&c.Limits)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field
@@ -349,4 +350,32 @@ func validToken(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+func (d *decoder) validateLimits(l *Limits) {
+	for _, x := range []struct {
+		v, hi float64
+		key   string
+	}{
+		{l.SIP.Rate, 1e6, "limits.sip.rate"},
+		{l.SIP.Burst, 1e7, "limits.sip.burst"},
+		{l.HTTP.Rate, 1e6, "limits.http.rate"},
+		{l.HTTP.Burst, 1e7, "limits.http.burst"},
+		{float64(l.HTTP.Connections), 1e6, "limits.http.connections"},
+	} {
+		if x.v < 0 || x.v > x.hi {
+			d.errorf(d.line(x.key), x.key, "%v: must be from 0 to %v", x.v, x.hi)
+		}
+	}
+	for _, x := range []struct {
+		rate, burst float64
+		key         string
+	}{{l.SIP.Rate, l.SIP.Burst, "limits.sip.burst"}, {l.HTTP.Rate, l.HTTP.Burst, "limits.http.burst"}} {
+		if x.rate > 0 && x.burst > 0 && x.burst < 1 {
+			d.errorf(d.line(x.key), x.key, "%v: must be at least 1 (a whole request)", x.burst)
+		}
+	}
+	if l.MaxSources < 64 || l.MaxSources > 10_000_000 {
+		d.errorf(d.line("limits.max_sources"), "limits.max_sources", "%d: must be from 64 to 10000000", l.MaxSources)
+	}
 }

@@ -67,6 +67,8 @@ type clusterOptions struct {
 	limits func(*config.HTTP)
 	report func(instance string, ok bool)
 	logger *zap.Logger
+	flood  config.Limits
+	now    func() time.Time
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -110,7 +112,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.limits != nil {
 		o.limits(&limits)
 	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger})
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger,
+		FloodLimits: o.flood, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}

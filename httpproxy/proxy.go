@@ -31,6 +31,9 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
+	if !s.admitRequest(cc) {
+		return false
+	}
 	if err := h.checkTarget(); err != nil {
 		s.refused(h, "malformed_request")
 		s.refuse(cc, 400, err.Error())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -40,6 +41,8 @@ type Options struct {
 	// Metrics, if set, counts requests, sessions, repairs, retries and
 	// errors.
 	Metrics *metrics.Metrics
+	// Limits is the flood control of SPEC section 12 (zero: none).
+	FloodLimits config.Limits
 }
 
 // Server is the HTTP front end: it accepts client connections and proxies
@@ -54,9 +57,12 @@ type Server struct {
 	slots       chan struct{}                // one per open client connection: Limits.MaxConnections
 	limitLogged time.Time                    // when the accept loop last logged the limit
 
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[*clientConn]struct{}
+	flood atomic.Pointer[flood]
+
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[*clientConn]struct{}
+	perSource map[netip.Addr]int // open connections by source
 	// closing is set under mu with the connection table, and read without
 	// it twice per request.
 	closing atomic.Bool
@@ -91,14 +97,16 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		l.MaxConnections = config.Defaults().HTTP.MaxConnections
 	}
 	s := &Server{
-		o:      o,
-		log:    o.Logger,
-		ln:     ln,
-		scheme: scheme,
-		pool:   newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
-		slots:  make(chan struct{}, l.MaxConnections),
-		conns:  map[*clientConn]struct{}{},
+		o:         o,
+		log:       o.Logger,
+		ln:        ln,
+		scheme:    scheme,
+		pool:      newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
+		slots:     make(chan struct{}, l.MaxConnections),
+		conns:     map[*clientConn]struct{}{},
+		perSource: map[netip.Addr]int{},
 	}
+	s.flood.Store(newFlood(o.FloodLimits))
 	s.Reload(o.Rules)
 	return s
 }
@@ -198,7 +206,8 @@ type clientConn struct {
 	dc     *deadlineConn
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	remote string // client IP, for X-Forwarded-For
+	remote string     // client IP, for X-Forwarded-For
+	src    netip.Addr // the same, for flood control
 	idle   atomic.Bool
 	req    head
 	res    head
@@ -207,16 +216,22 @@ type clientConn struct {
 
 func (s *Server) serveConn(c net.Conn) bool {
 	l := s.o.Limits
-	dc := newDeadlineConn(c)
-	dc.write = l.WriteTimeout
-	cc := &clientConn{c: c, dc: dc, br: bufio.NewReaderSize(dc, max(l.MaxHeaderBytes, 4096)), bw: bufio.NewWriterSize(dc, 16<<10)}
-	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
-		cc.remote = host
-	}
+	src := sourceOf(c)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
 		return false
+	}
+	if !s.admitConn(src) {
+		s.mu.Unlock()
+		s.o.Metrics.Error("http", "source_connection_limit")
+		return false // closed at once (SPEC section 12)
+	}
+	dc := newDeadlineConn(c)
+	dc.write = l.WriteTimeout
+	cc := &clientConn{c: c, dc: dc, src: src, br: bufio.NewReaderSize(dc, max(l.MaxHeaderBytes, 4096)), bw: bufio.NewWriterSize(dc, 16<<10)}
+	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		cc.remote = host
 	}
 	s.conns[cc] = struct{}{}
 	s.wg.Add(1)
@@ -225,6 +240,7 @@ func (s *Server) serveConn(c net.Conn) bool {
 		defer func() {
 			s.mu.Lock()
 			delete(s.conns, cc)
+			s.releaseConn(src)
 			s.mu.Unlock()
 			c.Close()
 			<-s.slots

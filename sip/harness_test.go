@@ -51,20 +51,27 @@ type envelope struct {
 // inbox is nil.
 func newPeer(t testing.TB, name, transport string, inbox chan envelope) *peer {
 	t.Helper()
+	return newPeerAt(t, name, transport, "127.0.0.1", inbox)
+}
+
+// newPeerAt is newPeer on another loopback address (127.0.0.0/8 is all
+// local), so that a test can have sources clb tells apart.
+func newPeerAt(t testing.TB, name, transport, ip string, inbox chan envelope) *peer {
+	t.Helper()
 	if inbox == nil {
 		inbox = make(chan envelope, 1024)
 	}
 	p := &peer{t: t, name: name, transport: transport, inbox: inbox, conns: map[netip.AddrPort]net.Conn{}}
 	switch transport {
 	case "udp":
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), 0)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.udp, p.addr = c, localAddr(c.LocalAddr())
 		go p.readUDP()
 	case "tcp":
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -247,6 +254,7 @@ type clusterOptions struct {
 	rules     []config.Rule
 	readers   int
 	now       func() time.Time
+	limits    config.Limits
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -269,7 +277,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	c.bal = bal
 	srv, err := NewServer(ServerOptions{
-		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now},
+		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Limits: o.limits},
 		Listen: []config.SIPAddr{
 			{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}},
 			{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}},

@@ -78,6 +78,7 @@ type Proxy struct {
 	headers    gosip.HeadersParser // sipgo's parsers of single fields
 	net        sender
 	settings   atomic.Pointer[settings]
+	flood      atomic.Pointer[flood]
 	retryAfter int // seconds, in 503 responses
 	metrics    *metrics.Metrics
 	report     func(instance string, ok bool)
@@ -102,6 +103,8 @@ type ProxyOptions struct {
 	// Report, if set, hears of an instance that could not be sent to (a
 	// passive health failure).
 	Report func(instance string, ok bool)
+	// Limits is the flood control of SPEC section 12 (zero: none).
+	Limits config.Limits
 }
 
 func newProxy(o ProxyOptions, net sender) *Proxy {
@@ -122,6 +125,7 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		p.now = time.Now
 	}
 	p.reload(o.Rules, o.Instances)
+	p.flood.Store(newFlood(o.Limits))
 	return p
 }
 
@@ -203,7 +207,11 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 		}
 	}
 	e := edits{dropRoute: ours}
-	switch sender := p.sentByInstance(in, v); {
+	sender := p.sentByInstance(in, v)
+	if sender == nil && !p.admit(in, sc, v, ours) {
+		return
+	}
+	switch {
 	case ours && (v.fromTag() == dr.ftag) != dr.outbound:
 		// In dialog, from the side outside the cluster: into the cluster,
 		// by the dialog's key, with sticky repair against beroute.

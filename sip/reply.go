@@ -16,6 +16,7 @@ type refusal struct {
 	reason      string
 	retryAfter  int    // seconds, for 503
 	unsupported string // option tags, for 420
+	kind        string // for the error metrics, when not the code's
 }
 
 // reply answers the request itself, back to where it came from on the
@@ -29,7 +30,11 @@ func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 		return
 	}
 	p.metrics.Request("sip", v.method, "", "refused")
-	p.metrics.Error("sip", refusalKind(r.code))
+	kind := r.kind
+	if kind == "" {
+		kind = refusalKind(r.code)
+	}
+	p.metrics.Error("sip", kind)
 	if w.first(fieldVia) < 0 || w.first(fieldCSeq) < 0 {
 		return // nothing to match an answer to
 	}

@@ -140,6 +140,10 @@ func (s *Server) Reload(rules []config.Rule, instances []config.Instance) {
 // with the ones they started with.
 func (s *Server) SetInstances(instances []config.Instance) { s.proxy.setInstances(instances) }
 
+// SetLimits swaps in the flood control of a reloaded configuration; the
+// sources' buckets start anew.
+func (s *Server) SetLimits(l config.Limits) { s.proxy.flood.Store(newFlood(l)) }
+
 // SetRules: see SetInstances.
 func (s *Server) SetRules(rules []config.Rule) { s.proxy.setRules(rules) }
 

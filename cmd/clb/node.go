@@ -82,6 +82,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				RetryAfter: cfg.Health.Interval,
 				Metrics:    n.metrics,
 				Report:     n.health.Report,
+				Limits:     cfg.Limits,
 			},
 			Listen: cfg.Listen.SIP,
 		})
@@ -103,13 +104,14 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	n.fileInstances = n.members.Source("file", cfg.Instances)
 	if !cfg.Listen.HTTP.IsZero() {
 		n.http, err = httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpproxy.Options{
-			Balancer:   bal,
-			Rules:      cfg.Keys.HTTP,
-			Limits:     cfg.HTTP,
-			Logger:     log.Named("http"),
-			RetryAfter: cfg.Health.Interval,
-			Report:     n.health.Report,
-			Metrics:    n.metrics,
+			Balancer:    bal,
+			Rules:       cfg.Keys.HTTP,
+			Limits:      cfg.HTTP,
+			Logger:      log.Named("http"),
+			RetryAfter:  cfg.Health.Interval,
+			Report:      n.health.Report,
+			Metrics:     n.metrics,
+			FloodLimits: cfg.Limits,
 		})
 		if err != nil {
 			n.close()
@@ -224,11 +226,19 @@ func (n *node) reload() (admin.Reloaded, error) {
 		return admin.Reloaded{}, err
 	}
 	n.health.SetConfig(cfg.Health)
+	// New limits start every source's bucket anew: only when they change.
+	limitsChanged := !reflect.DeepEqual(old.Limits, cfg.Limits)
 	if n.sip != nil {
 		n.sip.SetRules(cfg.Keys.SIP)
+		if limitsChanged {
+			n.sip.SetLimits(cfg.Limits)
+		}
 	}
 	if n.http != nil {
 		n.http.Reload(cfg.Keys.HTTP)
+		if limitsChanged {
+			n.http.SetLimits(cfg.Limits)
+		}
 	}
 	if n.admin != nil {
 		n.admin.SetToken(cfg.Admin.Token)
