@@ -72,6 +72,8 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 	dst = append(dst, x.cc.remote...)
 	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
 	dst = append(dst, x.s.scheme...)
+	dst = append(dst, "\r\nVia: "...)
+	dst = append(dst, x.s.via...)
 	dst = append(dst, "\r\n"...)
 	if host != nil {
 		dst = appendField(dst, []byte("X-Forwarded-Host"), host)

@@ -34,6 +34,13 @@ func (s *Server) proxy(cc *clientConn) bool {
 	if !s.admitRequest(cc) {
 		return false
 	}
+	if s.looped(h) {
+		// An instance address that leads back here: answer, do not
+		// forward again (each pass would add a connection and a request).
+		s.refused(h, "loop")
+		s.refuse(cc, 508, "loop detected: the instance address leads back to clb")
+		return false
+	}
 	if err := h.checkTarget(); err != nil {
 		s.refused(h, "malformed_request")
 		s.refuse(cc, 400, err.Error())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -52,6 +53,7 @@ type Server struct {
 	log         *zap.Logger
 	ln          net.Listener
 	scheme      string // X-Forwarded-Proto
+	via         string // "1.1 clb-RANDOM": this server's Via entry, also how it knows a loop
 	pool        *pool
 	rules       atomic.Pointer[policy.Rules] // keys.http, swapped by Reload
 	slots       chan struct{}                // one per open client connection: Limits.MaxConnections
@@ -101,6 +103,7 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		log:       o.Logger,
 		ln:        ln,
 		scheme:    scheme,
+		via:       newVia(),
 		pool:      newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
@@ -311,21 +314,8 @@ func appendError(dst []byte, status int, msg string, extra ...string) []byte {
 }
 
 func statusText(code int) string {
-	switch code {
-	case 400:
-		return "Bad Request"
-	case 431:
-		return "Request Header Fields Too Large"
-	case 501:
-		return "Not Implemented"
-	case 502:
-		return "Bad Gateway"
-	case 503:
-		return "Service Unavailable"
-	case 504:
-		return "Gateway Timeout"
-	case 505:
-		return "HTTP Version Not Supported"
+	if t := http.StatusText(code); t != "" {
+		return t
 	}
 	return "Error"
 }
