@@ -255,6 +255,8 @@ type clusterOptions struct {
 	readers   int
 	now       func() time.Time
 	limits    config.Limits
+	// messageTimeout is the stream transports' (0: the default).
+	messageTimeout time.Duration
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -282,7 +284,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 			{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}},
 			{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}},
 		},
-		Readers: o.readers,
+		Readers:        o.readers,
+		MessageTimeout: o.messageTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)

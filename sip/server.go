@@ -35,6 +35,10 @@ type ServerOptions struct {
 	// IdleTimeout closes a TCP connection that has carried nothing for this
 	// long; 0 means 10 minutes.
 	IdleTimeout time.Duration
+	// MessageTimeout bounds receiving one message once its first byte has
+	// come, so that a client that trickles a message (or never ends it)
+	// cannot hold a connection for IdleTimeout per byte; 0 means 10 s.
+	MessageTimeout time.Duration
 	// MaxConns bounds the TCP connections, both ways; 0 means 10,000.
 	MaxConns int
 }
@@ -80,12 +84,15 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = 10_000
 	}
+	if o.MessageTimeout <= 0 {
+		o.MessageTimeout = 10 * time.Second
+	}
 	s := &Server{log: o.Logger, opts: o}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
 	s.proxy = newProxy(o.ProxyOptions, s)
-	stream := streamOptions{dialTimeout: o.DialTimeout, writeTimeout: o.WriteTimeout, idleTimeout: o.IdleTimeout, maxConns: o.MaxConns}
+	stream := streamOptions{dialTimeout: o.DialTimeout, writeTimeout: o.WriteTimeout, idleTimeout: o.IdleTimeout, messageTimeout: o.MessageTimeout, maxConns: o.MaxConns}
 	s.transports = []transport{
 		newUDPTransport(s.proxy, s.log, o.Readers, &s.wg),
 		newStreamTransport("tcp", tcpNetwork{}, s.proxy, s.log, stream, &s.wg),

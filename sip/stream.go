@@ -41,8 +41,8 @@ type streamTransport struct {
 // streamOptions are a stream transport's limits (ServerOptions says their
 // defaults).
 type streamOptions struct {
-	dialTimeout, writeTimeout, idleTimeout time.Duration
-	maxConns                               int
+	dialTimeout, writeTimeout, idleTimeout, messageTimeout time.Duration
+	maxConns                                               int
 }
 
 func newStreamTransport(token string, network streamNetwork, proxy *Proxy, log *zap.Logger, o streamOptions, wg *sync.WaitGroup) *streamTransport {
@@ -223,8 +223,20 @@ func (t *streamTransport) read(c *streamConn) {
 	buf := make([]byte, 8192)
 	have := 0
 	var sc scratch
+	var partial time.Time // when the first byte of an unfinished message came
 	for {
-		if err := c.c.SetReadDeadline(time.Now().Add(t.opts.idleTimeout)); err != nil {
+		// Idle, the connection may wait IdleTimeout for its next message;
+		// a message begun must end within MessageTimeout of its start.
+		deadline := time.Now().Add(t.opts.idleTimeout)
+		if have > 0 {
+			if partial.IsZero() {
+				partial = time.Now()
+			}
+			deadline = partial.Add(t.opts.messageTimeout)
+		} else {
+			partial = time.Time{}
+		}
+		if err := c.c.SetReadDeadline(deadline); err != nil {
 			return
 		}
 		if have == len(buf) {
