@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
@@ -67,6 +68,7 @@ type clusterOptions struct {
 	limits func(*config.HTTP)
 	report func(instance string, ok bool)
 	logger *zap.Logger
+	access *accesslog.Log
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -110,7 +112,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.limits != nil {
 		o.limits(&limits)
 	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger})
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger, Access: o.access})
 	if err != nil {
 		t.Fatal(err)
 	}
