@@ -128,10 +128,12 @@ type Line struct {
 	// Retried: the owner could not be reached and the request went to its
 	// replica partner (HTTP).
 	Retried bool
-	// Outcome is what became of it: "relayed" (the instance's answer, HTTP),
-	// "forwarded" (to an instance, SIP), "outward" (out of the cluster,
-	// SIP), "refused" (answered by clb, SIP), or the error kind of
-	// clb_errors_total when clb answered instead of an instance.
+	// Outcome is what became of it: "relayed" (the instance's answer,
+	// HTTP), "cut_short" (its body failed midway, HTTP), "forwarded" (to an
+	// instance, SIP), "outward" (out of the cluster, SIP), "failed" (it
+	// could not be sent, SIP), or, when clb answered instead of an
+	// instance, the error kind clb_errors_total counts it under
+	// ("no_instance", "malformed_request", "unreachable", "max_forwards", …).
 	Outcome string
 	// Bytes is what went to the client for the response, head included
 	// (HTTP).

@@ -115,3 +115,31 @@ func TestLineAllocatesNothing(t *testing.T) {
 		t.Errorf("%v allocations per keyless check", allocs)
 	}
 }
+
+// BenchmarkLine is the cost of one request's line alone: Check and Write of
+// a full HTTP line as JSON to a discarding writer, with access logging off,
+// on, and on with a key sampling leaves out.
+func BenchmarkLine(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		on     bool
+		sample float64
+	}{{"off", false, 1}, {"on", true, 1}, {"on,not_sampled", true, 1e-9}} {
+		b.Run(c.name, func(b *testing.B) {
+			l := New(jsonLog(io.Discard))
+			l.Set(c.on, c.sample)
+			var ln Line
+			path := []byte("/cart/items")
+			client := netip.MustParseAddrPort("127.0.0.1:40000")
+			b.ReportAllocs()
+			for b.Loop() {
+				if ce := l.Check(MsgHTTP, "user:alice"); ce != nil {
+					ln.Reset(false)
+					ln.Method, ln.Path, ln.Status, ln.Key, ln.Instance, ln.Replica = "GET", path, 200, "user:alice", "inst1", "inst2"
+					ln.Outcome, ln.Bytes, ln.Duration, ln.Client = "relayed", 1234, 350*time.Microsecond, client
+					ln.Write(ce)
+				}
+			}
+		})
+	}
+}

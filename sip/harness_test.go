@@ -16,6 +16,7 @@ import (
 
 	gosip "github.com/emiago/sipgo/sip"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
@@ -247,6 +248,7 @@ type clusterOptions struct {
 	rules     []config.Rule
 	readers   int
 	now       func() time.Time
+	access    *accesslog.Log
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -269,7 +271,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	c.bal = bal
 	srv, err := NewServer(ServerOptions{
-		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now},
+		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Access: o.access},
 		Listen: []config.SIPAddr{
 			{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}},
 			{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}},

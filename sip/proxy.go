@@ -10,6 +10,7 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
@@ -66,6 +67,7 @@ type scratch struct {
 	wire wire
 	view view
 	out  []byte
+	line accesslog.Line
 }
 
 // Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
@@ -81,6 +83,7 @@ type Proxy struct {
 	retryAfter int // seconds, in 503 responses
 	metrics    *metrics.Metrics
 	report     func(instance string, ok bool)
+	access     *accesslog.Log
 }
 
 // ProxyOptions configure a Proxy.
@@ -102,6 +105,9 @@ type ProxyOptions struct {
 	// Report, if set, hears of an instance that could not be sent to (a
 	// passive health failure).
 	Report func(instance string, ok bool)
+	// Access, if set, writes a line per request forwarded or answered
+	// while it is on.
+	Access *accesslog.Log
 }
 
 func newProxy(o ProxyOptions, net sender) *Proxy {
@@ -114,6 +120,7 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		retryAfter: policy.RetryAfterSeconds(o.RetryAfter),
 		metrics:    o.Metrics,
 		report:     o.Report,
+		access:     o.Access,
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -183,6 +190,7 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 		p.toInstance(in, sc, v, dr.key, dr.instance, e, false)
 	case ours:
 		// In dialog, from inside: out, like any loose router.
+		e.key = dr.key // for the access log
 		p.outward(in, sc, v, e, nil)
 	case sender != nil:
 		// An instance starts a dialog (or sends outside one) to the world.
@@ -291,7 +299,7 @@ func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, 
 		dst, ok = instanceEndpoint(d.Owner)
 	}
 	if !ok {
-		p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
+		p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter, key: key})
 		return
 	}
 	var rr *dialogRoute

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"clb/accesslog"
 	"clb/policy"
 
 	"github.com/cespare/xxhash/v2"
@@ -16,6 +17,7 @@ type refusal struct {
 	reason      string
 	retryAfter  int    // seconds, for 503
 	unsupported string // option tags, for 420
+	key         string // the request's key, when known (for the access log)
 }
 
 // reply answers the request itself, back to where it came from on the
@@ -28,8 +30,12 @@ func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 	if method, _, _ := bytes.Cut(w.data[:w.startLine], sp); string(method) == "ACK" {
 		return
 	}
+	kind := refusalKind(r.code)
 	p.metrics.Request("sip", v.method, "", "refused")
-	p.metrics.Error("sip", refusalKind(r.code))
+	p.metrics.Error("sip", kind)
+	if ce := p.access.Check(accesslog.MsgSIP, r.key); ce != nil {
+		p.logRequest(ce, in, sc, v, r.key, nil, kind, r.code)
+	}
 	if w.first(fieldVia) < 0 || w.first(fieldCSeq) < 0 {
 		return // nothing to match an answer to
 	}
