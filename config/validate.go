@@ -20,6 +20,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateInstances(c)
 	d.validateHealth(&c.Health)
 	d.validateHTTP(&c.HTTP)
+	d.validateLog(&c.Log)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field

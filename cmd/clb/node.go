@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"clb/accesslog"
 	"clb/admin"
 	"clb/balancer"
 	"clb/config"
@@ -29,6 +30,7 @@ type node struct {
 	sip     *sip.Server       // nil without listen.sip
 	http    *httpproxy.Server // nil without listen.http
 	admin   *admin.Server     // nil without listen.admin
+	access  *accesslog.Log    // log.access, swapped by reload
 
 	mu  sync.Mutex // serialises reloads
 	cfg *config.Config
@@ -40,7 +42,8 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, bal: bal, cfg: cfg}
+	n := &node{log: log, bal: bal, cfg: cfg, access: accesslog.New(log)}
+	n.access.Set(cfg.Log.Access, cfg.Log.AccessSample)
 	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
 	n.health = health.New(bal, n.metrics, log.Named("health"), nil)
 	n.health.Update(cfg.Health, cfg.Instances)
@@ -66,6 +69,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				RetryAfter: cfg.Health.Interval,
 				Metrics:    n.metrics,
 				Report:     n.health.Report,
+				Access:     n.access,
 			},
 			Listen: cfg.Listen.SIP,
 		})
@@ -82,6 +86,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			RetryAfter: cfg.Health.Interval,
 			Report:     n.health.Report,
 			Metrics:    n.metrics,
+			Access:     n.access,
 		})
 		if err != nil {
 			n.close()
@@ -199,6 +204,7 @@ func (n *node) reload() (admin.Reloaded, error) {
 	if n.admin != nil {
 		n.admin.SetToken(cfg.Admin.Token)
 	}
+	n.access.Set(cfg.Log.Access, cfg.Log.AccessSample)
 	n.cfg = cfg
 	res := admin.Reloaded{Instances: len(cfg.Instances), Added: []string{}, Removed: []string{}}
 	names := func(c *config.Config) []string {
