@@ -31,6 +31,7 @@ type node struct {
 	http    *httpproxy.Server // nil without listen.http
 	admin   *admin.Server     // nil without listen.admin
 	access  *accesslog.Log    // log.access, swapped by reload
+	sd      notifier          // hears of reloads; zero: clb is not a systemd service
 
 	mu  sync.Mutex // serialises reloads
 	cfg *config.Config
@@ -181,6 +182,8 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 func (n *node) reload() (admin.Reloaded, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.sd.reloading()
+	defer n.sd.ready()
 	old := n.cfg
 	cfg, err := config.Load(old.File)
 	if err == nil {
