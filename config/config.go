@@ -30,6 +30,7 @@ type Config struct {
 	Keys       Keys       `yaml:"keys"`
 	HTTP       HTTP       `yaml:"http"`
 	Limits     Limits     `yaml:"limits"`
+	Log        Log        `yaml:"log"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -173,6 +174,23 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// Log configures what clb logs beyond its own events.
+type Log struct {
+	// Access writes a line per HTTP request and per SIP request forwarded
+	// or answered by clb, under the logger "access". Default false.
+	Access bool `yaml:"access"`
+	// AccessSample is the share of keys whose requests are logged, in
+	// (0, 1]: a session is logged whole or not at all. Default 1.
+	AccessSample float64 `yaml:"access_sample"`
+}
+
+// validate checks the log section (called from the decoder's validate).
+func (d *decoder) validateLog(l *Log) {
+	if !(l.AccessSample > 0 && l.AccessSample <= 1) {
+		d.errorf(d.line("log.access_sample"), "log.access_sample", "%v: must be greater than 0 and at most 1", l.AccessSample)
+	}
+}
+
 // Admin configures the admin API.
 type Admin struct {
 	// Token is the bearer token the admin API requires; it must be set when
@@ -313,6 +331,7 @@ func Defaults() Config {
 			MaxHeaders:          100,
 			Grace:               10 * time.Second,
 		},
+		Log: Log{AccessSample: 1},
 	}
 }
 

@@ -21,6 +21,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateHealth(&c.Health)
 	d.validateHTTP(&c.HTTP)
 	d.validateLimits(&c.Limits)
+	d.validateLog(&c.Log)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field

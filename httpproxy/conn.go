@@ -23,6 +23,7 @@ type deadlineConn struct {
 	read, write time.Duration
 	readSet     time.Time // the read deadline in force
 	writeSet    time.Time
+	written     int64 // bytes written, for the access log
 }
 
 func newDeadlineConn(c net.Conn) *deadlineConn {
@@ -59,5 +60,7 @@ func (c *deadlineConn) Write(b []byte) (int, error) {
 			c.writeSet = d
 		}
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	c.written += int64(n)
+	return n, err
 }

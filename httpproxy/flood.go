@@ -72,7 +72,7 @@ func (s *Server) admitRequest(cc *clientConn) bool {
 	if r.Log {
 		s.log.Warn("source over its HTTP rate", zap.Stringer("source", cc.src), zap.Uint64("limited", r.Limited))
 	}
-	s.refused(&cc.req, "rate_limited")
+	s.refused(cc, "rate_limited")
 	s.refuse(cc, 429, "too many requests", "Retry-After: "+strconv.Itoa(f.limiter.RetryAfter()))
 	return false
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
@@ -69,6 +70,7 @@ type clusterOptions struct {
 	logger *zap.Logger
 	flood  config.Limits
 	now    func() time.Time
+	access *accesslog.Log
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -113,7 +115,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		o.limits(&limits)
 	}
 	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger,
-		FloodLimits: o.flood, Now: o.now})
+		FloodLimits: o.flood, Now: o.now, Access: o.access})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,12 +22,12 @@ func (s *Server) proxy(cc *clientConn) bool {
 	if err != nil {
 		var eh *errHead
 		errors.As(err, &eh)
-		s.refused(h, "malformed_request")
+		s.refused(cc, "malformed_request")
 		s.refuse(cc, eh.status, eh.msg)
 		return false
 	}
 	if _, found, dup := h.get("host"); dup || !found && h.minor == 1 {
-		s.refused(h, "malformed_request")
+		s.refused(cc, "malformed_request")
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
@@ -37,18 +37,21 @@ func (s *Server) proxy(cc *clientConn) bool {
 	if s.looped(h) {
 		// An instance address that leads back here: answer, do not
 		// forward again (each pass would add a connection and a request).
-		s.refused(h, "loop")
+		s.refused(cc, "loop")
 		s.refuse(cc, 508, "loop detected: the instance address leads back to clb")
 		return false
 	}
 	if err := h.checkTarget(); err != nil {
-		s.refused(h, "malformed_request")
+		s.refused(cc, "malformed_request")
 		s.refuse(cc, 400, err.Error())
 		return false
 	}
-	ss := route(s.o.Balancer, s.rules.Load(), h, s.o.Now())
+	// The session lives in cc for the access log to read once the request
+	// is done.
+	ss := &cc.ss
+	*ss = route(s.o.Balancer, s.rules.Load(), h, s.o.Now())
 	if ss.d.Owner == nil {
-		s.refused(h, "no_instance")
+		s.refused(cc, "no_instance")
 		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(policy.RetryAfterSeconds(s.o.RetryAfter)))
 		return false
 	}
@@ -71,7 +74,7 @@ type exchange struct {
 	cc *clientConn
 	h  *head
 	f  framing
-	session
+	*session
 
 	bodyRead bool // any of the request body left the client's stream
 	upgrade  bool
@@ -96,12 +99,12 @@ func (x *exchange) run() bool {
 			}
 			x.s.o.Metrics.Retry("http")
 			if x.d.Owner == nil {
-				x.s.refused(x.h, "no_instance")
+				x.s.refused(x.cc, "no_instance")
 				x.s.refuse(x.cc, 503, "no instance is available")
 				return false
 			}
 		case errors.Is(err, errClientBody):
-			x.s.refused(x.h, "malformed_body")
+			x.s.refused(x.cc, "malformed_body")
 			x.s.refuse(x.cc, 400, "malformed request body")
 			return false
 		case isTimeout(err):
@@ -142,14 +145,16 @@ func (x *exchange) fail(status int, msg, kind string) bool {
 	}
 	x.s.o.Metrics.Request("http", metrics.Method(x.h.method), x.d.Owner.Name, "failed")
 	x.s.o.Metrics.Error("http", kind)
+	x.cc.outcome = kind
 	x.s.refuse(x.cc, status, msg)
 	return false
 }
 
 // refused counts a request clb answered itself, without an instance.
-func (s *Server) refused(h *head, kind string) {
-	s.o.Metrics.Request("http", metrics.Method(h.method), "", "refused")
+func (s *Server) refused(cc *clientConn, kind string) {
+	s.o.Metrics.Request("http", metrics.Method(cc.req.method), "", "refused")
 	s.o.Metrics.Error("http", kind)
+	cc.outcome = kind
 }
 
 func (s *Server) report(instance string, ok bool) {
@@ -260,6 +265,7 @@ func (x *exchange) exchangeHead(up *upConn) error {
 func (x *exchange) relay(up *upConn) bool {
 	res := &x.cc.res
 	x.count(x.s.o.Metrics, x.h.method, res.status)
+	x.cc.status, x.cc.outcome = res.status, "relayed"
 	if res.status == 101 {
 		return x.tunnel(up)
 	}
@@ -299,6 +305,7 @@ func (x *exchange) relay(up *upConn) bool {
 	}
 	if err != nil {
 		// The head is gone: all that is left is to cut the response short.
+		x.cc.outcome = "cut_short"
 		if ce := x.s.log.Check(zap.DebugLevel, "response body failed"); ce != nil {
 			ce.Write(zap.String("instance", x.d.Owner.Name), zap.Error(err))
 		}

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
@@ -44,6 +45,8 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Limits is the flood control of SPEC section 12 (zero: none).
 	FloodLimits config.Limits
+	// Access, if set, writes a line per request while it is on.
+	Access *accesslog.Log
 }
 
 // Server is the HTTP front end: it accepts client connections and proxies
@@ -215,6 +218,14 @@ type clientConn struct {
 	req    head
 	res    head
 	out    []byte
+
+	// What became of the request, for its access log line: the session
+	// (routing), the status sent, and "relayed" or the error kind of clb's
+	// own answer.
+	ss      session
+	status  int
+	outcome string
+	line    accesslog.Line
 }
 
 func (s *Server) serveConn(c net.Conn) bool {
@@ -274,6 +285,11 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 	}
 	cc.idle.Store(false)
 	cc.dc.deadline = time.Now().Add(l.ReadHeaderTimeout)
+	logged := s.o.Access.On()
+	var r request
+	if logged {
+		r = s.beginRequest(cc)
+	}
 	err := readHead(cc.br, &cc.req, l.MaxHeaderBytes, l.MaxHeaders, true)
 	cc.dc.deadline, cc.dc.read = time.Time{}, l.IdleTimeout // body: no progress for IdleTimeout
 	if err != nil {
@@ -281,16 +297,25 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 		if errors.As(err, &eh) {
 			s.o.Metrics.Request("http", "other", "", "refused")
 			s.o.Metrics.Error("http", "malformed_request")
+			cc.outcome = "malformed_request"
 			s.refuse(cc, eh.status, eh.msg)
+			if logged {
+				s.logRequest(cc, r)
+			}
 		}
 		return false
 	}
-	return s.proxy(cc)
+	keep := s.proxy(cc)
+	if logged {
+		s.logRequest(cc, r)
+	}
+	return keep
 }
 
 // refuse answers with a short error response and closes the connection: the
 // rest of what the client sent cannot be trusted to be framed right.
 func (s *Server) refuse(cc *clientConn, status int, msg string, extra ...string) {
+	cc.status = status
 	cc.out = appendError(cc.out[:0], status, msg, extra...)
 	_, _ = cc.bw.Write(cc.out)
 	_ = cc.bw.Flush()

@@ -2,10 +2,15 @@ package sip
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
@@ -52,7 +57,23 @@ func callMessages(i int, clb, uac, uas netip.AddrPort, key string) [][]byte {
 
 // BenchmarkCall is the proxy's work for one call (six messages), without the
 // sockets.
-func BenchmarkCall(b *testing.B) {
+func BenchmarkCall(b *testing.B) { benchmarkCall(b, nil) }
+
+// BenchmarkCallAccessLog is BenchmarkCall with the access log on: JSON lines
+// for the three requests of each call, to a discarding writer (every key,
+// then one in a hundred).
+func BenchmarkCallAccessLog(b *testing.B) {
+	for _, sample := range []float64{1, 0.01} {
+		b.Run(fmt.Sprintf("sample=%v", sample), func(b *testing.B) {
+			log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
+			access := accesslog.New(log)
+			access.Set(true, sample)
+			benchmarkCall(b, access)
+		})
+	}
+}
+
+func benchmarkCall(b *testing.B, access *accesslog.Log) {
 	clb := netip.MustParseAddrPort("127.0.0.1:5060")
 	uac := netip.MustParseAddrPort("127.0.0.1:5061")
 	uasAddr := netip.MustParseAddrPort("127.0.0.1:5071")
@@ -65,7 +86,7 @@ func BenchmarkCall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := newProxy(ProxyOptions{Balancer: bal, Instances: in}, &discard{})
+	p := newProxy(ProxyOptions{Balancer: bal, Instances: in, Access: access}, &discard{})
 	const calls = 1024
 	msgs := make([][][]byte, calls)
 	for i := range msgs {

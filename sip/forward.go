@@ -9,7 +9,9 @@ import (
 	"github.com/cespare/xxhash/v2"
 	gosip "github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/policy"
 )
@@ -28,7 +30,7 @@ type edits struct {
 	dropRoute bool               // remove the top Route value: clb's own
 	dropCLB   bool               // remove X-CLB-* fields the sender put in
 	decision  *balancer.Decision // add X-CLB-* fields telling the instance
-	key       string
+	key       string             // the request's key, when known
 }
 
 // forward sends req on to dst with clb's Via, Max-Forwards decremented and
@@ -66,6 +68,32 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 		}
 	}
 	p.metrics.Request("sip", v.method, instance, outcome)
+	key := e.key
+	if key == "" && rr != nil {
+		key = rr.key
+	}
+	if ce := p.access.Check(accesslog.MsgSIP, key); ce != nil {
+		p.logRequest(ce, in, sc, v, key, e.decision, outcome, 0)
+	}
+}
+
+// logRequest writes the access log line of a request forwarded (d is its
+// decision when it went to an instance) or answered by clb with status.
+func (p *Proxy) logRequest(ce *zapcore.CheckedEntry, in *inbound, sc *scratch, v *view, key string, d *balancer.Decision, outcome string, status int) {
+	ln := &sc.line
+	ln.Reset(true)
+	ln.Method, ln.CallID, ln.Key, ln.Outcome, ln.Status = v.method, v.callID, key, outcome, status
+	if d != nil && d.Owner != nil {
+		ln.Instance = d.Owner.Name
+		if d.Replica != nil {
+			ln.Replica = d.Replica.Name
+		}
+		if d.Previous != nil {
+			ln.Previous = d.Previous.Name
+		}
+	}
+	ln.Client, ln.Transport = in.src, in.local.transport
+	ln.Write(ce)
 }
 
 // appendVia appends clb's Via with a branch derived from the request, so

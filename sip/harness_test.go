@@ -16,6 +16,7 @@ import (
 
 	gosip "github.com/emiago/sipgo/sip"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
@@ -257,6 +258,7 @@ type clusterOptions struct {
 	limits    config.Limits
 	// messageTimeout is the stream transports' (0: the default).
 	messageTimeout time.Duration
+	access         *accesslog.Log
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -279,7 +281,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	c.bal = bal
 	srv, err := NewServer(ServerOptions{
-		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Limits: o.limits},
+		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Limits: o.limits, Access: o.access},
 		Listen: []config.SIPAddr{
 			{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}},
 			{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}},

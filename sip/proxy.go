@@ -10,6 +10,7 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
+	"clb/accesslog"
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
@@ -66,6 +67,7 @@ type scratch struct {
 	wire wire
 	view view
 	out  []byte
+	line accesslog.Line
 }
 
 // Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
@@ -82,6 +84,7 @@ type Proxy struct {
 	retryAfter int // seconds, in 503 responses
 	metrics    *metrics.Metrics
 	report     func(instance string, ok bool)
+	access     *accesslog.Log
 }
 
 // ProxyOptions configure a Proxy.
@@ -105,6 +108,9 @@ type ProxyOptions struct {
 	Report func(instance string, ok bool)
 	// Limits is the flood control of SPEC section 12 (zero: none).
 	Limits config.Limits
+	// Access, if set, writes a line per request forwarded or answered
+	// while it is on.
+	Access *accesslog.Log
 }
 
 func newProxy(o ProxyOptions, net sender) *Proxy {
@@ -117,6 +123,7 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		retryAfter: policy.RetryAfterSeconds(o.RetryAfter),
 		metrics:    o.Metrics,
 		report:     o.Report,
+		access:     o.Access,
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -218,6 +225,7 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 		p.toInstance(in, sc, v, dr.key, dr.instance, e, false)
 	case ours:
 		// In dialog, from inside: out, like any loose router.
+		e.key = dr.key // for the access log
 		p.outward(in, sc, v, e, nil)
 	case sender != nil:
 		// An instance starts a dialog (or sends outside one) to the world.
@@ -326,7 +334,7 @@ func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, 
 		dst, ok = instanceEndpoint(d.Owner)
 	}
 	if !ok {
-		p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter})
+		p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter, key: key})
 		return
 	}
 	var rr *dialogRoute

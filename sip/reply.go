@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"clb/accesslog"
 	"clb/policy"
 
 	"github.com/cespare/xxhash/v2"
@@ -17,6 +18,7 @@ type refusal struct {
 	retryAfter  int    // seconds, for 503
 	unsupported string // option tags, for 420
 	kind        string // for the error metrics, when not the code's
+	key         string // the request's key, when known (for the access log)
 }
 
 // reply answers the request itself, back to where it came from on the
@@ -35,6 +37,9 @@ func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 		kind = refusalKind(r.code)
 	}
 	p.metrics.Error("sip", kind)
+	if ce := p.access.Check(accesslog.MsgSIP, r.key); ce != nil {
+		p.logRequest(ce, in, sc, v, r.key, nil, kind, r.code)
+	}
 	if w.first(fieldVia) < 0 || w.first(fieldCSeq) < 0 {
 		return // nothing to match an answer to
 	}

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"clb/accesslog"
 	"clb/admin"
 	"clb/balancer"
 	"clb/config"
@@ -43,6 +44,8 @@ type node struct {
 	// params are the ramp settings the balancer is given with each
 	// instance list; a reload sets them just before it publishes its list.
 	params atomic.Pointer[loadfactor.Params]
+	access *accesslog.Log // log.access, swapped by reload
+	sd     notifier       // hears of reloads; zero: clb is not a systemd service
 
 	mu  sync.Mutex // serialises reloads
 	cfg *config.Config
@@ -54,7 +57,8 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, bal: bal, cfg: cfg}
+	n := &node{log: log, bal: bal, cfg: cfg, access: accesslog.New(log)}
+	n.access.Set(cfg.Log.Access, cfg.Log.AccessSample)
 	params := cfg.LoadFactor.Params()
 	n.params.Store(&params)
 	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
@@ -83,6 +87,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				Metrics:    n.metrics,
 				Report:     n.health.Report,
 				Limits:     cfg.Limits,
+				Access:     n.access,
 			},
 			Listen: cfg.Listen.SIP,
 		})
@@ -112,6 +117,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			Report:      n.health.Report,
 			Metrics:     n.metrics,
 			FloodLimits: cfg.Limits,
+			Access:      n.access,
 		})
 		if err != nil {
 			n.close()
@@ -206,6 +212,8 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 func (n *node) reload() (admin.Reloaded, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.sd.reloading()
+	defer n.sd.ready()
 	old := n.cfg
 	cfg, err := config.Load(old.File)
 	if err == nil {
@@ -243,6 +251,7 @@ func (n *node) reload() (admin.Reloaded, error) {
 	if n.admin != nil {
 		n.admin.SetToken(cfg.Admin.Token)
 	}
+	n.access.Set(cfg.Log.Access, cfg.Log.AccessSample)
 	n.cfg = cfg
 	res := admin.Reloaded{Instances: len(cfg.Instances), Added: []string{}, Removed: []string{}}
 	names := func(c *config.Config) []string {

@@ -73,7 +73,8 @@ func runServe(args []string, stderr io.Writer) int {
 			}
 		}
 	}()
-	if err := serve(ctx, cfg, log, hup); err != nil {
+	sd := notifier{socket: os.Getenv("NOTIFY_SOCKET"), log: log}
+	if err := serve(ctx, cfg, log, hup, sd); err != nil {
 		log.Error("clb stopped", zap.Error(err))
 		return 1
 	}
@@ -103,11 +104,21 @@ func newLogger(format string, w io.Writer) (*zap.Logger, error) {
 }
 
 // serve runs a node of cfg until ctx ends; a value on hup reloads the file.
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, hup <-chan struct{}) error {
+// sd hears when the node is ready (its listeners are bound: what reaches
+// them is queued until served), reloads and stops.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, hup <-chan struct{}, sd notifier) error {
 	n, err := newNode(cfg, log)
 	if err != nil {
 		return err
 	}
+	n.sd = sd
 	log.Info("clb started", append(n.fields(), zap.String("config", cfg.File), zap.Int("instances", len(cfg.Instances)))...)
-	return n.run(ctx, hup)
+	sd.ready()
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { sd.stopping(); close(stopped) })
+	err = n.run(ctx, hup)
+	if !stop() {
+		<-stopped // STOPPING=1 is out before clb exits
+	}
+	return err
 }

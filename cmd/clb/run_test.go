@@ -35,13 +35,13 @@ type proc struct {
 	started map[string]any // the "clb started" entry
 }
 
-// startCLB runs this test binary as clb run -config path and waits for its
-// "clb started" log; the process is killed at the end of the test if it is
-// still running.
-func startCLB(t *testing.T, path string) *proc {
+// startCLB runs this test binary as clb run -config path, with env added to
+// its environment, and waits for its "clb started" log; the process is
+// killed at the end of the test if it is still running.
+func startCLB(t *testing.T, path string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "run", "-config", path)
-	cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
+	cmd.Env = append(append(os.Environ(), "CLB_TEST_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,114 @@
+package sip
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	gosip "github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"clb/accesslog"
+	"clb/balancer"
+)
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// accessLines is an access log whose JSON lines arrive, parsed, on a
+// channel: a line is written after the request left, so a test waits for it.
+func accessLines(t *testing.T) (*accesslog.Log, <-chan map[string]any) {
+	t.Helper()
+	lines := make(chan map[string]any, 64)
+	w := zapcore.AddSync(writerFunc(func(p []byte) (int, error) {
+		var e map[string]any
+		if err := json.Unmarshal(p, &e); err != nil {
+			t.Errorf("access log line %q: %v", p, err)
+		}
+		lines <- e
+		return len(p), nil
+	}))
+	a := accesslog.New(zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(w), zap.InfoLevel)))
+	a.Set(true, 1)
+	return a, lines
+}
+
+// expectLine waits for the next line and checks its fields; want holds
+// them as JSON decodes them, "" for a field that must be absent.
+func expectLine(t *testing.T, lines <-chan map[string]any, want map[string]any) {
+	t.Helper()
+	var e map[string]any
+	select {
+	case e = <-lines:
+	case <-time.After(wait):
+		t.Fatalf("no access log line within %v; want %v", wait, want)
+	}
+	if e["logger"] != "access" || e["msg"] != accesslog.MsgSIP || e["protocol"] != "sip" {
+		t.Errorf("line %v: want logger access, msg %q, protocol sip", e, accesslog.MsgSIP)
+	}
+	for k, v := range want {
+		got, ok := e[k]
+		switch {
+		case v == "" && ok:
+			t.Errorf("%s: %v, want it absent (line %v)", k, got, e)
+		case v != "" && got != v:
+			t.Errorf("%s: %v, want %v (line %v)", k, got, v, e)
+		}
+	}
+}
+
+// TestAccessLogSIP: a line per request clb forwards (with the key, the
+// instance and its replica partner) or answers itself (with the code: 483,
+// and a 503 with the key it found no instance for); none for responses.
+func TestAccessLogSIP(t *testing.T) {
+	access, lines := accessLines(t)
+	c := newCluster(t, clusterOptions{n: 3, access: access})
+	phone := newPeer(t, "phone", "udp", nil)
+	client := phone.addr.String()
+
+	d, _ := c.call(phone, "alice")
+	key := d.fromTag + d.callID
+	dec := c.bal.Table().RouteFor(balancer.SIP, key, "", time.Now())
+	if dec.Owner.Name != d.instance {
+		t.Fatalf("the INVITE went to %s, the owner is %s", d.instance, dec.Owner.Name)
+	}
+	for _, method := range []string{"INVITE", "ACK"} {
+		expectLine(t, lines, map[string]any{"method": method, "call_id": d.callID, "key": key, "instance": d.instance,
+			"replica": dec.Replica.Name, "previous": "", "outcome": "forwarded", "status": "", "transport": "udp",
+			"client": client})
+	}
+
+	// The instance's BYE leaves the cluster: outward, with the dialog's key.
+	uas := c.instances[d.instance]
+	uas.send(inDialog(uas, d, gosip.BYE, false), c.udp)
+	phone.recvRequest("BYE")
+	expectLine(t, lines, map[string]any{"method": "BYE", "call_id": d.callID, "key": key, "instance": "",
+		"outcome": "outward", "client": uas.addr.String()})
+
+	inv := newInvite(phone, c.udp, "hank", "mf0")
+	mf := gosip.MaxForwardsHeader(0)
+	inv.ReplaceHeader(&mf)
+	phone.send(inv, c.udp)
+	phone.recvResponse(483)
+	expectLine(t, lines, map[string]any{"method": "INVITE", "call_id": "mf0", "key": "", "status": 483.0,
+		"outcome": "max_forwards", "client": client})
+
+	for _, n := range c.names {
+		if err := c.bal.Disable(n, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	down := newInvite(phone, c.udp, "hank", "down")
+	phone.send(down, c.udp)
+	phone.recvResponse(503)
+	expectLine(t, lines, map[string]any{"method": "INVITE", "call_id": "down", "key": mustTag(down.From().Params) + "down",
+		"instance": "", "status": 503.0, "outcome": "no_instance"})
+
+	select {
+	case e := <-lines:
+		t.Errorf("an unexpected line: %v", e)
+	default:
+	}
+}
