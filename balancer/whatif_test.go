@@ -196,6 +196,13 @@ func TestWhatIfChangesNothing(t *testing.T) {
 			t.Fatalf("%s: routing changed", key)
 		}
 	}
+	// Removing the last live instance: every key is left without an owner.
+	last := mustBalancer(t, instances(2), loadfactor.DefaultParams())
+	must(t, last.SetHealth("inst0", false, now))
+	e, err := last.Table().WhatIf(Change{Remove: []string{"inst1"}}, now)
+	if err != nil || e.Moved != 1 || e.Unsafe != 1 || len(e.Flows) != 1 || e.Flows[0] != (Flow{From: "inst1", To: "", Share: 1}) {
+		t.Errorf("removing the last live instance: %+v %v", e, err)
+	}
 	for _, tc := range []struct {
 		name   string
 		change Change
