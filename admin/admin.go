@@ -1,11 +1,12 @@
 // Package admin owns clb's admin listener: the JSON API of SPEC section 9
-// (status, instances, route, enable/disable/drain, reload), the Prometheus
-// metrics and the status page.
+// (status, instances, route, enable/disable/drain, reload, what-if), the
+// Prometheus metrics and the status page.
 //
 // Concurrency: a Server is safe for concurrent use. Handlers read the
 // balancer's current Table, the health Checker and the metrics, each of them
 // safe for concurrent use; writes go through the Balancer's methods and the
-// Reload function, which serialise themselves.
+// Reload function, which serialise themselves. What-ifs run one at a time
+// (the others wait, then get 429).
 package admin
 
 import (
@@ -66,6 +67,7 @@ type Server struct {
 	// waiting, if set, is called when a long poll starts to wait: a test
 	// hook, set before Serve.
 	waiting func()
+	whatifs *whatIfs
 }
 
 // maxWait bounds a long poll of the status.
@@ -83,7 +85,7 @@ func NewServer(addr string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{o: o, log: o.Logger, ln: ln}
+	s := &Server{o: o, log: o.Logger, ln: ln, whatifs: newWhatIfs()}
 	s.SetToken(o.Token)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
@@ -129,6 +131,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", s.auth(s.status))
 	mux.HandleFunc("GET /api/v1/instances", s.auth(s.instances))
 	mux.HandleFunc("GET /api/v1/route", s.auth(s.route))
+	mux.HandleFunc("GET /api/v1/whatif", s.auth(s.whatIf))
+	mux.HandleFunc("GET /api/v1/whatif/drains", s.auth(s.whatIfDrains))
 	mux.HandleFunc("POST /api/v1/instances/{name}/{action}", s.auth(s.change(s.act)))
 	mux.HandleFunc("POST /api/v1/reload", s.auth(s.change(s.reload)))
 	if s.o.Metrics != nil {

@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"clb/loadfactor"
 )
 
 // webDriver is a chromedriver process and one headless Chromium session,
@@ -94,7 +97,7 @@ func startWebDriver(t *testing.T, args ...string) *webDriver {
 		"goog:chromeOptions": map[string]any{
 			"binary": chromium,
 			"args": append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-				"--no-first-run", "--window-size=1400,700", "--disable-dev-shm-usage", "--disable-extensions", "--no-default-browser-check"}, args...),
+				"--no-first-run", "--window-size=1400,1000", "--disable-dev-shm-usage", "--disable-extensions", "--no-default-browser-check"}, args...),
 		},
 		"goog:loggingPrefs": map[string]string{"browser": "ALL"},
 	}}}, &session)
@@ -160,6 +163,22 @@ if (!check()) {
   obs.observe(document.getElementById("rows"), { childList: true, subtree: true });
 }`
 
+// waitFor waits, in the page (a MutationObserver, no polling from here),
+// until the JavaScript expression expr is truthy, and returns its value as
+// text.
+func (w *webDriver) waitFor(expr string) string {
+	w.t.Helper()
+	script := `const done = arguments[arguments.length - 1];
+function check() { const v = (` + expr + `); if (v) { done(String(v)); return true; } return false; }
+if (!check()) {
+  const obs = new MutationObserver(() => { if (check()) obs.disconnect(); });
+  obs.observe(document.body, { childList: true, subtree: true, attributes: true, characterData: true });
+}`
+	var v string
+	w.do("POST", "/execute/async", map[string]any{"script": script, "args": []any{}}, &v)
+	return v
+}
+
 type pageView struct {
 	Text   string         `json:"text"`
 	Failed map[string]int `json:"failed"`
@@ -167,7 +186,10 @@ type pageView struct {
 
 // TestStatusPageInBrowser loads the status page in headless Chromium: it
 // renders every instance's name and state with no console error, shows a
-// failed probe in the health history, and follows a change by itself.
+// failed probe in the health history, follows a change by itself, draws
+// requests per second per instance, looks a key up as the API does, and
+// shows the what-if of draining each instance; its screenshot is written to
+// $CLB_ARTIFACTS/status-page.png.
 func TestStatusPageInBrowser(t *testing.T) {
 	w := startWebDriver(t)
 	f := start(t, Options{Token: "tok"})
@@ -200,13 +222,65 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Errorf("the page does not show b's factor 0.75:\n%s", v.Text)
 	}
 
-	if path := os.Getenv("CLB_SCREENSHOT"); path != "" {
-		// For a person to look at the page: CLB_SCREENSHOT=/tmp/page.png.
-		var png []byte
-		w.do("GET", "/screenshot", nil, &png)
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Error(err)
+	// The chart: requests counted between refreshes, a new table each time
+	// (the same instances) so that the page refreshes at once.
+	for k := 1; k <= 3; k++ {
+		for range 40 * k {
+			f.m.Request("http", "GET", "a", "2xx")
 		}
+		for range 15 {
+			f.m.Request("sip", "INVITE", "c", "forwarded")
+		}
+		if err := f.bal.Update(instances(), loadfactor.Params{Start: 0.25, Increase: 0.25, Period: time.Hour}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		w.waitFor(fmt.Sprintf(`+document.getElementById("chart").dataset.points >= %d`, 2*k))
+	}
+	if max := w.waitFor(`document.getElementById("chart").dataset.max`); max == "0" {
+		t.Errorf("the chart's highest rate is %s", max)
+	}
+	if n := w.waitFor(`document.querySelectorAll("#chart polyline").length`); n != "3" {
+		t.Errorf("the chart has %s lines, want one per instance", n)
+	}
+
+	// The key lookup box says what the API says.
+	var r Route
+	f.call("GET", "/api/v1/route?key=user%3Aalice", &r)
+	w.waitFor(`(() => { document.getElementById("key").value = "user:alice"; document.querySelector("#lookup button").click(); return true; })()`)
+	got := w.waitFor(`document.querySelector('#lookup-result table[data-key="user:alice"]')?.innerText`)
+	for _, s := range []string{"owner\t" + r.Owner, "replica partner\t" + r.Replica, strings.Join(r.Preference, " → ")} {
+		if !strings.Contains(got, s) {
+			t.Errorf("the lookup shows %q, lacks %q", got, s)
+		}
+	}
+
+	// The what-if of draining each instance: b, draining at 0.75, would move
+	// what it still owns; a and c a share each.
+	var d Drains
+	f.call("GET", "/api/v1/whatif/drains", &d)
+	drains := w.waitFor(`document.querySelectorAll("#drains tr").length === 3 &&
+  Array.from(document.querySelectorAll("#drains tr")).map(r => r.dataset.instance + " " + r.cells[1].innerText.trim() + " " + r.cells[3].innerText).join("; ")`)
+	for _, di := range d.Drains {
+		if want := fmt.Sprintf("%s %.1f%% %s %.1f%%", di.Name, 100*di.Moved, di.Moves[0].To, 100*di.Moves[0].Share); !strings.Contains(drains, want) {
+			t.Errorf("the drains table lacks %q:\n%s", want, drains)
+		}
+	}
+
+	// A screenshot, kept by CI (CLB_ARTIFACTS) for a person to look at.
+	dir := os.Getenv("CLB_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	var png []byte
+	w.do("GET", "/screenshot", nil, &png)
+	if len(png) < 1000 || string(png[1:4]) != "PNG" {
+		t.Errorf("screenshot of %d bytes", len(png))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "status-page.png"), png, 0o644); err != nil {
+		t.Error(err)
 	}
 
 	var logs []struct {

@@ -11,7 +11,9 @@ import (
 //go:embed page.html
 var pageHTML []byte
 
-// page is GET /: the status page, which polls GET /api/v1/status.
+// page is GET /: the status page, which polls GET /api/v1/status, draws
+// each instance's requests per second from successive answers, looks keys
+// up with GET /api/v1/route and shows GET /api/v1/whatif/drains.
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")

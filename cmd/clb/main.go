@@ -4,6 +4,7 @@
 //	clb run -config FILE            serve (also: clb -config FILE)
 //	clb check -config FILE          validate FILE and print a summary
 //	clb route -config FILE [KEY…]   print KEY OWNER REPLICA per key
+//	clb ctl [-admin URL] VERB …     the admin API from a shell
 //
 // Everything is wired here and passed down; the packages hold no globals.
 package main
@@ -29,6 +30,10 @@ const usage = `usage:
   clb check -config FILE          validate FILE, print a summary; exit 1 on error
   clb route -config FILE [KEY …]  print "KEY OWNER REPLICA" for each key, from the
                                   arguments or else one per line from standard input
+  clb ctl [-admin URL] [-config FILE] [-token T] [-json]
+          status|instances|route KEY|enable|disable|drain NAME|reload|
+          whatif [-remove NAME]… [-add NAME:WEIGHT]…
+                                  the admin API of a running clb (clb ctl -h)
 `
 
 // run is main with its surroundings passed in; it returns the exit code:
@@ -45,6 +50,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "route":
 		return route(args[1:], stdin, stdout, stderr)
+	case "ctl":
+		return ctl(args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
 	case "instance":
