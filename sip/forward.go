@@ -34,8 +34,11 @@ type edits struct {
 }
 
 // forward sends req on to dst with clb's Via, Max-Forwards decremented and
-// the edits applied; rr, if set, adds clb's Record-Route.
-func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e edits, rr *dialogRoute) {
+// the edits applied; rr, if set, adds clb's Record-Route. key is the
+// request's key for the access log ("" when it has none): a parameter of
+// its own, not read from e, so that e (and the Decision it points to, on
+// the caller's stack) does not escape with it.
+func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e edits, key string, rr *dialogRoute) {
 	self, ok := p.net.listener(dst.transport, dst.addr.Addr())
 	if !ok {
 		p.reply(in, sc, v, refusal{code: 502, reason: "Bad Gateway"})
@@ -68,10 +71,6 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 		}
 	}
 	p.metrics.Request("sip", v.method, instance, outcome)
-	key := e.key
-	if key == "" && rr != nil {
-		key = rr.key
-	}
 	if ce := p.access.Check(accesslog.MsgSIP, key); ce != nil {
 		p.logRequest(ce, in, sc, v, key, e.decision, outcome, 0)
 	}

@@ -346,7 +346,7 @@ func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, 
 		p.metrics.Repair("sip")
 	}
 	e.dropCLB, e.decision, e.key = true, &d, key
-	p.forward(in, sc, v, destination{endpoint: dst}, e, rr)
+	p.forward(in, sc, v, destination{endpoint: dst}, e, key, rr)
 }
 
 // instanceEndpoint is where an instance takes SIP.
@@ -376,7 +376,11 @@ func (p *Proxy) outward(in *inbound, sc *scratch, v *view, e edits, rr *dialogRo
 		p.reply(in, sc, v, refusal{code: 502, reason: "Bad Gateway"})
 		return
 	}
-	p.forward(in, sc, v, destination{endpoint: dst}, e, rr)
+	key := e.key // an in-dialog request's, or that of a dialog it starts
+	if key == "" && rr != nil {
+		key = rr.key
+	}
+	p.forward(in, sc, v, destination{endpoint: dst}, e, key, rr)
 }
 
 // uriEndpoint is where a SIP URI with an IP address points.
