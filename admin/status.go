@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"fmt"
 	"time"
 
 	"clb/balancer"
@@ -11,6 +12,10 @@ type Status struct {
 	// Version is the routing table's version; it rises by one per change.
 	Version uint64    `json:"version"`
 	Time    time.Time `json:"time"`
+	// Fingerprint is a hash of everything routing depends on now (16 hex
+	// digits): two clb nodes with equal fingerprints route every key alike
+	// (SPEC section 11).
+	Fingerprint string `json:"fingerprint"`
 	// Instances are in configuration order.
 	Instances []InstanceStatus `json:"instances"`
 }
@@ -79,7 +84,8 @@ func (s *Server) snapshot() Status {
 	t := s.o.Balancer.Table()
 	now := s.o.Now()
 	sts := t.Status(now)
-	out := Status{Version: t.Version(), Time: now, Instances: make([]InstanceStatus, 0, len(sts))}
+	out := Status{Version: t.Version(), Time: now, Fingerprint: fmt.Sprintf("%016x", t.Fingerprint(now)),
+		Instances: make([]InstanceStatus, 0, len(sts))}
 	routed := t.RoutedShares(now)
 	for k, st := range sts {
 		is := InstanceStatus{

@@ -12,6 +12,7 @@
 package metrics
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -284,8 +285,8 @@ func knownMethod(m string) string {
 // stateCollector reads instance state and load factor from the balancer at
 // each scrape.
 type stateCollector struct {
-	bal                          func() *balancer.Balancer
-	stateDesc, factorDesc, wDesc *prometheus.Desc
+	bal                                  func() *balancer.Balancer
+	stateDesc, factorDesc, wDesc, fpDesc *prometheus.Desc
 }
 
 func newStateCollector(bal func() *balancer.Balancer) *stateCollector {
@@ -297,6 +298,9 @@ func newStateCollector(bal func() *balancer.Balancer) *stateCollector {
 		factorDesc: prometheus.NewDesc("clb_instance_load_factor",
 			"The instance's load factor: the share of its keys it admits.", []string{"instance"}, nil),
 		wDesc: prometheus.NewDesc("clb_instance_weight", "The instance's configured weight.", []string{"instance"}, nil),
+		fpDesc: prometheus.NewDesc("clb_routing_fingerprint",
+			"1, labelled with the hash of everything routing depends on now: clb nodes that route every key alike have one fingerprint.",
+			[]string{"fingerprint"}, nil),
 	}
 }
 
@@ -304,6 +308,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.stateDesc
 	ch <- c.factorDesc
 	ch <- c.wDesc
+	ch <- c.fpDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -311,7 +316,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if b == nil {
 		return
 	}
-	for _, s := range b.Table().Status(time.Now()) {
+	t, now := b.Table(), time.Now()
+	ch <- prometheus.MustNewConstMetric(c.fpDesc, prometheus.GaugeValue, 1, fmt.Sprintf("%016x", t.Fingerprint(now)))
+	for _, s := range t.Status(now) {
 		name := s.Instance.Name
 		for _, st := range []balancer.State{balancer.Up, balancer.Ramping, balancer.Draining, balancer.Down, balancer.Disabled} {
 			v := 0.0
