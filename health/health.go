@@ -35,6 +35,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/metrics"
+	"clb/policy"
 	"clb/sip/framing"
 )
 
@@ -72,6 +73,9 @@ type Probe struct {
 	OK      bool
 	Latency time.Duration // of the slowest answer
 	Error   string
+	// Started is when the instance says it started (X-CLB-Started in its
+	// answers), zero if it does not say.
+	Started time.Time
 }
 
 // Status is what the admin API shows of an instance's health.
@@ -173,7 +177,7 @@ func (c *Checker) Report(name string, ok bool) {
 	rec.successes = 0
 	rec.failures++
 	if rec.up && rec.failures >= c.cfg.Fall {
-		c.setUp(rec, false, "passive")
+		c.setUp(rec, false, "passive", time.Time{})
 	}
 }
 
@@ -217,26 +221,33 @@ func (c *Checker) apply(rec *instance, p Probe) {
 		rec.successes++
 		rec.failures = 0
 		if !rec.up && rec.successes >= c.cfg.Rise {
-			c.setUp(rec, true, "active")
+			c.setUp(rec, true, "active", p.Started)
 		}
 		return
 	}
 	rec.failures++
 	rec.successes = 0
 	if rec.up && rec.failures >= c.cfg.Fall {
-		c.setUp(rec, false, "active")
+		c.setUp(rec, false, "active", time.Time{})
 	}
 }
 
 // setUp records a verdict and tells the balancer, which ramps an instance
 // that comes back.
-func (c *Checker) setUp(rec *instance, up bool, by string) {
+func (c *Checker) setUp(rec *instance, up bool, by string, started time.Time) {
 	rec.up = up
 	now := c.now()
 	if !up {
 		rec.downAt = now
 	}
-	if err := c.bal.SetHealth(rec.cfg.Name, up, now); err != nil {
+	// A returning instance that says when it started is ramped from then
+	// (SPEC section 11): every clb node reads the same moment, so all give it
+	// the same load factor, whenever each saw it come back.
+	rampFrom := now
+	if up && !started.IsZero() && !started.After(now) {
+		rampFrom = started
+	}
+	if err := c.bal.SetHealth(rec.cfg.Name, up, rampFrom); err != nil {
 		c.log.Warn("health verdict for an unknown instance", zap.String("instance", rec.cfg.Name), zap.Error(err))
 		return
 	}
@@ -281,7 +292,7 @@ func (c *Checker) returnPassive() {
 		rec := c.insts[name]
 		if !rec.up && now.Sub(rec.downAt) >= c.cfg.Interval {
 			rec.failures = 0
-			c.setUp(rec, true, "interval")
+			c.setUp(rec, true, "interval", time.Time{})
 		}
 	}
 }
@@ -289,12 +300,15 @@ func (c *Checker) returnPassive() {
 // probe checks an instance on each protocol it speaks: all must answer.
 func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Instance) Probe {
 	p := Probe{At: c.now(), OK: true}
-	check := func(protocol string, f func(context.Context) error) {
+	check := func(protocol string, f func(context.Context) (time.Time, error)) {
 		ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 		start := time.Now()
-		err := f(ctx)
+		started, err := f(ctx)
 		took := time.Since(start)
+		if started.After(p.Started) {
+			p.Started = started
+		}
 		c.m.Probe(inst.Name, protocol, err == nil, took)
 		if err != nil {
 			p.OK = false
@@ -304,19 +318,34 @@ func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Inst
 		p.Latency = max(p.Latency, took)
 	}
 	if !inst.SIP.IsZero() {
-		check("sip", func(ctx context.Context) error { return probeSIP(ctx, inst.SIP.Endpoint) })
+		check("sip", func(ctx context.Context) (time.Time, error) { return probeSIP(ctx, inst.SIP.Endpoint) })
 	}
 	if !inst.HTTP.IsZero() {
-		check("http", func(ctx context.Context) error { return probeHTTP(ctx, inst.HTTP.Endpoint, cfg.HTTPPath) })
+		check("http", func(ctx context.Context) (time.Time, error) {
+			return probeHTTP(ctx, inst.HTTP.Endpoint, cfg.HTTPPath)
+		})
 	}
 	return p
 }
 
+// StartedField is where an instance says when it started, in its answers
+// to the probes.
+const StartedField = policy.FieldStarted
+
+// parseStarted reads a StartedField value; zero when absent or malformed.
+func parseStarted(v string) time.Time {
+	secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || secs <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(secs, 0)
+}
+
 // probeHTTP GETs path: a 2xx or 3xx answer passes.
-func probeHTTP(ctx context.Context, e config.Endpoint, path string) error {
+func probeHTTP(ctx context.Context, e config.Endpoint, path string) (time.Time, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+e.Addr()+path, nil)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	req.Header.Set("User-Agent", "clb-health")
 	client := http.Client{
@@ -325,27 +354,27 @@ func probeHTTP(ctx context.Context, e config.Endpoint, path string) error {
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	res.Body.Close()
 	if res.StatusCode >= 400 {
-		return fmt.Errorf("status %d", res.StatusCode)
+		return time.Time{}, fmt.Errorf("status %d", res.StatusCode)
 	}
-	return nil
+	return parseStarted(res.Header.Get(StartedField)), nil
 }
 
 // probeSIP sends OPTIONS over the instance's transport: any final response
 // passes.
-func probeSIP(ctx context.Context, e config.Endpoint) error {
+func probeSIP(ctx context.Context, e config.Endpoint) (time.Time, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, e.Transport, e.Addr())
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(deadline); err != nil {
-			return err
+			return time.Time{}, err
 		}
 	}
 	host, port, _ := net.SplitHostPort(conn.LocalAddr().String())
@@ -363,29 +392,29 @@ func probeSIP(ctx context.Context, e config.Endpoint) error {
 	req.AppendHeader(&mf)
 	req.SetBody(nil)
 	if _, err := conn.Write([]byte(req.String())); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	buf := make([]byte, framing.MaxMessage)
 	have := 0
 	for {
 		n, err := conn.Read(buf[have:])
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
 		if e.Transport == "udp" {
-			if final(buf[:n], callID) { // one datagram, one message
-				return nil
+			if ok, started := final(buf[:n], callID); ok { // one datagram, one message
+				return started, nil
 			}
 			continue
 		}
 		have += n
-		found, rest, err := finalOnStream(buf[:have], callID)
+		found, started, rest, err := finalOnStream(buf[:have], callID)
 		if found || err != nil {
-			return err
+			return started, err
 		}
 		have = copy(buf, rest)
 		if have == len(buf) {
-			return errors.New("response too large")
+			return time.Time{}, errors.New("response too large")
 		}
 	}
 }
@@ -395,31 +424,39 @@ func probeSIP(ctx context.Context, e config.Endpoint) error {
 // response to the probe; rest is what is left for more bytes to complete.
 // The probe reads loosely: a head whose Content-Length cannot be told is
 // taken as a message without a body, and keep-alives are skipped.
-func finalOnStream(b []byte, callID string) (found bool, rest []byte, err error) {
+func finalOnStream(b []byte, callID string) (found bool, started time.Time, rest []byte, err error) {
 	for {
 		kind, n := framing.Next(b)
 		switch kind {
 		case framing.NeedMore:
-			return false, b, nil
+			return false, time.Time{}, b, nil
 		case framing.TooLarge:
-			return false, nil, errors.New("response too large")
+			return false, time.Time{}, nil, errors.New("response too large")
 		case framing.Message, framing.BadLength:
-			if final(b[:n], callID) {
-				return true, nil, nil
+			if ok, started := final(b[:n], callID); ok {
+				return true, started, nil, nil
 			}
 		}
 		b = b[n:]
 	}
 }
 
-// final reports whether b holds a final response to the probe.
-func final(b []byte, callID string) bool {
+// final reports whether b holds a final response to the probe, and when
+// the instance says it started.
+func final(b []byte, callID string) (bool, time.Time) {
 	m, err := gosip.ParseMessage(b)
 	if err != nil {
-		return false
+		return false, time.Time{}
 	}
 	res, ok := m.(*gosip.Response)
-	return ok && res.StatusCode >= 200 && res.CallID() != nil && res.CallID().Value() == callID
+	if !ok || res.StatusCode < 200 || res.CallID() == nil || res.CallID().Value() != callID {
+		return false, time.Time{}
+	}
+	var started time.Time
+	if h := res.GetHeader(StartedField); h != nil {
+		started = parseStarted(h.Value())
+	}
+	return true, started
 }
 
 func mustAtoi(s string) int {

@@ -369,7 +369,7 @@ func TestProbeSIPOverStream(t *testing.T) {
 			go func() { served <- answerScripted(ln, tc.writes) }()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			err = probeSIP(ctx, endpoint("tcp", ln.Addr().(*net.TCPAddr).Port))
+			_, err = probeSIP(ctx, endpoint("tcp", ln.Addr().(*net.TCPAddr).Port))
 			if serr := <-served; serr != nil {
 				t.Fatalf("UAS: %v", serr)
 			}

@@ -21,8 +21,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
+
+	"clb/policy"
 
 	"go.uber.org/zap"
 )
@@ -45,13 +48,14 @@ type Options struct {
 
 // Instance is a running sample instance.
 type Instance struct {
-	name  string
-	log   *zap.Logger
-	store *store
-	peers *peers
-	web   *http.Server
-	webLn net.Listener
-	uas   *uas // nil without SIP
+	name    string
+	started string // Unix seconds, told to clb's probes (policy.FieldStarted)
+	log     *zap.Logger
+	store   *store
+	peers   *peers
+	web     *http.Server
+	webLn   net.Listener
+	uas     *uas // nil without SIP
 }
 
 // New binds the instance's addresses.
@@ -64,14 +68,15 @@ func New(o Options) (*Instance, error) {
 	}
 	p := &peers{client: &http.Client{Timeout: 2 * time.Second}}
 	p.setAdmin(o.Admin, o.Token)
-	in := &Instance{name: o.Name, log: o.Logger, peers: p, store: newStore(o.Name, p, o.Logger)}
+	in := &Instance{name: o.Name, log: o.Logger, peers: p, store: newStore(o.Name, p, o.Logger),
+		started: strconv.FormatInt(time.Now().Unix(), 10)}
 	ln, err := net.Listen("tcp", o.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: %w", o.Name, err)
 	}
 	in.webLn = ln
 	in.web = &http.Server{
-		Handler:           in.handler(),
+		Handler:           in.tellStarted(in.handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
@@ -144,3 +149,12 @@ func (in *Instance) Serve(ctx context.Context) error {
 
 // Dump is the keys the instance holds, as GET /_clb/dump lists them.
 func (in *Instance) Dump() []Held { return in.store.dump() }
+
+// tellStarted says on every HTTP answer when the instance started, so that
+// every clb node ramps it up from the same moment (SPEC section 11).
+func (in *Instance) tellStarted(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(policy.FieldStarted, in.started)
+		h.ServeHTTP(w, r)
+	})
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"clb/policy"
+
 	gosip "github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 )
@@ -75,6 +77,7 @@ func (u *uas) handle(ctx context.Context, data []byte, from *net.UDPAddr) {
 	case gosip.OPTIONS:
 		res := u.response(req, 200, "OK", "")
 		res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"))
+		res.AppendHeader(gosip.NewHeader(policy.FieldStarted, u.in.started))
 		u.send(res, from)
 		return
 	case gosip.CANCEL:

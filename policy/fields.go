@@ -8,6 +8,10 @@ const (
 	FieldInstance = "X-CLB-Instance"
 	FieldReplica  = "X-CLB-Replica"
 	FieldPrevious = "X-CLB-Previous"
+	// FieldStarted is how an instance tells clb's health probes when it
+	// started, in Unix seconds, so that every clb node ramps it up from the
+	// same moment (SPEC section 11).
+	FieldStarted = "X-CLB-Started"
 )
 
 // AppendFields appends the X-CLB-* fields that tell the instance d.Owner
