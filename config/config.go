@@ -44,6 +44,11 @@ type Listen struct {
 	HTTP ListenAddr `yaml:"http"`
 	// Admin is the admin API's host:port. Default none.
 	Admin ListenAddr `yaml:"admin"`
+	// Advertise is the host clb names in its Via and Record-Route instead of
+	// a listener's IP address: a name whose records lead to every clb node,
+	// so that an in-dialog request can reach any live one (SPEC section 11).
+	// Default none: the listener's address.
+	Advertise string `yaml:"advertise"`
 }
 
 // Instance is one back-end instance as configured.

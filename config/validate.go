@@ -36,6 +36,11 @@ func (d *decoder) validate(c *Config) {
 }
 
 func (d *decoder) validateListen(c *Config) {
+	if a := c.Listen.Advertise; a != "" {
+		if err := checkHost(a); err != nil {
+			d.errorf(d.line("listen.advertise"), "listen.advertise", "%v", err)
+		}
+	}
 	l := &c.Listen
 	if len(l.SIP) == 0 && l.HTTP.IsZero() {
 		d.errorf(d.line("listen"), "listen", "set listen.sip, listen.http or both")

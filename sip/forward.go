@@ -45,9 +45,9 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 		return
 	}
 	out := append(sc.out[:0], v.w.data[:v.w.startLine+2]...)
-	out = appendVia(out, self, v, in)
+	out = p.appendVia(out, self, v, in)
 	if rr != nil {
-		out = appendRecordRoute(out, in.local, *rr)
+		out = appendRecordRoute(out, p.named(in.local), *rr)
 	}
 	if e.decision != nil {
 		out = policy.AppendFields(out, e.key, e.decision)
@@ -98,13 +98,17 @@ func (p *Proxy) logRequest(ce *zapcore.CheckedEntry, in *inbound, sc *scratch, v
 // appendVia appends clb's Via with a branch derived from the request, so
 // that a retransmission, its CANCEL and the ACK of a non-2xx answer get the
 // same branch and reach the same instance as the INVITE did.
-func appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
+func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
 	dst = append(dst, "Via: SIP/2.0/"...)
 	dst = append(dst, strings.ToUpper(self.transport)...)
 	dst = append(dst, ' ')
-	dst = appendHostPort(dst, self.addr)
+	dst = appendSelf(dst, p.named(self))
 	dst = append(dst, ";branch="+branchPrefix...)
 	dst = strconv.AppendUint(dst, branchHash(v), 36)
+	if p.advertise != "" {
+		dst = append(dst, ";"+paramNode+"="...)
+		dst = append(dst, p.node...)
+	}
 	if in.conn != nil {
 		dst = append(dst, ";"+paramSource+"="...)
 		dst = policy.AppendEscapedKey(dst, in.src.String())

@@ -82,7 +82,7 @@ func FuzzRecordRoute(f *testing.F) {
 			return
 		}
 		in := dialogRoute{key: key, instance: inst, ftag: ftag, outbound: outbound}
-		rr := appendRecordRoute(nil, self, in)
+		rr := appendRecordRoute(nil, namedEndpoint{endpoint: self}, in)
 		value := strings.TrimSuffix(strings.TrimPrefix(string(rr), "Record-Route: "), "\r\n")
 		msg := "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n" +
 			"Route: " + value + "\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
@@ -120,6 +120,8 @@ func (r *recorder) isSelf(a netip.AddrPort) bool {
 }
 
 func (r *recorder) connWith(netip.AddrPort) conn { return nil }
+
+func (r *recorder) hasPort(port uint16) bool { return port == 5060 }
 
 // FuzzHandle: any datagram is handled without a panic, and whatever clb
 // forwards keeps the start line it came with.

@@ -2,6 +2,8 @@ package sip
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -53,6 +55,10 @@ type sender interface {
 	// connWith is the open connection with the peer at remote, on any
 	// stream transport, or nil.
 	connWith(remote netip.AddrPort) conn
+	// hasPort reports whether one of clb's listeners has this port: with
+	// listen.advertise, a Via or Route names clb by the advertised host and
+	// a listener's port.
+	hasPort(port uint16) bool
 }
 
 // settings are what a reload changes, swapped in as one.
@@ -85,6 +91,10 @@ type Proxy struct {
 	metrics    *metrics.Metrics
 	report     func(instance string, ok bool)
 	access     *accesslog.Log
+	// advertise is the host clb names itself by in Via and Record-Route
+	// ("" for the listener's address); node tells this process's Via
+	// apart from another node's with the same name, for loop detection.
+	advertise, node string
 }
 
 // ProxyOptions configure a Proxy.
@@ -108,6 +118,10 @@ type ProxyOptions struct {
 	Report func(instance string, ok bool)
 	// Limits is the flood control of SPEC section 12 (zero: none).
 	Limits config.Limits
+	// Advertise is listen.advertise: the host clb names in its Via and
+	// Record-Route, shared by every clb node, so that any of them takes an
+	// in-dialog request another one record-routed.
+	Advertise string
 	// Access, if set, writes a line per request forwarded or answered
 	// while it is on.
 	Access *accesslog.Log
@@ -124,6 +138,8 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 		metrics:    o.Metrics,
 		report:     o.Report,
 		access:     o.Access,
+		advertise:  o.Advertise,
+		node:       newNodeID(),
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -291,7 +307,7 @@ func (p *Proxy) looped(v *view) bool {
 			continue
 		}
 		for _, h := range vias {
-			if via, ok := h.(*gosip.ViaHeader); ok && p.isOurVia(via) {
+			if via, ok := h.(*gosip.ViaHeader); ok && p.isThisNode(via) {
 				return true
 			}
 		}
@@ -304,25 +320,46 @@ func (p *Proxy) isOurVia(v *gosip.ViaHeader) bool {
 	if !strings.HasPrefix(b, branchPrefix) {
 		return false
 	}
-	ip, err := netip.ParseAddr(strings.Trim(v.Host, "[]"))
-	port := v.Port
-	if port == 0 {
-		port = 5060
+	return p.isSelfHost(v.Host, v.Port)
+}
+
+// isThisNode reports whether v is this process's own Via: with an
+// advertised name, the one it shares with other nodes, its node parameter
+// says which node put it there. A request that passed another node is no
+// loop; a response to one is still ours to send on (any node can: clb keeps
+// no transaction state).
+func (p *Proxy) isThisNode(v *gosip.ViaHeader) bool {
+	if !p.isOurVia(v) {
+		return false
 	}
-	return err == nil && p.net.isSelf(netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+	if p.advertise == "" || !strings.EqualFold(v.Host, p.advertise) {
+		return true
+	}
+	n, _ := param(v.Params, paramNode)
+	return n == p.node
 }
 
 // isSelfURI reports whether a Route URI names one of clb's listeners.
-func (p *Proxy) isSelfURI(u *gosip.Uri) bool {
-	ip, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
-	if err != nil {
-		return false
-	}
-	port := u.Port
+func (p *Proxy) isSelfURI(u *gosip.Uri) bool { return p.isSelfHost(u.Host, u.Port) }
+
+// isSelfHost reports whether host and port name clb: one of its listeners'
+// addresses, or the advertised name with one of their ports.
+func (p *Proxy) isSelfHost(host string, port int) bool {
 	if port == 0 {
 		port = 5060
 	}
-	return p.net.isSelf(netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+	if p.advertise != "" && strings.EqualFold(host, p.advertise) {
+		return p.net.hasPort(uint16(port))
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && p.net.isSelf(netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+}
+
+// newNodeID is 64 random bits in hex: this process among the clb nodes.
+func newNodeID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }
 
 // toInstance sends a request into the cluster: to the owner of key among the

@@ -26,9 +26,9 @@ type dialogRoute struct {
 
 // appendRecordRoute appends clb's Record-Route header field for a dialog
 // through the listener self.
-func appendRecordRoute(dst []byte, self endpoint, r dialogRoute) []byte {
+func appendRecordRoute(dst []byte, self namedEndpoint, r dialogRoute) []byte {
 	dst = append(dst, "Record-Route: <sip:"...)
-	dst = appendHostPort(dst, self.addr)
+	dst = appendSelf(dst, self)
 	dst = append(dst, ";transport="...)
 	dst = append(dst, self.transport...)
 	dst = append(dst, ";lr;"+paramKey+"="...)
@@ -73,4 +73,27 @@ func appendHostPort(dst []byte, a netip.AddrPort) []byte {
 	}
 	dst = append(dst, ':')
 	return strconv.AppendUint(dst, uint64(a.Port()), 10)
+}
+
+// paramNode, in clb's Via with listen.advertise, names the clb node that
+// put it there.
+const paramNode = "clbn"
+
+// namedEndpoint is a listener as clb names itself: by the advertised host,
+// when there is one, with the listener's port.
+type namedEndpoint struct {
+	endpoint
+	host string // "" for the listener's address
+}
+
+func (p *Proxy) named(self endpoint) namedEndpoint { return namedEndpoint{self, p.advertise} }
+
+// appendSelf appends host:port of self as clb names it.
+func appendSelf(dst []byte, self namedEndpoint) []byte {
+	if self.host == "" {
+		return appendHostPort(dst, self.addr)
+	}
+	dst = append(dst, self.host...)
+	dst = append(dst, ':')
+	return strconv.AppendUint(dst, uint64(self.addr.Port()), 10)
 }

@@ -224,6 +224,18 @@ func (s *Server) isSelf(a netip.AddrPort) bool {
 	return false
 }
 
+// hasPort implements sender.
+func (s *Server) hasPort(port uint16) bool {
+	for _, t := range s.transports {
+		for _, self := range t.selves() {
+			if self.addr.Port() == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // connWith implements sender: the open connection with remote on any
 // stream transport.
 func (s *Server) connWith(remote netip.AddrPort) conn {

@@ -87,6 +87,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				Metrics:    n.metrics,
 				Report:     n.health.Report,
 				Limits:     cfg.Limits,
+				Advertise:  cfg.Listen.Advertise,
 				Access:     n.access,
 			},
 			Listen: cfg.Listen.SIP,
