@@ -1,67 +1,27 @@
 package httpproxy
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
 	"clb/accesslog"
+	"clb/accesslog/accesslogtest"
 	"clb/balancer"
 )
 
-// accessLines is an access log whose JSON lines arrive, parsed, on a
-// channel: a test waits for the line of a request it made (written after the
-// response went out) rather than for time to pass.
-func accessLines(t *testing.T) (*accesslog.Log, <-chan map[string]any) {
-	t.Helper()
-	lines := make(chan map[string]any, 64)
-	w := zapcore.AddSync(writerFunc(func(p []byte) (int, error) {
-		var e map[string]any
-		if err := json.Unmarshal(p, &e); err != nil {
-			t.Errorf("access log line %q: %v", p, err)
-		}
-		lines <- e
-		return len(p), nil
-	}))
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(w), zap.InfoLevel))
-	a := accesslog.New(log)
-	a.Set(true, 1)
-	return a, lines
-}
+func accessLines(t *testing.T) (*accesslog.Log, <-chan map[string]any) { return accesslogtest.Lines(t) }
 
 func nextLine(t *testing.T, lines <-chan map[string]any) map[string]any {
 	t.Helper()
-	select {
-	case e := <-lines:
-		return e
-	case <-time.After(10 * time.Second):
-		t.Fatal("no access log line within 10 s")
-		return nil
-	}
+	return accesslogtest.Next(t, lines, 10*time.Second)
 }
 
-// expectLine checks the fields of an access log line; want holds the
-// expected values as JSON decodes them ("" : the field is absent).
 func expectLine(t *testing.T, e map[string]any, want map[string]any) {
 	t.Helper()
-	if e["logger"] != "access" || e["msg"] != accesslog.MsgHTTP || e["protocol"] != "http" || e["level"] != "info" {
-		t.Errorf("line %v: want logger access, msg %q, protocol http, level info", e, accesslog.MsgHTTP)
-	}
-	for k, v := range want {
-		got, ok := e[k]
-		switch {
-		case v == "" && ok:
-			t.Errorf("%s: %v, want it absent (line %v)", k, got, e)
-		case v != "" && got != v:
-			t.Errorf("%s: %v, want %v (line %v)", k, got, v, e)
-		}
-	}
+	accesslogtest.Expect(t, e, "http", accesslog.MsgHTTP, want)
 }
 
 // TestAccessLogHTTP: one JSON line per request under logger "access", with

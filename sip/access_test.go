@@ -1,62 +1,22 @@
 package sip
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"clb/accesslog"
+	"clb/accesslog/accesslogtest"
 	"clb/balancer"
 )
 
-type writerFunc func([]byte) (int, error)
+func accessLines(t *testing.T) (*accesslog.Log, <-chan map[string]any) { return accesslogtest.Lines(t) }
 
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-// accessLines is an access log whose JSON lines arrive, parsed, on a
-// channel: a line is written after the request left, so a test waits for it.
-func accessLines(t *testing.T) (*accesslog.Log, <-chan map[string]any) {
-	t.Helper()
-	lines := make(chan map[string]any, 64)
-	w := zapcore.AddSync(writerFunc(func(p []byte) (int, error) {
-		var e map[string]any
-		if err := json.Unmarshal(p, &e); err != nil {
-			t.Errorf("access log line %q: %v", p, err)
-		}
-		lines <- e
-		return len(p), nil
-	}))
-	a := accesslog.New(zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(w), zap.InfoLevel)))
-	a.Set(true, 1)
-	return a, lines
-}
-
-// expectLine waits for the next line and checks its fields; want holds
-// them as JSON decodes them, "" for a field that must be absent.
+// expectLine waits for the next line and checks its fields.
 func expectLine(t *testing.T, lines <-chan map[string]any, want map[string]any) {
 	t.Helper()
-	var e map[string]any
-	select {
-	case e = <-lines:
-	case <-time.After(wait):
-		t.Fatalf("no access log line within %v; want %v", wait, want)
-	}
-	if e["logger"] != "access" || e["msg"] != accesslog.MsgSIP || e["protocol"] != "sip" {
-		t.Errorf("line %v: want logger access, msg %q, protocol sip", e, accesslog.MsgSIP)
-	}
-	for k, v := range want {
-		got, ok := e[k]
-		switch {
-		case v == "" && ok:
-			t.Errorf("%s: %v, want it absent (line %v)", k, got, e)
-		case v != "" && got != v:
-			t.Errorf("%s: %v, want %v (line %v)", k, got, v, e)
-		}
-	}
+	accesslogtest.Expect(t, accesslogtest.Next(t, lines, wait), "sip", accesslog.MsgSIP, want)
 }
 
 // TestAccessLogSIP: a line per request clb forwards (with the key, the

@@ -346,14 +346,7 @@ instances:
 		return fmt.Sprintf("  - {name: %s, http: http://127.0.0.1:%d, weight: %d}\n", name, port, weight)
 	}
 	path := writeFile(t, head+inst("a", 1, 100)+inst("b", 2, 100)+inst("c", 3, 100))
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := loadNode(t, path)
 	defer n.close()
 
 	now := time.Now()
@@ -406,14 +399,7 @@ func TestReloadRemovesInstanceEverywhere(t *testing.T) {
 	const head = "listen: {http: 127.0.0.1:0}\nhealth: {active: false}\ninstances:\n"
 	a, b := "  - {name: a, http: http://127.0.0.1:1}\n", "  - {name: b, http: http://127.0.0.1:2}\n"
 	path := writeFile(t, head+a+b)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := loadNode(t, path)
 	defer n.close()
 	n.metrics.Request("http", "GET", "b", "2xx")
 	n.health.Report("b", false)
@@ -436,4 +422,19 @@ func TestReloadRemovesInstanceEverywhere(t *testing.T) {
 	if got := n.members.Instances(); len(got) != 1 || got[0].Name != "a" {
 		t.Errorf("membership after the reload: %+v", got)
 	}
+}
+
+// loadNode builds a node from the file at path, logging warnings to the
+// test; the caller closes or runs it.
+func loadNode(t *testing.T, path string) *node {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
