@@ -241,11 +241,13 @@ func (c *Checker) setUp(rec *instance, up bool, by string, started time.Time) {
 		rec.downAt = now
 	}
 	// A returning instance that says when it started is ramped from then
-	// (SPEC section 11): every clb node reads the same moment, so all give it
-	// the same load factor, whenever each saw it come back.
+	// plus the rise it takes to be seen up (SPEC section 11): a moment every
+	// clb node of one configuration knows alike, so all give it the same
+	// load factor, whenever each saw it come back; and about when they do,
+	// so the first steps of its ramp are not spent before anyone routes to it.
 	rampFrom := now
-	if up && !started.IsZero() && !started.After(now) {
-		rampFrom = started
+	if anchor := started.Add(time.Duration(c.cfg.Rise) * c.cfg.Interval); up && !started.IsZero() && !anchor.After(now) {
+		rampFrom = anchor
 	}
 	if err := c.bal.SetHealth(rec.cfg.Name, up, rampFrom); err != nil {
 		c.log.Warn("health verdict for an unknown instance", zap.String("instance", rec.cfg.Name), zap.Error(err))
@@ -332,13 +334,14 @@ func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Inst
 // to the probes.
 const StartedField = policy.FieldStarted
 
-// parseStarted reads a StartedField value; zero when absent or malformed.
+// parseStarted reads a StartedField value, Unix seconds with an optional
+// fraction; zero when absent or malformed.
 func parseStarted(v string) time.Time {
-	secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || secs <= 0 {
+	secs, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || !(secs > 0 && secs < 1e11) {
 		return time.Time{}
 	}
-	return time.Unix(secs, 0)
+	return time.UnixMilli(int64(secs*1000 + 0.5))
 }
 
 // probeHTTP GETs path: a 2xx or 3xx answer passes.

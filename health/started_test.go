@@ -17,7 +17,8 @@ import (
 )
 
 // TestRampFromStarted: an instance that says when it started (X-CLB-Started,
-// over HTTP and in a SIP answer) is ramped from then, so two clb nodes that
+// over HTTP and in a SIP answer) is ramped from then plus the rise it takes
+// to be seen up (rise × interval), so two clb nodes that
 // see it come back at different moments give it the same load factor at the
 // same time (SPEC section 11); one that says nothing is ramped from when
 // each saw it, as before.
@@ -98,8 +99,8 @@ func TestRampFromStarted(t *testing.T) {
 		started time.Time // zero: the instances say nothing
 		want    [2]float64
 	}{
-		// Seen back 1 s and 9 s after t0: ramped from t0, both are at their
-		// second step 12 s after it.
+		// Seen back 1 s and 9 s after t0: both ramp from t0 + rise ×
+		// interval (1 s), and are at their second step 12 s after t0.
 		{"started said", t0, [2]float64{0.2, 0.2}},
 		// Each from when it saw it: 11 s and 3 s into their ramps.
 		{"nothing said", time.Time{}, [2]float64{0.2, 0.1}},

@@ -69,7 +69,7 @@ func New(o Options) (*Instance, error) {
 	p := &peers{client: &http.Client{Timeout: 2 * time.Second}}
 	p.setAdmin(o.Admin, o.Token)
 	in := &Instance{name: o.Name, log: o.Logger, peers: p, store: newStore(o.Name, p, o.Logger),
-		started: strconv.FormatInt(time.Now().Unix(), 10)}
+		started: strconv.FormatFloat(float64(time.Now().UnixMilli())/1000, 'f', 3, 64)}
 	ln, err := net.Listen("tcp", o.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: %w", o.Name, err)
