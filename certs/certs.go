@@ -68,57 +68,72 @@ type Material struct {
 // key PEM that match each other, the leaf valid at now (not expired, not
 // before its start), the CA bundles holding at least one certificate. The
 // error is an *Error naming the first file at fault.
+//
+// With neither Cert nor Key, the Material has no certificate: it can dial
+// instances (ClientConfig) but serves no handshake.
 func Load(f Files, now time.Time) (*Material, error) {
-	if f.Cert == "" {
-		return nil, &Error{"cert", "", errors.New("no certificate file given")}
-	}
-	if f.Key == "" {
-		return nil, &Error{"key", "", errors.New("no key file given")}
-	}
-	certPEM, err := os.ReadFile(f.Cert)
-	if err != nil {
-		return nil, &Error{"cert", f.Cert, unwrapPath(err)}
-	}
-	keyPEM, err := os.ReadFile(f.Key)
-	if err != nil {
-		return nil, &Error{"key", f.Key, unwrapPath(err)}
-	}
-	if b, _ := pem.Decode(certPEM); b == nil || b.Type != "CERTIFICATE" {
-		return nil, &Error{"cert", f.Cert, errors.New("no PEM CERTIFICATE block")}
-	}
-	if b, _ := pem.Decode(keyPEM); b == nil {
-		return nil, &Error{"key", f.Key, errors.New("no PEM private key block")}
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		// Past the PEM checks above, what fails is the key: unparsable, or
-		// not the certificate's ("private key does not match public key").
-		return nil, &Error{"key", f.Key, fmt.Errorf("%v (certificate %s)", err, f.Cert)}
-	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, &Error{"cert", f.Cert, err}
-		}
-		cert.Leaf = leaf
-	}
-	switch {
-	case now.After(leaf.NotAfter):
-		return nil, &Error{"cert", f.Cert, fmt.Errorf("certificate %q expired at %s", leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))}
-	case now.Before(leaf.NotBefore):
-		return nil, &Error{"cert", f.Cert, fmt.Errorf("certificate %q is not valid before %s", leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))}
-	}
-	m := &Material{cert: cert, minVersion: f.MinVersion}
+	m := &Material{minVersion: f.MinVersion}
 	if m.minVersion == 0 {
 		m.minVersion = tls.VersionTLS12
 	}
+	var err error
 	if m.clientCAs, err = loadPool(f.ClientCA, "client_ca"); err != nil {
 		return nil, err
 	}
 	if m.instanceRoots, err = loadPool(f.InstanceCA, "instance_ca"); err != nil {
 		return nil, err
 	}
+	if f.Cert == "" && f.Key == "" {
+		return m, nil
+	}
+	if m.cert, err = loadPair(f, now); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+func loadPair(f Files, now time.Time) (tls.Certificate, error) {
+	if f.Cert == "" {
+		return tls.Certificate{}, &Error{"cert", "", errors.New("no certificate file given")}
+	}
+	if f.Key == "" {
+		return tls.Certificate{}, &Error{"key", "", errors.New("no key file given")}
+	}
+	var none tls.Certificate
+	certPEM, err := os.ReadFile(f.Cert)
+	if err != nil {
+		return none, &Error{"cert", f.Cert, unwrapPath(err)}
+	}
+	keyPEM, err := os.ReadFile(f.Key)
+	if err != nil {
+		return none, &Error{"key", f.Key, unwrapPath(err)}
+	}
+	if b, _ := pem.Decode(certPEM); b == nil || b.Type != "CERTIFICATE" {
+		return none, &Error{"cert", f.Cert, errors.New("no PEM CERTIFICATE block")}
+	}
+	if b, _ := pem.Decode(keyPEM); b == nil {
+		return none, &Error{"key", f.Key, errors.New("no PEM private key block")}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// Past the PEM checks above, what fails is the key: unparsable, or
+		// not the certificate's ("private key does not match public key").
+		return none, &Error{"key", f.Key, fmt.Errorf("%v (certificate %s)", err, f.Cert)}
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return none, &Error{"cert", f.Cert, err}
+		}
+		cert.Leaf = leaf
+	}
+	switch {
+	case now.After(leaf.NotAfter):
+		return none, &Error{"cert", f.Cert, fmt.Errorf("certificate %q expired at %s", leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))}
+	case now.Before(leaf.NotBefore):
+		return none, &Error{"cert", f.Cert, fmt.Errorf("certificate %q is not valid before %s", leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))}
+	}
+	return cert, nil
 }
 
 func loadPool(path, field string) (*x509.CertPool, error) {
@@ -145,8 +160,11 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// Leaf is the certificate clients are shown.
+// Leaf is the certificate clients are shown, or nil if there is none.
 func (m *Material) Leaf() *x509.Certificate { return m.cert.Leaf }
+
+// hasCert reports whether m can serve handshakes.
+func (m *Material) hasCert() bool { return len(m.cert.Certificate) > 0 }
 
 // ClientAuth reports whether clients must present a certificate.
 func (m *Material) ClientAuth() bool { return m.clientCAs != nil }
@@ -183,7 +201,7 @@ func (s *Store) ServerConfig(nextProtos ...string) *tls.Config {
 		NextProtos: nextProtos,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := s.cur.Load()
-			if m == nil {
+			if m == nil || !m.hasCert() {
 				return nil, errNone
 			}
 			c := &tls.Config{
@@ -211,7 +229,9 @@ func (s *Store) ClientConfig(serverName string, nextProtos ...string) *tls.Confi
 		return c
 	}
 	c.MinVersion, c.RootCAs = m.minVersion, m.instanceRoots
-	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &m.cert, nil }
+	if m.hasCert() {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &m.cert, nil }
+	}
 	return c
 }
 

@@ -42,6 +42,7 @@ func TestLoad(t *testing.T) {
 	}{
 		{name: "good", files: Files{Cert: cert, Key: key}},
 		{name: "good with CAs", files: Files{Cert: cert, Key: key, ClientCA: caFile, InstanceCA: caFile}},
+		{name: "no cert, no key: instance trust only", files: Files{InstanceCA: caFile}, wantField: "-"},
 		{name: "no cert", files: Files{Key: key}, wantField: "cert", wantErr: "no certificate file"},
 		{name: "no key", files: Files{Cert: cert}, wantField: "key", wantErr: "no key file"},
 		{name: "missing cert", files: Files{Cert: filepath.Join(dir, "nope.pem"), Key: key}, wantField: "cert", wantErr: "no such file"},
@@ -56,6 +57,12 @@ func TestLoad(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := Load(tc.files, time.Now())
+			if tc.wantField == "-" {
+				if err != nil || m.Leaf() != nil || m.instanceRoots == nil {
+					t.Fatalf("Load: %v, %v", m, err)
+				}
+				return
+			}
 			if tc.wantField == "" {
 				if err != nil || m.Leaf().Subject.CommonName != "clb" {
 					t.Fatalf("Load: %v, %v", m, err)
