@@ -43,8 +43,8 @@ type node struct {
 	https   *httpproxy.Server // nil without listen.https
 	// tls is the TLS material in force (tls: of the file), swapped by
 	// reload; every TLS listener and dial reads it per handshake.
-	tls *certs.Store
-	admin   *admin.Server     // nil without listen.admin
+	tls     *certs.Store
+	admin   *admin.Server // nil without listen.admin
 	members *membership.Fanout
 	// fileInstances publishes the file's instances: list.
 	fileInstances membership.Publish
