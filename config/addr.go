@@ -13,8 +13,8 @@ import (
 
 // Endpoint is a parsed address: transport, host and port.
 type Endpoint struct {
-	// Transport is the URL scheme: udp or tcp for SIP, http for HTTP, tcp for
-	// plain listeners.
+	// Transport is the URL scheme: udp, tcp or tls for SIP, http or https
+	// for HTTP, tcp for plain listeners.
 	Transport string
 	// Host is an IP address or a DNS name, without brackets; empty for all
 	// interfaces on a listener.
@@ -45,24 +45,24 @@ func (e Endpoint) IsLoopback() bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-// SIPAddr is a SIP address, "udp://host:port" or "tcp://host:port"; without a
-// scheme the transport is udp, without a port it is 5060. Port 0 (a free port)
-// is for listeners only.
+// SIPAddr is a SIP address, "udp://host:port", "tcp://host:port" or
+// "tls://host:port"; without a scheme the transport is udp, without a port
+// it is 5060 (5061 for tls). Port 0 (a free port) is for listeners only.
 type SIPAddr struct{ Endpoint }
 
 // UnmarshalYAML parses the address.
 func (a *SIPAddr) UnmarshalYAML(n *yaml.Node) (err error) {
-	a.Endpoint, err = parseEndpoint(n, "udp", 5060, "udp", "tcp")
+	a.Endpoint, err = parseEndpoint(n, "udp", "udp", "tcp", "tls")
 	return err
 }
 
-// HTTPAddr is an instance's HTTP address, "http://host:port"; without a port
-// it is 80.
+// HTTPAddr is an instance's HTTP address, "http://host:port" or
+// "https://host:port"; without a port it is 80 (443 for https).
 type HTTPAddr struct{ Endpoint }
 
 // UnmarshalYAML parses the address.
 func (a *HTTPAddr) UnmarshalYAML(n *yaml.Node) (err error) {
-	a.Endpoint, err = parseEndpoint(n, "http", 80, "http")
+	a.Endpoint, err = parseEndpoint(n, "http", "http", "https")
 	return err
 }
 
@@ -83,7 +83,10 @@ func (a *ListenAddr) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-func parseEndpoint(n *yaml.Node, defScheme string, defPort int, schemes ...string) (Endpoint, error) {
+// defaultPorts are the ports of addresses written without one.
+var defaultPorts = map[string]int{"udp": 5060, "tcp": 5060, "tls": 5061, "http": 80, "https": 443}
+
+func parseEndpoint(n *yaml.Node, defScheme string, schemes ...string) (Endpoint, error) {
 	if n.Kind != yaml.ScalarNode {
 		return Endpoint{}, fmt.Errorf("want an address like %s://host:port", defScheme)
 	}
@@ -104,7 +107,7 @@ func parseEndpoint(n *yaml.Node, defScheme string, defPort int, schemes ...strin
 	if strings.ContainsAny(rest, "/?#@") {
 		return Endpoint{}, fmt.Errorf("%q: want %s://host:port with no path, query or user", s, scheme)
 	}
-	host, port := rest, defPort
+	host, port := rest, defaultPorts[scheme]
 	if h, p, err := net.SplitHostPort(rest); err == nil {
 		host, port, err = h, 0, nil
 		if port, err = parsePort(p); err != nil {

@@ -31,6 +31,7 @@ type Config struct {
 	HTTP       HTTP       `yaml:"http"`
 	Limits     Limits     `yaml:"limits"`
 	Log        Log        `yaml:"log"`
+	TLS        TLS        `yaml:"tls"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -38,10 +39,14 @@ type Config struct {
 
 // Listen holds clb's own addresses.
 type Listen struct {
-	// SIP listeners, "udp://host:port" or "tcp://host:port". Default none.
+	// SIP listeners, "udp://host:port", "tcp://host:port" or
+	// "tls://host:port" (tls: needs the tls section). Default none.
 	SIP []SIPAddr `yaml:"sip"`
 	// HTTP is the HTTP front end's host:port. Default none.
 	HTTP ListenAddr `yaml:"http"`
+	// HTTPS is the HTTPS front end's host:port: HTTP/2 and HTTP/1.1 by
+	// ALPN, routed as HTTP is; needs the tls section. Default none.
+	HTTPS ListenAddr `yaml:"https"`
 	// Admin is the admin API's host:port. Default none.
 	Admin ListenAddr `yaml:"admin"`
 	// Advertise is the host clb names in its Via and Record-Route instead of
@@ -337,6 +342,7 @@ func Defaults() Config {
 			Grace:               10 * time.Second,
 		},
 		Log: Log{AccessSample: 1},
+		TLS: TLS{MinVersion: "1.2"},
 	}
 }
 

@@ -22,6 +22,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateHTTP(&c.HTTP)
 	d.validateLimits(&c.Limits)
 	d.validateLog(&c.Log)
+	d.validateTLS(c)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field
@@ -42,8 +43,8 @@ func (d *decoder) validateListen(c *Config) {
 		}
 	}
 	l := &c.Listen
-	if len(l.SIP) == 0 && l.HTTP.IsZero() {
-		d.errorf(d.line("listen"), "listen", "set listen.sip, listen.http or both")
+	if len(l.SIP) == 0 && l.HTTP.IsZero() && l.HTTPS.IsZero() {
+		d.errorf(d.line("listen"), "listen", "set listen.sip, listen.http or both (or listen.https)")
 	}
 	// Two listeners on one transport address cannot both bind.
 	bound := map[string]string{}
@@ -72,6 +73,9 @@ func (d *decoder) validateListen(c *Config) {
 	}
 	if !l.HTTP.IsZero() {
 		claim(l.HTTP.Endpoint, "listen.http")
+	}
+	if !l.HTTPS.IsZero() {
+		claim(l.HTTPS.Endpoint, "listen.https")
 	}
 	if !l.Admin.IsZero() {
 		claim(l.Admin.Endpoint, "listen.admin")
@@ -207,6 +211,8 @@ func checkInstances(instances []Instance, listen Listen, report func(i int, key,
 		bad(-1, "listen.sip", "no instance of weight > 0 has a sip address")
 	case !listen.HTTP.IsZero() && http == 0:
 		bad(-1, "listen.http", "no instance of weight > 0 has an http address")
+	case !listen.HTTPS.IsZero() && http == 0:
+		bad(-1, "listen.https", "no instance of weight > 0 has an http address")
 	}
 }
 

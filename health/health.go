@@ -20,6 +20,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,12 +28,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"clb/balancer"
+	"clb/certs"
 	"clb/config"
 	"clb/metrics"
 	"clb/policy"
@@ -49,6 +52,10 @@ type Checker struct {
 	m   *metrics.Metrics
 	log *zap.Logger
 	now func() time.Time
+
+	// tls is the trust put in tls:// and https:// instances (SetTLS); the
+	// zero Store means the system's roots.
+	tls atomic.Pointer[certs.Store]
 
 	mu    sync.RWMutex // Report(ok) reads only: it runs for every HTTP response
 	cfg   config.Health
@@ -97,6 +104,17 @@ func New(bal *balancer.Balancer, m *metrics.Metrics, log *zap.Logger, now func()
 		now = time.Now
 	}
 	return &Checker{bal: bal, m: m, log: log, now: now, insts: map[string]*instance{}}
+}
+
+// SetTLS sets the TLS material probes of tls:// and https:// instances
+// verify them with (clb's tls.instance_ca); without it, the system's roots.
+func (c *Checker) SetTLS(s *certs.Store) { c.tls.Store(s) }
+
+func (c *Checker) tlsStore() *certs.Store {
+	if s := c.tls.Load(); s != nil {
+		return s
+	}
+	return &certs.Store{}
 }
 
 // Update sets the settings and the instances at once; see SetConfig and
@@ -320,11 +338,11 @@ func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Inst
 		p.Latency = max(p.Latency, took)
 	}
 	if !inst.SIP.IsZero() {
-		check("sip", func(ctx context.Context) (time.Time, error) { return probeSIP(ctx, inst.SIP.Endpoint) })
+		check("sip", func(ctx context.Context) (time.Time, error) { return probeSIP(ctx, inst.SIP.Endpoint, c.tlsStore()) })
 	}
 	if !inst.HTTP.IsZero() {
 		check("http", func(ctx context.Context) (time.Time, error) {
-			return probeHTTP(ctx, inst.HTTP.Endpoint, cfg.HTTPPath)
+			return probeHTTP(ctx, inst.HTTP.Endpoint, cfg.HTTPPath, c.tlsStore())
 		})
 	}
 	return p
@@ -345,14 +363,14 @@ func parseStarted(v string) time.Time {
 }
 
 // probeHTTP GETs path: a 2xx or 3xx answer passes.
-func probeHTTP(ctx context.Context, e config.Endpoint, path string) (time.Time, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+e.Addr()+path, nil)
+func probeHTTP(ctx context.Context, e config.Endpoint, path string, store *certs.Store) (time.Time, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", e.String()+path, nil)
 	if err != nil {
 		return time.Time{}, err
 	}
 	req.Header.Set("User-Agent", "clb-health")
 	client := http.Client{
-		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil, TLSClientConfig: store.ClientConfig(e.Host, "http/1.1")},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	res, err := client.Do(req)
@@ -368,9 +386,16 @@ func probeHTTP(ctx context.Context, e config.Endpoint, path string) (time.Time, 
 
 // probeSIP sends OPTIONS over the instance's transport: any final response
 // passes.
-func probeSIP(ctx context.Context, e config.Endpoint) (time.Time, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, e.Transport, e.Addr())
+func probeSIP(ctx context.Context, e config.Endpoint, store *certs.Store) (time.Time, error) {
+	var conn net.Conn
+	var err error
+	if e.Transport == "tls" {
+		d := tls.Dialer{NetDialer: &net.Dialer{}, Config: store.ClientConfig(e.Host)}
+		conn, err = d.DialContext(ctx, "tcp", e.Addr())
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, e.Transport, e.Addr())
+	}
 	if err != nil {
 		return time.Time{}, err
 	}

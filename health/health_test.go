@@ -14,6 +14,7 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 
 	"clb/balancer"
+	"clb/certs"
 	"clb/config"
 	"clb/loadfactor"
 	"clb/metrics"
@@ -369,7 +370,7 @@ func TestProbeSIPOverStream(t *testing.T) {
 			go func() { served <- answerScripted(ln, tc.writes) }()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_, err = probeSIP(ctx, endpoint("tcp", ln.Addr().(*net.TCPAddr).Port))
+			_, err = probeSIP(ctx, endpoint("tcp", ln.Addr().(*net.TCPAddr).Port), &certs.Store{})
 			if serr := <-served; serr != nil {
 				t.Fatalf("UAS: %v", serr)
 			}

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,8 @@ import (
 
 	"clb/accesslog"
 	"clb/balancer"
+	"clb/certs"
+	"clb/certs/certstest"
 	"clb/config"
 	"clb/loadfactor"
 )
@@ -60,6 +63,10 @@ type cluster struct {
 	url      string
 	backends map[string]*backend
 	names    []string
+	// With clusterOptions.https: the CA of every certificate, and clb's
+	// material.
+	ca    *certstest.CA
+	store *certs.Store
 }
 
 type clusterOptions struct {
@@ -71,11 +78,25 @@ type clusterOptions struct {
 	flood  config.Limits
 	now    func() time.Time
 	access *accesslog.Log
+	// https serves clb on a TLS listener offering h2 and http/1.1, with a
+	// certificate of a test CA; client() then speaks HTTP/2.
+	https bool
+	// backendTLS makes the instances https:// ones, certificates of the
+	// same CA (clb's instance CA).
+	backendTLS bool
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
 	t.Helper()
 	c := &cluster{t: t, backends: map[string]*backend{}}
+	if o.https || o.backendTLS {
+		c.ca = certstest.NewCA(t, "test CA")
+		c.store = certs.NewStore(c.material("clb"))
+	}
+	scheme := "http"
+	if o.backendTLS {
+		scheme = "https"
+	}
 	var in []config.Instance
 	for i := range o.n {
 		b := &backend{name: fmt.Sprintf("app%d", i+1)}
@@ -98,12 +119,17 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 				b.conns.Add(1)
 			}
 		}
-		b.srv.Start()
+		if o.backendTLS {
+			b.srv.TLS = c.ca.Issue(t, certstest.Leaf{Name: b.name}).ServerConfig()
+			b.srv.StartTLS()
+		} else {
+			b.srv.Start()
+		}
 		t.Cleanup(b.srv.Close)
 		port, _ := strconv.Atoi(b.srv.URL[strings.LastIndexByte(b.srv.URL, ':')+1:])
 		c.backends[b.name], c.names = b, append(c.names, b.name)
 		in = append(in, config.Instance{Name: b.name, Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
-			Transport: "http", Host: "127.0.0.1", Port: port}}})
+			Transport: scheme, Host: "127.0.0.1", Port: port}}})
 	}
 	bal, err := balancer.New(in, loadfactor.DefaultParams())
 	if err != nil {
@@ -114,12 +140,24 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.limits != nil {
 		o.limits(&limits)
 	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger,
-		FloodLimits: o.flood, Now: o.now, Access: o.access})
-	if err != nil {
-		t.Fatal(err)
+	opts := Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger,
+		FloodLimits: o.flood, Now: o.now, Access: o.access, TLS: c.store}
+	var srv *Server
+	if o.https {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv = New(tls.NewListener(ln, c.store.ServerConfig("h2", "http/1.1")), "https", opts)
+		c.url = "https://" + srv.Addr()
+	} else {
+		var err error
+		if srv, err = NewServer("127.0.0.1:0", opts); err != nil {
+			t.Fatal(err)
+		}
+		c.url = "http://" + srv.Addr()
 	}
-	c.server, c.url = srv, "http://"+srv.Addr()
+	c.server = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop, c.stopped = cancel, make(chan struct{})
 	go func() {
@@ -135,10 +173,44 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	return c
 }
 
-// client is an HTTP client of clb with its own cookie jar.
+// client is an HTTP client of clb with its own cookie jar; with
+// clusterOptions.https, it speaks HTTP/2 only.
 func (c *cluster) client() *http.Client {
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	cl := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	if c.ca != nil && strings.HasPrefix(c.url, "https:") {
+		tr := &http.Transport{TLSClientConfig: c.ca.ClientConfig(), Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP2(true)
+		cl.Transport = tr
+	}
+	return cl
+}
+
+// client1 is a client of clb's HTTPS listener speaking HTTP/1.1 (ALPN
+// http/1.1).
+func (c *cluster) client1() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{TLSClientConfig: c.ca.ClientConfig(), Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP1(true)
+	return &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: tr}
+}
+
+// foreign is a certificate for 127.0.0.1 of a CA nobody trusts.
+func (c *cluster) foreign() tls.Certificate {
+	return certstest.NewCA(c.t, "foreign CA").Issue(c.t, certstest.Leaf{Name: "foreign"}).TLS
+}
+
+// material is TLS material for 127.0.0.1 signed by the cluster's CA, which
+// is also its instance CA.
+func (c *cluster) material(name string) *certs.Material {
+	c.t.Helper()
+	dir := c.t.TempDir()
+	cert, key := c.ca.Issue(c.t, certstest.Leaf{Name: name}).Write(c.t, dir, name)
+	m, err := certs.Load(certs.Files{Cert: cert, Key: key, InstanceCA: c.ca.WriteCA(c.t, dir, "ca")}, time.Now())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m
 }
 
 func (c *cluster) get(cl *http.Client, path string, hdr ...string) *http.Response {

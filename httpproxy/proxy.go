@@ -180,9 +180,9 @@ var (
 // as it is.
 func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
-		addr := x.d.Owner.HTTP.Addr()
+		addr := x.d.Owner.HTTP.String()
 		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
-		up, reused, err := x.s.pool.get(addr, fresh)
+		up, reused, err := x.s.pool.get(x.d.Owner.HTTP.Endpoint, fresh)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 
 	"clb/accesslog"
 	"clb/balancer"
+	"clb/certs"
 	"clb/config"
 	"clb/metrics"
 	"clb/policy"
@@ -47,6 +49,11 @@ type Options struct {
 	FloodLimits config.Limits
 	// Access, if set, writes a line per request while it is on.
 	Access *accesslog.Log
+	// TLS, if set, is the trust put in https:// instances (tls.instance_ca)
+	// and the certificate clb shows one that asks; nil means the system's
+	// roots and no certificate. (The listener's certificate is its own
+	// configuration's: New takes a TLS listener.)
+	TLS *certs.Store
 }
 
 // Server is the HTTP front end: it accepts client connections and proxies
@@ -63,6 +70,7 @@ type Server struct {
 	limitLogged time.Time                    // when the accept loop last logged the limit
 
 	flood atomic.Pointer[flood]
+	h2    *h2Server // HTTP/2 for TLS connections that chose h2; nil on plain HTTP
 
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -85,8 +93,10 @@ func NewServer(addr string, o Options) (*Server, error) {
 
 // New serves HTTP/1.1 on ln, which may be any stream listener (a TLS one
 // among them); scheme ("http" or "https") is what X-Forwarded-Proto tells
-// the instances. The server owns ln from now on and closes it when Serve
-// ends.
+// the instances. With scheme "https" and a TLS listener whose configuration
+// offers "h2" by ALPN, the connections that choose it are served HTTP/2
+// (h2.go), the others HTTP/1.1. The server owns ln from now on and closes
+// it when Serve ends.
 func New(ln net.Listener, scheme string, o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -112,8 +122,15 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
 	}
+	s.pool.tls = o.TLS
+	if s.pool.tls == nil {
+		s.pool.tls = &certs.Store{} // the system's roots
+	}
 	s.flood.Store(newFlood(o.FloodLimits))
 	s.Reload(o.Rules)
+	if scheme == "https" {
+		s.h2 = newH2Server(s)
+	}
 	return s
 }
 
@@ -128,6 +145,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // connections, idle ones closed, requests in flight given Limits.Grace to
 // finish, and the rest closed. It returns when every connection is done.
 func (s *Server) Serve(ctx context.Context) error {
+	if s.h2 != nil {
+		s.h2.start()
+	}
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
@@ -191,6 +211,12 @@ func (s *Server) shutdown() {
 	}
 	s.mu.Unlock()
 	s.log.Info("http shutting down", zap.Int("in_flight", busy), zap.Duration("grace", s.o.Limits.Grace))
+	if s.h2 != nil {
+		// GOAWAY to every HTTP/2 connection; their streams get the grace.
+		ctx, cancel := context.WithTimeout(context.Background(), s.o.Limits.Grace)
+		s.h2.shutdown(ctx)
+		cancel()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -229,7 +255,6 @@ type clientConn struct {
 }
 
 func (s *Server) serveConn(c net.Conn) bool {
-	l := s.o.Limits
 	src := sourceOf(c)
 	s.mu.Lock()
 	if s.closing.Load() {
@@ -241,9 +266,7 @@ func (s *Server) serveConn(c net.Conn) bool {
 		s.o.Metrics.Error("http", "source_connection_limit")
 		return false // closed at once (SPEC section 12)
 	}
-	dc := newDeadlineConn(c)
-	dc.write = l.WriteTimeout
-	cc := &clientConn{c: c, dc: dc, src: src, br: bufio.NewReaderSize(dc, max(l.MaxHeaderBytes, 4096)), bw: bufio.NewWriterSize(dc, 16<<10)}
+	cc := &clientConn{c: c, src: src}
 	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
 		cc.remote = host
 	}
@@ -260,10 +283,37 @@ func (s *Server) serveConn(c net.Conn) bool {
 			<-s.slots
 			s.wg.Done()
 		}()
+		if tc, ok := c.(*tls.Conn); ok {
+			if !s.handshake(tc) {
+				return
+			}
+			if s.h2 != nil && tc.ConnectionState().NegotiatedProtocol == "h2" {
+				s.h2.serve(tc)
+				return
+			}
+		}
+		s.initClientConn(cc)
 		for s.serveRequest(cc) {
 		}
 	}()
 	return true
+}
+
+// initClientConn gives cc its deadlines and buffers.
+func (s *Server) initClientConn(cc *clientConn) {
+	l := s.o.Limits
+	cc.dc = newDeadlineConn(cc.c)
+	cc.dc.write = l.WriteTimeout
+	cc.br = bufio.NewReaderSize(cc.dc, max(l.MaxHeaderBytes, 4096))
+	cc.bw = bufio.NewWriterSize(cc.dc, 16<<10)
+}
+
+// newClientConn is a connection that is not accepted (an HTTP/2 stream's):
+// no slot, not in the connection table, not counted against its source.
+func (s *Server) newClientConn(c net.Conn, src netip.Addr) *clientConn {
+	cc := &clientConn{c: c, src: src}
+	s.initClientConn(cc)
+	return cc
 }
 
 // isClosing is read after cc.idle is set, and shutdown reads each idle flag

@@ -2,10 +2,15 @@ package httpproxy
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"net"
 	"sync"
 	"syscall"
 	"time"
+
+	"clb/certs"
+	"clb/config"
 )
 
 // upConn is a keep-alive connection to an instance.
@@ -14,7 +19,7 @@ type upConn struct {
 	dc    *deadlineConn // c with the deadlines of the exchange under way
 	br    *bufio.Reader
 	bw    *bufio.Writer
-	addr  string
+	addr  string    // the pool's key: scheme://host:port
 	since time.Time // idle since
 }
 
@@ -24,6 +29,7 @@ type pool struct {
 	idleTimeout time.Duration
 	maxIdle     int
 	now         func() time.Time
+	tls         *certs.Store // for https:// instances
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn
@@ -46,7 +52,15 @@ func (e *errDial) Unwrap() error { return e.err }
 // close by the instance and for bytes it sent while idle: such bytes answer
 // no request of clb's, and read as the next response they would deliver
 // the wrong answer, so the connection is closed instead.
-func (p *pool) get(addr string, fresh bool) (c *upConn, reused bool, err error) {
+//
+// An https:// instance is dialed over TLS, the handshake within the dial
+// timeout, its certificate verified against the pool's roots with its
+// configured host as the name; a failed handshake is an errDial like a
+// refused connection. (An idle TLS connection is checked only for bytes
+// already read: a raw read would take TLS records, such as TLS 1.3 session
+// tickets, from under the TLS layer.)
+func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err error) {
+	addr := e.String()
 	for !fresh {
 		c := p.pop(addr)
 		if c == nil {
@@ -57,8 +71,16 @@ func (p *pool) get(addr string, fresh bool) (c *upConn, reused bool, err error) 
 		}
 		c.c.Close()
 	}
-	d := net.Dialer{Timeout: p.dialTimeout}
-	conn, err := d.Dial("tcp", addr)
+	var conn net.Conn
+	ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout)
+	defer cancel()
+	if e.Transport == "https" {
+		d := tls.Dialer{NetDialer: &net.Dialer{}, Config: p.tls.ClientConfig(e.Host, "http/1.1")}
+		conn, err = d.DialContext(ctx, "tcp", e.Addr())
+	} else {
+		d := net.Dialer{}
+		conn, err = d.DialContext(ctx, "tcp", e.Addr())
+	}
 	if err != nil {
 		return nil, false, &errDial{err}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,8 @@ import (
 
 	"clb/accesslog"
 	"clb/balancer"
+	"clb/certs"
+	"clb/certs/certstest"
 	"clb/config"
 	"clb/loadfactor"
 )
@@ -37,8 +40,12 @@ type peer struct {
 	tcp       net.Listener
 	inbox     chan envelope
 
+	// tlsClient, for a "tls" peer, is how it dials (its listener has its
+	// server configuration).
+	tlsClient *tls.Config
+
 	mu    sync.Mutex
-	conns map[netip.AddrPort]net.Conn // TCP, by remote
+	conns map[netip.AddrPort]net.Conn // TCP or TLS, by remote
 }
 
 // envelope is a message a peer received.
@@ -59,10 +66,17 @@ func newPeer(t testing.TB, name, transport string, inbox chan envelope) *peer {
 // local), so that a test can have sources clb tells apart.
 func newPeerAt(t testing.TB, name, transport, ip string, inbox chan envelope) *peer {
 	t.Helper()
+	return newPeerTLS(t, name, transport, ip, inbox, nil, nil)
+}
+
+// newPeerTLS is newPeerAt for any transport; a "tls" peer listens with
+// server and dials with client.
+func newPeerTLS(t testing.TB, name, transport, ip string, inbox chan envelope, server, client *tls.Config) *peer {
+	t.Helper()
 	if inbox == nil {
 		inbox = make(chan envelope, 1024)
 	}
-	p := &peer{t: t, name: name, transport: transport, inbox: inbox, conns: map[netip.AddrPort]net.Conn{}}
+	p := &peer{t: t, name: name, transport: transport, inbox: inbox, conns: map[netip.AddrPort]net.Conn{}, tlsClient: client}
 	switch transport {
 	case "udp":
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), 0)))
@@ -77,6 +91,13 @@ func newPeerAt(t testing.TB, name, transport, ip string, inbox chan envelope) *p
 			t.Fatal(err)
 		}
 		p.tcp, p.addr = ln, localAddr(ln.Addr())
+		go p.accept()
+	case "tls":
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.tcp, p.addr = tls.NewListener(ln, server), localAddr(ln.Addr())
 		go p.accept()
 	}
 	t.Cleanup(p.close)
@@ -171,7 +192,12 @@ func (p *peer) sendRaw(data []byte, to netip.AddrPort) {
 	p.mu.Unlock()
 	if c == nil {
 		var err error
-		if c, err = net.Dial("tcp", to.String()); err != nil {
+		if p.tlsClient != nil {
+			c, err = tls.Dial("tcp", to.String(), p.tlsClient)
+		} else {
+			c, err = net.Dial("tcp", to.String())
+		}
+		if err != nil {
 			p.t.Fatal(err)
 		}
 		p.mu.Lock()
@@ -232,8 +258,8 @@ func (p *peer) recvResponse(code int) *gosip.Response {
 // uri is the peer's contact URI.
 func (p *peer) uri(user string) gosip.Uri {
 	u := gosip.Uri{Scheme: "sip", User: user, Host: p.addr.Addr().String(), Port: int(p.addr.Port())}
-	if p.transport == "tcp" {
-		u.UriParams = gosip.HeaderParams{{K: "transport", V: "tcp"}}
+	if p.transport != "udp" {
+		u.UriParams = gosip.HeaderParams{{K: "transport", V: p.transport}}
 	}
 	return u
 }
@@ -247,6 +273,10 @@ type cluster struct {
 	instances map[string]*peer
 	names     []string
 	udp, tcp  netip.AddrPort // clb's listeners
+	tls       netip.AddrPort // clb's TLS listener, with clusterOptions.tls
+	// ca signed clb's and the TLS peers' certificates (with
+	// clusterOptions.tls).
+	ca *certstest.CA
 }
 
 type clusterOptions struct {
@@ -259,6 +289,9 @@ type clusterOptions struct {
 	// messageTimeout is the stream transports' (0: the default).
 	messageTimeout time.Duration
 	access         *accesslog.Log
+	// tls adds a TLS listener to clb (needed for transport "tls"), with a
+	// certificate of a test CA for 127.0.0.1.
+	tls bool
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -267,10 +300,20 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		o.transport = "udp"
 	}
 	c := &cluster{t: t, instances: map[string]*peer{}, inbox: make(chan envelope, 4096)}
+	listen := []config.SIPAddr{
+		{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}},
+		{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}},
+	}
+	var store *certs.Store
+	if o.tls || o.transport == "tls" {
+		c.ca = certstest.NewCA(t, "test CA")
+		store = c.newStore("clb")
+		listen = append(listen, config.SIPAddr{Endpoint: config.Endpoint{Transport: "tls", Host: "127.0.0.1"}})
+	}
 	var in []config.Instance
 	for i := range o.n {
 		name := fmt.Sprintf("inst%d", i+1)
-		p := newPeer(t, name, o.transport, c.inbox)
+		p := c.newPeer(name, o.transport, "127.0.0.1")
 		c.instances[name], c.names = p, append(c.names, name)
 		in = append(in, config.Instance{Name: name, Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{
 			Transport: o.transport, Host: "127.0.0.1", Port: int(p.addr.Port())}}})
@@ -281,19 +324,20 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	c.bal = bal
 	srv, err := NewServer(ServerOptions{
-		ProxyOptions: ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Limits: o.limits, Access: o.access},
-		Listen: []config.SIPAddr{
-			{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}},
-			{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}},
-		},
+		ProxyOptions:   ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Limits: o.limits, Access: o.access},
+		Listen:         listen,
 		Readers:        o.readers,
 		MessageTimeout: o.messageTimeout,
+		TLS:            store,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.server = srv
 	c.udp, c.tcp = srv.transport("udp").selves()[0].addr, srv.transport("tcp").selves()[0].addr
+	if store != nil {
+		c.tls = srv.transport("tls").selves()[0].addr
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx) }()
@@ -308,10 +352,36 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 
 // clb is the address of clb's listener for transport.
 func (c *cluster) clb(transport string) netip.AddrPort {
-	if transport == "tcp" {
+	switch transport {
+	case "tcp":
 		return c.tcp
+	case "tls":
+		return c.tls
 	}
 	return c.udp
+}
+
+// newStore is TLS material for 127.0.0.1 signed by the cluster's CA, which
+// is also the instance CA.
+func (c *cluster) newStore(name string) *certs.Store {
+	c.t.Helper()
+	dir := c.t.TempDir()
+	cert, key := c.ca.Issue(c.t, certstest.Leaf{Name: name}).Write(c.t, dir, name)
+	m, err := certs.Load(certs.Files{Cert: cert, Key: key, InstanceCA: c.ca.WriteCA(c.t, dir, "ca")}, time.Now())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return certs.NewStore(m)
+}
+
+// newPeer is a peer on the cluster's inbox; a "tls" one has a
+// certificate of the cluster's CA and trusts it.
+func (c *cluster) newPeer(name, transport, ip string) *peer {
+	c.t.Helper()
+	if transport != "tls" {
+		return newPeerAt(c.t, name, transport, ip, c.inbox)
+	}
+	return newPeerTLS(c.t, name, transport, ip, c.inbox, c.ca.Issue(c.t, certstest.Leaf{Name: name, Hosts: []string{ip}}).ServerConfig(), c.ca.ClientConfig())
 }
 
 // recvAny waits for a request at any instance and says which got it.

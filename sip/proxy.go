@@ -420,24 +420,38 @@ func (p *Proxy) outward(in *inbound, sc *scratch, v *view, e edits, rr *dialogRo
 	p.forward(in, sc, v, destination{endpoint: dst}, e, key, rr)
 }
 
-// uriEndpoint is where a SIP URI with an IP address points.
+// uriEndpoint is where a SIP URI with an IP address points: a sips: URI
+// over TLS (RFC 3261 26.2.2), a sip: one over its transport parameter, else
+// UDP; without a port, 5061 over TLS and 5060 otherwise.
 func uriEndpoint(u *gosip.Uri) (endpoint, bool) {
-	if !strings.EqualFold(u.Scheme, "sip") {
+	transport := "udp"
+	switch {
+	case strings.EqualFold(u.Scheme, "sips"):
+		transport = "tls"
+	case !strings.EqualFold(u.Scheme, "sip"):
 		return endpoint{}, false
 	}
 	ip, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
 	if err != nil || !usable(ip) {
 		return endpoint{}, false
 	}
-	port := u.Port
-	if port == 0 {
-		port = 5060
-	}
-	transport := "udp"
-	if t, ok := param(u.UriParams, "transport"); ok {
+	if t, ok := param(u.UriParams, "transport"); ok && transport == "udp" {
 		transport = strings.ToLower(t)
 	}
+	port := u.Port
+	if port == 0 {
+		port = defaultPort(transport)
+	}
 	return endpoint{transport, netip.AddrPortFrom(ip.Unmap(), uint16(port))}, true
+}
+
+// defaultPort is the port of a SIP address written without one (RFC 3261
+// 19.1.2).
+func defaultPort(transport string) int {
+	if transport == "tls" {
+		return 5061
+	}
+	return 5060
 }
 
 // usable rules out addresses no message should go to.
@@ -483,10 +497,11 @@ func viaDestination(v *gosip.ViaHeader) (destination, bool) {
 	if r, ok := param(v.Params, "rport"); ok && r != "" {
 		port = atoiPort(r, port)
 	}
+	transport := transportName(v.Transport)
 	if port == 0 {
-		port = 5060
+		port = defaultPort(transport)
 	}
-	return destination{endpoint: endpoint{transportName(v.Transport), netip.AddrPortFrom(ip.Unmap(), uint16(port))}}, true
+	return destination{endpoint: endpoint{transport, netip.AddrPortFrom(ip.Unmap(), uint16(port))}}, true
 }
 
 // transportName is a Via's transport as clb spells it, lower case; the

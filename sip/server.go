@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"clb/certs"
 	"clb/config"
 	"clb/sip/framing"
 )
@@ -39,13 +40,19 @@ type ServerOptions struct {
 	// come, so that a client that trickles a message (or never ends it)
 	// cannot hold a connection for IdleTimeout per byte; 0 means 10 s.
 	MessageTimeout time.Duration
-	// MaxConns bounds the TCP connections, both ways; 0 means 10,000.
+	// MaxConns bounds the TCP connections, both ways; 0 means 10,000 (and
+	// as many again over TLS).
 	MaxConns int
+	// TLS, if set, is the material of the tls:// transport: the listeners'
+	// certificate (and client CA), and the trust put in instances dialed
+	// over TLS. Without it a tls:// listener is refused and nothing is
+	// sent over TLS.
+	TLS *certs.Store
 }
 
 // Server runs the proxy on clb's SIP transports: UDP sockets read by several
-// goroutines, TCP listeners with a goroutine per connection, and TCP
-// connections to instances opened on demand. It is the proxy's sender: it
+// goroutines, TCP and TLS listeners with a goroutine per connection, and TCP
+// and TLS connections to instances opened on demand. It is the proxy's sender: it
 // hands a message to the transport its destination names.
 //
 // It uses sipgo's parser and message model, not its transport layer: that
@@ -96,6 +103,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	s.transports = []transport{
 		newUDPTransport(s.proxy, s.log, o.Readers, &s.wg),
 		newStreamTransport("tcp", tcpNetwork{}, s.proxy, s.log, stream, &s.wg),
+	}
+	if o.TLS != nil {
+		s.transports = append(s.transports, newStreamTransport("tls", tlsNetwork{o.TLS}, s.proxy, s.log, stream, &s.wg))
 	}
 	for _, a := range o.Listen {
 		if err := s.bind(a); err != nil {

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -220,6 +221,9 @@ func (t *streamTransport) open(a netip.AddrPort) (*streamConn, error) {
 // one, there is no message boundary to resume at.
 func (t *streamTransport) read(c *streamConn) {
 	defer t.unregister(c)
+	if !t.handshake(c) {
+		return
+	}
 	buf := make([]byte, 8192)
 	have := 0
 	var sc scratch
@@ -268,6 +272,26 @@ func (t *streamTransport) read(c *streamConn) {
 			return
 		}
 	}
+}
+
+// handshake finishes an accepted connection's handshake, if its network
+// has one (TLS), within MessageTimeout, so that a client that connects and
+// says nothing holds no more than a connection that trickles a message.
+// (A dialed connection has finished its own in dial: this is then a no-op.)
+func (t *streamTransport) handshake(c *streamConn) bool {
+	h, ok := c.c.(handshaker)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), t.opts.messageTimeout)
+	defer cancel()
+	if err := h.HandshakeContext(ctx); err != nil {
+		if ce := t.log.Check(zap.DebugLevel, "handshake failed"); ce != nil {
+			ce.Write(zap.String("transport", t.token), zap.Stringer("peer", c.remote), zap.Error(err))
+		}
+		return false
+	}
+	return true
 }
 
 // frame handles the first message (or keep-alive) in b. It returns the bytes

@@ -8,7 +8,7 @@ import (
 
 // streamNetwork is what a stream transport runs on: how it listens and how
 // it opens a connection. Framing, the connection table and the timeouts are
-// streamTransport's; TLS will be tcpNetwork's connections wrapped by
+// streamTransport's; TLS (tls.go) is tcpNetwork's connections wrapped by
 // tls.Server and tls.Client.
 type streamNetwork interface {
 	listen(addr netip.AddrPort) (net.Listener, error)

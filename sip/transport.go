@@ -5,14 +5,14 @@ import (
 )
 
 // transport is one of clb's SIP transports, named by its Via token: "udp"
-// and "tcp" now, "tls", "ws" and "wss" later. It owns its listeners and, for
+// "tcp" and "tls" now, "ws" and "wss" later. It owns its listeners and, for
 // a stream transport, its connections; the Server keeps one per name and
 // routes a message to the transport its destination names, so the proxy
 // knows transports only by name (sender) and connections only as conn.
 //
 // Adding a transport is one more implementation in Server.transports;
-// a stream transport over another network (TLS) is a streamTransport with
-// another streamNetwork.
+// a stream transport over another network (TLS: tls.go) is a
+// streamTransport with another streamNetwork.
 type transport interface {
 	// name is the transport's Via and Record-Route token, lower case.
 	name() string

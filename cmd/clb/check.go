@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"clb/balancer"
+	"clb/certs"
 	"clb/config"
 )
 
@@ -41,6 +42,7 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 	fmt.Fprintln(w, "listen:")
 	fmt.Fprintf(w, "  sip\t%s\n", orNone(strings.Join(sip, ", ")))
 	fmt.Fprintf(w, "  http\t%s\n", orNone(addr(cfg.Listen.HTTP.Endpoint)))
+	fmt.Fprintf(w, "  https\t%s\n", orNone(addr(cfg.Listen.HTTPS.Endpoint)))
 	fmt.Fprintf(w, "  admin\t%s\n", orNone(addr(cfg.Listen.Admin.Endpoint)))
 	w.Flush()
 
@@ -74,6 +76,34 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 		token = "set"
 	}
 	fmt.Fprintf(out, "admin token: %s\n", token)
+	printTLS(out, cfg)
+}
+
+// printTLS says what the tls section holds; Load has checked the files.
+func printTLS(out io.Writer, cfg *config.Config) {
+	t := cfg.TLS
+	if !t.Set() && t.InstanceCA == "" {
+		return
+	}
+	m, err := certs.Load(t.Files(), time.Now())
+	if err != nil { // changed since Load read it
+		fmt.Fprintf(out, "tls: %v\n", err)
+		return
+	}
+	instances := "system roots"
+	if t.InstanceCA != "" {
+		instances = t.InstanceCA
+	}
+	if leaf := m.Leaf(); leaf != nil {
+		clients := "not asked for"
+		if m.ClientAuth() {
+			clients = "required, signed by " + t.ClientCA
+		}
+		fmt.Fprintf(out, "tls: certificate %q, expires %s (in %s); TLS %s minimum; client certificates %s; instances verified against %s\n",
+			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339), time.Until(leaf.NotAfter).Round(time.Hour), t.MinVersion, clients, instances)
+		return
+	}
+	fmt.Fprintf(out, "tls: no certificate; instances verified against %s\n", instances)
 }
 
 func addr(e config.Endpoint) string {

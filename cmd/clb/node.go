@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"clb/accesslog"
 	"clb/admin"
 	"clb/balancer"
+	"clb/certs"
 	"clb/config"
 	"clb/health"
 	"clb/httpproxy"
@@ -37,7 +40,11 @@ type node struct {
 	health  *health.Checker
 	sip     *sip.Server       // nil without listen.sip
 	http    *httpproxy.Server // nil without listen.http
-	admin   *admin.Server     // nil without listen.admin
+	https   *httpproxy.Server // nil without listen.https
+	// tls is the TLS material in force (tls: of the file), swapped by
+	// reload; every TLS listener and dial reads it per handshake.
+	tls     *certs.Store
+	admin   *admin.Server // nil without listen.admin
 	members *membership.Fanout
 	// fileInstances publishes the file's instances: list.
 	fileInstances membership.Publish
@@ -57,12 +64,17 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{log: log, bal: bal, cfg: cfg, access: accesslog.New(log)}
+	material, err := certs.Load(cfg.TLS.Files(), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%s: tls: %w", cfg.File, err)
+	}
+	n := &node{log: log, bal: bal, cfg: cfg, access: accesslog.New(log), tls: certs.NewStore(material)}
 	n.access.Set(cfg.Log.Access, cfg.Log.AccessSample)
 	params := cfg.LoadFactor.Params()
 	n.params.Store(&params)
 	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
 	n.health = health.New(bal, n.metrics, log.Named("health"), nil)
+	n.health.SetTLS(n.tls)
 	n.health.Update(cfg.Health, cfg.Instances)
 	transitions := log.Named("balancer")
 	bal.Observe(func(t balancer.Transition) {
@@ -91,6 +103,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				Access:     n.access,
 			},
 			Listen: cfg.Listen.SIP,
+			TLS:    n.tls,
 		})
 		if err != nil {
 			return nil, err
@@ -108,22 +121,34 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 		Logger:      log.Named("membership"),
 	})
 	n.fileInstances = n.members.Source("file", cfg.Instances)
-	if !cfg.Listen.HTTP.IsZero() {
-		n.http, err = httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpproxy.Options{
+	httpOptions := func(name string) httpproxy.Options {
+		return httpproxy.Options{
 			Balancer:    bal,
 			Rules:       cfg.Keys.HTTP,
 			Limits:      cfg.HTTP,
-			Logger:      log.Named("http"),
+			Logger:      log.Named(name),
 			RetryAfter:  cfg.Health.Interval,
 			Report:      n.health.Report,
 			Metrics:     n.metrics,
 			FloodLimits: cfg.Limits,
 			Access:      n.access,
-		})
+			TLS:         n.tls,
+		}
+	}
+	if !cfg.Listen.HTTP.IsZero() {
+		n.http, err = httpproxy.NewServer(cfg.Listen.HTTP.Addr(), httpOptions("http"))
 		if err != nil {
 			n.close()
 			return nil, err
 		}
+	}
+	if !cfg.Listen.HTTPS.IsZero() {
+		ln, err := net.Listen("tcp", cfg.Listen.HTTPS.Addr())
+		if err != nil {
+			n.close()
+			return nil, fmt.Errorf("https: %w", err)
+		}
+		n.https = httpproxy.New(tls.NewListener(ln, n.tls.ServerConfig("h2", "http/1.1")), "https", httpOptions("https"))
 	}
 	if !cfg.Listen.Admin.IsZero() {
 		n.admin, err = admin.NewServer(cfg.Listen.Admin.Addr(), admin.Options{
@@ -152,6 +177,9 @@ func (n *node) close() {
 	if n.http != nil {
 		_ = n.http.Serve(ctx)
 	}
+	if n.https != nil {
+		_ = n.https.Serve(ctx)
+	}
 }
 
 // fields say where the node listens, for the start log.
@@ -162,6 +190,9 @@ func (n *node) fields() []zap.Field {
 	}
 	if n.http != nil {
 		f = append(f, zap.String("http", n.http.Addr()))
+	}
+	if n.https != nil {
+		f = append(f, zap.String("https", n.https.Addr()))
 	}
 	if n.admin != nil {
 		f = append(f, zap.String("admin", n.admin.Addr()))
@@ -178,6 +209,9 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 	}
 	if n.http != nil {
 		servers = append(servers, n.http.Serve)
+	}
+	if n.https != nil {
+		servers = append(servers, n.https.Serve)
 	}
 	if n.admin != nil {
 		grace := n.cfg.HTTP.Grace
@@ -220,6 +254,14 @@ func (n *node) reload() (admin.Reloaded, error) {
 	if err == nil {
 		err = restartOnly(old, cfg)
 	}
+	// The TLS files are read again whether or not their names changed: a
+	// renewed certificate is the usual reason for a reload.
+	var material *certs.Material
+	if err == nil {
+		if material, err = certs.Load(cfg.TLS.Files(), time.Now()); err != nil {
+			err = fmt.Errorf("%s: tls: %w", cfg.File, err)
+		}
+	}
 	if err != nil {
 		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
 		return admin.Reloaded{}, err
@@ -235,6 +277,7 @@ func (n *node) reload() (admin.Reloaded, error) {
 		return admin.Reloaded{}, err
 	}
 	n.health.SetConfig(cfg.Health)
+	n.tls.Swap(material) // new connections from now on; open ones go on
 	// New limits start every source's bucket anew: only when they change.
 	limitsChanged := !reflect.DeepEqual(old.Limits, cfg.Limits)
 	if n.sip != nil {
@@ -243,10 +286,13 @@ func (n *node) reload() (admin.Reloaded, error) {
 			n.sip.SetLimits(cfg.Limits)
 		}
 	}
-	if n.http != nil {
-		n.http.Reload(cfg.Keys.HTTP)
+	for _, h := range []*httpproxy.Server{n.http, n.https} {
+		if h == nil {
+			continue
+		}
+		h.Reload(cfg.Keys.HTTP)
 		if limitsChanged {
-			n.http.SetLimits(cfg.Limits)
+			h.SetLimits(cfg.Limits)
 		}
 	}
 	if n.admin != nil {
