@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -30,5 +31,20 @@ func TestNetLookupAsksItsServer(t *testing.T) {
 	dns.Set(map[string][]string{"inst1.test": {"127.0.0.5"}})
 	if got, err := r.Resolve(t.Context(), one); err != nil || addrs(got) != "a=udp://127.0.0.5:5071,http://127.0.0.5:8081" {
 		t.Errorf("after the change: %s, %v", addrs(got), err)
+	}
+}
+
+// TestNetLookupNoServer: a look-up whose server does not answer fails
+// within the timeout, and its error does not name another server.
+func TestNetLookupNoServer(t *testing.T) {
+	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // reads nothing: a server that never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r := Resolver{Lookup: NetLookup(l.LocalAddr().(*net.UDPAddr).AddrPort()), Timeout: 200 * time.Millisecond}
+	_, err = r.Resolve(t.Context(), []config.Instance{named("a", "inst1.test", 5071, "", 0)})
+	if want := `instance "a": instances[0].sip: udp://inst1.test:5071: looking up host name inst1.test: i/o timeout`; err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant %s", err, want)
 	}
 }

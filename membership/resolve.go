@@ -103,8 +103,13 @@ func (r Resolver) lookup(ctx context.Context, name string) lookupResult {
 	addrs, err := r.Lookup.LookupNetIP(ctx, "ip", name)
 	if err != nil {
 		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		switch {
+		case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 			return lookupResult{err: fmt.Errorf("host name %s not found", name)}
+		case errors.As(err, &dnsErr):
+			// Not err's own words: they name the system's server even when
+			// Dial asked another.
+			return lookupResult{err: fmt.Errorf("looking up host name %s: %s", name, dnsErr.Err)}
 		}
 		return lookupResult{err: fmt.Errorf("looking up host name %s: %w", name, err)}
 	}
