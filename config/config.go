@@ -8,6 +8,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -32,9 +33,12 @@ type Config struct {
 	Limits     Limits     `yaml:"limits"`
 	Log        Log        `yaml:"log"`
 	TLS        TLS        `yaml:"tls"`
+	Discovery  Discovery  `yaml:"discovery"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
+	// lines maps key paths to the lines they are written at, for Locate.
+	lines map[string]int
 }
 
 // Listen holds clb's own addresses.
@@ -60,9 +64,11 @@ type Listen struct {
 type Instance struct {
 	// Name is unique, [A-Za-z0-9._-]+. Required.
 	Name string `yaml:"name"`
-	// SIP is where SIP goes; zero if the instance speaks no SIP.
+	// SIP is where SIP goes; zero if the instance speaks no SIP. The file
+	// may name the host; it is resolved before anything routes to it.
 	SIP SIPAddr `yaml:"sip"`
-	// HTTP is where HTTP goes; zero if the instance speaks no HTTP.
+	// HTTP is where HTTP goes; zero if the instance speaks no HTTP. The
+	// file may name the host, as for SIP.
 	HTTP HTTPAddr `yaml:"http"`
 	// Weight is the relative share of keys. Default 100; 0 takes no keys.
 	Weight int `yaml:"weight"`
@@ -198,6 +204,57 @@ type Log struct {
 func (d *decoder) validateLog(l *Log) {
 	if !(l.AccessSample > 0 && l.AccessSample <= 1) {
 		d.errorf(d.line("log.access_sample"), "log.access_sample", "%v: must be greater than 0 and at most 1", l.AccessSample)
+	}
+}
+
+// Discovery configures the look-ups of host names in instances' addresses
+// (SPEC section 11's discovery: section; its SRV keys are not read yet).
+type Discovery struct {
+	// Resolver is the DNS server asked, IP:port (port 53 if omitted).
+	// Default "": the system's (/etc/resolv.conf). /etc/hosts is read first
+	// either way, as the system does.
+	Resolver DNSServer `yaml:"resolver"`
+	// ResolveInterval is how often the host names are looked up again; an
+	// address that changed is picked up without a reload. Default 30s.
+	ResolveInterval time.Duration `yaml:"resolve_interval"`
+	// ResolveTimeout bounds one look-up. Default 2s.
+	ResolveTimeout time.Duration `yaml:"resolve_timeout"`
+}
+
+// DNSServer is a DNS server's address; zero for the system's.
+type DNSServer struct{ netip.AddrPort }
+
+// UnmarshalYAML parses "IP:port" or "IP" (port 53); "" is the system's.
+func (s *DNSServer) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want IP:port of a DNS server")
+	}
+	if n.Value == "" {
+		s.AddrPort = netip.AddrPort{}
+		return nil
+	}
+	if ap, err := netip.ParseAddrPort(n.Value); err == nil && ap.Port() != 0 {
+		s.AddrPort = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		return nil
+	}
+	a, err := netip.ParseAddr(n.Value)
+	if err != nil {
+		return fmt.Errorf("%q: want IP:port of a DNS server (a name would need a DNS server to find it)", n.Value)
+	}
+	s.AddrPort = netip.AddrPortFrom(a.Unmap(), 53)
+	return nil
+}
+
+// validateDiscovery checks the discovery section (called from validate).
+func (d *decoder) validateDiscovery(s *Discovery) {
+	if s.ResolveInterval <= 0 {
+		d.errorf(d.line("discovery.resolve_interval"), "discovery.resolve_interval", "must be greater than 0")
+	}
+	if s.ResolveTimeout <= 0 {
+		d.errorf(d.line("discovery.resolve_timeout"), "discovery.resolve_timeout", "must be greater than 0")
+	} else if s.ResolveTimeout > s.ResolveInterval && s.ResolveInterval > 0 {
+		d.errorf(d.line("discovery.resolve_timeout"), "discovery.resolve_timeout",
+			"%v is longer than discovery.resolve_interval %v", s.ResolveTimeout, s.ResolveInterval)
 	}
 }
 
@@ -341,8 +398,9 @@ func Defaults() Config {
 			MaxHeaders:          100,
 			Grace:               10 * time.Second,
 		},
-		Log: Log{AccessSample: 1},
-		TLS: TLS{MinVersion: "1.2"},
+		Log:       Log{AccessSample: 1},
+		TLS:       TLS{MinVersion: "1.2"},
+		Discovery: Discovery{ResolveInterval: 30 * time.Second, ResolveTimeout: 2 * time.Second},
 	}
 }
 
@@ -370,7 +428,33 @@ func Parse(file string, data []byte) (*Config, error) {
 	if err := d.err(); err != nil {
 		return nil, err
 	}
+	cfg.lines = d.lines
 	return &cfg, nil
+}
+
+// Locate places the *InstanceError values err is (joined or alone, as
+// ValidateInstances and the look-ups of host names give them) at their
+// lines in the file, as *Error values the way Parse reports; other errors,
+// wrapped ones included, stay as they are.
+func (c *Config) Locate(err error) error {
+	if err == nil {
+		return nil
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	out := make([]error, 0, len(errs))
+	for _, e := range errs {
+		ie, ok := e.(*InstanceError)
+		if !ok {
+			out = append(out, e) // wrapped: its own words say where it comes from
+			continue
+		}
+		d := decoder{lines: c.lines}
+		out = append(out, &Error{File: c.File, Line: d.line(ie.Key), Key: ie.Key, Msg: ie.Msg})
+	}
+	return errors.Join(out...)
 }
 
 // SIPConfig is the SIP flood control as package limits takes it.

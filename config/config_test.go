@@ -214,9 +214,24 @@ instances:
 			line: 4, key: "instances[0].sip", msg: "no tcp listener",
 		},
 		{
-			name: "instance sip on a name",
-			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n    sip: app1.example.com\n",
-			line: 4, key: "instances[0].sip", msg: "give an IP address",
+			name: "instance sip on a name, no listener for its transport",
+			yaml: "listen: {sip: udp://127.0.0.1:5060}\ninstances:\n  - name: a\n    sip: tcp://app1.example.com\n",
+			line: 4, key: "instances[0].sip", msg: "no tcp listener",
+		},
+		{
+			name: "resolver by name",
+			yaml: minimal + "discovery:\n  resolver: dns.example.com:53\n",
+			line: 8, key: "discovery.resolver", msg: "want IP:port of a DNS server",
+		},
+		{
+			name: "resolve interval 0",
+			yaml: minimal + "discovery:\n  resolve_interval: 0s\n",
+			line: 8, key: "discovery.resolve_interval", msg: "greater than 0",
+		},
+		{
+			name: "resolve timeout over interval",
+			yaml: minimal + "discovery:\n  resolve_interval: 1s\n  resolve_timeout: 2s\n",
+			line: 9, key: "discovery.resolve_timeout", msg: "longer than discovery.resolve_interval",
 		},
 		{
 			name: "no listener",
@@ -376,6 +391,66 @@ instances:
 				t.Errorf("message %q does not start with %q", err, prefix)
 			}
 		})
+	}
+}
+
+// TestHostNames: the file may name an instance's hosts (they are resolved
+// before anything routes: ValidateInstances, the check of what routes,
+// refuses them); discovery's keys have their defaults, and the resolver's
+// port is 53 unless given.
+func TestHostNames(t *testing.T) {
+	c, err := Parse("names.yaml", []byte(`listen: {sip: udp://127.0.0.1:5060, http: 127.0.0.1:8080}
+instances:
+  - {name: a, sip: app1.example.com, http: http://app1.example.com:8081}
+  - {name: b, sip: udp://127.0.0.1:5072, http: http://localhost:8082}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Instances[0].SIP.String() + " " + c.Instances[0].HTTP.String(); got != "udp://app1.example.com:5060 http://app1.example.com:8081" {
+		t.Errorf("addresses %s", got)
+	}
+	if d := c.Discovery; d.Resolver.IsValid() || d.ResolveInterval != 30*time.Second || d.ResolveTimeout != 2*time.Second {
+		t.Errorf("discovery defaults %+v", d)
+	}
+	err = ValidateInstances(c.Instances, c.Listen)
+	want := `instance "a": instances[0].sip: udp://app1.example.com:5060: give an IP address` + "\n" +
+		`instance "a": instances[0].http: http://app1.example.com:8081: give an IP address` + "\n" +
+		`instance "b": instances[1].http: http://localhost:8082: give an IP address`
+	if err == nil || err.Error() != want {
+		t.Errorf("ValidateInstances: %v\nwant\n%s", err, want)
+	}
+	for in, want := range map[string]string{"127.0.0.53": "127.0.0.53:53", "127.0.0.1:5353": "127.0.0.1:5353", "'[::1]:54'": "[::1]:54", "''": "invalid AddrPort"} {
+		c, err := Parse("r.yaml", []byte(minimal+"discovery: {resolver: "+in+"}\n"))
+		if err != nil {
+			t.Fatalf("resolver %s: %v", in, err)
+		}
+		if got := c.Discovery.Resolver.String(); got != want {
+			t.Errorf("resolver %s: %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestLocate: the instance errors found after Parse (the look-ups of host
+// names, ValidateInstances of the resolved list) are placed at their lines
+// in the file, as Parse's own; other errors pass as they are.
+func TestLocate(t *testing.T) {
+	c, err := Parse("names.yaml", []byte(minimal+"  - name: b\n    sip: app2.example.com\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := errors.New("something else")
+	err = c.Locate(errors.Join(&InstanceError{Key: "instances[1].sip", Name: "b", Msg: "app2.example.com: no such host"}, other))
+	want := "names.yaml:8: instances[1].sip: app2.example.com: no such host\nsomething else"
+	if err == nil || err.Error() != want {
+		t.Errorf("joined: %v\nwant\n%s", err, want)
+	}
+	var cerr *Error
+	if err := c.Locate(&InstanceError{Key: "instances[0]", Name: "a", Msg: "m"}); !errors.As(err, &cerr) || cerr.Line != 5 {
+		t.Errorf("alone: %#v", err)
+	}
+	if c.Locate(nil) != nil {
+		t.Error("Locate(nil) is not nil")
 	}
 }
 

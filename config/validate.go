@@ -23,6 +23,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateLimits(&c.Limits)
 	d.validateLog(&c.Log)
 	d.validateTLS(c)
+	d.validateDiscovery(&c.Discovery)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field
@@ -87,7 +88,7 @@ func (d *decoder) validateListen(c *Config) {
 }
 
 func (d *decoder) validateInstances(c *Config) {
-	checkInstances(c.Instances, c.Listen,
+	checkInstances(c.Instances, c.Listen, true,
 		func(_ int, key, msg string) { d.errorf(d.line(key), key, "%s", msg) },
 		func() bool { return d.reported("instances") })
 }
@@ -114,7 +115,9 @@ func (e *InstanceError) Error() string {
 // file, DNS SRV, etcd) as Load checks the file's, against the listeners it is
 // reached from: the errors, each an *InstanceError, are Load's without the
 // file and line, and as there, a problem of a key hides the others of that
-// key.
+// key. One more: every address must be an IP address, as the list is what
+// requests are sent by, and the request path never resolves a name (the
+// file's host names are resolved before the list is made).
 func ValidateInstances(instances []Instance, listen Listen) error {
 	var errs []error
 	var keys []string
@@ -131,15 +134,17 @@ func ValidateInstances(instances []Instance, listen Listen) error {
 		}
 		errs = append(errs, e)
 	}
-	checkInstances(instances, listen, report, func() bool { return len(errs) > 0 })
+	checkInstances(instances, listen, false, report, func() bool { return len(errs) > 0 })
 	return errors.Join(errs...)
 }
 
 // checkInstances is the one check of an instance list, for Load and
-// ValidateInstances: report hears each problem with its instance's index (-1
-// for the list), key path and message; reported tells whether any problem of
-// the list is known, after which what the instances offer is not judged.
-func checkInstances(instances []Instance, listen Listen, report func(i int, key, msg string), reported func() bool) {
+// ValidateInstances: hostNames allows addresses to name their host (the
+// file's, resolved later); report hears each problem with its instance's
+// index (-1 for the list), key path and message; reported tells whether any
+// problem of the list is known, after which what the instances offer is not
+// judged.
+func checkInstances(instances []Instance, listen Listen, hostNames bool, report func(i int, key, msg string), reported func() bool) {
 	bad := func(i int, key, format string, args ...any) { report(i, key, fmt.Sprintf(format, args...)) }
 	if len(instances) == 0 {
 		bad(-1, "instances", "at least one instance is required")
@@ -167,12 +172,8 @@ func checkInstances(instances []Instance, listen Listen, report func(i int, key,
 		if inst.SIP.IsZero() && inst.HTTP.IsZero() {
 			bad(i, key, "give a sip address, an http address or both")
 		}
-		if e := inst.SIP.Endpoint; !e.IsZero() {
-			if _, err := netip.ParseAddr(e.Host); err != nil {
-				bad(i, key+".sip", "%s: give an IP address", e)
-			} else if !hasTransport(listen.SIP, e.Transport) && len(listen.SIP) > 0 {
-				bad(i, key+".sip", "%s: listen.sip has no %s listener to reach it from", e, e.Transport)
-			}
+		if e := inst.SIP.Endpoint; !e.IsZero() && !hasTransport(listen.SIP, e.Transport) && len(listen.SIP) > 0 {
+			bad(i, key+".sip", "%s: listen.sip has no %s listener to reach it from", e, e.Transport)
 		}
 		for _, a := range []struct {
 			e   Endpoint
@@ -180,6 +181,9 @@ func checkInstances(instances []Instance, listen Listen, report func(i int, key,
 		}{{inst.SIP.Endpoint, key + ".sip"}, {inst.HTTP.Endpoint, key + ".http"}} {
 			if a.e.IsZero() {
 				continue
+			}
+			if _, err := netip.ParseAddr(a.e.Host); err != nil && !hostNames {
+				bad(i, a.key, "%s: give an IP address", a.e)
 			}
 			if a.e.Port == 0 {
 				bad(i, a.key, "%s: an instance needs a port other than 0", a.e)

@@ -17,6 +17,14 @@
 // weight), the higher-ranked source's wins (the file wins, SPEC section 11),
 // and the conflict is logged once while it lasts.
 //
+// Host names: the file may name an instance's hosts; the request path must
+// never resolve, so every list a source publishes holds IP addresses only
+// (ValidateInstances refuses a name). Resolving (resolve.go) is the file's
+// source: it resolves the names at load (Resolver.Resolve: a name that does
+// not give one address is an error) and again every resolve_interval,
+// publishing the whole list when an address changed and keeping a name's
+// last address when its look-up fails.
+//
 // Concurrency: Publish may be called from any goroutine. Publishes are
 // serialised on Fanout.mu, and the gate and the subscribers are called in the
 // publishing goroutine under it, one list at a time. Lock order: Fanout.mu

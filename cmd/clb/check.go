@@ -22,7 +22,13 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clb check: unexpected arguments %q\n", rest)
 		return 2
 	}
-	b, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	instances, err := resolveInstances(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		fmt.Fprintf(stderr, "clb check: %s is not valid\n", cfg.File)
+		return 1
+	}
+	b, err := balancer.New(instances, cfg.LoadFactor.Params())
 	if err != nil {
 		fmt.Fprintf(stderr, "clb check: %s: %v\n", cfg.File, err)
 		return 1
@@ -51,14 +57,24 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 		total += inst.Weight
 	}
 	fmt.Fprintf(out, "instances: %d, total weight %d\n", len(cfg.Instances), total)
+	configured := map[string]config.Instance{}
+	for _, inst := range cfg.Instances {
+		configured[inst.Name] = inst
+	}
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "  NAME\tWEIGHT\tSHARE\tSIP\tHTTP")
 	for _, s := range status {
-		inst := s.Instance
+		inst, conf := s.Instance, configured[s.Instance.Name]
 		fmt.Fprintf(w, "  %s\t%d\t%.1f%%\t%s\t%s\n", inst.Name, inst.Weight, 100*s.Share,
-			orNone(inst.SIP.String()), orNone(inst.HTTP.String()))
+			resolvedAs(conf.SIP.Endpoint, inst.SIP.Endpoint), resolvedAs(conf.HTTP.Endpoint, inst.HTTP.Endpoint))
 	}
 	w.Flush()
+	d := cfg.Discovery
+	resolver := "the system's"
+	if d.Resolver.IsValid() {
+		resolver = d.Resolver.String()
+	}
+	fmt.Fprintf(out, "host names: resolved by %s, again every %v (timeout %v)\n", resolver, d.ResolveInterval, d.ResolveTimeout)
 
 	h := cfg.Health
 	probes := "off (passive checks only)"
@@ -104,6 +120,15 @@ func printTLS(out io.Writer, cfg *config.Config) {
 		return
 	}
 	fmt.Fprintf(out, "tls: no certificate; instances verified against %s\n", instances)
+}
+
+// resolvedAs is an instance's address as configured and, when it names its
+// host, the address the name resolved to.
+func resolvedAs(configured, resolved config.Endpoint) string {
+	if configured.Host == resolved.Host {
+		return orNone(configured.String())
+	}
+	return fmt.Sprintf("%s (%s)", configured, resolved.Addr())
 }
 
 func addr(e config.Endpoint) string {

@@ -46,8 +46,9 @@ type node struct {
 	tls     *certs.Store
 	admin   *admin.Server // nil without listen.admin
 	members *membership.Fanout
-	// fileInstances publishes the file's instances: list.
-	fileInstances membership.Publish
+	// file is the source of the file's instances, their host names
+	// resolved: reload sets its list, run refreshes it.
+	file *membership.Resolving
 	// params are the ramp settings the balancer is given with each
 	// instance list; a reload sets them just before it publishes its list.
 	params atomic.Pointer[loadfactor.Params]
@@ -58,9 +59,31 @@ type node struct {
 	cfg *config.Config
 }
 
+// resolveInstances is the file's instances with their host names resolved,
+// or errors at their lines of the file: a name that does not give one
+// address, or a list whose addresses clash once resolved.
+func resolveInstances(cfg *config.Config) ([]config.Instance, error) {
+	resolved, err := resolverOf(cfg).Resolve(context.Background(), cfg.Instances)
+	if err == nil {
+		err = config.ValidateInstances(resolved, cfg.Listen)
+	}
+	if err != nil {
+		return nil, cfg.Locate(err)
+	}
+	return resolved, nil
+}
+
+func resolverOf(cfg *config.Config) membership.Resolver {
+	return membership.Resolver{Lookup: membership.NetLookup(cfg.Discovery.Resolver.AddrPort), Timeout: cfg.Discovery.ResolveTimeout}
+}
+
 // newNode builds a node and binds its listeners.
 func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
-	bal, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	instances, err := resolveInstances(cfg)
+	if err != nil {
+		return nil, err
+	}
+	bal, err := balancer.New(instances, cfg.LoadFactor.Params())
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +98,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
 	n.health = health.New(bal, n.metrics, log.Named("health"), nil)
 	n.health.SetTLS(n.tls)
-	n.health.Update(cfg.Health, cfg.Instances)
+	n.health.Update(cfg.Health, instances)
 	transitions := log.Named("balancer")
 	bal.Observe(func(t balancer.Transition) {
 		switch {
@@ -93,7 +116,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			ProxyOptions: sip.ProxyOptions{
 				Balancer:   bal,
 				Rules:      cfg.Keys.SIP,
-				Instances:  cfg.Instances,
+				Instances:  instances,
 				Logger:     log.Named("sip"),
 				RetryAfter: cfg.Health.Interval,
 				Metrics:    n.metrics,
@@ -120,7 +143,13 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 		Subscribers: subscribers,
 		Logger:      log.Named("membership"),
 	})
-	n.fileInstances = n.members.Source("file", cfg.Instances)
+	n.file = membership.NewResolving(membership.ResolvingOptions{
+		Resolver: resolverOf(cfg),
+		Interval: cfg.Discovery.ResolveInterval,
+		Publish:  n.members.Source("file", instances),
+		Logger:   log.Named("membership"),
+		Failed:   func(protocol string) { n.metrics.Error(protocol, "resolve") },
+	}, cfg.Instances, instances)
 	httpOptions := func(name string) httpproxy.Options {
 		return httpproxy.Options{
 			Balancer:    bal,
@@ -218,6 +247,7 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 		servers = append(servers, func(ctx context.Context) error { return n.admin.Serve(ctx, grace) })
 	}
 	servers = append(servers, func(ctx context.Context) error { n.health.Run(ctx); return nil })
+	servers = append(servers, func(ctx context.Context) error { n.file.Run(ctx); return nil })
 	servers = append(servers, func(ctx context.Context) error {
 		for {
 			select {
@@ -271,7 +301,9 @@ func (n *node) reload() (admin.Reloaded, error) {
 	// publishes meanwhile gets the new ramp settings: they are valid.)
 	params := cfg.LoadFactor.Params()
 	oldParams := n.params.Swap(&params)
-	if err := n.fileInstances(cfg.Instances); err != nil {
+	err = n.file.Set(context.Background(), resolverOf(cfg), cfg.Discovery.ResolveInterval, cfg.Instances)
+	if err != nil {
+		err = cfg.Locate(err)
 		n.params.Store(oldParams)
 		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
 		return admin.Reloaded{}, err

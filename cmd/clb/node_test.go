@@ -35,9 +35,20 @@ type backend struct {
 }
 
 func newBackend(t *testing.T, name string) *backend {
+	return newBackendAt(t, name, net.IPv4(127, 0, 0, 1), 0, 0)
+}
+
+// newBackendAt is a backend on ip at the given SIP (UDP) and HTTP ports;
+// 0 picks a free one.
+func newBackendAt(t *testing.T, name string, ip net.IP, sipPort, httpPort int) *backend {
 	b := &backend{name: name}
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: sipPort})
 	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ip, Port: httpPort})
+	if err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
 	b.sip = c
@@ -59,13 +70,16 @@ func newBackend(t *testing.T, name string) *backend {
 			}
 		}
 	}()
-	b.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.web = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			b.webN.Add(1)
 		}
 		w.Header().Set("X-Served-By", name)
 		fmt.Fprintln(w, name)
 	}))
+	b.web.Listener.Close()
+	b.web.Listener = l
+	b.web.Start()
 	t.Cleanup(func() { c.Close(); b.web.Close() })
 	return b
 }
