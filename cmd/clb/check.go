@@ -21,13 +21,40 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clb check: unexpected arguments %q\n", rest)
 		return 2
 	}
-	b, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	b, err := newBalancer(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "clb check: %s: %v\n", cfg.File, err)
 		return 1
 	}
 	printSummary(stdout, cfg, b.Table().Status(time.Now()))
+	if len(cfg.Clusters) > 0 {
+		printClusters(stdout, b.Table().Clusters())
+	}
 	return 0
+}
+
+// newBalancer is the balancer of cfg's instances and clusters, every
+// instance up.
+func newBalancer(cfg *config.Config) (*balancer.Balancer, error) {
+	b, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	if err != nil {
+		return nil, err
+	}
+	if err := b.SetClusterWeights(cfg.ClusterWeights()); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// printClusters lists the clusters of a clusters: section.
+func printClusters(out io.Writer, clusters []balancer.ClusterStatus) {
+	fmt.Fprintf(out, "clusters: %d\n", len(clusters))
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "  CLUSTER\tWEIGHT\tNEW SESSIONS\tINSTANCES")
+	for _, c := range clusters {
+		fmt.Fprintf(w, "  %s\t%d\t%.1f%%\t%s\n", c.Name, c.Weight, 100*c.Share, strings.Join(c.Instances, " "))
+	}
+	w.Flush()
 }
 
 func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceStatus) {
