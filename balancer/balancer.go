@@ -95,8 +95,8 @@ type Balancer struct {
 	// SetClusterWeight); a cluster not in it has config.DefaultWeight.
 	weights  map[string]int
 	members  map[string]*member
-	observer  func(Transition)
-	changed   chan struct{} // closed at the next publish
+	observer func(Transition)
+	changed  chan struct{} // closed at the next publish
 	// buildStarted, if set (tests), is called by Update when it starts
 	// building a hashing table, holding updateMu and not mu.
 	buildStarted func()
