@@ -129,7 +129,16 @@ func (b *Balancer) Changed() <-chan struct{} {
 // New starts a Balancer with every instance up at load factor 1 (SPEC section
 // 8: live until a check says otherwise).
 func New(instances []config.Instance, params loadfactor.Params) (*Balancer, error) {
-	b := &Balancer{members: map[string]*member{}, weights: map[string]int{}, changed: make(chan struct{})}
+	return NewClusters(instances, nil, params)
+}
+
+// NewClusters is New with the clusters' weights (as SetClusterWeights
+// takes them) in its first Table.
+func NewClusters(instances []config.Instance, weights map[string]int, params loadfactor.Params) (*Balancer, error) {
+	if err := checkWeights(weights); err != nil {
+		return nil, err
+	}
+	b := &Balancer{members: map[string]*member{}, weights: cloneWeights(weights), changed: make(chan struct{})}
 	for _, inst := range instances {
 		b.members[inst.Name] = &member{healthy: true, ramp: loadfactor.Full()}
 	}
@@ -238,16 +247,43 @@ var ErrBadWeight = errors.New("bad weight")
 // SetClusterWeights sets the clusters' weights, as the file gives them: the
 // clusters named are known even with no instance; the others have
 // config.DefaultWeight.
+//
+// A Table is published only if routing or the clusters listed change.
 func (b *Balancer) SetClusterWeights(weights map[string]int) error {
-	for name, w := range weights {
-		if w < 0 {
-			return fmt.Errorf("balancer: cluster %q: weight %d is negative", name, w)
-		}
+	if err := checkWeights(weights); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	same := true
+	have := byCluster(b.instances)
+	effective := func(w map[string]int, name string) (int, bool) {
+		v, ok := w[name]
+		if !ok {
+			v = config.DefaultWeight
+		}
+		return v, ok || len(have[name]) > 0
+	}
+	for _, pair := range [2][2]map[string]int{{b.weights, weights}, {weights, b.weights}} {
+		for name := range pair[0] {
+			w0, listed0 := effective(pair[0], name)
+			w1, listed1 := effective(pair[1], name)
+			same = same && w0 == w1 && listed0 == listed1
+		}
+	}
 	b.weights = cloneWeights(weights)
-	b.publish()
+	if !same {
+		b.publish()
+	}
+	return nil
+}
+
+func checkWeights(weights map[string]int) error {
+	for name, w := range weights {
+		if w < 0 || w > config.MaxWeight {
+			return fmt.Errorf("%w: cluster %q: %d must be from 0 to %d", ErrBadWeight, name, w, config.MaxWeight)
+		}
+	}
 	return nil
 }
 

@@ -36,14 +36,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 // newBalancer is the balancer of cfg's instances and clusters, every
 // instance up.
 func newBalancer(cfg *config.Config) (*balancer.Balancer, error) {
-	b, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
-	if err != nil {
-		return nil, err
-	}
-	if err := b.SetClusterWeights(cfg.ClusterWeights()); err != nil {
-		return nil, err
-	}
-	return b, nil
+	return balancer.NewClusters(cfg.Instances, cfg.ClusterWeights(), cfg.LoadFactor.Params())
 }
 
 // printClusters lists the clusters of a clusters: section.

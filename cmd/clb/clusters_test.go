@@ -70,3 +70,27 @@ func TestReloadedWeights(t *testing.T) {
 		t.Errorf("a cluster added: %v", got)
 	}
 }
+
+// TestCtlWeight: clb ctl weight sets a cluster's weight through the admin
+// API and says the cluster's share; an unknown cluster is refused (exit 1).
+func TestCtlWeight(t *testing.T) {
+	file := "listen: {http: 127.0.0.1:0, admin: 127.0.0.1:0}\nhealth: {active: false}\nclusters:\n" +
+		"  - {name: blue, instances: [{name: a, http: http://127.0.0.1:1}]}\n" +
+		"  - {name: green, weight: 0, instances: [{name: b, http: http://127.0.0.1:2}]}\n"
+	p := startCLB(t, writeFile(t, file))
+	addr := p.started["admin"].(string)
+	code, out, errOut := clb(t, "", "ctl", "-admin", addr, "weight", "green", "300")
+	if code != 0 || out != "green: weight 300, 75.0% of new sessions, 0 sessions in the last minute\n" {
+		t.Errorf("ctl weight: exit %d, %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = clb(t, "", "ctl", "-admin", addr, "route", "k")
+	if code != 0 || !strings.Contains(out, "k") {
+		t.Errorf("ctl route: exit %d, %q", code, out)
+	}
+	if code, _, errOut = clb(t, "", "ctl", "-admin", addr, "weight", "purple", "1"); code != 1 || !strings.Contains(errOut, "404") {
+		t.Errorf("unknown cluster: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, _ = clb(t, "", "ctl", "-admin", addr, "weight", "green"); code != 2 {
+		t.Errorf("a missing weight: exit %d, want 2", code)
+	}
+}
