@@ -83,9 +83,9 @@ func TestCtlWeight(t *testing.T) {
 	if code != 0 || out != "green: weight 300, 75.0% of new sessions, 0 sessions in the last minute\n" {
 		t.Errorf("ctl weight: exit %d, %q, stderr %q", code, out, errOut)
 	}
-	code, out, _ = clb(t, "", "ctl", "-admin", addr, "route", "k")
-	if code != 0 || !strings.Contains(out, "k") {
-		t.Errorf("ctl route: exit %d, %q", code, out)
+	code, out, _ = clb(t, "", "ctl", "-admin", addr, "status", "-interval", "0")
+	if code != 0 || !strings.Contains(out, "CLUSTER  WEIGHT  NEW SESSIONS  SESSIONS (1 MIN)  INSTANCES\nblue     100     25.0%         0                 a\ngreen    300     75.0%") {
+		t.Errorf("ctl status: exit %d\n%s", code, out)
 	}
 	if code, _, errOut = clb(t, "", "ctl", "-admin", addr, "weight", "purple", "1"); code != 1 || !strings.Contains(errOut, "404") {
 		t.Errorf("unknown cluster: exit %d, stderr %q", code, errOut)

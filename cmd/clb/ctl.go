@@ -334,6 +334,18 @@ func (c *ctlClient) status(o *ctlOutput, interval time.Duration) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	if len(st.Clusters) > 1 {
+		// Several clusters: each one's share of new sessions, and the
+		// sessions of the last minute an upgrade waits to fall to 0.
+		w = o.table()
+		fmt.Fprintf(w, "CLUSTER\tWEIGHT\tNEW SESSIONS\tSESSIONS (1 MIN)\tINSTANCES\n")
+		for _, c := range st.Clusters {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\n", c.Name, c.Weight, pct(c.Share), c.Sessions, strings.Join(c.Instances, " "))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
 	_, err = fmt.Fprintf(o.stdout, "table version %d at %s\n", st.Version, st.Time.Format(time.RFC3339))
 	return err
 }
