@@ -138,11 +138,10 @@ func (t *Table) RouteHash(h uint64, last string, now time.Time) Decision {
 	return t.decide(AnyProtocol, h, last, &now)
 }
 
+// decide is one call, so that it inlines into Route: the cluster is chosen
+// in decideIn (one open cluster, the common case, costs a test).
 func (t *Table) decide(p Protocol, h uint64, last string, now *time.Time) Decision {
-	if t.simple {
-		return t.decideIn(&t.routing, p, h, last, now, -1)
-	}
-	return t.decideClusters(p, h, last, now)
+	return t.decideIn(nil, p, h, last, now, -1)
 }
 
 // decideClusters is decide with a cluster to choose (SPEC section 13). A
@@ -189,9 +188,15 @@ func (t *Table) noOwner(last string) Decision {
 	return d
 }
 
-// decideIn decides within cluster c; skip is a hashing index of c taken as
-// not live, or -1.
+// decideIn decides within cluster c (nil: the cluster decideClusters
+// chooses); skip is a hashing index of c taken as not live, or -1.
 func (t *Table) decideIn(c *routing, p Protocol, h uint64, last string, now *time.Time, skip int) Decision {
+	if c == nil {
+		if !t.simple {
+			return t.decideClusters(p, h, last, now)
+		}
+		c = &t.routing
+	}
 	if c.hash == nil {
 		return Decision{}
 	}
