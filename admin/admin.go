@@ -45,7 +45,13 @@ type Options struct {
 	// Reload, if set, reloads the configuration file; its error is the
 	// reason a file was refused.
 	Reload func() (Reloaded, error)
-	Logger *zap.Logger
+	// ClusterWeight, if set, carries POST /api/v1/clusters/{name}/weight:
+	// an admin path shared by several clb nodes (etcd's
+	// PREFIX/clusters/NAME, SPEC section 11) sets it so that every node
+	// applies the change. nil: the balancer's SetClusterWeight, this node
+	// alone. Its errors are the balancer's (ErrUnknownCluster, ErrBadWeight).
+	ClusterWeight func(name string, weight int) error
+	Logger        *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -80,6 +86,9 @@ func NewServer(addr string, o Options) (*Server, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ClusterWeight == nil && o.Balancer != nil {
+		o.ClusterWeight = o.Balancer.SetClusterWeight
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -135,6 +144,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/whatif/drains", s.auth(s.whatIfDrains))
 	mux.HandleFunc("POST /api/v1/instances/{name}/{action}", s.auth(s.change(s.act)))
 	mux.HandleFunc("POST /api/v1/reload", s.auth(s.change(s.reload)))
+	mux.HandleFunc("POST /api/v1/clusters/{name}/weight", s.auth(s.change(s.clusterWeight)))
 	if s.o.Metrics != nil {
 		mux.Handle("GET /metrics", s.auth(s.o.Metrics.Handler().ServeHTTP))
 	}
@@ -320,7 +330,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	d := t.RouteFor(p, key, q.Get("last"), s.o.Now())
 	out := Route{Key: key, Fallback: d.Fallback, Preference: t.PreferenceList([]string{}, key, n)}
 	if d.Owner != nil {
-		out.Owner = d.Owner.Name
+		out.Owner, out.Cluster = d.Owner.Name, d.Owner.ClusterName()
 	}
 	if d.Replica != nil {
 		out.Replica = d.Replica.Name
@@ -360,6 +370,34 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeError(w, http.StatusNotFound, fmt.Sprintf("instance %q is gone", name))
+}
+
+// clusterWeight is POST /api/v1/clusters/{name}/weight?value=W: the
+// cluster's share of new sessions from now on (SPEC section 13). It answers
+// the cluster's status.
+func (s *Server) clusterWeight(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	weight, err := strconv.Atoi(r.URL.Query().Get("value"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "value: want a whole number, the weight (0 closes the cluster to new sessions)")
+		return
+	}
+	if err := s.o.ClusterWeight(name, weight); err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, balancer.ErrUnknownCluster) {
+			status = http.StatusNotFound
+		}
+		writeError(w, status, err.Error())
+		return
+	}
+	s.log.Info("cluster weight", zap.String("cluster", name), zap.Int("weight", weight), zap.String("from", r.RemoteAddr))
+	for _, c := range s.snapshot().Clusters {
+		if c.Name == name {
+			writeJSON(w, http.StatusOK, c)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("cluster %q is gone", name))
 }
 
 // reload is POST /api/v1/reload.

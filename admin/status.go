@@ -18,6 +18,23 @@ type Status struct {
 	Fingerprint string `json:"fingerprint"`
 	// Instances are in configuration order.
 	Instances []InstanceStatus `json:"instances"`
+	// Clusters are by name (SPEC section 13); a file without clusters:
+	// has the one cluster "default".
+	Clusters []ClusterStatus `json:"clusters"`
+}
+
+// ClusterStatus is one cluster in the status.
+type ClusterStatus struct {
+	Name string `json:"name"`
+	// Weight is its share of new sessions; 0: closed to them.
+	Weight int `json:"weight"`
+	// Share is the fraction of new sessions it gets with every instance
+	// live.
+	Share float64 `json:"share"`
+	// Sessions is an estimate of the sessions (distinct keys) routed into
+	// it in the last minute: a closed cluster is drained when it is 0.
+	Sessions  int      `json:"sessions"`
+	Instances []string `json:"instances"`
 }
 
 // InstanceAddrs is an instance's name and addresses, as GET
@@ -31,7 +48,9 @@ type InstanceAddrs struct {
 // InstanceStatus is one instance in the status.
 type InstanceStatus struct {
 	InstanceAddrs
-	Weight int `json:"weight"`
+	// Cluster is the cluster the instance is in.
+	Cluster string `json:"cluster"`
+	Weight  int    `json:"weight"`
 	// State is up, ramping, draining, down or disabled.
 	State string `json:"state"`
 	// LoadFactor is the share of its keys the instance admits now.
@@ -90,6 +109,7 @@ func (s *Server) snapshot() Status {
 	for k, st := range sts {
 		is := InstanceStatus{
 			InstanceAddrs: addrs(st),
+			Cluster:       st.Instance.ClusterName(),
 			Weight:        st.Instance.Weight,
 			State:         st.State.String(),
 			LoadFactor:    st.Factor,
@@ -118,6 +138,10 @@ func (s *Server) snapshot() Status {
 		}
 		out.Instances = append(out.Instances, is)
 	}
+	for _, c := range t.Clusters() {
+		out.Clusters = append(out.Clusters, ClusterStatus{Name: c.Name, Weight: c.Weight, Share: c.Share,
+			Sessions: s.o.Metrics.ClusterSessions(c.Name, now), Instances: c.Instances})
+	}
 	return out
 }
 
@@ -128,6 +152,8 @@ type Route struct {
 	// empty when there is none.
 	Owner   string `json:"owner"`
 	Replica string `json:"replica"`
+	// Cluster is the owner's cluster; empty when there is no owner.
+	Cluster string `json:"cluster"`
 	// Fallback is set when no live instance admitted the key (all ramping).
 	Fallback bool `json:"fallback"`
 	// Preference is the first instances of the key's preference list,

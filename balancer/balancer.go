@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,13 +87,16 @@ type Balancer struct {
 	updateMu sync.Mutex // serialises Update
 	mu       sync.Mutex // serialises writers' changes and publish
 	params   loadfactor.Params
-	// instances and hash change only in Update, holding both locks: read
+	// instances and hashes change only in Update, holding both locks: read
 	// under either.
 	instances []config.Instance
-	hash      *hashing.Table
-	members   map[string]*member
-	observer  func(Transition)
-	changed   chan struct{} // closed at the next publish
+	hashes    map[string]*hashing.Table // by cluster; none for a cluster without weight > 0
+	// weights are the clusters' weights as set (SetClusterWeights,
+	// SetClusterWeight); a cluster not in it has config.DefaultWeight.
+	weights  map[string]int
+	members  map[string]*member
+	observer func(Transition)
+	changed  chan struct{} // closed at the next publish
 	// buildStarted, if set (tests), is called by Update when it starts
 	// building a hashing table, holding updateMu and not mu.
 	buildStarted func()
@@ -125,7 +129,16 @@ func (b *Balancer) Changed() <-chan struct{} {
 // New starts a Balancer with every instance up at load factor 1 (SPEC section
 // 8: live until a check says otherwise).
 func New(instances []config.Instance, params loadfactor.Params) (*Balancer, error) {
-	b := &Balancer{members: map[string]*member{}, changed: make(chan struct{})}
+	return NewClusters(instances, nil, params)
+}
+
+// NewClusters is New with the clusters' weights (as SetClusterWeights
+// takes them) in its first Table.
+func NewClusters(instances []config.Instance, weights map[string]int, params loadfactor.Params) (*Balancer, error) {
+	if err := checkWeights(weights); err != nil {
+		return nil, err
+	}
+	b := &Balancer{members: map[string]*member{}, weights: cloneWeights(weights), changed: make(chan struct{})}
 	for _, inst := range instances {
 		b.members[inst.Name] = &member{healthy: true, ramp: loadfactor.Full()}
 	}
@@ -164,19 +177,30 @@ func (b *Balancer) update(instances []config.Instance, params loadfactor.Params,
 	if err := params.Validate(); err != nil {
 		return fmt.Errorf("balancer: load factor %w", err)
 	}
-	hash := b.hash
-	if hash == nil || !sameWeights(b.instances, instances) {
+	hashes := make(map[string]*hashing.Table)
+	for cluster, list := range byCluster(instances) {
+		old, ok := b.hashes[cluster]
+		if ok && sameWeights(byCluster(b.instances)[cluster], list) {
+			hashes[cluster] = old
+			continue
+		}
+		in := make([]hashing.Instance, 0, len(list))
+		for _, inst := range list {
+			if inst.Weight > 0 {
+				in = append(in, hashing.Instance{Name: inst.Name, Weight: inst.Weight})
+			}
+		}
+		if len(in) == 0 {
+			continue
+		}
 		if b.buildStarted != nil {
 			b.buildStarted()
 		}
-		in := make([]hashing.Instance, len(instances))
-		for i, inst := range instances {
-			in[i] = hashing.Instance{Name: inst.Name, Weight: inst.Weight}
-		}
-		var err error
-		if hash, err = hashing.New(in); err != nil {
+		hash, err := hashing.New(in)
+		if err != nil {
 			return fmt.Errorf("balancer: %w", err)
 		}
+		hashes[cluster] = hash
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -189,7 +213,97 @@ func (b *Balancer) update(instances []config.Instance, params loadfactor.Params,
 		members[inst.Name] = m
 	}
 	b.instances = slices.Clone(instances)
-	b.hash, b.members, b.params = hash, members, params
+	b.hashes, b.members, b.params = hashes, members, params
+	b.publish()
+	return nil
+}
+
+// byCluster is instances by the name of their cluster.
+func byCluster(instances []config.Instance) map[string][]config.Instance {
+	out := map[string][]config.Instance{}
+	for _, inst := range instances {
+		out[inst.ClusterName()] = append(out[inst.ClusterName()], inst)
+	}
+	return out
+}
+
+// ErrUnknownCluster is returned for a cluster that is neither set nor has
+// an instance.
+var ErrUnknownCluster = errors.New("unknown cluster")
+
+// cloneWeights copies weights: a published Table never shares a map a
+// writer changes.
+func cloneWeights(weights map[string]int) map[string]int {
+	out := make(map[string]int, len(weights))
+	for name, w := range weights {
+		out[name] = w
+	}
+	return out
+}
+
+// ErrBadWeight is returned for a cluster weight out of range.
+var ErrBadWeight = errors.New("bad weight")
+
+// SetClusterWeights sets the clusters' weights, as the file gives them: the
+// clusters named are known even with no instance; the others have
+// config.DefaultWeight.
+//
+// A Table is published only if routing or the clusters listed change.
+func (b *Balancer) SetClusterWeights(weights map[string]int) error {
+	if err := checkWeights(weights); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	same := true
+	have := byCluster(b.instances)
+	effective := func(w map[string]int, name string) (int, bool) {
+		v, ok := w[name]
+		if !ok {
+			v = config.DefaultWeight
+		}
+		return v, ok || len(have[name]) > 0
+	}
+	for _, pair := range [2][2]map[string]int{{b.weights, weights}, {weights, b.weights}} {
+		for name := range pair[0] {
+			w0, listed0 := effective(pair[0], name)
+			w1, listed1 := effective(pair[1], name)
+			same = same && w0 == w1 && listed0 == listed1
+		}
+	}
+	b.weights = cloneWeights(weights)
+	if !same {
+		b.publish()
+	}
+	return nil
+}
+
+func checkWeights(weights map[string]int) error {
+	for name, w := range weights {
+		if w < 0 || w > config.MaxWeight {
+			return fmt.Errorf("%w: cluster %q: %d must be from 0 to %d", ErrBadWeight, name, w, config.MaxWeight)
+		}
+	}
+	return nil
+}
+
+// SetClusterWeight changes one cluster's share of new sessions (SPEC
+// section 13); 0 closes it to them. Sessions that name an instance of a
+// cluster stay in it whatever its weight.
+func (b *Balancer) SetClusterWeight(name string, weight int) error {
+	if weight < 0 || weight > config.MaxWeight {
+		return fmt.Errorf("%w: cluster %q: %d must be from 0 to %d", ErrBadWeight, name, weight, config.MaxWeight)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.weights[name]; !ok && len(byCluster(b.instances)[name]) == 0 {
+		return fmt.Errorf("%w %q", ErrUnknownCluster, name)
+	}
+	if w, ok := b.weights[name]; ok && w == weight {
+		return nil
+	}
+	b.weights = cloneWeights(b.weights)
+	b.weights[name] = weight
 	b.publish()
 	return nil
 }
@@ -307,18 +421,8 @@ func (b *Balancer) change(name string, f func(*member) bool) error {
 
 // publish builds a Table from the current state and makes it current.
 func (b *Balancer) publish() {
-	n := b.hash.Len()
-	t := &Table{
-		hash:      b.hash,
-		instances: make([]*config.Instance, n),
-		ramps:     make([]loadfactor.Ramp, n),
-		members:   make([]memberView, len(b.instances)),
-		byName:    make(map[string]int, len(b.instances)),
-		version:   1,
-	}
-	for p := range t.kinds {
-		t.kinds[p] = make([]kind, n)
-	}
+	t := &Table{members: make([]memberView, len(b.instances)), byName: make(map[string]int, len(b.instances)), version: 1}
+	t.buildClusters(b.instances, b.weights, b.hashes)
 	old := b.table.Load()
 	if old != nil {
 		t.version = old.version + 1
@@ -334,17 +438,21 @@ func (b *Balancer) publish() {
 				b.observer(Transition{Name: inst.Name, From: was, To: st})
 			}
 		}
-		index, ok := b.hash.Index(inst.Name)
-		if !ok {
-			index = -1
+		ci := t.clusterIndex(inst.ClusterName())
+		c := t.clusters[ci]
+		index := -1
+		if c.hash != nil {
+			if i, ok := c.hash.Index(inst.Name); ok {
+				index = i
+			}
 		}
-		t.members[k] = memberView{instance: inst, state: st, ramp: m.ramp, index: index}
+		t.members[k] = memberView{instance: inst, state: st, ramp: m.ramp, cluster: ci, index: index}
 		t.byName[inst.Name] = k
 		if index < 0 {
 			continue
 		}
-		t.instances[index] = inst
-		t.ramps[index] = m.ramp
+		c.instances[index] = inst
+		c.ramps[index] = m.ramp
 		k := full
 		switch {
 		case !st.Live():
@@ -354,13 +462,13 @@ func (b *Balancer) publish() {
 		case st == Ramping:
 			k = rising
 		}
-		t.kinds[AnyProtocol][index] = k
-		t.kinds[SIP][index], t.kinds[HTTP][index] = out, out
+		c.kinds[AnyProtocol][index] = k
+		c.kinds[SIP][index], c.kinds[HTTP][index] = out, out
 		if !inst.SIP.IsZero() {
-			t.kinds[SIP][index] = k
+			c.kinds[SIP][index] = k
 		}
 		if !inst.HTTP.IsZero() {
-			t.kinds[HTTP][index] = k
+			c.kinds[HTTP][index] = k
 		}
 	}
 	if old != nil && b.observer != nil {
@@ -373,4 +481,54 @@ func (b *Balancer) publish() {
 	b.table.Store(t)
 	close(b.changed)
 	b.changed = make(chan struct{})
+}
+
+// buildClusters makes t's clusters, by name: those with a weight set and
+// those of instances, each with its hashing table and empty per-index
+// state for publish to fill.
+func (t *Table) buildClusters(instances []config.Instance, weights map[string]int, hashes map[string]*hashing.Table) {
+	var names []string
+	for name := range weights {
+		names = append(names, name)
+	}
+	for _, inst := range instances {
+		names = append(names, inst.ClusterName())
+	}
+	if len(names) == 0 {
+		names = append(names, config.DefaultCluster)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	t.clusters = make([]*routing, len(names))
+	cw := make([]int, len(names))
+	for ci, name := range names {
+		c := &routing{name: name, weight: config.DefaultWeight, hash: hashes[name]}
+		if w, ok := weights[name]; ok {
+			c.weight = w
+		}
+		if ci == 0 {
+			t.routing, c = *c, &t.routing
+		}
+		if c.hash != nil {
+			n := c.hash.Len()
+			c.instances, c.ramps = make([]*config.Instance, n), make([]loadfactor.Ramp, n)
+			for p := range c.kinds {
+				c.kinds[p] = make([]kind, n)
+			}
+			if t.keyHash == nil {
+				t.keyHash = c.hash
+			}
+		}
+		t.clusters[ci], cw[ci] = c, c.weight
+	}
+	t.simple = len(names) == 1 && t.weight > 0
+	if !t.simple {
+		t.choice = hashing.NewChoice(names, cw)
+	}
+}
+
+// clusterIndex is the index of the named cluster in t.clusters.
+func (t *Table) clusterIndex(name string) int {
+	i, _ := slices.BinarySearchFunc(t.clusters, name, func(c *routing, name string) int { return strings.Compare(c.name, name) })
+	return i
 }

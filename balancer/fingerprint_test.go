@@ -109,3 +109,49 @@ func TestFingerprint(t *testing.T) {
 		t.Error("an instance that gained an HTTP address left the fingerprint alone: HTTP routing changed")
 	}
 }
+
+// TestFingerprintClusters: a cluster's weight, and which cluster an
+// instance is in, are part of what routing depends on.
+func TestFingerprintClusters(t *testing.T) {
+	in := instances(4)
+	for i := range in {
+		in[i].Cluster = []string{"blue", "green"}[i%2]
+	}
+	weights := map[string]int{"blue": 100, "green": 100}
+	a, err := NewClusters(in, weights, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := slices.Clone(in)
+	slices.Reverse(rev)
+	b, err := NewClusters(rev, weights, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := epoch()
+	if a.Table().Fingerprint(now) != b.Table().Fingerprint(now) || !sameRouting(a.Table(), b.Table(), 5000, now) {
+		t.Fatal("two orders of one clusters: file route apart")
+	}
+	before := a.Table().Fingerprint(now)
+	if err := a.SetClusterWeight("blue", 0); err != nil {
+		t.Fatal(err)
+	}
+	if a.Table().Fingerprint(now) == before {
+		t.Error("closing blue left the fingerprint alone")
+	}
+	if err := a.SetClusterWeight("blue", 100); err != nil {
+		t.Fatal(err)
+	}
+	if f := a.Table().Fingerprint(now); f != before {
+		t.Errorf("blue reopened: fingerprint %x, want %x as before", f, before)
+	}
+	moved := slices.Clone(in)
+	moved[0].Cluster = "green"
+	c, err := NewClusters(moved, weights, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Table().Fingerprint(now) == before {
+		t.Error("an instance in another cluster left the fingerprint alone")
+	}
+}

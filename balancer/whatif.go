@@ -19,6 +19,10 @@ import (
 type Change struct {
 	Remove []string
 	Add    []hashing.Instance
+	// Cluster is the cluster the change is in, when there are several
+	// (SPEC section 13): added instances join it. Default the cluster of
+	// the removed instances.
+	Cluster string
 }
 
 // Effect is what a change would do to routing, compared key by key with
@@ -74,7 +78,67 @@ var ErrBadChange = errors.New("bad change")
 // (about 0.05 s at any N); one that adds builds a hashing table too
 // (O(2^20·N): 0.3 s at N = 3, 1.4 s at N = 100, 3.6 s at N = 1000 measured
 // on a busy 2-core machine; BenchmarkWhatIf).
+//
+// With several clusters, a change is within one: its effect is on that
+// cluster's keys, and its shares are of them.
 func (t *Table) WhatIf(c Change, now time.Time) (Effect, error) {
+	if len(t.clusters) > 1 || c.Cluster != "" {
+		ci, err := t.changeCluster(c)
+		if err != nil {
+			return Effect{}, err
+		}
+		for _, in := range c.Add {
+			if k, ok := t.byName[in.Name]; ok && t.members[k].cluster != ci {
+				return Effect{}, fmt.Errorf("%w: %s is configured already, in cluster %s", ErrBadChange, in.Name, t.clusters[t.members[k].cluster].name)
+			}
+		}
+		return t.part(ci).whatIf(c, now)
+	}
+	return t.whatIf(c, now)
+}
+
+// changeCluster is the index of the cluster c is in.
+func (t *Table) changeCluster(c Change) (int, error) {
+	ci := -1
+	if c.Cluster != "" {
+		if ci = t.clusterIndex(c.Cluster); ci >= len(t.clusters) || t.clusters[ci].name != c.Cluster {
+			return -1, fmt.Errorf("%w %q", ErrUnknownCluster, c.Cluster)
+		}
+	}
+	for _, name := range c.Remove {
+		k, ok := t.byName[name]
+		if !ok {
+			return -1, fmt.Errorf("%w %q", ErrUnknownInstance, name)
+		}
+		if ci >= 0 && t.members[k].cluster != ci {
+			return -1, fmt.Errorf("%w: %s is not in cluster %s: a change is within one cluster", ErrBadChange, name, t.clusters[ci].name)
+		}
+		ci = t.members[k].cluster
+	}
+	if ci < 0 {
+		return -1, fmt.Errorf("%w: name the cluster the instances are added to", ErrBadChange)
+	}
+	return ci, nil
+}
+
+// part is cluster ci alone, as a Table of one cluster.
+func (t *Table) part(ci int) *Table {
+	u := &Table{routing: *t.clusters[ci], keyHash: t.keyHash, byName: map[string]int{}, version: t.version, simple: true}
+	u.clusters = []*routing{&u.routing}
+	for _, m := range t.members {
+		if m.cluster == ci {
+			m.cluster = 0
+			u.byName[m.instance.Name] = len(u.members)
+			u.members = append(u.members, m)
+		}
+	}
+	return u
+}
+
+func (t *Table) whatIf(c Change, now time.Time) (Effect, error) {
+	if t.hash == nil {
+		return Effect{}, fmt.Errorf("%w: cluster %s has no instance of weight > 0", ErrBadChange, t.name)
+	}
 	after, err := t.changed(c)
 	if err != nil {
 		return Effect{}, err
@@ -122,6 +186,32 @@ func (t *Table) WhatIf(c Change, now time.Time) (Effect, error) {
 // only the keys it owns (SPEC section 2), so every instance's effect is
 // WhatIf's for its removal, at the cost of one.
 func (t *Table) Drains(now time.Time) []NamedEffect {
+	if len(t.clusters) == 1 {
+		return t.drains(now)
+	}
+	// Removing an instance moves keys within its cluster only: each
+	// cluster's drains are its own.
+	byName := map[string]Effect{}
+	for ci := range t.clusters {
+		for _, e := range t.part(ci).drains(now) {
+			byName[e.Name] = e.Effect
+		}
+	}
+	out := make([]NamedEffect, len(t.members))
+	for k, m := range t.members {
+		out[k] = NamedEffect{Name: m.instance.Name, Effect: byName[m.instance.Name]}
+	}
+	return out
+}
+
+func (t *Table) drains(now time.Time) []NamedEffect {
+	out := make([]NamedEffect, len(t.members))
+	if t.hash == nil {
+		for k, m := range t.members {
+			out[k].Name = m.instance.Name
+		}
+		return out
+	}
 	per := make([]*effectCounter, t.hash.Len())
 	for i := range per {
 		per[i] = &effectCounter{was: t, will: t, flows: map[[2]int]int{}}
@@ -141,7 +231,6 @@ func (t *Table) Drains(now time.Time) []NamedEffect {
 		o1, _ := t.pick(h, &now, owner)
 		per[owner].move(owner, o1, o1 >= 0 && o1 == replica, false)
 	})
-	out := make([]NamedEffect, len(t.members))
 	for k, m := range t.members {
 		out[k].Name = m.instance.Name
 		if m.index < 0 {
@@ -199,7 +288,8 @@ func (t *Table) changed(c Change) (*Table, error) {
 		// Removing an instance deletes it from every preference list and
 		// leaves the others in their order: routing as if it were not live
 		// is routing without it, with no table to build.
-		u := &Table{hash: t.hash, instances: t.instances, ramps: t.ramps, members: t.members, byName: t.byName, version: t.version}
+		u := &Table{routing: routing{name: t.name, weight: t.weight, hash: t.hash, instances: t.instances, ramps: t.ramps},
+			members: t.members, byName: t.byName, version: t.version}
 		for p := range u.kinds {
 			u.kinds[p] = slices.Clone(t.kinds[p])
 			for name := range removed {
@@ -222,7 +312,8 @@ func (t *Table) changed(c Change) (*Table, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBadChange, err)
 	}
 	n := hash.Len()
-	u := &Table{hash: hash, instances: make([]*config.Instance, n), ramps: make([]loadfactor.Ramp, n), version: t.version}
+	u := &Table{routing: routing{name: t.name, weight: t.weight, hash: hash, instances: make([]*config.Instance, n), ramps: make([]loadfactor.Ramp, n)},
+		version: t.version}
 	for p := range u.kinds {
 		u.kinds[p] = make([]kind, n)
 	}
@@ -249,7 +340,7 @@ func (t *Table) changed(c Change) (*Table, error) {
 // index, for AnyProtocol: what a what-if compares, key after key.
 func (t *Table) pick(h uint64, now *time.Time, skip int) (owner, replica int) {
 	var r router
-	r.t, r.kinds, r.skip, r.h, r.now, r.u = t, t.kinds[AnyProtocol], skip, h, now, -1
+	r.c, r.kinds, r.skip, r.h, r.now, r.u = &t.routing, t.kinds[AnyProtocol], skip, h, now, -1
 	if owner, replica = r.routeKept(); replica < 0 {
 		owner, replica, _ = r.route()
 	}

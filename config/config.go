@@ -23,8 +23,13 @@ import (
 
 // Config is one clb.yaml.
 type Config struct {
-	Listen     Listen     `yaml:"listen"`
-	Instances  []Instance `yaml:"instances"`
+	Listen    Listen     `yaml:"listen"`
+	Instances []Instance `yaml:"instances"`
+	// Clusters, instead of Instances, groups the instances in clusters
+	// (SPEC section 13). Once parsed, Instances holds every cluster's
+	// instances too, each with its Cluster set. Default none: Instances is
+	// the one cluster DefaultCluster.
+	Clusters   []Cluster  `yaml:"clusters"`
 	Health     Health     `yaml:"health"`
 	LoadFactor LoadFactor `yaml:"loadfactor"`
 	Admin      Admin      `yaml:"admin"`
@@ -72,6 +77,47 @@ type Instance struct {
 	HTTP HTTPAddr `yaml:"http"`
 	// Weight is the relative share of keys. Default 100; 0 takes no keys.
 	Weight int `yaml:"weight"`
+	// Cluster is the name of the cluster the instance is in, set from the
+	// clusters: section; "" is DefaultCluster.
+	Cluster string `yaml:"-"`
+}
+
+// DefaultCluster is the cluster of instances given outside a clusters:
+// section (the top-level instances:, other sources).
+const DefaultCluster = "default"
+
+// ClusterName is the name of the instance's cluster.
+func (i *Instance) ClusterName() string {
+	if i.Cluster == "" {
+		return DefaultCluster
+	}
+	return i.Cluster
+}
+
+// Cluster is a group of instances that replicate sessions among themselves
+// (SPEC section 13): a session stays in its cluster, and fails over only
+// within it.
+type Cluster struct {
+	// Name is unique among clusters, [A-Za-z0-9._-]+. Required.
+	Name string `yaml:"name"`
+	// Weight is the cluster's relative share of new sessions. Default 100;
+	// 0 closes it to new sessions (its sessions stay).
+	Weight int `yaml:"weight"`
+	// Instances are the cluster's; names are unique across clusters.
+	Instances []Instance `yaml:"instances"`
+}
+
+// ClusterWeights is every cluster's weight by name: the clusters: section's,
+// or DefaultCluster's 100 without one.
+func (c *Config) ClusterWeights() map[string]int {
+	if len(c.Clusters) == 0 {
+		return map[string]int{DefaultCluster: DefaultWeight}
+	}
+	w := make(map[string]int, len(c.Clusters))
+	for _, cl := range c.Clusters {
+		w[cl.Name] = cl.Weight
+	}
+	return w
 }
 
 // Health configures the health checks.

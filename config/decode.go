@@ -115,6 +115,8 @@ type defaulter interface{ setDefaults() }
 
 func (i *Instance) setDefaults() { i.Weight = DefaultWeight }
 
+func (c *Cluster) setDefaults() { c.Weight = DefaultWeight }
+
 var durationType = reflect.TypeFor[time.Duration]()
 
 func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,9 +90,80 @@ func (d *decoder) validateListen(c *Config) {
 }
 
 func (d *decoder) validateInstances(c *Config) {
+	paths := d.flattenClusters(c)
+	list := "instances"
+	if paths != nil {
+		list = "clusters"
+	}
 	checkInstances(c.Instances, c.Listen, true,
-		func(_ int, key, msg string) { d.errorf(d.line(key), key, "%s", msg) },
-		func() bool { return d.reported("instances") })
+		func(i int, key, msg string) {
+			// An instance of a cluster is named by its place in the file.
+			if paths != nil {
+				if prefix := fmt.Sprintf("instances[%d]", i); i >= 0 && strings.HasPrefix(key, prefix) {
+					key = paths[i] + key[len(prefix):]
+				} else if key == "instances" {
+					key = list
+				}
+				msg = flatKey.ReplaceAllStringFunc(msg, func(k string) string {
+					n, _ := strconv.Atoi(k[len("instances[") : len(k)-1])
+					return paths[n]
+				})
+			}
+			d.errorf(d.line(key), key, "%s", msg)
+		},
+		func() bool { return d.reported(list) })
+}
+
+// flatKey is an instance's key path in the flattened list, as a message of
+// checkInstances names another instance.
+var flatKey = regexp.MustCompile(`\binstances\[\d+\]`)
+
+// flattenClusters checks the clusters: section and appends every cluster's
+// instances to c.Instances, each with its Cluster set; it returns the key
+// path of each (nil without clusters:).
+func (d *decoder) flattenClusters(c *Config) []string {
+	if len(c.Clusters) == 0 {
+		return nil
+	}
+	if len(c.Instances) > 0 {
+		d.errorf(d.line("clusters"), "clusters", "give instances: or clusters:, not both (instances: is the one cluster %q)", DefaultCluster)
+		return nil
+	}
+	if len(c.Clusters) > hashing.MaxChoices {
+		d.errorf(d.line("clusters"), "clusters", "%d clusters, at most %d", len(c.Clusters), hashing.MaxChoices)
+	}
+	paths := []string{}
+	names := map[string]string{}
+	open := false
+	for i, cl := range c.Clusters {
+		key := fmt.Sprintf("clusters[%d]", i)
+		switch {
+		case cl.Name == "":
+			d.errorf(d.line(key+".name"), key+".name", "required")
+		case !validName(cl.Name):
+			d.errorf(d.line(key+".name"), key+".name", "%q: use only letters, digits, '.', '_' and '-'", cl.Name)
+		default:
+			if first, dup := names[cl.Name]; dup {
+				d.errorf(d.line(key+".name"), key+".name", "duplicate name %q (also %s)", cl.Name, first)
+			}
+			names[cl.Name] = key
+		}
+		if cl.Weight < 0 || cl.Weight > MaxWeight {
+			d.errorf(d.line(key+".weight"), key+".weight", "%d: must be from 0 to %d", cl.Weight, MaxWeight)
+		}
+		weighted := false
+		for j, inst := range cl.Instances {
+			inst.Cluster = cl.Name
+			c.Instances = append(c.Instances, inst)
+			paths = append(paths, fmt.Sprintf("%s.instances[%d]", key, j))
+			weighted = weighted || inst.Weight > 0
+		}
+		open = open || cl.Weight > 0 && weighted
+	}
+	if !open && len(paths) > 0 && !d.reported("clusters") {
+		d.errorf(d.line("clusters"), "clusters", "no cluster of weight > 0 has an instance of weight > 0, so no new session could start")
+	}
+	return paths
 }
 
 // InstanceError is a problem ValidateInstances found in one instance, or in

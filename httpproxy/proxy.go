@@ -49,12 +49,14 @@ func (s *Server) proxy(cc *clientConn) bool {
 	// The session lives in cc for the access log to read once the request
 	// is done.
 	ss := &cc.ss
-	*ss = route(s.o.Balancer, s.rules.Load(), h, s.o.Now())
+	now := s.o.Now()
+	*ss = route(s.o.Balancer, s.rules.Load(), h, now)
 	if ss.d.Owner == nil {
 		s.refused(cc, "no_instance")
 		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(policy.RetryAfterSeconds(s.o.RetryAfter)))
 		return false
 	}
+	s.o.Metrics.Routed(ss.d.Owner.ClusterName(), ss.key.key, now)
 	hasBody := f.chunked || f.length > 0
 	if hasBody && h.has("expect", "100-continue") {
 		// clb reads the body as soon as it has an instance: say so now

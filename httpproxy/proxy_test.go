@@ -28,14 +28,14 @@ func (c *cluster) expectRouted(r *http.Request, at, key, previous string) {
 	if at != d.Owner.Name {
 		c.t.Errorf("%s went to %s; the owner of %q is %s", r.URL, at, key, d.Owner.Name)
 	}
-	want := map[string]string{"X-Clb-Key": policy.EscapeKey(key), "X-Clb-Instance": d.Owner.Name}
+	want := map[string]string{"X-Clb-Key": policy.EscapeKey(key), "X-Clb-Instance": d.Owner.Name, "X-Clb-Cluster": d.Owner.ClusterName()}
 	if d.Replica != nil {
 		want["X-Clb-Replica"] = d.Replica.Name
 	}
 	if d.Previous != nil {
 		want["X-Clb-Previous"] = d.Previous.Name
 	}
-	for _, h := range []string{"X-Clb-Key", "X-Clb-Instance", "X-Clb-Replica", "X-Clb-Previous"} {
+	for _, h := range []string{"X-Clb-Key", "X-Clb-Instance", "X-Clb-Cluster", "X-Clb-Replica", "X-Clb-Previous"} {
 		if got := r.Header.Values(h); strings.Join(got, ",") != want[h] {
 			c.t.Errorf("%s at %s: %s %q, want %q", r.URL, at, h, got, want[h])
 		}

@@ -43,6 +43,7 @@ type Metrics struct {
 	// so counting takes no lock that cores contend for.
 	cache  sync.Map // counterKey → prometheus.Counter
 	counts sync.Map // instance name → *Counts
+	recent sync.Map // cluster name → *recentKeys
 }
 
 // Counts are one instance's totals since clb started.
@@ -97,7 +98,7 @@ func New(bal func() *balancer.Balancer) *Metrics {
 	m.reg.MustRegister(m.requests, m.sessions, m.repairs, m.retries, m.errors, m.probes, m.probeLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if bal != nil {
-		m.reg.MustRegister(newStateCollector(bal))
+		m.reg.MustRegister(newStateCollector(bal, m))
 	}
 	return m
 }
@@ -152,6 +153,32 @@ func (m *Metrics) Session(protocol, instance string) {
 	}
 	m.counter(m.sessions, protocol, instance).Inc()
 	m.Instance(instance).Sessions.Add(1)
+}
+
+// Routed counts the key of a request routed into cluster at now, for
+// ClusterSessions.
+func (m *Metrics) Routed(cluster, key string, now time.Time) {
+	if m == nil {
+		return
+	}
+	r, ok := m.recent.Load(cluster)
+	if !ok {
+		r, _ = m.recent.LoadOrStore(cluster, &recentKeys{})
+	}
+	r.(*recentKeys).add(key, now)
+}
+
+// ClusterSessions estimates the sessions (distinct keys) routed into
+// cluster in the minute up to now: 0 when none was.
+func (m *Metrics) ClusterSessions(cluster string, now time.Time) int {
+	if m == nil {
+		return 0
+	}
+	r, ok := m.recent.Load(cluster)
+	if !ok {
+		return 0
+	}
+	return r.(*recentKeys).count(now)
 }
 
 // Repair counts a sticky repair.
@@ -285,13 +312,24 @@ func knownMethod(m string) string {
 // stateCollector reads instance state and load factor from the balancer at
 // each scrape.
 type stateCollector struct {
-	bal                                  func() *balancer.Balancer
-	stateDesc, factorDesc, wDesc, fpDesc *prometheus.Desc
+	bal                          func() *balancer.Balancer
+	m                            *Metrics
+	stateDesc, factorDesc, wDesc *prometheus.Desc
+	clusterDesc                  *prometheus.Desc
+	cWeightDesc, cSessionsDesc   *prometheus.Desc
+	fpDesc                       *prometheus.Desc
 }
 
-func newStateCollector(bal func() *balancer.Balancer) *stateCollector {
+func newStateCollector(bal func() *balancer.Balancer, m *Metrics) *stateCollector {
 	return &stateCollector{
 		bal: bal,
+		m:   m,
+		clusterDesc: prometheus.NewDesc("clb_instance_cluster",
+			"1 for the cluster the instance is in.", []string{"instance", "cluster"}, nil),
+		cWeightDesc: prometheus.NewDesc("clb_cluster_weight",
+			"The cluster's weight: its share of new sessions; 0 is closed to them.", []string{"cluster"}, nil),
+		cSessionsDesc: prometheus.NewDesc("clb_cluster_sessions",
+			"Sessions (distinct keys) routed into the cluster in the last minute, estimated.", []string{"cluster"}, nil),
 		stateDesc: prometheus.NewDesc("clb_instance_state",
 			"1 for the state the instance is in (up, ramping, draining, down, disabled), 0 for the others.",
 			[]string{"instance", "state"}, nil),
@@ -308,6 +346,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.stateDesc
 	ch <- c.factorDesc
 	ch <- c.wDesc
+	ch <- c.clusterDesc
+	ch <- c.cWeightDesc
+	ch <- c.cSessionsDesc
 	ch <- c.fpDesc
 }
 
@@ -316,10 +357,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if b == nil {
 		return
 	}
-	t, now := b.Table(), time.Now()
+	now, t := time.Now(), b.Table()
+	for _, cl := range t.Clusters() {
+		ch <- prometheus.MustNewConstMetric(c.cWeightDesc, prometheus.GaugeValue, float64(cl.Weight), cl.Name)
+		ch <- prometheus.MustNewConstMetric(c.cSessionsDesc, prometheus.GaugeValue, float64(c.m.ClusterSessions(cl.Name, now)), cl.Name)
+	}
 	ch <- prometheus.MustNewConstMetric(c.fpDesc, prometheus.GaugeValue, 1, fmt.Sprintf("%016x", t.Fingerprint(now)))
 	for _, s := range t.Status(now) {
 		name := s.Instance.Name
+		ch <- prometheus.MustNewConstMetric(c.clusterDesc, prometheus.GaugeValue, 1, name, s.Instance.ClusterName())
 		for _, st := range []balancer.State{balancer.Up, balancer.Ramping, balancer.Draining, balancer.Down, balancer.Disabled} {
 			v := 0.0
 			if s.State == st {

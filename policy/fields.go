@@ -8,6 +8,7 @@ const (
 	FieldInstance = "X-CLB-Instance"
 	FieldReplica  = "X-CLB-Replica"
 	FieldPrevious = "X-CLB-Previous"
+	FieldCluster  = "X-CLB-Cluster"
 	// FieldStarted is how an instance tells clb's health probes when it
 	// started, in Unix seconds, so that every clb node ramps it up from the
 	// same moment (SPEC section 11).
@@ -15,13 +16,15 @@ const (
 )
 
 // AppendFields appends the X-CLB-* fields that tell the instance d.Owner
-// about key, each line ending in CRLF, as SIP and HTTP/1.1 heads both take
+// about key (X-CLB-Cluster: the owner's cluster, SPEC section 13), each line ending in CRLF, as SIP and HTTP/1.1 heads both take
 // them. The key is percent-encoded, so that it cannot inject a field.
 func AppendFields(dst []byte, key string, d *balancer.Decision) []byte {
 	dst = append(dst, FieldKey+": "...)
 	dst = AppendEscapedKey(dst, key)
 	dst = append(dst, "\r\n"+FieldInstance+": "...)
 	dst = append(dst, d.Owner.Name...)
+	dst = append(dst, "\r\n"+FieldCluster+": "...)
+	dst = append(dst, d.Owner.ClusterName()...)
 	dst = append(dst, "\r\n"...)
 	if d.Replica != nil {
 		dst = append(dst, FieldReplica+": "...)

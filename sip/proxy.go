@@ -365,7 +365,8 @@ func newNodeID() string {
 // toInstance sends a request into the cluster: to the owner of key among the
 // instances with a SIP address, telling it the replica partner.
 func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, e edits, recordRoute bool) {
-	d := p.bal.Table().RouteFor(balancer.SIP, key, last, p.now())
+	now := p.now()
+	d := p.bal.Table().RouteFor(balancer.SIP, key, last, now)
 	dst, ok := endpoint{}, false
 	if d.Owner != nil {
 		dst, ok = instanceEndpoint(d.Owner)
@@ -374,6 +375,7 @@ func (p *Proxy) toInstance(in *inbound, sc *scratch, v *view, key, last string, 
 		p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: p.retryAfter, key: key})
 		return
 	}
+	p.metrics.Routed(d.Owner.ClusterName(), key, now)
 	var rr *dialogRoute
 	if recordRoute {
 		rr = &dialogRoute{key: key, instance: d.Owner.Name, ftag: v.fromTag()}

@@ -27,6 +27,7 @@ func (c *cluster) expectRouted(req *gosip.Request, at, key, previous string) {
 	want := map[string]string{
 		"X-CLB-Key":      policy.EscapeKey(key),
 		"X-CLB-Instance": d.Owner.Name,
+		"X-CLB-Cluster":  d.Owner.ClusterName(),
 		"X-CLB-Replica":  "",
 		"X-CLB-Previous": "",
 	}

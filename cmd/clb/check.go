@@ -28,13 +28,33 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clb check: %s is not valid\n", cfg.File)
 		return 1
 	}
-	b, err := balancer.New(instances, cfg.LoadFactor.Params())
+	b, err := newBalancer(cfg, instances)
 	if err != nil {
 		fmt.Fprintf(stderr, "clb check: %s: %v\n", cfg.File, err)
 		return 1
 	}
 	printSummary(stdout, cfg, b.Table().Status(time.Now()))
+	if len(cfg.Clusters) > 0 {
+		printClusters(stdout, b.Table().Clusters())
+	}
 	return 0
+}
+
+// newBalancer is the balancer of instances (cfg's, their host names
+// resolved where addresses matter) in cfg's clusters, every instance up.
+func newBalancer(cfg *config.Config, instances []config.Instance) (*balancer.Balancer, error) {
+	return balancer.NewClusters(instances, cfg.ClusterWeights(), cfg.LoadFactor.Params())
+}
+
+// printClusters lists the clusters of a clusters: section.
+func printClusters(out io.Writer, clusters []balancer.ClusterStatus) {
+	fmt.Fprintf(out, "clusters: %d\n", len(clusters))
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "  CLUSTER\tWEIGHT\tNEW SESSIONS\tINSTANCES")
+	for _, c := range clusters {
+		fmt.Fprintf(w, "  %s\t%d\t%.1f%%\t%s\n", c.Name, c.Weight, 100*c.Share, strings.Join(c.Instances, " "))
+	}
+	w.Flush()
 }
 
 func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceStatus) {

@@ -41,6 +41,9 @@ type cluster struct {
 
 type clusterOptions struct {
 	names []string
+	// groups, if set, puts the instances in clusters (a clusters: section)
+	// instead of names: the sample instances of each cluster, by name.
+	groups []clusterGroup
 	// exe and env run a sample instance: exe with "instance" and its flags.
 	exe string
 	env []string
@@ -51,6 +54,13 @@ type clusterOptions struct {
 	ring time.Duration
 	// stderr gets the instances' logs; nil drops them.
 	stderr io.Writer
+}
+
+// clusterGroup is one cluster of the configuration.
+type clusterGroup struct {
+	name   string
+	weight int
+	names  []string
 }
 
 // instanceProc is one sample instance process.
@@ -70,15 +80,28 @@ func startCluster(opts clusterOptions, log *zap.Logger) (*cluster, error) {
 	c := &cluster{opts: opts, dir: dir, procs: map[string]*instanceProc{}}
 	var stdins []io.WriteCloser
 	var yaml strings.Builder
-	yaml.WriteString("listen:\n  sip: [udp://127.0.0.1:0]\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\ninstances:\n")
-	for _, name := range opts.names {
-		p, stdin, err := c.startInstance(name, "127.0.0.1:0", "127.0.0.1:0", "-")
-		if err != nil {
-			c.close()
-			return nil, err
+	yaml.WriteString("listen:\n  sip: [udp://127.0.0.1:0]\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\n")
+	groups, indent := opts.groups, "  "
+	if len(groups) == 0 {
+		groups = []clusterGroup{{names: opts.names}}
+		yaml.WriteString("instances:\n")
+	} else {
+		yaml.WriteString("clusters:\n")
+		indent = "      "
+	}
+	for _, g := range groups {
+		if g.name != "" {
+			fmt.Fprintf(&yaml, "  - name: %s\n    weight: %d\n    instances:\n", g.name, g.weight)
 		}
-		stdins = append(stdins, stdin)
-		fmt.Fprintf(&yaml, "  - {name: %s, sip: %s, http: %s}\n", name, p.started.SIP, p.started.HTTP)
+		for _, name := range g.names {
+			p, stdin, err := c.startInstance(name, "127.0.0.1:0", "127.0.0.1:0", "-")
+			if err != nil {
+				c.close()
+				return nil, err
+			}
+			stdins = append(stdins, stdin)
+			fmt.Fprintf(&yaml, "%s- {name: %s, sip: %s, http: %s}\n", indent, name, p.started.SIP, p.started.HTTP)
+		}
 	}
 	yaml.WriteString(opts.yaml)
 	path := filepath.Join(dir, "clb.yaml")

@@ -36,6 +36,7 @@ verbs:
   route [-n 4] KEY            KEY's owner, replica partner and preference list
   enable|disable|drain NAME   change an instance's state
   reload                      reload clb's configuration file
+  weight CLUSTER W            set a cluster's share of new sessions (0: closed to them)
   whatif [-remove NAME]... [-add NAME:WEIGHT]...
                               what the change would do, changing nothing; with
                               neither, what draining each instance would do
@@ -90,7 +91,7 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 	}
 	operands := vs.Args()
 	want := map[string]int{"status": 0, "instances": 0, "reload": 0, "whatif": 0,
-		"route": 1, "enable": 1, "disable": 1, "drain": 1}
+		"route": 1, "enable": 1, "disable": 1, "drain": 1, "weight": 2}
 	if k, ok := want[verb]; !ok || len(operands) != k {
 		if !ok {
 			fmt.Fprintf(stderr, "clb ctl: unknown verb %q\n", verb)
@@ -117,6 +118,8 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 		err = c.act(out, verb, operands[0])
 	case "reload":
 		err = c.reload(out)
+	case "weight":
+		err = c.weight(out, operands[0], operands[1])
 	case "whatif":
 		err = c.whatIf(out, remove, add)
 	}
@@ -331,6 +334,18 @@ func (c *ctlClient) status(o *ctlOutput, interval time.Duration) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	if len(st.Clusters) > 1 {
+		// Several clusters: each one's share of new sessions, and the
+		// sessions of the last minute an upgrade waits to fall to 0.
+		w = o.table()
+		fmt.Fprintf(w, "CLUSTER\tWEIGHT\tNEW SESSIONS\tSESSIONS (1 MIN)\tINSTANCES\n")
+		for _, c := range st.Clusters {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\n", c.Name, c.Weight, pct(c.Share), c.Sessions, strings.Join(c.Instances, " "))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
 	_, err = fmt.Fprintf(o.stdout, "table version %d at %s\n", st.Version, st.Time.Format(time.RFC3339))
 	return err
 }
@@ -403,6 +418,18 @@ func (c *ctlClient) act(o *ctlOutput, verb, name string) error {
 		line += ", next step at " + st.NextStep.Format(time.RFC3339)
 	}
 	_, err = fmt.Fprintln(o.stdout, line)
+	return err
+}
+
+// weight is POST /api/v1/clusters/{name}/weight?value=W.
+func (c *ctlClient) weight(o *ctlOutput, cluster, weight string) error {
+	var st admin.ClusterStatus
+	body, err := c.call("POST", "/api/v1/clusters/"+url.PathEscape(cluster)+"/weight?value="+url.QueryEscape(weight), &st)
+	if err != nil || o.json {
+		return orRaw(o, body, err)
+	}
+	_, err = fmt.Fprintf(o.stdout, "%s: weight %d, %.1f%% of new sessions, %d sessions in the last minute\n",
+		st.Name, st.Weight, 100*st.Share, st.Sessions)
 	return err
 }
 

@@ -59,6 +59,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	stay := fs.Bool("stay", false, "keep clb and the instances running after the story, until Ctrl-C, to look at the status page")
 	verbose := fs.Bool("v", false, "show clb's and the instances' logs on standard error")
+	upgrade := fs.Bool("upgrade", false, "tell the online upgrade instead: two clusters, blue closed to new sessions while its own finish on it")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -66,7 +67,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: clb demo [-stay] [-v]")
+		fmt.Fprintln(stderr, "usage: clb demo [-upgrade] [-stay] [-v]")
 		return 2
 	}
 	exe, err := os.Executable()
@@ -82,13 +83,14 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		instLog = stderr
 	}
 	d := &demo{out: stdout}
-	d.say("Starting clb and four sample instances (clb-instance) on loopback…")
-	c, err := startCluster(clusterOptions{
-		names:  []string{"inst1", "inst2", "inst3", "inst4"},
-		exe:    exe,
-		yaml:   demoYAML,
-		stderr: instLog,
-	}, log)
+	opts := clusterOptions{names: []string{"inst1", "inst2", "inst3", "inst4"}, exe: exe, yaml: demoYAML, stderr: instLog}
+	if *upgrade {
+		opts.names, opts.groups = nil, upgradeGroups
+		d.say("Starting clb and two clusters of two sample instances (clb-instance) on loopback…")
+	} else {
+		d.say("Starting clb and four sample instances (clb-instance) on loopback…")
+	}
+	c, err := startCluster(opts, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "clb demo: %v\n", err)
 		return 1
@@ -99,7 +101,12 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "clb demo: stopping: %v\n", err)
 		}
 	}()
-	ok := d.run()
+	ok := false
+	if *upgrade {
+		ok = d.runUpgrade()
+	} else {
+		ok = d.run()
+	}
 	if *stay {
 		d.say("\nclb and the instances keep running: status page %s/ — Ctrl-C to stop.", c.admin)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -1,6 +1,7 @@
 // Command clb is the converged SIP + HTTP load balancer's command line:
 //
-//	clb demo                        show a session surviving the loss of an instance
+//	clb demo [-upgrade]             show a session surviving the loss of an instance
+//	                                (-upgrade: an online upgrade across two clusters)
 //	clb run -config FILE            serve (also: clb -config FILE)
 //	clb check -config FILE          validate FILE and print a summary
 //	clb route -config FILE [KEY…]   print KEY OWNER REPLICA per key
@@ -23,15 +24,16 @@ func main() {
 }
 
 const usage = `usage:
-  clb demo [-stay]                start clb and four sample instances on loopback and show
+  clb demo [-upgrade] [-stay]     start clb and four sample instances on loopback and show
                                   sessions surviving the loss and return of an instance
+                                  (-upgrade: two clusters, an online upgrade from blue to green)
   clb run -config FILE [-log json|console]
                                   serve until SIGINT or SIGTERM (also: clb -config FILE)
   clb check -config FILE          validate FILE, print a summary; exit 1 on error
   clb route -config FILE [KEY …]  print "KEY OWNER REPLICA" for each key, from the
                                   arguments or else one per line from standard input
   clb ctl [-admin URL] [-config FILE] [-token T] [-json]
-          status|instances|route KEY|enable|disable|drain NAME|reload|
+          status|instances|route KEY|enable|disable|drain NAME|reload|weight CLUSTER W|
           whatif [-remove NAME]… [-add NAME:WEIGHT]…
                                   the admin API of a running clb (clb ctl -h)
 `

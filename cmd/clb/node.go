@@ -83,7 +83,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	bal, err := balancer.New(instances, cfg.LoadFactor.Params())
+	bal, err := newBalancer(cfg, instances)
 	if err != nil {
 		return nil, err
 	}
@@ -301,13 +301,26 @@ func (n *node) reload() (admin.Reloaded, error) {
 	// publishes meanwhile gets the new ramp settings: they are valid.)
 	params := cfg.LoadFactor.Params()
 	oldParams := n.params.Swap(&params)
+	// The clusters' weights go before the instances, so that a cluster
+	// added closed never takes a new session, with those of clusters
+	// leaving until their instances have left.
+	oldWeights, weights := n.clusterWeights(), reloadedWeights(old, cfg, n.clusterWeights())
+	during := cloneWeights(weights)
+	for name, w := range oldWeights {
+		if _, ok := during[name]; !ok {
+			during[name] = w
+		}
+	}
+	_ = n.bal.SetClusterWeights(during) // validated by the file's checks
 	err = n.file.Set(context.Background(), resolverOf(cfg), cfg.Discovery.ResolveInterval, cfg.Instances)
 	if err != nil {
 		err = cfg.Locate(err)
 		n.params.Store(oldParams)
+		_ = n.bal.SetClusterWeights(oldWeights)
 		n.log.Error("reload refused; the running configuration stays", zap.String("config", old.File), zap.Error(err))
 		return admin.Reloaded{}, err
 	}
+	_ = n.bal.SetClusterWeights(weights)
 	n.health.SetConfig(cfg.Health)
 	n.tls.Swap(material) // new connections from now on; open ones go on
 	// New limits start every source's bucket anew: only when they change.
@@ -354,6 +367,40 @@ func (n *node) reload() (admin.Reloaded, error) {
 	n.log.Info("configuration reloaded", zap.String("config", cfg.File), zap.Int("instances", res.Instances),
 		zap.Strings("added", res.Added), zap.Strings("removed", res.Removed))
 	return res, nil
+}
+
+// clusterWeights is the balancer's cluster weights now, as the file and
+// POST /api/v1/clusters/{name}/weight set them.
+func (n *node) clusterWeights() map[string]int {
+	w := map[string]int{}
+	for _, c := range n.bal.Table().Clusters() {
+		w[c.Name] = c.Weight
+	}
+	return w
+}
+
+// reloadedWeights is the cluster weights after a reload from old to cfg: the
+// file's, but a cluster whose weight the file leaves as it was keeps the
+// weight set at run time (an upgrade in progress survives a reload that
+// changes something else).
+func reloadedWeights(old, cfg *config.Config, now map[string]int) map[string]int {
+	was, out := old.ClusterWeights(), cfg.ClusterWeights()
+	for name, w := range out {
+		if cur, ok := now[name]; ok && was[name] == w {
+			if _, inOld := was[name]; inOld {
+				out[name] = cur
+			}
+		}
+	}
+	return out
+}
+
+func cloneWeights(w map[string]int) map[string]int {
+	out := make(map[string]int, len(w))
+	for k, v := range w {
+		out[k] = v
+	}
+	return out
 }
 
 // restartOnly refuses a reload that changes clb's listeners or the HTTP

@@ -6,26 +6,27 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"clb/balancer"
 )
 
 // maxKeyLine bounds one line of standard input.
 const maxKeyLine = 1 << 20
 
 // route prints "KEY OWNER REPLICA" for every key, with every instance live and
-// fully ramped, through the same Route as live traffic.
+// fully ramped, through the same Route as live traffic: a new session's
+// owner and replica partner. A file with a clusters: section gets a fourth
+// column, the owner's cluster (SPEC section 9's three columns stay those of
+// a file without).
 func route(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cfg, keys, exit := loadConfig("route", args, stderr, nil)
 	if cfg == nil {
 		return exit
 	}
-	b, err := balancer.New(cfg.Instances, cfg.LoadFactor.Params())
+	b, err := newBalancer(cfg, cfg.Instances) // routing goes by names: nothing to resolve
 	if err != nil {
 		fmt.Fprintf(stderr, "clb route: %s: %v\n", cfg.File, err)
 		return 1
 	}
-	table, now := b.Table(), time.Now()
+	table, now, clustered := b.Table(), time.Now(), len(cfg.Clusters) > 0
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	emit := func(key string) {
 		d := table.Route(key, "", now)
@@ -38,6 +39,10 @@ func route(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		w.WriteString(d.Owner.Name) // config validation leaves a live instance
 		w.WriteByte(' ')
 		w.WriteString(replica)
+		if clustered {
+			w.WriteByte(' ')
+			w.WriteString(d.Owner.ClusterName())
+		}
 		w.WriteByte('\n')
 	}
 	if len(keys) > 0 {

@@ -269,3 +269,41 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoUpgrade runs clb demo -upgrade as a process and checks its exit
+// status and account: blue closed, new sessions on green, blue's finishing
+// on blue and failing over inside it, 0 lost.
+func TestDemoUpgrade(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	cmd := exec.Command(os.Args[0], "demo", "-upgrade")
+	cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("clb demo -upgrade: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("clb demo -upgrade did not end within 2 minutes:\n%s", out.String())
+	}
+	text := out.String()
+	for _, want := range []string{"POST /api/v1/clusters/blue/weight?value=0", "(new) dialog and web session on green",
+		"(its replica partner, in blue)", "blue   weight   0, 6 sessions", "green  weight 100, 4 sessions", "blue is empty", ": 0 lost."} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the account lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "(new) dialog and web session on blue") {
+		t.Errorf("a new session started on closed blue:\n%s", text)
+	}
+}
