@@ -22,8 +22,15 @@
 # from 127.0.0.4.
 #
 # clb's limits (override with the environment):
-#   limits: {sip: {rate: SIP_LIMIT (200), burst: SIP_BURST (400)},
+#   limits: {sip: {rate: SIP_LIMIT (1000), burst: SIP_BURST (2000)},
 #            http: {rate: HTTP_LIMIT (500), burst: HTTP_BURST (1000), connections: HTTP_CONNS (256)}}
+# Not SPEC 12's example sip rate of 200: a call is three requests from the
+# caller (INVITE, ACK, BYE), all counted against its source's rate (the
+# in-dialog ones first take the tokens new requests need, then pass on
+# their own allowance of twice the rate), so a source making 200 calls/s
+# sends 600 requests/s, and with rate 200 about 40% of its INVITEs get 503
+# even with no flood at all (measured: 1,181 of 2,000 calls). Rate 1000
+# leaves that source headroom and still refuses 95% of a 20,000/s flood.
 # Memory target: peak RSS <= MAX_RSS_MB (128) with all spoofed sources sent.
 #
 # A load test, not a unit test: the load generators, SIPp and clb share the
@@ -40,12 +47,15 @@ spoof_sources=${SPOOF_SOURCES:-1000000}
 spoof_rate=${SPOOF_RATE:-$((spoof_sources * 10 / (duration * 8) + 1))}
 sipp_rate=${SIPP_RATE:-200}
 http_rate=${HTTP_RATE:-500}
-sip_limit=${SIP_LIMIT:-200}
-sip_burst=${SIP_BURST:-400}
+sip_limit=${SIP_LIMIT:-1000}
+sip_burst=${SIP_BURST:-2000}
 http_limit=${HTTP_LIMIT:-500}
 http_burst=${HTTP_BURST:-1000}
 http_conns=${HTTP_CONNS:-256}
 max_rss_mb=${MAX_RSS_MB:-128}
+# The flooders run at this nice level: on a real network their CPU is not
+# clb's; here they share two cores with it (0: no change).
+flood_nice=${FLOOD_NICE:-10}
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -104,6 +114,7 @@ limits:
   sip: {rate: $sip_limit, burst: $sip_burst}
   http: {rate: $http_limit, burst: $http_burst, connections: $http_conns}
 EOF
+echo "flooders at nice $flood_nice"
 echo "clb limits: sip {rate: $sip_limit, burst: $sip_burst}, http {rate: $http_limit, burst: $http_burst, connections: $http_conns}"
 # CLB_PROFILE=FILE: clb's CPU profile of the run, written when it stops.
 "$tmp/clb" run -config "$tmp/clb.yaml" ${CLB_PROFILE:+-cpuprofile "$CLB_PROFILE"} 2>"$tmp/clb.log" &
@@ -132,13 +143,13 @@ pids+=("$uac")
 "$tmp/ft" http -src 127.0.0.3 -addr "127.0.0.1:$http_port" -rate "$http_rate" -c 8 -d "${duration}s" >"$tmp/legit-http" &
 legit=$!
 pids+=("$legit")
-"$tmp/ft" sipflood -src 127.0.0.1 -dst "127.0.0.1:$sip_port" -rate "$sip_flood_rate" -d "${duration}s" >"$tmp/sip-flood" &
+nice -n "$flood_nice" "$tmp/ft" sipflood -src 127.0.0.1 -dst "127.0.0.1:$sip_port" -rate "$sip_flood_rate" -d "${duration}s" >"$tmp/sip-flood" &
 sipflood=$!
 pids+=("$sipflood")
-"$tmp/ft" http -src 127.0.0.4 -addr "127.0.0.1:$http_port" -rate "$http_flood_rate" -c 64 -d "${duration}s" >"$tmp/http-flood" &
+nice -n "$flood_nice" "$tmp/ft" http -src 127.0.0.4 -addr "127.0.0.1:$http_port" -rate "$http_flood_rate" -c 64 -d "${duration}s" >"$tmp/http-flood" &
 httpflood=$!
 pids+=("$httpflood")
-"$tmp/ft" spoof -dst "127.0.0.1:$sip_port" -n "$spoof_sources" -rate "$spoof_rate" -d "${duration}s" >"$tmp/spoof" &
+nice -n "$flood_nice" "$tmp/ft" spoof -dst "127.0.0.1:$sip_port" -n "$spoof_sources" -rate "$spoof_rate" -d "${duration}s" >"$tmp/spoof" &
 spoofer=$!
 pids+=("$spoofer")
 
@@ -182,6 +193,8 @@ for p in "${uas_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 
 kill -INT "$clb_pid"
 wait "$clb_pid" 2>/dev/null || true
+# FLOOD_KEEP=DIR: keep the logs and counts (SIPp's UAC error log, clb's log).
+[ -n "${FLOOD_KEEP:-}" ] && mkdir -p "$FLOOD_KEEP" && cp -r "$tmp"/* "$FLOOD_KEEP"/ && rm -f "$FLOOD_KEEP"/{clb,ft,backend}
 
 # --- figures
 echo "load average after:  $load_after"
@@ -248,6 +261,9 @@ echo "$metrics" | sed 's/^/  /'
 grep -c 'over its' "$tmp/clb.log" | sed 's/^/clb log lines "source over its ... rate": /'
 
 echo
+printf 'load achieved: SIP flood %s/s of %d, HTTP flood %s/s of %d, spoofed %s sources at %s/s, SIPp %d calls launched of %d\n' \
+	"$(field "$tmp/sip-flood" rate | tr -d /s)" "$sip_flood_rate" "$(field "$tmp/http-flood" rate | tr -d /s)" "$http_flood_rate" \
+	"$sp_sent" "$(field "$tmp/spoof" rate | tr -d /s)" $((sip_ok + sip_failed)) "$calls"
 echo "$(verdict "$(echo "$sip_ratio >= 0.999" | bc)") legit SIP calls >= 99.9% ($sip_ok/$calls)"
 echo "$(verdict "$(echo "$http_ratio >= 0.999" | bc)") legit HTTP requests ok >= 99.9% ($http_ok/$http_req)"
 echo "$(verdict $((sp_sent == spoof_sources && rss_max <= max_rss_mb * 1024))) memory bounded: peak RSS $((rss_max / 1024)) MB <= $max_rss_mb MB with $sp_sent of $spoof_sources spoofed sources"

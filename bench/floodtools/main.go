@@ -47,8 +47,8 @@ func main() {
 
 // pace calls send(n) about every millisecond with the number of requests
 // due at rate since start, until d has passed; it does not catch up more
-// than 100 ms of lag (a stalled generator must not burst).
-func pace(rate float64, d time.Duration, send func(n int) bool) {
+// than maxLag of lag (a stalled generator must not burst).
+func pace(rate float64, d, maxLag time.Duration, send func(n int) bool) {
 	start := time.Now()
 	done := 0.0
 	for {
@@ -58,8 +58,8 @@ func pace(rate float64, d time.Duration, send func(n int) bool) {
 			return
 		}
 		due := el.Seconds() * rate
-		if due-done > rate/10 {
-			done = due - rate/10
+		if lag := rate * maxLag.Seconds(); due-done > lag {
+			done = due - lag
 		}
 		if n := int(due - done); n > 0 {
 			if !send(n) {
@@ -132,7 +132,7 @@ func sipFlood(args []string) error {
 	}()
 	sent, errs := 0, 0
 	start := time.Now()
-	pace(*rate, *d, func(n int) bool {
+	pace(*rate, *d, 100*time.Millisecond, func(n int) bool {
 		for range n {
 			if _, err := c.WriteToUDP(options(self, *dst, "f"+strconv.Itoa(sent)), raddr); err != nil {
 				errs++
@@ -210,7 +210,7 @@ func spoof(args []string) error {
 		return true
 	}
 	if *rate > 0 {
-		pace(*rate, *d, func(k int) bool {
+		pace(*rate, *d, *d, func(k int) bool { // a count to reach: catch up
 			for range k {
 				if !one() {
 					return false
@@ -282,7 +282,7 @@ func httpLoad(args []string) error {
 			var c net.Conn
 			var br *bufio.Reader
 			i := w
-			pace(*rate/float64(*conns), *d, func(n int) bool {
+			pace(*rate/float64(*conns), *d, 100*time.Millisecond, func(n int) bool {
 				for range n {
 					if c == nil {
 						var err error
