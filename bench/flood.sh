@@ -238,6 +238,8 @@ sf_allow=$(echo "$sip_burst + $sip_limit * $load_s" | bc | cut -d. -f1)
 sf_want=$((sf_sent - sf_allow))
 printf '  503 with Retry-After: %d (503 in all %d); at least %d wanted (sent - burst - rate x %.1f s)\n' \
 	"$sf_ra" "$sf_503" "$sf_want" "$load_s"
+sip_refused=$(echo "$metrics" | awk '/kind="rate_limited"/ && /protocol="sip"/ {print $2}')
+printf '  clb refused %s SIP requests (all sources); the datagrams the kernel dropped before clb read them are on the drops line above\n' "${sip_refused:-0}"
 
 echo "HTTP flood (127.0.0.4): $(cat "$tmp/http-flood")"
 hf_req=$(field "$tmp/http-flood" requests)

@@ -58,7 +58,7 @@ func pace(rate float64, d, maxLag time.Duration, send func(n int) bool) {
 			return
 		}
 		due := el.Seconds() * rate
-		if lag := rate * maxLag.Seconds(); due-done > lag {
+		if lag := max(1, rate*maxLag.Seconds()); due-done > lag {
 			done = due - lag
 		}
 		if n := int(due - done); n > 0 {
