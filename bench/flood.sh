@@ -56,6 +56,18 @@ max_rss_mb=${MAX_RSS_MB:-128}
 # The flooders run at this nice level: on a real network their CPU is not
 # clb's; here they share two cores with it (0: no change).
 flood_nice=${FLOOD_NICE:-10}
+# PIN=1: clb alone on the last CPU, everything else on the others (taskset),
+# to see what clb does with a core of its own when the load generators
+# cannot all fit in the rest.
+if [ "${PIN:-0}" = 1 ]; then
+	last=$(($(nproc) - 1))
+	rest=0-$((last - 1))
+	[ "$last" = 1 ] && rest=0
+	taskset -pc "$rest" $$ >/dev/null # inherited by all but clb
+	clb_pin=(taskset -c "$last")
+else
+	clb_pin=()
+fi
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -114,10 +126,10 @@ limits:
   sip: {rate: $sip_limit, burst: $sip_burst}
   http: {rate: $http_limit, burst: $http_burst, connections: $http_conns}
 EOF
-echo "flooders at nice $flood_nice"
+echo "flooders at nice $flood_nice${clb_pin:+; clb pinned to CPU ${clb_pin[2]}, the rest to the other CPUs}"
 echo "clb limits: sip {rate: $sip_limit, burst: $sip_burst}, http {rate: $http_limit, burst: $http_burst, connections: $http_conns}"
 # CLB_PROFILE=FILE: clb's CPU profile of the run, written when it stops.
-"$tmp/clb" run -config "$tmp/clb.yaml" ${CLB_PROFILE:+-cpuprofile "$CLB_PROFILE"} 2>"$tmp/clb.log" &
+"${clb_pin[@]}" "$tmp/clb" run -config "$tmp/clb.yaml" ${CLB_PROFILE:+-cpuprofile "$CLB_PROFILE"} 2>"$tmp/clb.log" &
 clb_pid=$!
 pids+=("$clb_pid")
 for _ in $(seq 50); do curl -fs "http://$admin/metrics" >/dev/null && break; sleep 0.1; done
