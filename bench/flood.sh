@@ -56,6 +56,7 @@ max_rss_mb=${MAX_RSS_MB:-128}
 # The flooders run at this nice level: on a real network their CPU is not
 # clb's; here they share two cores with it (0: no change).
 flood_nice=${FLOOD_NICE:-10}
+cores=$(nproc)
 # PIN=1: clb alone on the last CPU, everything else on the others (taskset),
 # to see what clb does with a core of its own when the load generators
 # cannot all fit in the rest.
@@ -93,7 +94,7 @@ field() { tr ' ' '\n' <"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 answers() { field "$1" answers | tr ',' '\n' | awk -F: -v s="$2" '$1 == s {n = $2} END {print n + 0}'; }
 verdict() { if [ "$1" = 1 ]; then echo PASS; else echo FAIL; fi; }
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) cores)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)  ($cores cores)"
 
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${app_ports[$i]}" -name "app$((i + 1))" &
@@ -185,6 +186,7 @@ pids+=("$!")
 
 for p in "$legit" "$sipflood" "$httpflood" "$spoofer"; do wait "$p" || true; done
 t_load=$(date +%s.%N)
+cpu_load=$(ticks "$clb_pid")
 wait "$uac" || true
 cpu_after=$(ticks "$clb_pid")
 t1=$(date +%s.%N)
@@ -213,10 +215,12 @@ echo "load average after:  $load_after"
 elapsed=$(echo "$t1 - $t0" | bc)
 load_s=$(echo "$t_load - $t0" | bc)
 cpu=$(echo "scale=2; ($cpu_after - $cpu_before) / $hz" | bc)
-printf 'clb CPU: %s CPU-s over %.1f s (%.2f cores)\n' "$cpu" "$elapsed" "$(echo "$cpu / $elapsed" | bc -l)"
+cpu_l=$(echo "scale=2; ($cpu_load - $cpu_before) / $hz" | bc)
+printf 'clb CPU: %s CPU-s over the %.1f s of the floods (%.2f cores), %s CPU-s until SIPp ended (%.1f s)\n' \
+	"$cpu_l" "$load_s" "$(echo "$cpu_l / $load_s" | bc -l)" "$cpu" "$elapsed"
 echo "UDP (all sockets) before: $udp_before"
 echo "UDP (all sockets) after:  $udp_after"
-printf 'CPU over the first %d s, in cores (the box has %d):' $((duration - 1)) "$(nproc)"
+printf 'CPU over the first %d s, in cores (the box has %d):' $((duration - 1)) "$cores"
 while read -r name t; do
 	printf ' %s %.2f' "$name" "$(echo "$t / $hz / $((duration - 1))" | bc -l)"
 done <"$tmp/cpu-mid"
@@ -233,6 +237,9 @@ sip_503=$(grep -c ' 503 ' "$tmp/uac/errors.log" 2>/dev/null || true)
 sip_ratio=$(echo "scale=5; $sip_ok / $calls" | bc)
 printf 'SIPp legit (127.0.0.2, %d calls/s): %d of %d calls succeeded, %d failed (UAC error log lines with a 503: %s): %s\n' \
 	"$sipp_rate" "$sip_ok" "$calls" "$sip_failed" "${sip_503:-0}" "$sip_ratio"
+printf '  failed calls by cause: max UDP retransmissions %d, rejected %d, unexpected message %d; retransmissions %d\n' \
+	"$(stat "$tmp/uac/stats.csv" "FailedMaxUDPRetrans(C)")" "$(stat "$tmp/uac/stats.csv" "FailedCallRejected(C)")" \
+	"$(stat "$tmp/uac/stats.csv" "FailedUnexpectedMessage(C)")" "$(stat "$tmp/uac/stats.csv" "Retransmissions(C)")"
 
 http_req=$(field "$tmp/legit-http" requests)
 http_ok=$(field "$tmp/legit-http" ok)
