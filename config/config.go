@@ -31,6 +31,8 @@ type Config struct {
 	HTTP       HTTP       `yaml:"http"`
 	Limits     Limits     `yaml:"limits"`
 	Log        Log        `yaml:"log"`
+	// Etcd, if set, is the state all clb nodes share (SPEC section 11).
+	Etcd *Etcd `yaml:"etcd"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`

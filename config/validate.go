@@ -22,6 +22,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateHTTP(&c.HTTP)
 	d.validateLimits(&c.Limits)
 	d.validateLog(&c.Log)
+	d.validateEtcd(c.Etcd)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field
