@@ -18,6 +18,8 @@ type Status struct {
 	Fingerprint string `json:"fingerprint"`
 	// Instances are in configuration order.
 	Instances []InstanceStatus `json:"instances"`
+	// Etcd is the shared state's status; absent without etcd.
+	Etcd *SharedStatus `json:"etcd,omitempty"`
 }
 
 // InstanceAddrs is an instance's name and addresses, as GET
@@ -86,6 +88,10 @@ func (s *Server) snapshot() Status {
 	sts := t.Status(now)
 	out := Status{Version: t.Version(), Time: now, Fingerprint: fmt.Sprintf("%016x", t.Fingerprint(now)),
 		Instances: make([]InstanceStatus, 0, len(sts))}
+	if s.o.Shared != nil && s.o.Shared.Status != nil {
+		st := s.o.Shared.Status()
+		out.Etcd = &st
+	}
 	routed := t.RoutedShares(now)
 	for k, st := range sts {
 		is := InstanceStatus{
