@@ -52,6 +52,14 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// Wanted reports whether a test that can run with or without etcd should
+// start one: etcd is installed, or CLB_REQUIRE_ETCD=1 (where Start then
+// fails without it).
+func Wanted() bool {
+	_, err := exec.LookPath("etcd")
+	return err == nil || os.Getenv("CLB_REQUIRE_ETCD") == "1"
+}
+
 // URL is the member's client URL.
 func (s *Server) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.clientPort) }
 
