@@ -15,6 +15,7 @@ import (
 	"clb/admin"
 	"clb/balancer"
 	"clb/config"
+	"clb/etcdstate"
 	"clb/health"
 	"clb/httpproxy"
 	"clb/loadfactor"
@@ -38,6 +39,7 @@ type node struct {
 	sip     *sip.Server       // nil without listen.sip
 	http    *httpproxy.Server // nil without listen.http
 	admin   *admin.Server     // nil without listen.admin
+	etcd    *etcdstate.State  // nil without etcd:
 	members *membership.Fanout
 	// fileInstances publishes the file's instances: list.
 	fileInstances membership.Publish
@@ -100,6 +102,9 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if n.sip != nil {
 		subscribers = append(subscribers, n.sip.SetInstances)
 	}
+	if cfg.Etcd != nil {
+		subscribers = append(subscribers, n.startEtcd(cfg))
+	}
 	n.members = membership.New(membership.Options{
 		Listen: cfg.Listen,
 		// The balancer may refuse a list: it must build its hashing table.
@@ -133,6 +138,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			Token:    cfg.Admin.Token,
 			Reload:   n.reload,
 			Logger:   log.Named("admin"),
+			Shared:   n.shared(),
 		})
 		if err != nil {
 			n.close()
@@ -184,6 +190,9 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 		servers = append(servers, func(ctx context.Context) error { return n.admin.Serve(ctx, grace) })
 	}
 	servers = append(servers, func(ctx context.Context) error { n.health.Run(ctx); return nil })
+	if n.etcd != nil {
+		servers = append(servers, n.runEtcd)
+	}
 	servers = append(servers, func(ctx context.Context) error {
 		for {
 			select {
@@ -283,6 +292,9 @@ func (n *node) reload() (admin.Reloaded, error) {
 func restartOnly(old, cfg *config.Config) error {
 	if !reflect.DeepEqual(old.Listen, cfg.Listen) {
 		return fmt.Errorf("%s: listen: changed; listeners are bound at start: restart clb to apply", cfg.File)
+	}
+	if !reflect.DeepEqual(old.Etcd, cfg.Etcd) {
+		return fmt.Errorf("%s: etcd: changed; the etcd session is made at start: restart clb to apply", cfg.File)
 	}
 	if old.HTTP != cfg.HTTP {
 		return fmt.Errorf("%s: http: changed; the HTTP front end's limits are set at start: restart clb to apply", cfg.File)
