@@ -29,3 +29,43 @@ func (b *Balancer) RampFrom(name string, from, now time.Time) error {
 		return true
 	})
 }
+
+// EnableFrom applies an enable decided on another clb node (SPEC section
+// 11: an etcd admin action): the instance is enabled and, if healthy,
+// ramps up from the load factor from at at, as Enable made it on the node
+// that decided it, whatever its state here was (a node that missed the
+// drain before it ends up with the same ramp). A ramp over at now leaves it
+// Up.
+func (b *Balancer) EnableFrom(name string, from float64, at, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		ramp := loadfactor.Up(b.params, from, at)
+		if ramp.Done(now) {
+			ramp = loadfactor.Full()
+		}
+		if m.admin == enabled && (m.ramp == ramp || !m.healthy) {
+			return false
+		}
+		m.admin = enabled
+		if m.healthy {
+			m.ramp = ramp
+		}
+		return true
+	})
+}
+
+// DrainFrom applies a drain decided on another clb node: the instance's
+// load factor runs down from from at at, as Drain made it there, whatever
+// its state here was; a drain over at now leaves it Disabled.
+func (b *Balancer) DrainFrom(name string, from float64, at, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		admin, ramp := draining, loadfactor.Down(b.params, from, at)
+		if ramp.Done(now) {
+			admin, ramp = disabled, loadfactor.Full()
+		}
+		if m.admin == admin && m.ramp == ramp {
+			return false
+		}
+		m.admin, m.ramp = admin, ramp
+		return true
+	})
+}

@@ -81,3 +81,67 @@ func stateOf(t *testing.T, b *Balancer, name string, now time.Time) State {
 	t.Fatalf("%s not in the table", name)
 	return 0
 }
+
+// TestEnableDrainFrom: an enable or a drain decided on another node, given
+// with the factor its ramp starts from, leaves a balancer that missed what
+// came before in the state of one that saw it all.
+func TestEnableDrainFrom(t *testing.T) {
+	params := loadfactor.Params{Start: 0.25, Increase: 0.25, Period: time.Second}
+	insts := []config.Instance{{Name: "a", Weight: 100}, {Name: "b", Weight: 100}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	saw, missed := mustNew(t, insts, params), mustNew(t, insts, params)
+
+	// saw: drained at t0, enabled at t0+1.5 s from where the drain was.
+	if err := saw.Drain("a", t0); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(1500 * time.Millisecond)
+	from := saw.Table().Status(at)[0].Factor
+	if err := saw.Enable("a", at); err != nil {
+		t.Fatal(err)
+	}
+	// missed: only the enable, with its factor.
+	if err := missed.EnableFrom("a", from, at, at.Add(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	same(t, saw, missed, at)
+
+	// A drain at t0+3 s from the factor then; one applied after it ended.
+	at = t0.Add(3 * time.Second)
+	from = saw.Table().Status(at)[0].Factor
+	if err := saw.Drain("a", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := missed.DrainFrom("a", from, at, at); err != nil {
+		t.Fatal(err)
+	}
+	same(t, saw, missed, at)
+	late := mustNew(t, insts, params)
+	if err := late.DrainFrom("a", from, at, at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if st := stateOf(t, late, "a", at.Add(time.Hour)); st != Disabled {
+		t.Errorf("drain applied after it ended: %v, want disabled", st)
+	}
+}
+
+func mustNew(t *testing.T, insts []config.Instance, params loadfactor.Params) *Balancer {
+	t.Helper()
+	b, err := New(insts, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// same checks two balancers agree at every half period for 5 s from t.
+func same(t *testing.T, x, y *Balancer, from time.Time) {
+	t.Helper()
+	for k := range 10 {
+		now := from.Add(time.Duration(k) * 500 * time.Millisecond)
+		sx, sy := x.Table().Status(now)[0], y.Table().Status(now)[0]
+		if sx.State != sy.State || sx.Factor != sy.Factor || !sx.NextChange.Equal(sy.NextChange) {
+			t.Errorf("at %v: %v f=%v next %v, and %v f=%v next %v", now, sx.State, sx.Factor, sx.NextChange, sy.State, sy.Factor, sy.NextChange)
+		}
+	}
+}

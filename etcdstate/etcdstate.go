@@ -66,6 +66,13 @@ type Registration struct {
 type Action struct {
 	State string    `json:"state"` // enable, disable or drain
 	At    time.Time `json:"at"`
+	// From is the load factor an enable's or a drain's ramp starts from
+	// at At, as the node that decided it had it (SPEC section 3: from where
+	// it is), so that a node that missed what came before (it started
+	// later, or was cut off across a compaction) ramps alike. Written by
+	// clb; an action without it (another tool's) ramps from where the
+	// instance is on each node.
+	From *float64 `json:"from,omitempty"`
 }
 
 // The directories under the prefix.
@@ -441,12 +448,16 @@ func (s *State) applyPendingLocked() {
 // applyLocked gives the balancer an action, ramping from its at.
 func (s *State) applyLocked(name string, a action) {
 	var f func(string, time.Time) error
-	switch a.State {
-	case "enable":
+	switch {
+	case a.State == "enable" && a.From != nil:
+		f = func(name string, at time.Time) error { return s.o.Balancer.EnableFrom(name, *a.From, at, s.o.Now()) }
+	case a.State == "drain" && a.From != nil:
+		f = func(name string, at time.Time) error { return s.o.Balancer.DrainFrom(name, *a.From, at, s.o.Now()) }
+	case a.State == "enable":
 		f = s.o.Balancer.Enable
-	case "disable":
+	case a.State == "disable":
 		f = s.o.Balancer.Disable
-	case "drain":
+	case a.State == "drain":
 		f = s.o.Balancer.Drain
 	}
 	if err := f(name, a.At); err != nil {
@@ -461,9 +472,10 @@ func (s *State) applyLocked(name string, a action) {
 }
 
 // Act writes an admin action for every node and applies it here, with now
-// as its moment; it answers once etcd has it. With etcd out of reach it
-// changes nothing and its error wraps ErrUnreachable; for an instance this
-// node does not know it wraps balancer.ErrUnknownInstance.
+// as its moment; it answers once etcd has it. An action that changes
+// nothing here (a drain of a draining instance) is not written. With etcd
+// out of reach it changes nothing and its error wraps ErrUnreachable; for
+// an instance this node does not know it wraps balancer.ErrUnknownInstance.
 func (s *State) Act(name, state string, now time.Time) error {
 	if !validAction(state) {
 		return fmt.Errorf("action %q: want enable, disable or drain", state)
@@ -471,11 +483,14 @@ func (s *State) Act(name, state string, now time.Time) error {
 	if !s.knows(name) {
 		return fmt.Errorf("%w %q", balancer.ErrUnknownInstance, name)
 	}
+	a := Action{State: state, At: now.UTC().Round(time.Millisecond)}
+	if change, err := s.decide(name, &a); err != nil || !change {
+		return err
+	}
 	client := s.client.Load()
 	if client == nil {
 		return fmt.Errorf("%w: not connected", ErrUnreachable)
 	}
-	a := Action{State: state, At: now.UTC().Round(time.Millisecond)}
 	value, err := json.Marshal(a)
 	if err != nil {
 		return err
@@ -495,6 +510,40 @@ func (s *State) Act(name, state string, now time.Time) error {
 	}
 	s.applyPendingLocked()
 	return nil
+}
+
+// decide says whether a changes the instance here, and sets its From as
+// Enable and Drain would start their ramps here at a.At.
+func (s *State) decide(name string, a *Action) (bool, error) {
+	var st balancer.InstanceStatus
+	found := false
+	for _, is := range s.o.Balancer.Table().Status(a.At) {
+		if is.Instance.Name == name {
+			st, found = is, true
+		}
+	}
+	if !found {
+		return false, fmt.Errorf("%w %q", balancer.ErrUnknownInstance, name)
+	}
+	from := st.Factor
+	switch {
+	case st.State == balancer.Down:
+		return true, nil // its admin state is hidden: each node applies it as it can
+	case a.State == "enable" && st.State == balancer.Disabled:
+		from = 0
+	case a.State == "enable":
+		if st.State != balancer.Draining {
+			return false, nil
+		}
+	case a.State == "drain":
+		if st.State == balancer.Draining || st.State == balancer.Disabled {
+			return false, nil
+		}
+	case a.State == "disable":
+		return st.State != balancer.Disabled, nil
+	}
+	a.From = &from
+	return true, nil
 }
 
 func (s *State) knows(name string) bool {
