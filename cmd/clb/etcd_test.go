@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"clb/admin"
+	"clb/config"
 	"clb/etcdstate/etcdtest"
 )
 
@@ -295,5 +297,40 @@ instances:
 	for _, n := range []*etcdNode{na, nb} {
 		// The log line comes as the table without d is published.
 		watch(t, n.admin, 5*time.Second, func(st admin.Status) bool { return byName(st, "d").Name == "" })
+	}
+}
+
+// TestEtcdNodeStopLeavesNoGoroutine (STYLE 8): a node with etcd, stopped
+// after a drain went through etcd, leaves no goroutine that runs clb's code
+// or that clb's code started (its watch and its probe of etcd are owned by
+// run's context).
+func TestEtcdNodeStopLeavesNoGoroutine(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	path := writeFile(t, "etcd: {endpoints: ["+etcd.URL()+"]}\n"+nodeHead+a.yaml()+b.yaml())
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger, log := etcdtest.NewLog(t)
+	before := goroutineIDs()
+	n, err := newNode(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.run(ctx, nil) }()
+	log.Await(t, "etcd: etcd reachable", 10*time.Second)
+	if code, body := adminCall(t, n.admin.Addr(), "POST", "/api/v1/instances/b/drain", nil); code != 200 {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if left := clbGoroutines(t, before); left != "" {
+		t.Errorf("goroutines of clb left after the node stopped:\n%s", left)
 	}
 }
