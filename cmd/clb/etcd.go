@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"time"
 
 	"clb/admin"
@@ -43,4 +45,15 @@ func (n *node) shared() *admin.Shared {
 // membership's second source, after the file.
 func (n *node) runEtcd(ctx context.Context) error {
 	return n.members.Run(ctx, "etcd", n.etcd)
+}
+
+// printEtcd is clb ctl status's line about etcd.
+func printEtcd(w io.Writer, st *admin.SharedStatus) error {
+	if st.Reachable {
+		_, err := fmt.Fprintf(w, "etcd reachable, at revision %d\n", st.Revision)
+		return err
+	}
+	_, err := fmt.Fprintf(w, "etcd unreachable: %s (routing on the last state known, from revision %d; enable, disable and drain are refused)\n",
+		st.Error, st.Revision)
+	return err
 }

@@ -153,13 +153,14 @@ func sameInstance(t *testing.T, a, b *etcdNode, name, state string) admin.Instan
 }
 
 // TestNodesShareEtcd (issue 11 item 1): two clb processes share one etcd.
-// A drain posted to A runs on B within a second, from the same moment:
-// both say draining, at the same load factor and next step, and route every
-// key to the same owner and replica partner. etcd killed under traffic:
-// both keep routing on their last state (no request fails), say "etcd
-// unreachable" in their status, and refuse a drain with 503 rather than
-// apply it to one node. etcd back: both say so within a second and route
-// alike, and a drain runs on both again. An instance that registers itself
+// A drain posted to A runs on B within a second, from the same moment: both
+// say draining, at the same load factor and next step, and route every key
+// to the same owner and replica partner. etcd killed under traffic: both
+// keep routing on their last state (no request fails), say "etcd
+// unreachable" in their status (and clb ctl status), and refuse a drain
+// with 503 (clb ctl: exit 1 and the error) rather than apply it to one
+// node. etcd back: both say so within a second and route alike, and a drain
+// given to B by clb ctl runs on A. An instance that registers itself
 // (clb-instance -etcd) joins both tables, ramped alike; killed (SIGKILL), it
 // leaves both when its lease expires.
 func TestNodesShareEtcd(t *testing.T) {
@@ -217,6 +218,12 @@ instances:
 	if code != 503 || !strings.Contains(body, `"error": "etcd unreachable: `) {
 		t.Errorf("drain with etcd gone: %d %s, want 503 etcd unreachable", code, body)
 	}
+	if code, _, errOut := clb(t, "", "ctl", "-admin", na.admin, "drain", "c"); code != ctlRefused || !strings.Contains(errOut, "etcd unreachable: ") {
+		t.Errorf("clb ctl drain with etcd gone: exit %d, %s; want %d, etcd unreachable", code, errOut, ctlRefused)
+	}
+	if code, out, errOut := clb(t, "", "ctl", "-admin", na.admin, "status", "-interval", "0"); code != 0 || !strings.Contains(out, "etcd unreachable: ") {
+		t.Errorf("clb ctl status with etcd gone: exit %d, %s%s; want etcd unreachable", code, out, errOut)
+	}
 	for _, n := range []*etcdNode{na, nb} {
 		if st := byName(n.status(t), "c"); st.State != "up" {
 			t.Errorf("node %s: c is %s after the refused drain, want up", n.name, st.State)
@@ -239,8 +246,8 @@ instances:
 		}
 	}
 	sameRouting(t, na, nb)
-	if code, body := adminCall(t, nb.admin, "POST", "/api/v1/instances/c/drain", nil); code != 200 {
-		t.Fatalf("drain on B after etcd's return: %d %s", code, body)
+	if code, out, errOut := clb(t, "", "ctl", "-admin", nb.admin, "drain", "c"); code != 0 {
+		t.Fatalf("clb ctl drain on B after etcd's return: exit %d %s%s", code, out, errOut)
 	}
 	na.logFor("admin action applied", "c")
 	sameInstance(t, na, nb, "c", "draining")
