@@ -52,6 +52,9 @@ type Options struct {
 	// alone. Its errors are the balancer's (ErrUnknownCluster, ErrBadWeight).
 	ClusterWeight func(name string, weight int) error
 	Logger        *zap.Logger
+	// Shared, if set, is the state clb nodes share: enable, disable and
+	// drain go through it, and the status says how it is.
+	Shared *Shared
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -353,10 +356,19 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("action %q: want enable, disable or drain", action))
 		return
 	}
-	if err := f(name, s.o.Now()); err != nil {
+	var err error
+	if s.o.Shared != nil && s.o.Shared.Act != nil {
+		err = s.o.Shared.Act(name, action, s.o.Now())
+	} else {
+		err = f(name, s.o.Now())
+	}
+	if err != nil {
 		status := http.StatusConflict
-		if errors.Is(err, balancer.ErrUnknownInstance) {
+		switch {
+		case errors.Is(err, balancer.ErrUnknownInstance):
 			status = http.StatusNotFound
+		case errors.Is(err, ErrUnavailable):
+			status = http.StatusServiceUnavailable
 		}
 		writeError(w, status, err.Error())
 		return

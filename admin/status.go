@@ -21,6 +21,8 @@ type Status struct {
 	// Clusters are by name (SPEC section 13); a file without clusters:
 	// has the one cluster "default".
 	Clusters []ClusterStatus `json:"clusters"`
+	// Etcd is the shared state's status; absent without etcd.
+	Etcd *SharedStatus `json:"etcd,omitempty"`
 }
 
 // ClusterStatus is one cluster in the status.
@@ -105,6 +107,10 @@ func (s *Server) snapshot() Status {
 	sts := t.Status(now)
 	out := Status{Version: t.Version(), Time: now, Fingerprint: fmt.Sprintf("%016x", t.Fingerprint(now)),
 		Instances: make([]InstanceStatus, 0, len(sts))}
+	if s.o.Shared != nil && s.o.Shared.Status != nil {
+		st := s.o.Shared.Status()
+		out.Etcd = &st
+	}
 	routed := t.RoutedShares(now)
 	for k, st := range sts {
 		is := InstanceStatus{

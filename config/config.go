@@ -39,6 +39,8 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	TLS        TLS        `yaml:"tls"`
 	Discovery  Discovery  `yaml:"discovery"`
+	// Etcd, if set, is the state all clb nodes share (SPEC section 11).
+	Etcd *Etcd `yaml:"etcd"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`

@@ -26,6 +26,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateLog(&c.Log)
 	d.validateTLS(c)
 	d.validateDiscovery(&c.Discovery)
+	d.validateEtcd(c.Etcd)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
 		key := "loadfactor." + perr.Field

@@ -48,14 +48,15 @@ type Options struct {
 
 // Instance is a running sample instance.
 type Instance struct {
-	name    string
-	started string // Unix seconds, told to clb's probes (policy.FieldStarted)
-	log     *zap.Logger
-	store   *store
-	peers   *peers
-	web     *http.Server
-	webLn   net.Listener
-	uas     *uas // nil without SIP
+	name      string
+	started   string    // Unix seconds, told to clb's probes (policy.FieldStarted)
+	startedAt time.Time // the same, to the millisecond
+	log       *zap.Logger
+	store     *store
+	peers     *peers
+	web       *http.Server
+	webLn     net.Listener
+	uas       *uas // nil without SIP
 }
 
 // New binds the instance's addresses.
@@ -68,8 +69,9 @@ func New(o Options) (*Instance, error) {
 	}
 	p := &peers{client: &http.Client{Timeout: 2 * time.Second}}
 	p.setAdmin(o.Admin, o.Token)
+	now := time.Now().Round(time.Millisecond)
 	in := &Instance{name: o.Name, log: o.Logger, peers: p, store: newStore(o.Name, p, o.Logger),
-		started: strconv.FormatFloat(float64(time.Now().UnixMilli())/1000, 'f', 3, 64)}
+		started: strconv.FormatFloat(float64(now.UnixMilli())/1000, 'f', 3, 64), startedAt: now}
 	ln, err := net.Listen("tcp", o.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: %w", o.Name, err)

@@ -38,6 +38,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	token := fs.String("token", "", "bearer `TOKEN` of clb's admin API")
 	ring := fs.Duration("ring", 0, "how long an INVITE rings before its 200")
 	level := fs.String("log", "info", "log `LEVEL`: debug, info, warn or error")
+	etcd := fs.String("etcd", "", "etcd client `URL`s, comma-separated: register under PREFIX/instances/NAME with a lease kept alive (SPEC section 11)")
+	etcdPrefix := fs.String("etcd-prefix", "/clb/", "clb's etcd.prefix")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -45,7 +47,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *name == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: clb-instance -name NAME [-sip host:port] [-http host:port] [-clb URL|-] [-ring D]")
+		fmt.Fprintln(stderr, "usage: clb-instance -name NAME [-sip host:port] [-http host:port] [-clb URL|-] [-ring D] [-etcd URL[,URL]]")
 		return 2
 	}
 	var lvl zapcore.Level
@@ -92,6 +94,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("instance started", zap.String("sip", in.SIPAddr()), zap.String("http", in.HTTPAddr()))
+	if *etcd != "" {
+		registered := in.Register(ctx, strings.Split(*etcd, ","), *etcdPrefix, log.Named("etcd"))
+		defer func() { stop(); <-registered }() // deregistered
+	}
 	if err := in.Serve(ctx); err != nil {
 		log.Error("instance stopped", zap.Error(err))
 		return 1

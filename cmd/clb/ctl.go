@@ -347,6 +347,9 @@ func (c *ctlClient) status(o *ctlOutput, interval time.Duration) error {
 		}
 	}
 	_, err = fmt.Fprintf(o.stdout, "table version %d at %s\n", st.Version, st.Time.Format(time.RFC3339))
+	if err == nil && st.Etcd != nil {
+		err = printEtcd(o.stdout, st.Etcd)
+	}
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 	"clb/balancer"
 	"clb/certs"
 	"clb/config"
+	"clb/etcdstate"
 	"clb/health"
 	"clb/httpproxy"
 	"clb/loadfactor"
@@ -44,7 +45,8 @@ type node struct {
 	// tls is the TLS material in force (tls: of the file), swapped by
 	// reload; every TLS listener and dial reads it per handshake.
 	tls     *certs.Store
-	admin   *admin.Server // nil without listen.admin
+	admin   *admin.Server    // nil without listen.admin
+	etcd    *etcdstate.State // nil without etcd:
 	members *membership.Fanout
 	// file is the source of the file's instances, their host names
 	// resolved: reload sets its list, run refreshes it.
@@ -136,6 +138,9 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if n.sip != nil {
 		subscribers = append(subscribers, n.sip.SetInstances)
 	}
+	if cfg.Etcd != nil {
+		subscribers = append(subscribers, n.startEtcd(cfg))
+	}
 	n.members = membership.New(membership.Options{
 		Listen: cfg.Listen,
 		// The balancer may refuse a list: it must build its hashing table.
@@ -187,6 +192,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			Token:    cfg.Admin.Token,
 			Reload:   n.reload,
 			Logger:   log.Named("admin"),
+			Shared:   n.shared(),
 		})
 		if err != nil {
 			n.close()
@@ -248,6 +254,9 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 	}
 	servers = append(servers, func(ctx context.Context) error { n.health.Run(ctx); return nil })
 	servers = append(servers, func(ctx context.Context) error { n.file.Run(ctx); return nil })
+	if n.etcd != nil {
+		servers = append(servers, n.runEtcd)
+	}
 	servers = append(servers, func(ctx context.Context) error {
 		for {
 			select {
@@ -408,6 +417,9 @@ func cloneWeights(w map[string]int) map[string]int {
 func restartOnly(old, cfg *config.Config) error {
 	if !reflect.DeepEqual(old.Listen, cfg.Listen) {
 		return fmt.Errorf("%s: listen: changed; listeners are bound at start: restart clb to apply", cfg.File)
+	}
+	if !reflect.DeepEqual(old.Etcd, cfg.Etcd) {
+		return fmt.Errorf("%s: etcd: changed; the etcd session is made at start: restart clb to apply", cfg.File)
 	}
 	if old.HTTP != cfg.HTTP {
 		return fmt.Errorf("%s: http: changed; the HTTP front end's limits are set at start: restart clb to apply", cfg.File)

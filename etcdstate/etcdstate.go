@@ -1,0 +1,577 @@
+// Package etcdstate owns a clb node's session with etcd, the state every clb
+// node shares (SPEC section 11), through the official client
+// (go.etcd.io/etcd/client/v3):
+//
+//   - PREFIX/admin/NAME, {"state": "enable"|"disable"|"drain", "at": T}: the
+//     operator's last action on an instance. Act writes it (the admin API's
+//     enable, disable and drain, and so `clb ctl`'s, go through it when etcd
+//     is configured) and applies it at once; every node applies what its
+//     watch sees, with at as the ramp's moment, so all of them ramp alike.
+//   - PREFIX/instances/NAME, {"sip", "http", "weight", "started"}: an
+//     instance's own registration, under a lease it keeps alive (Register).
+//     State is a membership Source: it publishes the whole list of
+//     registrations each time it changes, and a new one is ramped from its
+//     started time (balancer.RampFrom), which every node reads alike.
+//
+// Run loads the prefix once (Get), then follows it from the next revision
+// (Watch); the client resumes a watch broken by an etcd restart from the
+// last revision it delivered, so a return costs no reload. Only a watch that
+// ends (its revision compacted) loads the prefix again, and what is applied
+// again is applied idempotently: an action is applied once per name and
+// revision, and a snapshot of instances is diffed by its consumers. While
+// etcd is unreachable, the node routes on the last state it had; Act refuses
+// (ErrUnreachable) rather than change this node alone, and Status, the log
+// and clb_etcd_up say so.
+//
+// Concurrency: a State is safe for concurrent use. Run's goroutines (the
+// watch and the probe of reachability) end with Run's context. State.mu
+// guards what it knows (actions, registrations, reachability) and is held
+// while an action is applied to the balancer, so that the order actions are
+// applied in is their revisions'. SetInstances is a membership subscriber,
+// called under the Fanout's lock; Run publishes without holding State.mu.
+// Lock order: membership Fanout.mu, then State.mu, then the balancer's.
+package etcdstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"gopkg.in/yaml.v3"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/membership"
+)
+
+// Registration is the value of PREFIX/instances/NAME.
+type Registration struct {
+	SIP     string    `json:"sip,omitempty"`  // transport://IP:PORT
+	HTTP    string    `json:"http,omitempty"` // http://IP:PORT
+	Weight  int       `json:"weight"`
+	Started time.Time `json:"started"`
+}
+
+// Action is the value of PREFIX/admin/NAME.
+type Action struct {
+	State string    `json:"state"` // enable, disable or drain
+	At    time.Time `json:"at"`
+	// From is the load factor an enable's or a drain's ramp starts from
+	// at At, as the node that decided it had it (SPEC section 3: from where
+	// it is), so that a node that missed what came before (it started
+	// later, or was cut off across a compaction) ramps alike. Written by
+	// clb; an action without it (another tool's) ramps from where the
+	// instance is on each node.
+	From *float64 `json:"from,omitempty"`
+}
+
+// The directories under the prefix.
+const (
+	adminDir     = "admin/"
+	instancesDir = "instances/"
+)
+
+// ErrUnreachable is etcd out of reach: an action is refused rather than
+// applied to one node only.
+var ErrUnreachable = errors.New("etcd unreachable")
+
+// probeInterval is how often Run checks that etcd answers (a linearizable
+// read, so a member without quorum counts as unreachable).
+const probeInterval = 500 * time.Millisecond
+
+// Options configure a State.
+type Options struct {
+	Config   config.Etcd
+	Balancer *balancer.Balancer
+	// Logger hears of reachability changes and of bad values; nil logs
+	// nothing.
+	Logger *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// State is a node's view of the shared state.
+type State struct {
+	o      Options
+	log    *zap.Logger
+	client atomic.Pointer[clientv3.Client] // while Run runs
+
+	mu        sync.Mutex
+	reachable bool
+	lastErr   string
+	revision  int64                   // the last revision seen
+	actions   map[string]action       // by instance name: the latest known
+	applied   map[string]int64        // by name: the revision of the action the balancer has
+	regs      map[string]registration // the registrations, by name
+	known     map[string]bool         // the names of the membership's last list
+	rampedAt  map[string]time.Time    // by name: the started time a registration was ramped from
+}
+
+type action struct {
+	Action
+	rev int64 // mod revision
+}
+
+type registration struct {
+	Registration
+	inst config.Instance
+}
+
+// New makes a State; Run connects it.
+func New(o Options) *State {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &State{o: o, log: o.Logger, lastErr: "not connected yet", actions: map[string]action{},
+		applied: map[string]int64{}, regs: map[string]registration{}, known: map[string]bool{},
+		rampedAt: map[string]time.Time{}}
+}
+
+// Status is what /api/v1/status says of etcd.
+type Status struct {
+	Reachable bool
+	// Error is why etcd is unreachable; empty when it is reachable.
+	Error string
+	// Revision is the last etcd revision this node has seen.
+	Revision int64
+}
+
+// Status is the state of the session now.
+func (s *State) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Reachable: s.reachable, Revision: s.revision}
+	if !s.reachable {
+		st.Error = s.lastErr
+	}
+	return st
+}
+
+// Up reports whether etcd answered last time it was asked (clb_etcd_up).
+func (s *State) Up() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reachable
+}
+
+// newClient connects to the configured endpoints; dialling does not block.
+// A lost connection is retried at most half a second apart, so a node
+// catches up within a second of etcd's return.
+func newClient(cfg config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		// The client's own retries are warnings of what Status says.
+		Logger: log.Named("client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: probeInterval},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
+	})
+}
+
+// Run connects to etcd and follows the prefix until ctx ends, publishing the
+// registered instances (a membership Source) and applying admin actions.
+// It returns when its goroutines have, with an error only if the client
+// cannot be made (a bad endpoint).
+func (s *State) Run(ctx context.Context, publish membership.Publish) error {
+	client, err := newClient(s.o.Config, s.log)
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	s.client.Store(client)
+	defer func() {
+		s.client.Store(nil)
+		_ = client.Close()
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.probe(ctx, client) })
+	s.follow(ctx, client, publish)
+	wg.Wait()
+	return nil
+}
+
+var _ membership.Source = (*State)(nil)
+
+// probe asks etcd every probeInterval whether it answers.
+func (s *State) probe(ctx context.Context, client *clientv3.Client) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.o.Config.DialTimeout)
+		res, err := client.Get(cctx, s.o.Config.Prefix+adminDir, clientv3.WithCountOnly())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.unreachable(err)
+		} else {
+			s.reached(res.Header.Revision)
+		}
+	}
+}
+
+// reached records an answer from etcd at revision rev.
+func (s *State) reached(rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reachedLocked(rev)
+}
+
+func (s *State) reachedLocked(rev int64) {
+	if rev > s.revision {
+		s.revision = rev
+	}
+	if !s.reachable {
+		s.reachable = true
+		s.log.Info("etcd reachable", zap.Int64("revision", s.revision))
+	}
+}
+
+// unreachable records a failed call.
+func (s *State) unreachable(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err.Error()
+	if s.reachable {
+		s.reachable = false
+		s.log.Warn("etcd unreachable; routing on the last state known", zap.Int64("revision", s.revision), zap.Error(err))
+	}
+}
+
+// follow loads the prefix and watches it from the next revision, again
+// whenever the watch ends (compaction), until ctx ends.
+func (s *State) follow(ctx context.Context, client *clientv3.Client, publish membership.Publish) {
+	retry := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		rev, err := s.load(ctx, client, publish)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.unreachable(err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+			retry = min(2*retry, 2*time.Second)
+			continue
+		}
+		retry = 100 * time.Millisecond
+		if err := s.watch(ctx, client, publish, rev+1); err != nil && ctx.Err() == nil {
+			s.log.Warn("etcd watch ended; loading the prefix again", zap.Int64("revision", rev), zap.Error(err))
+		}
+	}
+}
+
+// load reads the whole prefix, publishes its registrations and applies its
+// actions, and returns the revision read.
+func (s *State) load(ctx context.Context, client *clientv3.Client, publish membership.Publish) (int64, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.o.Config.DialTimeout)
+	res, err := client.Get(cctx, s.o.Config.Prefix, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	s.reachedLocked(res.Header.Revision)
+	s.regs = map[string]registration{}
+	for _, kv := range res.Kvs {
+		s.putLocked(string(kv.Key), kv.Value, kv.ModRevision)
+	}
+	list := s.listLocked()
+	s.mu.Unlock()
+	s.publish(publish, list)
+	s.applyPending()
+	return res.Header.Revision, nil
+}
+
+// watch follows the prefix from rev until the watch ends.
+func (s *State) watch(ctx context.Context, client *clientv3.Client, publish membership.Publish, rev int64) error {
+	// Not WithRequireLeader: a member that restarts has no leader for a
+	// moment, and the watch would end (and the prefix be loaded again) at
+	// every return; the probe tells a member without quorum.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for res := range client.Watch(wctx, s.o.Config.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+		if err := res.Err(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.reachedLocked(res.Header.Revision)
+		instances := false
+		for _, ev := range res.Events {
+			key := string(ev.Kv.Key)
+			instances = instances || strings.HasPrefix(key, s.o.Config.Prefix+instancesDir)
+			if ev.Type == clientv3.EventTypeDelete {
+				s.deleteLocked(key)
+			} else {
+				s.putLocked(key, ev.Kv.Value, ev.Kv.ModRevision)
+			}
+		}
+		var list []config.Instance
+		if instances {
+			list = s.listLocked()
+		}
+		s.mu.Unlock()
+		if instances {
+			s.publish(publish, list)
+		}
+		s.applyPending()
+	}
+	return ctx.Err()
+}
+
+// putLocked takes in a key's value; a bad one is logged and ignored.
+func (s *State) putLocked(key string, value []byte, rev int64) {
+	rest, ok := strings.CutPrefix(key, s.o.Config.Prefix)
+	if !ok {
+		return
+	}
+	if name, ok := strings.CutPrefix(rest, adminDir); ok {
+		var a Action
+		if err := json.Unmarshal(value, &a); err != nil || !validAction(a.State) || a.At.IsZero() {
+			s.log.Error("bad admin action in etcd; ignored", zap.String("key", key), zap.ByteString("value", value), zap.Error(err))
+			return
+		}
+		if old, ok := s.actions[name]; !ok || rev > old.rev {
+			s.actions[name] = action{a, rev}
+		}
+		return
+	}
+	if name, ok := strings.CutPrefix(rest, instancesDir); ok {
+		reg, err := parseRegistration(name, value)
+		if err != nil {
+			s.log.Error("bad instance registration in etcd; ignored", zap.String("key", key), zap.ByteString("value", value), zap.Error(err))
+			delete(s.regs, name)
+			return
+		}
+		s.regs[name] = reg
+	}
+}
+
+// deleteLocked takes in a deleted key (a registration whose lease expired).
+func (s *State) deleteLocked(key string) {
+	rest, _ := strings.CutPrefix(key, s.o.Config.Prefix)
+	if name, ok := strings.CutPrefix(rest, instancesDir); ok {
+		delete(s.regs, name)
+	}
+	if name, ok := strings.CutPrefix(rest, adminDir); ok {
+		delete(s.actions, name) // the instance keeps the state it has
+	}
+}
+
+// listLocked is the registered instances, by name.
+func (s *State) listLocked() []config.Instance {
+	list := make([]config.Instance, 0, len(s.regs))
+	for _, r := range s.regs {
+		list = append(list, r.inst)
+	}
+	slices.SortFunc(list, func(a, b config.Instance) int { return strings.Compare(a.Name, b.Name) })
+	return list
+}
+
+// publish hands the registered instances to the membership fan-out, which
+// may refuse them (a registration that clashes with clb's listeners): the
+// refusal is logged.
+func (s *State) publish(publish membership.Publish, list []config.Instance) {
+	if err := publish(list); err != nil {
+		s.log.Error("registered instances refused; the previous list stays", zap.Error(err))
+	}
+}
+
+// SetInstances is given the membership's every list (a subscriber): an
+// instance that is new to it gets the admin action etcd holds for it, and a
+// registered one is ramped from the time it started.
+func (s *State) SetInstances(instances []config.Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known := make(map[string]bool, len(instances))
+	for _, inst := range instances {
+		known[inst.Name] = true
+	}
+	for name := range s.known {
+		if !known[name] { // removed: a return starts anew
+			delete(s.applied, name)
+			delete(s.rampedAt, name)
+		}
+	}
+	s.known = known
+	now := s.o.Now()
+	for _, inst := range instances {
+		reg, ok := s.regs[inst.Name]
+		if !ok || reg.inst != inst || reg.Started.IsZero() || s.rampedAt[inst.Name].Equal(reg.Started) {
+			continue // not registered, the file's, or ramped from then already
+		}
+		s.rampedAt[inst.Name] = reg.Started
+		if err := s.o.Balancer.RampFrom(inst.Name, reg.Started, now); err != nil {
+			s.log.Warn("ramp of a registered instance", zap.String("instance", inst.Name), zap.Error(err))
+		}
+	}
+	s.applyPendingLocked()
+}
+
+// applyPending applies every action the balancer does not have yet.
+func (s *State) applyPending() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applyPendingLocked()
+}
+
+func (s *State) applyPendingLocked() {
+	for name, a := range s.actions {
+		if a.rev > s.applied[name] && s.known[name] {
+			s.applyLocked(name, a)
+		}
+	}
+}
+
+// applyLocked gives the balancer an action, ramping from its at.
+func (s *State) applyLocked(name string, a action) {
+	var f func(string, time.Time) error
+	switch {
+	case a.State == "enable" && a.From != nil:
+		f = func(name string, at time.Time) error { return s.o.Balancer.EnableFrom(name, *a.From, at, s.o.Now()) }
+	case a.State == "drain" && a.From != nil:
+		f = func(name string, at time.Time) error { return s.o.Balancer.DrainFrom(name, *a.From, at, s.o.Now()) }
+	case a.State == "enable":
+		f = s.o.Balancer.Enable
+	case a.State == "disable":
+		f = s.o.Balancer.Disable
+	case a.State == "drain":
+		f = s.o.Balancer.Drain
+	}
+	if err := f(name, a.At); err != nil {
+		if !errors.Is(err, balancer.ErrUnknownInstance) {
+			s.log.Error("admin action from etcd", zap.String("instance", name), zap.String("action", a.State), zap.Error(err))
+		}
+		return // unknown: applied when the instance appears
+	}
+	s.applied[name] = a.rev
+	s.log.Info("admin action applied", zap.String("instance", name), zap.String("action", a.State),
+		zap.Time("at", a.At), zap.Int64("revision", a.rev))
+}
+
+// Act writes an admin action for every node and applies it here, with now
+// as its moment; it answers once etcd has it. An action that changes
+// nothing here (a drain of a draining instance) is not written. With etcd
+// out of reach it changes nothing and its error wraps ErrUnreachable; for
+// an instance this node does not know it wraps balancer.ErrUnknownInstance.
+func (s *State) Act(name, state string, now time.Time) error {
+	if !validAction(state) {
+		return fmt.Errorf("action %q: want enable, disable or drain", state)
+	}
+	if !s.knows(name) {
+		return fmt.Errorf("%w %q", balancer.ErrUnknownInstance, name)
+	}
+	a := Action{State: state, At: now.UTC().Round(time.Millisecond)}
+	if change, err := s.decide(name, &a); err != nil || !change {
+		return err
+	}
+	client := s.client.Load()
+	if client == nil {
+		return fmt.Errorf("%w: not connected", ErrUnreachable)
+	}
+	value, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.Config.DialTimeout)
+	defer cancel()
+	res, err := client.Put(ctx, s.o.Config.Prefix+adminDir+name, string(value))
+	if err != nil {
+		s.unreachable(err)
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reachedLocked(res.Header.Revision)
+	if old, ok := s.actions[name]; !ok || res.Header.Revision > old.rev {
+		s.actions[name] = action{a, res.Header.Revision}
+	}
+	s.applyPendingLocked()
+	return nil
+}
+
+// decide says whether a changes the instance here, and sets its From as
+// Enable and Drain would start their ramps here at a.At.
+func (s *State) decide(name string, a *Action) (bool, error) {
+	var st balancer.InstanceStatus
+	found := false
+	for _, is := range s.o.Balancer.Table().Status(a.At) {
+		if is.Instance.Name == name {
+			st, found = is, true
+		}
+	}
+	if !found {
+		return false, fmt.Errorf("%w %q", balancer.ErrUnknownInstance, name)
+	}
+	from := st.Factor
+	switch {
+	case st.State == balancer.Down:
+		return true, nil // its admin state is hidden: each node applies it as it can
+	case a.State == "enable" && st.State == balancer.Disabled:
+		from = 0
+	case a.State == "enable":
+		if st.State != balancer.Draining {
+			return false, nil
+		}
+	case a.State == "drain":
+		if st.State == balancer.Draining || st.State == balancer.Disabled {
+			return false, nil
+		}
+	case a.State == "disable":
+		return st.State != balancer.Disabled, nil
+	}
+	a.From = &from
+	return true, nil
+}
+
+func (s *State) knows(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.known[name]
+}
+
+func validAction(state string) bool {
+	return state == "enable" || state == "disable" || state == "drain"
+}
+
+// parseRegistration reads PREFIX/instances/NAME's value.
+func parseRegistration(name string, value []byte) (registration, error) {
+	r := registration{Registration: Registration{Weight: config.DefaultWeight}}
+	if err := json.Unmarshal(value, &r.Registration); err != nil {
+		return r, err
+	}
+	r.inst = config.Instance{Name: name, Weight: r.Weight}
+	if r.SIP != "" {
+		if err := r.inst.SIP.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: r.SIP}); err != nil {
+			return r, fmt.Errorf("sip: %w", err)
+		}
+	}
+	if r.HTTP != "" {
+		if err := r.inst.HTTP.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: r.HTTP}); err != nil {
+			return r, fmt.Errorf("http: %w", err)
+		}
+	}
+	return r, nil
+}
