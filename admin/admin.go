@@ -396,8 +396,11 @@ func (s *Server) clusterWeight(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.o.ClusterWeight(name, weight); err != nil {
 		status := http.StatusBadRequest
-		if errors.Is(err, balancer.ErrUnknownCluster) {
+		switch {
+		case errors.Is(err, balancer.ErrUnknownCluster):
 			status = http.StatusNotFound
+		case errors.Is(err, ErrUnavailable):
+			status = http.StatusServiceUnavailable
 		}
 		writeError(w, status, err.Error())
 		return

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,26 @@ func TestClusterWeight(t *testing.T) {
 	single := start(t, Options{})
 	if st := single.status(); len(st.Clusters) != 1 || st.Clusters[0].Name != config.DefaultCluster || st.Clusters[0].Weight != 100 {
 		t.Errorf("single cluster %+v", st.Clusters)
+	}
+}
+
+// TestClusterWeightUnavailable: a weight the shared state cannot take (etcd
+// out of reach) is answered 503 with its reason, and changes nothing.
+func TestClusterWeightUnavailable(t *testing.T) {
+	in := instances()
+	in[0].Cluster, in[1].Cluster, in[2].Cluster = "blue", "blue", "green"
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, Options{Balancer: bal, ClusterWeight: func(string, int) error {
+		return Unavailable(errors.New("etcd unreachable: context deadline exceeded"))
+	}})
+	code, body := f.call("POST", "/api/v1/clusters/blue/weight?value=0", nil)
+	if code != 503 || !strings.Contains(body, "etcd unreachable") {
+		t.Errorf("got %d %s, want 503 saying etcd is unreachable", code, body)
+	}
+	if c, _ := bal.Table().Cluster("blue"); c.Weight != 100 {
+		t.Errorf("blue's weight %d after a refusal, want 100", c.Weight)
 	}
 }

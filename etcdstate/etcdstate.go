@@ -7,6 +7,9 @@
 //     enable, disable and drain, and so `clb ctl`'s, go through it when etcd
 //     is configured) and applies it at once; every node applies what its
 //     watch sees, with at as the ramp's moment, so all of them ramp alike.
+//   - PREFIX/clusters/NAME, {"weight": W, "at": T}: a cluster's share of
+//     new sessions set at run time (SPEC section 13); SetClusterWeight
+//     writes it and every node applies it from its watch.
 //   - PREFIX/instances/NAME, {"sip", "http", "weight", "started"}: an
 //     instance's own registration, under a lease it keeps alive (Register).
 //     State is a membership Source: it publishes the whole list of
@@ -115,6 +118,10 @@ type State struct {
 	regs      map[string]registration // the registrations, by name
 	known     map[string]bool         // the names of the membership's last list
 	rampedAt  map[string]time.Time    // by name: the started time a registration was ramped from
+	// weights are the clusters' weights set at run time, by name, and
+	// appliedWeights the revision of the one the balancer has.
+	weights        map[string]clusterWeight
+	appliedWeights map[string]int64
 }
 
 type action struct {
@@ -137,7 +144,7 @@ func New(o Options) *State {
 	}
 	return &State{o: o, log: o.Logger, lastErr: "not connected yet", actions: map[string]action{},
 		applied: map[string]int64{}, regs: map[string]registration{}, known: map[string]bool{},
-		rampedAt: map[string]time.Time{}}
+		rampedAt: map[string]time.Time{}, weights: map[string]clusterWeight{}, appliedWeights: map[string]int64{}}
 }
 
 // Status is what /api/v1/status says of etcd.
@@ -358,6 +365,10 @@ func (s *State) putLocked(key string, value []byte, rev int64) {
 		}
 		return
 	}
+	if name, ok := strings.CutPrefix(rest, clustersDir); ok {
+		s.putClusterLocked(key, name, value, rev)
+		return
+	}
 	if name, ok := strings.CutPrefix(rest, instancesDir); ok {
 		reg, err := parseRegistration(name, value)
 		if err != nil {
@@ -438,6 +449,7 @@ func (s *State) applyPending() {
 }
 
 func (s *State) applyPendingLocked() {
+	s.applyWeightsLocked()
 	for name, a := range s.actions {
 		if a.rev > s.applied[name] && s.known[name] {
 			s.applyLocked(name, a)

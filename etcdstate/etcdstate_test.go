@@ -43,7 +43,14 @@ func file() []config.Instance {
 // to have read etcd once.
 func startNode(t *testing.T, endpoint, name string) *node {
 	t.Helper()
-	bal, err := balancer.New(file(), params)
+	return startNodeWith(t, endpoint, name, file(), nil)
+}
+
+// startNodeWith is startNode with the file's instances in and, if weights
+// is set, its clusters' weights.
+func startNodeWith(t *testing.T, endpoint, name string, in []config.Instance, weights map[string]int) *node {
+	t.Helper()
+	bal, err := balancer.NewClusters(in, weights, params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,12 +61,12 @@ func startNode(t *testing.T, endpoint, name string) *node {
 		Balancer: bal,
 		Logger:   logger.Named(name),
 	})
-	n.state.SetInstances(file())
+	n.state.SetInstances(in)
 	fan := membership.New(membership.Options{
 		Gate:        func(in []config.Instance) error { return bal.Update(in, params, time.Now()) },
 		Subscribers: []func([]config.Instance){n.state.SetInstances, func(in []config.Instance) { n.lists <- in }},
 	})
-	fan.Source("file", file())
+	fan.Source("file", in)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- fan.Run(ctx, "etcd", n.state) }()

@@ -41,6 +41,21 @@ func (n *node) shared() *admin.Shared {
 	}
 }
 
+// sharedClusterWeight sets a cluster's weight through etcd, so that every
+// node applies it (SPEC sections 11 and 13); nil without etcd.
+func (n *node) sharedClusterWeight() func(string, int) error {
+	if n.etcd == nil {
+		return nil
+	}
+	return func(name string, weight int) error {
+		err := n.etcd.SetClusterWeight(name, weight)
+		if errors.Is(err, etcdstate.ErrUnreachable) {
+			return admin.Unavailable(err)
+		}
+		return err
+	}
+}
+
 // runEtcd follows etcd until ctx ends: its registrations are the
 // membership's second source, after the file.
 func (n *node) runEtcd(ctx context.Context) error {

@@ -193,6 +193,8 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			Reload:   n.reload,
 			Logger:   log.Named("admin"),
 			Shared:   n.shared(),
+			// nil without etcd: the balancer's, this node alone.
+			ClusterWeight: n.sharedClusterWeight(),
 		})
 		if err != nil {
 			n.close()
