@@ -105,3 +105,30 @@ func benchmarkCall(b *testing.B, access *accesslog.Log) {
 		}
 	}
 }
+
+// BenchmarkFloodRefused is the proxy's work for one request of a source
+// over its SIP rate: what a flood costs the reader (answered 503).
+func BenchmarkFloodRefused(b *testing.B) {
+	clb := netip.MustParseAddrPort("127.0.0.1:5060")
+	in := []config.Instance{{Name: "inst1", Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{
+		Transport: "udp", Host: "127.0.0.2", Port: 5071}}}}
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newProxy(ProxyOptions{Balancer: bal, Instances: in,
+		Limits: config.Limits{SIP: config.SIPLimits{Rate: 1, Burst: 1}}}, &discard{})
+	flooder := netip.MustParseAddrPort("198.51.100.7:5060")
+	msg := []byte("OPTIONS sip:service@127.0.0.1:5060 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-flood-1;rport\r\n" +
+		"From: <sip:scan@198.51.100.7>;tag=f1\r\nTo: <sip:service@127.0.0.1>\r\n" +
+		"Call-ID: flood-1@198.51.100.7\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n" +
+		"User-Agent: some phone\r\nContent-Length: 0\r\n\r\n")
+	local := endpoint{"udp", clb}
+	var sc scratch
+	p.handle(&inbound{data: msg, local: local, src: flooder}, &sc) // the burst's one
+	b.ReportAllocs()
+	for b.Loop() {
+		p.handle(&inbound{data: msg, local: local, src: flooder}, &sc)
+	}
+}

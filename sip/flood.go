@@ -7,6 +7,7 @@ import (
 
 	"clb/config"
 	"clb/limits"
+	"clb/metrics"
 )
 
 // flood is the SIP flood control of SPEC section 12, swapped whole on
@@ -31,7 +32,7 @@ func (p *Proxy) admit(in *inbound, sc *scratch, v *view, inDialog bool) bool {
 		p.metrics.Error("sip", "scanner")
 		return false
 	}
-	if f.limiter == nil {
+	if f.limiter == nil || sc.admitted {
 		return true
 	}
 	r := f.limiter.Take(in.src.Addr(), inDialog, p.now())
@@ -47,6 +48,50 @@ func (p *Proxy) admit(in *inbound, sc *scratch, v *view, inDialog bool) bool {
 	}
 	p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: f.limiter.RetryAfter(), kind: "rate_limited"})
 	return false
+}
+
+// refuseEarly applies flood control before the request is parsed, which
+// is most of what a message costs (sipgo's field parsers): a source over
+// its rate is refused at the cost of the wire scan, so that a flood takes
+// less of the reader from everyone else. It takes the token of a request
+// that may not be inside a dialog (none carries clb's bekey parameter) and
+// does not come from an instance's host; admit decides the others, and
+// those it let through here (sc.admitted). True: refused (answered 503, or
+// dropped).
+func (p *Proxy) refuseEarly(in *inbound, sc *scratch) bool {
+	f := p.flood.Load()
+	w := &sc.wire
+	start := w.data[:min(w.startLine, len(w.data))]
+	if f.limiter == nil || len(start) == 0 || bytes.HasPrefix(start, []byte("SIP/")) ||
+		bytes.Contains(w.data, []byte(paramKey+"=")) || p.settings.Load().hosts[in.src.Addr()] {
+		return false
+	}
+	if i := w.first(fieldMaxForwards); i >= 0 {
+		if mf, ok := digits(w.value(w.lines[i]), 1<<32-1); ok && mf == 0 {
+			return false // answered 483 whatever the rate, as the full path does
+		}
+	}
+	if f.dropScanners && isScanner(w.header("user-agent")) {
+		p.metrics.Error("sip", "scanner")
+		return true
+	}
+	r := f.limiter.Take(in.src.Addr(), false, p.now())
+	if r.Verdict == limits.Allow {
+		sc.admitted = true
+		return false
+	}
+	if r.Log {
+		p.log.Warn("source over its SIP rate", zap.Stringer("source", in.src.Addr()), zap.Uint64("limited", r.Limited))
+	}
+	method, _, _ := bytes.Cut(start, sp)
+	if string(method) == "ACK" {
+		p.metrics.Error("sip", "rate_limited")
+		return true
+	}
+	v := &sc.view
+	*v = view{w: w, request: true, method: metrics.Method(method), maxFwd: -1}
+	p.reply(in, sc, v, refusal{code: 503, reason: "Service Unavailable", retryAfter: f.limiter.RetryAfter(), kind: "rate_limited"})
+	return true
 }
 
 // scanners are User-Agent words of SIP scanning tools, lower case.

@@ -65,6 +65,9 @@ type sender interface {
 type settings struct {
 	rules  *policy.Rules
 	byAddr map[endpoint]*config.Instance // instances with a SIP address
+	// hosts are those instances' IP addresses: what flood control must
+	// not refuse before it knows whether an instance sent a request.
+	hosts map[netip.Addr]bool
 }
 
 // scratch is one reader goroutine's reusable memory: handling a message
@@ -73,7 +76,9 @@ type scratch struct {
 	wire wire
 	view view
 	out  []byte
-	line accesslog.Line
+	// admitted: flood control took this request's token already.
+	admitted bool
+	line     accesslog.Line
 }
 
 // Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
@@ -154,7 +159,8 @@ func newProxy(o ProxyOptions, net sender) *Proxy {
 
 // reload replaces the key rules and the configured instances at once.
 func (p *Proxy) reload(rules []config.Rule, in []config.Instance) {
-	p.settings.Store(&settings{rules: policy.Compile(rules), byAddr: bySIPAddr(in)})
+	byAddr := bySIPAddr(in)
+	p.settings.Store(&settings{rules: policy.Compile(rules), byAddr: byAddr, hosts: hostsOf(byAddr)})
 }
 
 // setInstances replaces the instances and keeps the rules; setRules the
@@ -164,7 +170,7 @@ func (p *Proxy) setInstances(in []config.Instance) {
 	byAddr := bySIPAddr(in)
 	for {
 		old := p.settings.Load()
-		if p.settings.CompareAndSwap(old, &settings{rules: old.rules, byAddr: byAddr}) {
+		if p.settings.CompareAndSwap(old, &settings{rules: old.rules, byAddr: byAddr, hosts: hostsOf(byAddr)}) {
 			return
 		}
 	}
@@ -174,10 +180,18 @@ func (p *Proxy) setRules(rules []config.Rule) {
 	compiled := policy.Compile(rules)
 	for {
 		old := p.settings.Load()
-		if p.settings.CompareAndSwap(old, &settings{rules: compiled, byAddr: old.byAddr}) {
+		if p.settings.CompareAndSwap(old, &settings{rules: compiled, byAddr: old.byAddr, hosts: old.hosts}) {
 			return
 		}
 	}
+}
+
+func hostsOf(byAddr map[endpoint]*config.Instance) map[netip.Addr]bool {
+	hosts := make(map[netip.Addr]bool, len(byAddr))
+	for e := range byAddr {
+		hosts[e.addr.Addr()] = true
+	}
+	return hosts
 }
 
 func bySIPAddr(in []config.Instance) map[endpoint]*config.Instance {
@@ -195,6 +209,10 @@ func bySIPAddr(in []config.Instance) map[endpoint]*config.Instance {
 func (p *Proxy) handle(in *inbound, sc *scratch) {
 	sc.wire = scan(in.data, sc.wire.lines)
 	v := &sc.view
+	sc.admitted = false
+	if p.refuseEarly(in, sc) {
+		return
+	}
 	r, ok := p.parse(&sc.wire, v)
 	switch {
 	case !v.request && ok:
