@@ -1,7 +1,6 @@
 package etcdstate
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,28 +68,16 @@ func (s *State) SetClusterWeight(name string, weight int) error {
 	if weight < 0 {
 		return fmt.Errorf("weight %d: must not be negative", weight)
 	}
-	client := s.client.Load()
-	if client == nil {
-		return fmt.Errorf("%w: not connected", ErrUnreachable)
-	}
-	value, err := json.Marshal(ClusterWeight{Weight: weight, At: s.o.Now().UTC().Round(time.Millisecond)})
+	w := ClusterWeight{Weight: weight, At: s.o.Now().UTC().Round(time.Millisecond)}
+	rev, err := s.put(clustersDir+name, w)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.o.Config.DialTimeout)
-	defer cancel()
-	res, err := client.Put(ctx, s.o.Config.Prefix+clustersDir+name, string(value))
-	if err != nil {
-		s.unreachable(err)
-		return fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reachedLocked(res.Header.Revision)
-	var w ClusterWeight
-	_ = json.Unmarshal(value, &w)
-	if old, ok := s.weights[name]; !ok || res.Header.Revision > old.rev {
-		s.weights[name] = clusterWeight{w, res.Header.Revision}
+	s.reachedLocked(rev)
+	if old, ok := s.weights[name]; !ok || rev > old.rev {
+		s.weights[name] = clusterWeight{w, rev}
 	}
 	s.applyWeightsLocked()
 	return nil

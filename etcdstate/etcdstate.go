@@ -499,29 +499,40 @@ func (s *State) Act(name, state string, now time.Time) error {
 	if change, err := s.decide(name, &a); err != nil || !change {
 		return err
 	}
-	client := s.client.Load()
-	if client == nil {
-		return fmt.Errorf("%w: not connected", ErrUnreachable)
-	}
-	value, err := json.Marshal(a)
+	rev, err := s.put(adminDir+name, a)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.o.Config.DialTimeout)
-	defer cancel()
-	res, err := client.Put(ctx, s.o.Config.Prefix+adminDir+name, string(value))
-	if err != nil {
-		s.unreachable(err)
-		return fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reachedLocked(res.Header.Revision)
-	if old, ok := s.actions[name]; !ok || res.Header.Revision > old.rev {
-		s.actions[name] = action{a, res.Header.Revision}
+	s.reachedLocked(rev)
+	if old, ok := s.actions[name]; !ok || rev > old.rev {
+		s.actions[name] = action{a, rev}
 	}
 	s.applyPendingLocked()
 	return nil
+}
+
+// put writes v, as JSON, under the prefix's key for every node and returns
+// the revision etcd gave it; with etcd out of reach its error wraps
+// ErrUnreachable.
+func (s *State) put(key string, v any) (int64, error) {
+	client := s.client.Load()
+	if client == nil {
+		return 0, fmt.Errorf("%w: not connected", ErrUnreachable)
+	}
+	value, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.Config.DialTimeout)
+	defer cancel()
+	res, err := client.Put(ctx, s.o.Config.Prefix+key, string(value))
+	if err != nil {
+		s.unreachable(err)
+		return 0, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	return res.Header.Revision, nil
 }
 
 // decide says whether a changes the instance here, and sets its From as
