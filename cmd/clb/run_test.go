@@ -242,26 +242,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run")
 	}
-	cmd := exec.Command(os.Args[0], "demo")
-	cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("clb demo: %v\n%s", err, out.String())
-		}
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("clb demo did not end within 2 minutes:\n%s", out.String())
-	}
-	text := out.String()
+	text := demoAccount(t)
 	for _, want := range []string{"status page: http://127.0.0.1:", "(its replica partner)", "is back on",
 		"load factor 0.25 → 0.50 → 0.75 → 1.00", "8 of 8 dialogs ended with 200 to BYE", ": 0 lost."} {
 		if !strings.Contains(text, want) {
@@ -277,7 +258,24 @@ func TestDemoUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run")
 	}
-	cmd := exec.Command(os.Args[0], "demo", "-upgrade")
+	text := demoAccount(t, "-upgrade")
+	for _, want := range []string{"POST /api/v1/clusters/blue/weight?value=0", "(new) dialog and web session on green",
+		"(its replica partner, in blue)", "blue   weight   0, 6 sessions", "green  weight 100, 4 sessions", "blue is empty", ": 0 lost."} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the account lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "(new) dialog and web session on blue") {
+		t.Errorf("a new session started on closed blue:\n%s", text)
+	}
+}
+
+// demoAccount runs clb demo with args as a process, fails the test unless it
+// exits 0 within 2 minutes, and returns its account.
+func demoAccount(t *testing.T, args ...string) string {
+	t.Helper()
+	name := strings.Join(append([]string{"clb demo"}, args...), " ")
+	cmd := exec.Command(os.Args[0], append([]string{"demo"}, args...)...)
 	cmd.Env = append(os.Environ(), "CLB_TEST_MAIN=1")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -289,21 +287,12 @@ func TestDemoUpgrade(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("clb demo -upgrade: %v\n%s", err, out.String())
+			t.Fatalf("%s: %v\n%s", name, err, out.String())
 		}
 	case <-time.After(2 * time.Minute):
 		_ = cmd.Process.Kill()
 		<-done
-		t.Fatalf("clb demo -upgrade did not end within 2 minutes:\n%s", out.String())
+		t.Fatalf("%s did not end within 2 minutes:\n%s", name, out.String())
 	}
-	text := out.String()
-	for _, want := range []string{"POST /api/v1/clusters/blue/weight?value=0", "(new) dialog and web session on green",
-		"(its replica partner, in blue)", "blue   weight   0, 6 sessions", "green  weight 100, 4 sessions", "blue is empty", ": 0 lost."} {
-		if !strings.Contains(text, want) {
-			t.Errorf("the account lacks %q:\n%s", want, text)
-		}
-	}
-	if strings.Contains(text, "(new) dialog and web session on blue") {
-		t.Errorf("a new session started on closed blue:\n%s", text)
-	}
+	return out.String()
 }
