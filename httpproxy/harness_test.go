@@ -3,7 +3,9 @@ package httpproxy
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -303,4 +305,19 @@ func readResponse(t *testing.T, conn net.Conn) *http.Response {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// echoWebSocket is a back end's answer to a WebSocket upgrade: 101 with the
+// handshake's accept key (RFC 6455 4.2.2), then every byte echoed.
+func echoWebSocket(w http.ResponseWriter, r *http.Request) {
+	sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		base64.StdEncoding.EncodeToString(sum[:]))
+	rw.Flush()
+	_, _ = io.Copy(conn, rw)
 }

@@ -3,9 +3,7 @@ package httpproxy
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
 	"crypto/tls"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -213,18 +211,7 @@ func TestHTTPSHTTP1AndWebSocket(t *testing.T) {
 		t.Errorf("X-Forwarded-Proto %q", got.Header.Get("X-Forwarded-Proto"))
 	}
 	for _, b := range c.backends {
-		b.handle = func(w http.ResponseWriter, r *http.Request) {
-			sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-			conn, rw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-				base64.StdEncoding.EncodeToString(sum[:]))
-			rw.Flush()
-			_, _ = io.Copy(conn, rw)
-		}
+		b.handle = echoWebSocket
 	}
 	d := c.bal.Table().RouteFor(balancer.HTTP, "ws-user", "", time.Now())
 	before := c.backends[d.Owner.Name].count()

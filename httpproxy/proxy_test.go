@@ -2,8 +2,6 @@ package httpproxy
 
 import (
 	"bufio"
-	"crypto/sha1"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -291,16 +289,7 @@ func TestWebSocket(t *testing.T) {
 				http.Error(w, "not an upgrade", 400)
 				return
 			}
-			sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-			conn, rw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-				base64.StdEncoding.EncodeToString(sum[:]))
-			rw.Flush()
-			_, _ = io.Copy(conn, rw) // echo
+			echoWebSocket(w, r)
 		}
 	}
 	conn := dialRaw(t, c.server.Addr())
