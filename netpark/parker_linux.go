@@ -1,0 +1,279 @@
+package netpark
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Parker holds parked connections in one epoll set; the zero value is not
+// usable, and a nil *Parker parks nothing (Park fails with ErrUnsupported).
+type Parker struct {
+	epfd, efd int // the epoll set, and the eventfd that wakes Run
+	tick      time.Duration
+	// ctl is held (shared) by every epoll_ctl and (exclusive) to close
+	// epfd, so that no Park adds to a closed, or reused, descriptor.
+	ctl sync.RWMutex
+
+	mu      sync.Mutex
+	entries map[uint64]*entry // by id, the epoll event's data
+	buckets map[int64]*entry  // deadline tick -> list of entries
+	nextID  uint64            // 0 is the eventfd's
+	closed  bool
+}
+
+// entry is one parked connection.
+type entry struct {
+	id           uint64
+	rc           syscall.RawConn
+	wake, expire func()
+	tick         int64 // its bucket, 0 for none
+	prev, next   *entry
+}
+
+// New opens the epoll set; Run must then run until Close.
+func New(o Options) (*Parker, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN} // data 0: the eventfd
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(efd)
+		unix.Close(epfd)
+		return nil, err
+	}
+	return &Parker{
+		epfd: epfd, efd: efd, tick: o.tick(),
+		entries: map[uint64]*entry{}, buckets: map[int64]*entry{}, nextID: 1,
+	}, nil
+}
+
+// Park hands c over until it is readable (wake) or deadline passes (expire;
+// a zero deadline never passes). An error leaves c with the caller, and
+// neither function is called.
+func (p *Parker) Park(c net.Conn, deadline time.Time, wake, expire func()) error {
+	if p == nil {
+		return ErrUnsupported
+	}
+	rc, err := rawConnOf(c)
+	if err != nil {
+		return err
+	}
+	e := &entry{rc: rc, wake: wake, expire: expire}
+	if !deadline.IsZero() {
+		e.tick = p.tickOf(deadline)
+	}
+	// In the table before the socket is in the set: an event may come at
+	// once, and Run must find its entry.
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	e.id = p.nextID
+	p.nextID++
+	p.entries[e.id] = e
+	p.link(e)
+	first := len(p.entries) == 1
+	p.mu.Unlock()
+	if first {
+		p.poke() // Run may be waiting without a timeout
+	}
+	ctlErr := ErrClosed
+	p.ctl.RLock()
+	if p.epfd >= 0 {
+		err = rc.Control(func(fd uintptr) {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
+			ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		})
+	}
+	p.ctl.RUnlock()
+	if err == nil {
+		err = ctlErr
+	}
+	if err == nil {
+		return nil
+	}
+	p.mu.Lock()
+	mine := p.entries[e.id] == e
+	if mine {
+		p.unlink(e)
+	}
+	p.mu.Unlock()
+	if !mine {
+		return nil // expired meanwhile (closed, or its deadline passed): expire has it
+	}
+	return err
+}
+
+// Len is the number of parked connections.
+func (p *Parker) Len() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.entries)
+}
+
+// Close stops Run, which expires every connection still parked; Park fails
+// from now on. It does not wait for Run.
+func (p *Parker) Close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.poke()
+}
+
+func (p *Parker) poke() {
+	one := [8]byte{1}
+	p.ctl.RLock()
+	if p.epfd >= 0 {
+		_, _ = unix.Write(p.efd, one[:])
+	}
+	p.ctl.RUnlock()
+}
+
+// Run waits for parked connections to become readable or expire until
+// Close, then expires the rest and releases the epoll set.
+func (p *Parker) Run() {
+	if p == nil {
+		return
+	}
+	defer func() {
+		p.mu.Lock()
+		rest := make([]*entry, 0, len(p.entries))
+		for _, e := range p.entries {
+			p.unlink(e)
+			rest = append(rest, e)
+		}
+		p.mu.Unlock()
+		for _, e := range rest {
+			p.release(e)
+			e.expire()
+		}
+		p.ctl.Lock()
+		unix.Close(p.efd)
+		unix.Close(p.epfd)
+		p.epfd = -1
+		p.ctl.Unlock()
+	}()
+	events := make([]unix.EpollEvent, 256)
+	var woken, expired []*entry
+	for {
+		p.mu.Lock()
+		closed, waiting := p.closed, len(p.entries) > 0
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+		msec := -1
+		if waiting {
+			msec = int(max(p.tick/time.Millisecond, 1))
+		}
+		n, err := unix.EpollWait(p.epfd, events, msec)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return // the set is broken: expire everything rather than hold it
+		}
+		woken, expired = woken[:0], expired[:0]
+		now := time.Now().UnixNano() / int64(p.tick) // buckets at or before it have passed
+		p.mu.Lock()
+		for _, ev := range events[:max(n, 0)] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == 0 {
+				var b [8]byte
+				_, _ = unix.Read(p.efd, b[:])
+				continue
+			}
+			if e := p.entries[id]; e != nil {
+				p.unlink(e)
+				woken = append(woken, e)
+			}
+		}
+		for t, e := range p.buckets {
+			if t > now {
+				continue
+			}
+			for e != nil {
+				next := e.next
+				p.unlink(e)
+				expired = append(expired, e)
+				e = next
+			}
+		}
+		p.mu.Unlock()
+		for _, e := range woken {
+			p.release(e)
+			e.wake()
+		}
+		for _, e := range expired {
+			p.release(e)
+			e.expire()
+		}
+		clear(woken)
+		clear(expired)
+	}
+}
+
+// release takes e's socket out of the set (a one-shot event leaves it in,
+// disabled), so that it can be parked again. A socket already closed has
+// left the set with its last descriptor.
+func (p *Parker) release(e *entry) {
+	p.ctl.RLock()
+	_ = e.rc.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+	p.ctl.RUnlock()
+}
+
+// tickOf is the bucket of deadline t: the first tick boundary at or after it.
+func (p *Parker) tickOf(t time.Time) int64 {
+	ns := t.UnixNano()
+	d := int64(p.tick)
+	return (ns + d - 1) / d
+}
+
+// link adds e to the table's bucket of its deadline; p.mu is held.
+func (p *Parker) link(e *entry) {
+	if e.tick == 0 {
+		return
+	}
+	head := p.buckets[e.tick]
+	e.prev, e.next = nil, head
+	if head != nil {
+		head.prev = e
+	}
+	p.buckets[e.tick] = e
+}
+
+// unlink removes e from the table and its bucket; p.mu is held.
+func (p *Parker) unlink(e *entry) {
+	delete(p.entries, e.id)
+	if e.tick == 0 {
+		return
+	}
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else if e.next != nil {
+		p.buckets[e.tick] = e.next
+	} else {
+		delete(p.buckets, e.tick)
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
