@@ -22,6 +22,7 @@ import (
 	"clb/certs"
 	"clb/config"
 	"clb/metrics"
+	"clb/netpark"
 	"clb/policy"
 )
 
@@ -72,6 +73,14 @@ type Server struct {
 	flood atomic.Pointer[flood]
 	h2    *h2Server // HTTP/2 for TLS connections that chose h2; nil on plain HTTP
 
+	// Between requests, a connection waits linger in its goroutine (the
+	// next request of a busy client comes sooner), then is parked: no
+	// goroutine, its buffers back in bufs. park is nil where parking is
+	// not supported, and until Serve.
+	park   *netpark.Parker
+	linger time.Duration
+	bufs   sync.Pool // *connBuffers
+
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	conns     map[*clientConn]struct{}
@@ -121,6 +130,11 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
+		linger:    100 * time.Millisecond,
+	}
+	readSize := max(l.MaxHeaderBytes, 4096)
+	s.bufs.New = func() any {
+		return &connBuffers{br: bufio.NewReaderSize(nil, readSize), bw: bufio.NewWriterSize(nil, 16<<10)}
 	}
 	s.pool.tls = o.TLS
 	if s.pool.tls == nil {
@@ -148,6 +162,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.h2 != nil {
 		s.h2.start()
 	}
+	parked := make(chan struct{})
+	tick := min(max(s.o.Limits.IdleTimeout/16, 10*time.Millisecond), time.Second)
+	if p, err := netpark.New(netpark.Options{Tick: tick}); err == nil {
+		s.park = p
+	} else if !errors.Is(err, netpark.ErrUnsupported) {
+		s.log.Warn("idle connections keep their goroutine: no parking", zap.Error(err))
+	}
+	go func() { s.park.Run(); close(parked) }()
+	defer func() { <-parked }()
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
@@ -210,6 +233,9 @@ func (s *Server) shutdown() {
 		}
 	}
 	s.mu.Unlock()
+	// Parked connections are idle too: closing the parker expires (closes)
+	// them.
+	s.park.Close()
 	s.log.Info("http shutting down", zap.Int("in_flight", busy), zap.Duration("grace", s.o.Limits.Grace))
 	if s.h2 != nil {
 		// GOAWAY to every HTTP/2 connection; their streams get the grace.
@@ -232,10 +258,12 @@ func (s *Server) shutdown() {
 	s.pool.close()
 }
 
-// clientConn is one client connection and its reusable memory.
+// clientConn is one client connection and, while it has a request, its
+// buffers (bufs; nil while it is parked).
 type clientConn struct {
 	c      net.Conn
 	dc     *deadlineConn
+	bufs   *connBuffers
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string     // client IP, for X-Forwarded-For
@@ -274,38 +302,138 @@ func (s *Server) serveConn(c net.Conn) bool {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, cc)
-			s.releaseConn(src)
-			s.mu.Unlock()
-			c.Close()
-			<-s.slots
-			s.wg.Done()
-		}()
 		if tc, ok := c.(*tls.Conn); ok {
 			if !s.handshake(tc) {
+				s.closeConn(cc)
 				return
 			}
 			if s.h2 != nil && tc.ConnectionState().NegotiatedProtocol == "h2" {
 				s.h2.serve(tc)
+				s.closeConn(cc)
 				return
 			}
 		}
 		s.initClientConn(cc)
-		for s.serveRequest(cc) {
-		}
+		s.run(cc, time.Now().Add(s.o.Limits.IdleTimeout))
 	}()
 	return true
 }
 
+// closeConn ends an accepted connection: out of the table, its slot and
+// its source's count given back.
+func (s *Server) closeConn(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.releaseConn(cc.src)
+	s.mu.Unlock()
+	cc.c.Close()
+	if cc.bufs != nil {
+		s.giveBuffers(cc)
+	}
+	<-s.slots
+	s.wg.Done()
+}
+
+// run serves the requests of an accepted connection until it closes or is
+// parked; idleEnd is when it has waited IdleTimeout for the next one.
+func (s *Server) run(cc *clientConn, idleEnd time.Time) {
+	for {
+		switch s.await(cc, idleEnd) {
+		case parked:
+			return
+		case gone:
+			s.closeConn(cc)
+			return
+		}
+		if !s.serveRequest(cc) {
+			s.closeConn(cc)
+			return
+		}
+		idleEnd = time.Now().Add(s.o.Limits.IdleTimeout)
+	}
+}
+
+type awaited int
+
+const (
+	ready  awaited = iota // a request has begun
+	gone                  // closed, timed out or shutting down: close it
+	parked                // handed to the parker: the goroutine ends
+)
+
+// await waits for the first byte of the next request until idleEnd: for
+// linger in the goroutine, then parked (buffers given back) when nothing
+// is buffered.
+func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
+	cc.idle.Store(true)
+	canPark := s.park != nil
+	for {
+		if s.isClosing() {
+			return gone
+		}
+		lingering := canPark && cc.br.Buffered() == 0
+		cc.dc.deadline = idleEnd
+		if lingering {
+			if d := time.Now().Add(s.linger); d.Before(idleEnd) {
+				cc.dc.deadline = d
+			}
+		}
+		_, err := cc.br.Peek(1)
+		switch {
+		case err == nil:
+			return ready
+		case !lingering || !isTimeout(err) || !time.Now().Before(idleEnd):
+			return gone
+		}
+		s.giveBuffers(cc)
+		err = s.park.Park(cc.c, idleEnd, func() {
+			go func() {
+				s.takeBuffers(cc)
+				s.run(cc, idleEnd)
+			}()
+		}, func() { s.closeConn(cc) })
+		if err == nil {
+			return parked
+		}
+		s.takeBuffers(cc) // wait the rest here
+		canPark = false
+	}
+}
+
 // initClientConn gives cc its deadlines and buffers.
 func (s *Server) initClientConn(cc *clientConn) {
-	l := s.o.Limits
 	cc.dc = newDeadlineConn(cc.c)
-	cc.dc.write = l.WriteTimeout
-	cc.br = bufio.NewReaderSize(cc.dc, max(l.MaxHeaderBytes, 4096))
-	cc.bw = bufio.NewWriterSize(cc.dc, 16<<10)
+	cc.dc.write = s.o.Limits.WriteTimeout
+	s.takeBuffers(cc)
+}
+
+// connBuffers is the memory a connection needs only while it has a
+// request: taken from Server.bufs when one begins, given back when the
+// connection is idle with nothing buffered.
+type connBuffers struct {
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	req, res head
+	out      []byte
+}
+
+func (s *Server) takeBuffers(cc *clientConn) {
+	b := s.bufs.Get().(*connBuffers)
+	b.br.Reset(cc.dc)
+	b.bw.Reset(cc.dc)
+	cc.bufs, cc.br, cc.bw, cc.req, cc.res, cc.out = b, b.br, b.bw, b.req, b.res, b.out
+}
+
+// giveBuffers returns cc's buffers, with what its heads grew to; the
+// reader must hold nothing and the writer must have been flushed.
+func (s *Server) giveBuffers(cc *clientConn) {
+	b := cc.bufs
+	b.req, b.res, b.out = cc.req, cc.res, cc.out
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
+	cc.bufs, cc.br, cc.bw, cc.req, cc.res, cc.out = nil, nil, nil, head{}, head{}, nil
+	cc.ss = session{} // nothing of the last request stays referenced
+	s.bufs.Put(b)
 }
 
 // newClientConn is a connection that is not accepted (an HTTP/2 stream's):
@@ -325,14 +453,6 @@ func (s *Server) isClosing() bool { return s.closing.Load() }
 // connection.
 func (s *Server) serveRequest(cc *clientConn) bool {
 	l := s.o.Limits
-	cc.idle.Store(true)
-	if s.isClosing() {
-		return false
-	}
-	cc.dc.deadline = time.Now().Add(l.IdleTimeout)
-	if _, err := cc.br.Peek(1); err != nil {
-		return false
-	}
 	cc.idle.Store(false)
 	cc.dc.deadline = time.Now().Add(l.ReadHeaderTimeout)
 	logged := s.o.Access.On()

@@ -1,0 +1,234 @@
+package httpproxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"clb/config"
+	"clb/netpark"
+)
+
+// Idle connections are parked (netpark): no goroutine, no buffers, until
+// they speak again.
+
+func skipWithoutParking(t *testing.T) {
+	t.Helper()
+	p, err := netpark.New(netpark.Options{})
+	if errors.Is(err, netpark.ErrUnsupported) {
+		t.Skip("connections are not parked here")
+	}
+	if err == nil {
+		p.Close()
+		p.Run()
+	}
+}
+
+// until polls cond until it holds, for at most 10 s.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (c *cluster) parked() int { return c.server.park.Len() }
+
+func (c *cluster) open() int {
+	c.server.mu.Lock()
+	defer c.server.mu.Unlock()
+	return len(c.server.conns)
+}
+
+const getRequest = "GET /x HTTP/1.1\r\nHost: clb\r\n\r\n"
+
+func roundTrip(t *testing.T, conn net.Conn, br *bufio.Reader) {
+	t.Helper()
+	if _, err := io.WriteString(conn, getRequest); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || !strings.HasPrefix(string(body), "app1 /x") {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+}
+
+func TestParkedConnectionServedAgain(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	for i := range 3 {
+		roundTrip(t, conn, br)
+		until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+		if i == 0 && c.backends["app1"].conns.Load() != 1 {
+			t.Fatalf("%d connections to the instance", c.backends["app1"].conns.Load())
+		}
+	}
+	if c.open() != 1 {
+		t.Fatalf("%d connections in the table, want 1", c.open())
+	}
+}
+
+// Requests sent as the connection is being parked (the next one right
+// after a response, the rest of a head after its first bytes) are served.
+func TestParkingRaces(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Microsecond})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	for range 200 {
+		roundTrip(t, conn, br)
+	}
+	// A head in two parts with the connection parked before the first.
+	roundTrip(t, conn, br)
+	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	io.WriteString(conn, getRequest[:5])
+	until(t, "the connection is woken", func() bool { return c.parked() == 0 })
+	io.WriteString(conn, getRequest[5:])
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("split head: %v %v", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	// Two requests in one write, to a parked connection.
+	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	io.WriteString(conn, getRequest+getRequest)
+	for range 2 {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("pipelined: %v %v", res, err)
+		}
+		io.Copy(io.Discard, res.Body)
+	}
+}
+
+func TestParkedConnectionClosedByClient(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
+	conn := dialRaw(t, c.server.Addr())
+	roundTrip(t, conn, bufio.NewReader(conn))
+	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	conn.Close()
+	until(t, "the connection is gone from clb's table", func() bool { return c.open() == 0 })
+	// The accept loop holds one slot while it waits for the next.
+	until(t, "only the accept loop's slot is taken", func() bool { return len(c.server.slots) == 1 })
+}
+
+func TestParkedConnectionIdleTimeout(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond,
+		limits: func(l *config.HTTP) { l.IdleTimeout = 300 * time.Millisecond }})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	roundTrip(t, conn, br)
+	done := time.Now()
+	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("read %v from an idle connection, want EOF (closed by clb)", err)
+	}
+	if waited := time.Since(done); waited < 300*time.Millisecond {
+		t.Fatalf("closed after %v idle, before the idle timeout", waited)
+	}
+	until(t, "the connection is gone from clb's table", func() bool { return c.open() == 0 })
+}
+
+// A parked connection still counts against http.max_connections.
+func TestParkedConnectionsCounted(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond,
+		limits: func(l *config.HTTP) { l.MaxConnections = 2 }})
+	var conns []net.Conn
+	for range 2 {
+		conn := dialRaw(t, c.server.Addr())
+		roundTrip(t, conn, bufio.NewReader(conn))
+		conns = append(conns, conn)
+	}
+	until(t, "both are parked", func() bool { return c.parked() == 2 })
+	if n := len(c.server.slots); n != 2 {
+		t.Fatalf("%d slots taken by 2 parked connections", n)
+	}
+	third := dialRaw(t, c.server.Addr()) // in the backlog: not accepted
+	io.WriteString(third, getRequest)
+	conns[0].Close()
+	res, err := http.ReadResponse(bufio.NewReader(third), nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("third connection, once one closed: %v %v", res, err)
+	}
+}
+
+func TestShutdownClosesParked(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
+	var readers []*bufio.Reader
+	for range 3 {
+		conn := dialRaw(t, c.server.Addr())
+		br := bufio.NewReader(conn)
+		roundTrip(t, conn, br)
+		readers = append(readers, br)
+	}
+	until(t, "all are parked", func() bool { return c.parked() == 3 })
+	c.stop()
+	select {
+	case <-c.stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return with parked connections")
+	}
+	for i, br := range readers {
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("connection %d: %v, want EOF", i, err)
+		}
+	}
+}
+
+// 1,000 idle connections hold no goroutine each.
+func TestIdleConnectionsNoGoroutines(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
+	warm := dialRaw(t, c.server.Addr())
+	roundTrip(t, warm, bufio.NewReader(warm))
+	until(t, "parked", func() bool { return c.parked() == 1 })
+	before := runtime.NumGoroutine()
+	for range 1000 {
+		conn := dialRaw(t, c.server.Addr())
+		roundTrip(t, conn, bufio.NewReader(conn))
+	}
+	until(t, "all parked", func() bool { return c.parked() == 1001 })
+	if n := runtime.NumGoroutine(); n > before+20 {
+		t.Fatalf("%d goroutines with 1,001 idle connections, %d with one", n, before)
+	}
+}
+
+// HTTP/1.1 over TLS is parked too (crypto/tls holds no plaintext then).
+func TestParkedTLSConnection(t *testing.T) {
+	skipWithoutParking(t)
+	c := newCluster(t, clusterOptions{n: 1, https: true, linger: time.Millisecond})
+	cfg := c.ca.ClientConfig()
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", c.server.Addr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for range 3 {
+		roundTrip(t, conn, br)
+		until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	}
+}
