@@ -79,7 +79,7 @@ type Server struct {
 	// not supported, and until Serve.
 	park   *netpark.Parker
 	linger time.Duration
-	bufs   sync.Pool // *connBuffers
+	bufs   sync.Pool // *connState
 
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -130,11 +130,11 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
-		linger:    100 * time.Millisecond,
+		linger:    10 * time.Millisecond,
 	}
 	readSize := max(l.MaxHeaderBytes, 4096)
 	s.bufs.New = func() any {
-		return &connBuffers{br: bufio.NewReaderSize(nil, readSize), bw: bufio.NewWriterSize(nil, 16<<10)}
+		return &connState{br: bufio.NewReaderSize(nil, readSize), bw: bufio.NewWriterSize(nil, 16<<10)}
 	}
 	s.pool.tls = o.TLS
 	if s.pool.tls == nil {
@@ -259,19 +259,26 @@ func (s *Server) shutdown() {
 }
 
 // clientConn is one client connection and, while it has a request, its
-// buffers (bufs; nil while it is parked).
+// connState (nil while it is parked, so that an idle connection holds only
+// these few fields).
 type clientConn struct {
 	c      net.Conn
 	dc     *deadlineConn
-	bufs   *connBuffers
-	br     *bufio.Reader
-	bw     *bufio.Writer
 	remote string     // client IP, for X-Forwarded-For
 	src    netip.Addr // the same, for flood control
 	idle   atomic.Bool
-	req    head
-	res    head
-	out    []byte
+	*connState
+}
+
+// connState is the memory a connection needs only while it has a request:
+// taken from Server.bufs when one begins, given back when the connection
+// is idle with nothing buffered.
+type connState struct {
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	req head
+	res head
+	out []byte
 
 	// What became of the request, for its access log line: the session
 	// (routing), the status sent, and "relayed" or the error kind of clb's
@@ -327,7 +334,7 @@ func (s *Server) closeConn(cc *clientConn) {
 	s.releaseConn(cc.src)
 	s.mu.Unlock()
 	cc.c.Close()
-	if cc.bufs != nil {
+	if cc.connState != nil {
 		s.giveBuffers(cc)
 	}
 	<-s.slots
@@ -407,33 +414,22 @@ func (s *Server) initClientConn(cc *clientConn) {
 	s.takeBuffers(cc)
 }
 
-// connBuffers is the memory a connection needs only while it has a
-// request: taken from Server.bufs when one begins, given back when the
-// connection is idle with nothing buffered.
-type connBuffers struct {
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	req, res head
-	out      []byte
-}
-
 func (s *Server) takeBuffers(cc *clientConn) {
-	b := s.bufs.Get().(*connBuffers)
-	b.br.Reset(cc.dc)
-	b.bw.Reset(cc.dc)
-	cc.bufs, cc.br, cc.bw, cc.req, cc.res, cc.out = b, b.br, b.bw, b.req, b.res, b.out
+	cc.connState = s.bufs.Get().(*connState)
+	cc.br.Reset(cc.dc)
+	cc.bw.Reset(cc.dc)
 }
 
-// giveBuffers returns cc's buffers, with what its heads grew to; the
-// reader must hold nothing and the writer must have been flushed.
+// giveBuffers returns cc's connState, with what its buffers grew to;
+// anything the reader or writer still holds is dropped.
 func (s *Server) giveBuffers(cc *clientConn) {
-	b := cc.bufs
-	b.req, b.res, b.out = cc.req, cc.res, cc.out
-	b.br.Reset(nil)
-	b.bw.Reset(nil)
-	cc.bufs, cc.br, cc.bw, cc.req, cc.res, cc.out = nil, nil, nil, head{}, head{}, nil
-	cc.ss = session{} // nothing of the last request stays referenced
-	s.bufs.Put(b)
+	st := cc.connState
+	cc.connState = nil
+	st.br.Reset(nil)
+	st.bw.Reset(nil)
+	st.ss = session{} // nothing of the last request stays referenced
+	st.line.Reset(false)
+	s.bufs.Put(st)
 }
 
 // newClientConn is a connection that is not accepted (an HTTP/2 stream's):
