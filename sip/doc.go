@@ -42,7 +42,10 @@
 // streamNetwork; WebSocket one more transport.
 //
 // Concurrency: a Server's goroutines (several readers per UDP socket, one
-// per stream connection, one per stream listener accepting) share one
+// per stream connection while it has bytes to frame, one per stream
+// listener accepting, one per stream transport waiting for its parked
+// connections: an idle connection is parked, package netpark, with no
+// goroutine or buffer of its own until it is readable again) share one
 // Proxy, which is safe for concurrent use: each goroutine brings its own
 // scratch memory, the routing state is read with one atomic load per
 // message, and nothing is kept per transaction. A transport's send and a
