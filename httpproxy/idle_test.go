@@ -327,3 +327,36 @@ func TestIdleConnectionMemory(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A connection to an instance idle in the pool holds no buffer, and is
+// reused with new ones.
+func TestPooledUpstreamHoldsNoBuffers(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	pooled := func() (idle, withBuffers int) {
+		p := c.server.pool
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, list := range p.idle {
+			for _, up := range list {
+				idle++
+				if up.upBuffers != nil {
+					withBuffers++
+				}
+			}
+		}
+		return idle, withBuffers
+	}
+	for range 3 {
+		roundTrip(t, conn, br)
+		// The connection goes back to the pool once the response is sent.
+		until(t, "the instance connection is pooled", func() bool { n, _ := pooled(); return n == 1 })
+		if _, n := pooled(); n != 0 {
+			t.Fatal("a pooled connection holds its reader and writer")
+		}
+	}
+	if n := c.backends["app1"].conns.Load(); n != 1 {
+		t.Fatalf("%d connections to the instance for 3 requests, want 1 (reused)", n)
+	}
+}

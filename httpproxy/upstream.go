@@ -13,14 +13,20 @@ import (
 	"clb/config"
 )
 
-// upConn is a keep-alive connection to an instance.
+// upConn is a keep-alive connection to an instance. Its reader and writer
+// are the pool's while it is idle in the pool (nil then).
 type upConn struct {
 	c     net.Conn
 	dc    *deadlineConn // c with the deadlines of the exchange under way
-	br    *bufio.Reader
-	bw    *bufio.Writer
-	addr  string    // the pool's key: scheme://host:port
-	since time.Time // idle since
+	addr  string        // the pool's key: scheme://host:port
+	since time.Time     // idle since
+	*upBuffers
+}
+
+// upBuffers are an upConn's reader and writer while they are not in use.
+type upBuffers struct {
+	br *bufio.Reader
+	bw *bufio.Writer
 }
 
 // pool keeps idle connections to instances, by address, newest first.
@@ -31,13 +37,36 @@ type pool struct {
 	now         func() time.Time
 	tls         *certs.Store // for https:// instances
 
+	bufs sync.Pool // *upBuffers
+
 	mu     sync.Mutex
 	idle   map[string][]*upConn
 	closed bool
 }
 
 func newPool(dial, idle time.Duration, maxIdle int, now func() time.Time) *pool {
-	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+	p.bufs.New = func() any {
+		return &upBuffers{br: bufio.NewReaderSize(nil, 16<<10), bw: bufio.NewWriterSize(nil, 16<<10)}
+	}
+	return p
+}
+
+// takeBuffers gives c a reader and a writer.
+func (p *pool) takeBuffers(c *upConn) {
+	c.upBuffers = p.bufs.Get().(*upBuffers)
+	c.br.Reset(c.dc)
+	c.bw.Reset(c.dc)
+}
+
+// giveBuffers takes them back from a connection with nothing buffered
+// either way.
+func (p *pool) giveBuffers(c *upConn) {
+	b := c.upBuffers
+	c.upBuffers = nil
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
+	p.bufs.Put(b)
 }
 
 // errDial marks a failure to open a connection: nothing of the request was
@@ -67,6 +96,7 @@ func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err e
 			break
 		}
 		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
+			p.takeBuffers(c)
 			return c, true, nil
 		}
 		c.c.Close()
@@ -84,8 +114,9 @@ func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err e
 	if err != nil {
 		return nil, false, &errDial{err}
 	}
-	dc := newDeadlineConn(conn)
-	return &upConn{c: conn, dc: dc, br: bufio.NewReaderSize(dc, 16<<10), bw: bufio.NewWriterSize(dc, 16<<10), addr: addr}, false, nil
+	c = &upConn{c: conn, dc: newDeadlineConn(conn), addr: addr}
+	p.takeBuffers(c)
+	return c, false, nil
 }
 
 func (p *pool) pop(addr string) *upConn {
@@ -101,10 +132,11 @@ func (p *pool) pop(addr string) *upConn {
 }
 
 // alive reports whether an idle connection is still open and silent: a
-// non-blocking read finds nothing to read.
+// non-blocking read finds nothing to read. (It was pooled with nothing
+// buffered.)
 func alive(c *upConn) bool {
-	if c.br.Buffered() > 0 || c.dc.raw == nil {
-		return c.br.Buffered() == 0
+	if c.dc.raw == nil {
+		return true
 	}
 	var n int
 	var err error
@@ -118,9 +150,11 @@ func alive(c *upConn) bool {
 	return n < 0 && err == syscall.EAGAIN
 }
 
-// put returns a connection whose exchange ended cleanly.
+// put returns a connection whose exchange ended cleanly, with nothing
+// buffered; its buffers go back to the pool's.
 func (p *pool) put(c *upConn) {
 	c.since = p.now()
+	p.giveBuffers(c)
 	p.mu.Lock()
 	if !p.closed && len(p.idle[c.addr]) < p.maxIdle {
 		p.idle[c.addr] = append(p.idle[c.addr], c)
