@@ -34,18 +34,18 @@ go build -o "$tmp/backend" ./bench/httpbackend
 go build -o "$tmp/instance" ./cmd/clb-instance
 go build -o "$tmp/idleclients" ./bench/idleclients
 
-http_ports=(28081 28082 28083)
+http_ports=(38081 38082 38083)
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${http_ports[$i]}" -name "app$((i + 1))" &
 	pids+=("$!")
 done
-sip_ports=(25071 25072 25073)
+sip_ports=(35071 35072 35073)
 for i in 0 1 2; do
-	"$tmp/instance" -name "uas$((i + 1))" -sip "127.0.0.1:${sip_ports[$i]}" -http "127.0.0.1:$((28091 + i))" 2>/dev/null &
+	"$tmp/instance" -name "uas$((i + 1))" -sip "127.0.0.1:${sip_ports[$i]}" -http "127.0.0.1:$((38091 + i))" 2>/dev/null &
 	pids+=("$!")
 done
-lb_http=28080
-lb_sip=25060
+lb_http=38080
+lb_sip=35060
 
 # kb FIELD PIDS...: a /proc/PID/status field (VmRSS, VmHWM) summed, in kB.
 kb() {
