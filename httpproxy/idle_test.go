@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -16,35 +15,11 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
-	"clb/netpark"
+	"clb/netpark/netparktest"
 )
 
 // Idle connections are parked (netpark): no goroutine, no buffers, until
 // they speak again.
-
-func skipWithoutParking(t *testing.T) {
-	t.Helper()
-	p, err := netpark.New(netpark.Options{})
-	if errors.Is(err, netpark.ErrUnsupported) {
-		t.Skip("connections are not parked here")
-	}
-	if err == nil {
-		p.Close()
-		p.Run()
-	}
-}
-
-// until polls cond until it holds, for at most 10 s.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10 s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 func (c *cluster) parked() int { return c.server.park.Len() }
 
@@ -72,13 +47,13 @@ func roundTrip(t *testing.T, conn net.Conn, br *bufio.Reader) {
 }
 
 func TestParkedConnectionServedAgain(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	conn := dialRaw(t, c.server.Addr())
 	br := bufio.NewReader(conn)
 	for i := range 3 {
 		roundTrip(t, conn, br)
-		until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+		netparktest.Until(t, "the connection is parked", func() bool { return c.parked() == 1 })
 		if i == 0 && c.backends["app1"].conns.Load() != 1 {
 			t.Fatalf("%d connections to the instance", c.backends["app1"].conns.Load())
 		}
@@ -91,7 +66,7 @@ func TestParkedConnectionServedAgain(t *testing.T) {
 // Requests sent as the connection is being parked (the next one right
 // after a response, the rest of a head after its first bytes) are served.
 func TestParkingRaces(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Microsecond})
 	conn := dialRaw(t, c.server.Addr())
 	br := bufio.NewReader(conn)
@@ -100,9 +75,9 @@ func TestParkingRaces(t *testing.T) {
 	}
 	// A head in two parts with the connection parked before the first.
 	roundTrip(t, conn, br)
-	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked() == 1 })
 	io.WriteString(conn, getRequest[:5])
-	until(t, "the connection is woken", func() bool { return c.parked() == 0 })
+	netparktest.Until(t, "the connection is woken", func() bool { return c.parked() == 0 })
 	io.WriteString(conn, getRequest[5:])
 	res, err := http.ReadResponse(br, nil)
 	if err != nil || res.StatusCode != 200 {
@@ -110,7 +85,7 @@ func TestParkingRaces(t *testing.T) {
 	}
 	io.Copy(io.Discard, res.Body)
 	// Two requests in one write, to a parked connection.
-	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked() == 1 })
 	io.WriteString(conn, getRequest+getRequest)
 	for range 2 {
 		res, err := http.ReadResponse(br, nil)
@@ -122,38 +97,38 @@ func TestParkingRaces(t *testing.T) {
 }
 
 func TestParkedConnectionClosedByClient(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	conn := dialRaw(t, c.server.Addr())
 	roundTrip(t, conn, bufio.NewReader(conn))
-	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked() == 1 })
 	conn.Close()
-	until(t, "the connection is gone from clb's table", func() bool { return c.open() == 0 })
+	netparktest.Until(t, "the connection is gone from clb's table", func() bool { return c.open() == 0 })
 	// The accept loop holds one slot while it waits for the next.
-	until(t, "only the accept loop's slot is taken", func() bool { return len(c.server.slots) == 1 })
+	netparktest.Until(t, "only the accept loop's slot is taken", func() bool { return len(c.server.slots) == 1 })
 }
 
 func TestParkedConnectionIdleTimeout(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond,
 		limits: func(l *config.HTTP) { l.IdleTimeout = 300 * time.Millisecond }})
 	conn := dialRaw(t, c.server.Addr())
 	br := bufio.NewReader(conn)
 	roundTrip(t, conn, br)
 	done := time.Now()
-	until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked() == 1 })
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("read %v from an idle connection, want EOF (closed by clb)", err)
 	}
 	if waited := time.Since(done); waited < 300*time.Millisecond {
 		t.Fatalf("closed after %v idle, before the idle timeout", waited)
 	}
-	until(t, "the connection is gone from clb's table", func() bool { return c.open() == 0 })
+	netparktest.Until(t, "the connection is gone from clb's table", func() bool { return c.open() == 0 })
 }
 
 // A parked connection still counts against http.max_connections.
 func TestParkedConnectionsCounted(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond,
 		limits: func(l *config.HTTP) { l.MaxConnections = 2 }})
 	var conns []net.Conn
@@ -162,7 +137,7 @@ func TestParkedConnectionsCounted(t *testing.T) {
 		roundTrip(t, conn, bufio.NewReader(conn))
 		conns = append(conns, conn)
 	}
-	until(t, "both are parked", func() bool { return c.parked() == 2 })
+	netparktest.Until(t, "both are parked", func() bool { return c.parked() == 2 })
 	if n := len(c.server.slots); n != 2 {
 		t.Fatalf("%d slots taken by 2 parked connections", n)
 	}
@@ -176,7 +151,7 @@ func TestParkedConnectionsCounted(t *testing.T) {
 }
 
 func TestShutdownClosesParked(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	var readers []*bufio.Reader
 	for range 3 {
@@ -185,7 +160,7 @@ func TestShutdownClosesParked(t *testing.T) {
 		roundTrip(t, conn, br)
 		readers = append(readers, br)
 	}
-	until(t, "all are parked", func() bool { return c.parked() == 3 })
+	netparktest.Until(t, "all are parked", func() bool { return c.parked() == 3 })
 	c.stop()
 	select {
 	case <-c.stopped:
@@ -201,17 +176,17 @@ func TestShutdownClosesParked(t *testing.T) {
 
 // 1,000 idle connections hold no goroutine each.
 func TestIdleConnectionsNoGoroutines(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	warm := dialRaw(t, c.server.Addr())
 	roundTrip(t, warm, bufio.NewReader(warm))
-	until(t, "parked", func() bool { return c.parked() == 1 })
+	netparktest.Until(t, "parked", func() bool { return c.parked() == 1 })
 	before := runtime.NumGoroutine()
 	for range 1000 {
 		conn := dialRaw(t, c.server.Addr())
 		roundTrip(t, conn, bufio.NewReader(conn))
 	}
-	until(t, "all parked", func() bool { return c.parked() == 1001 })
+	netparktest.Until(t, "all parked", func() bool { return c.parked() == 1001 })
 	if n := runtime.NumGoroutine(); n > before+20 {
 		t.Fatalf("%d goroutines with 1,001 idle connections, %d with one", n, before)
 	}
@@ -219,7 +194,7 @@ func TestIdleConnectionsNoGoroutines(t *testing.T) {
 
 // HTTP/1.1 over TLS is parked too (crypto/tls holds no plaintext then).
 func TestParkedTLSConnection(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, https: true, linger: time.Millisecond})
 	cfg := c.ca.ClientConfig()
 	cfg.NextProtos = []string{"http/1.1"}
@@ -232,7 +207,7 @@ func TestParkedTLSConnection(t *testing.T) {
 	br := bufio.NewReader(conn)
 	for range 3 {
 		roundTrip(t, conn, br)
-		until(t, "the connection is parked", func() bool { return c.parked() == 1 })
+		netparktest.Until(t, "the connection is parked", func() bool { return c.parked() == 1 })
 	}
 }
 
@@ -271,7 +246,7 @@ func holdConns(t *testing.T, addr string, n int, speak bool) []net.Conn {
 // memory bench multiplies by 9,000. (The instance is benchBackend, which
 // keeps nothing per request, unlike the cluster's recording back ends.)
 func TestIdleConnectionMemory(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	const n = 1000
 	// A bare pair: accepted and kept, nothing else.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -314,10 +289,10 @@ func TestIdleConnectionMemory(t *testing.T) {
 	parked := func(n int) func() bool { return func() bool { return srv.park.Len() == n } }
 
 	holdConns(t, srv.Addr(), 1, true) // the instance connection, the pools' first buffers
-	until(t, "parked", parked(1))
+	netparktest.Until(t, "parked", parked(1))
 	base = liveHeap()
 	holdConns(t, srv.Addr(), n, true)
-	until(t, "all parked", parked(n+1))
+	netparktest.Until(t, "all parked", parked(n+1))
 	perConn := float64(liveHeap()-base)/n - bareBytes
 	t.Logf("heap per idle connection: %.0f B over a bare TCP connection pair (%.0f B)", perConn, bareBytes)
 	if perConn > 1024 {
@@ -341,7 +316,7 @@ func TestPooledUpstreamHoldsNoBuffers(t *testing.T) {
 		for _, list := range p.idle {
 			for _, up := range list {
 				idle++
-				if up.upBuffers != nil {
+				if up.rwBuffers != nil {
 					withBuffers++
 				}
 			}
@@ -351,7 +326,7 @@ func TestPooledUpstreamHoldsNoBuffers(t *testing.T) {
 	for range 3 {
 		roundTrip(t, conn, br)
 		// The connection goes back to the pool once the response is sent.
-		until(t, "the instance connection is pooled", func() bool { n, _ := pooled(); return n == 1 })
+		netparktest.Until(t, "the instance connection is pooled", func() bool { n, _ := pooled(); return n == 1 })
 		if _, n := pooled(); n != 0 {
 			t.Fatal("a pooled connection holds its reader and writer")
 		}

@@ -1,7 +1,6 @@
 package httpproxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -134,7 +133,7 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 	}
 	readSize := max(l.MaxHeaderBytes, 4096)
 	s.bufs.New = func() any {
-		return &connState{br: bufio.NewReaderSize(nil, readSize), bw: bufio.NewWriterSize(nil, 16<<10)}
+		return &connState{rwBuffers: newRWBuffers(readSize, 16<<10)}
 	}
 	s.pool.tls = o.TLS
 	if s.pool.tls == nil {
@@ -274,8 +273,7 @@ type clientConn struct {
 // taken from Server.bufs when one begins, given back when the connection
 // is idle with nothing buffered.
 type connState struct {
-	br  *bufio.Reader
-	bw  *bufio.Writer
+	rwBuffers
 	req head
 	res head
 	out []byte
@@ -416,8 +414,7 @@ func (s *Server) initClientConn(cc *clientConn) {
 
 func (s *Server) takeBuffers(cc *clientConn) {
 	cc.connState = s.bufs.Get().(*connState)
-	cc.br.Reset(cc.dc)
-	cc.bw.Reset(cc.dc)
+	cc.attach(cc.dc)
 }
 
 // giveBuffers returns cc's connState, with what its buffers grew to;
@@ -425,8 +422,7 @@ func (s *Server) takeBuffers(cc *clientConn) {
 func (s *Server) giveBuffers(cc *clientConn) {
 	st := cc.connState
 	cc.connState = nil
-	st.br.Reset(nil)
-	st.bw.Reset(nil)
+	st.detach()
 	st.ss = session{} // nothing of the last request stays referenced
 	st.line.Reset(false)
 	s.bufs.Put(st)

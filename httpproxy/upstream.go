@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -20,13 +21,29 @@ type upConn struct {
 	dc    *deadlineConn // c with the deadlines of the exchange under way
 	addr  string        // the pool's key: scheme://host:port
 	since time.Time     // idle since
-	*upBuffers
+	*rwBuffers
 }
 
-// upBuffers are an upConn's reader and writer while they are not in use.
-type upBuffers struct {
+// rwBuffers are a connection's reader and writer, pooled while it is idle.
+type rwBuffers struct {
 	br *bufio.Reader
 	bw *bufio.Writer
+}
+
+func newRWBuffers(readSize, writeSize int) rwBuffers {
+	return rwBuffers{br: bufio.NewReaderSize(nil, readSize), bw: bufio.NewWriterSize(nil, writeSize)}
+}
+
+// attach starts the buffers on c.
+func (b *rwBuffers) attach(c io.ReadWriter) {
+	b.br.Reset(c)
+	b.bw.Reset(c)
+}
+
+// detach drops what they hold and their connection, to be pooled.
+func (b *rwBuffers) detach() {
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
 }
 
 // pool keeps idle connections to instances, by address, newest first.
@@ -37,7 +54,7 @@ type pool struct {
 	now         func() time.Time
 	tls         *certs.Store // for https:// instances
 
-	bufs sync.Pool // *upBuffers
+	bufs sync.Pool // *rwBuffers
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn
@@ -47,25 +64,24 @@ type pool struct {
 func newPool(dial, idle time.Duration, maxIdle int, now func() time.Time) *pool {
 	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
 	p.bufs.New = func() any {
-		return &upBuffers{br: bufio.NewReaderSize(nil, 16<<10), bw: bufio.NewWriterSize(nil, 16<<10)}
+		b := newRWBuffers(16<<10, 16<<10)
+		return &b
 	}
 	return p
 }
 
 // takeBuffers gives c a reader and a writer.
 func (p *pool) takeBuffers(c *upConn) {
-	c.upBuffers = p.bufs.Get().(*upBuffers)
-	c.br.Reset(c.dc)
-	c.bw.Reset(c.dc)
+	c.rwBuffers = p.bufs.Get().(*rwBuffers)
+	c.attach(c.dc)
 }
 
 // giveBuffers takes them back from a connection with nothing buffered
 // either way.
 func (p *pool) giveBuffers(c *upConn) {
-	b := c.upBuffers
-	c.upBuffers = nil
-	b.br.Reset(nil)
-	b.bw.Reset(nil)
+	b := c.rwBuffers
+	c.rwBuffers = nil
+	b.detach()
 	p.bufs.Put(b)
 }
 

@@ -35,6 +35,10 @@ type entry struct {
 	prev, next   *entry
 }
 
+// Supported reports whether connections can be parked here (Linux: yes,
+// though New can still fail, out of file descriptors).
+func Supported() bool { return true }
+
 // New opens the epoll set; Run must then run until Close.
 func New(o Options) (*Parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)

@@ -26,3 +26,6 @@ func (p *Parker) Close() {}
 
 // Len is 0.
 func (p *Parker) Len() int { return 0 }
+
+// Supported is false: connections cannot be parked here.
+func Supported() bool { return false }

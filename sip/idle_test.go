@@ -13,35 +13,11 @@ import (
 
 	gosip "github.com/emiago/sipgo/sip"
 
-	"clb/netpark"
+	"clb/netpark/netparktest"
 )
 
 // Idle stream connections are parked (netpark): no goroutine, no buffer,
 // until they speak again.
-
-func skipWithoutParking(t *testing.T) {
-	t.Helper()
-	p, err := netpark.New(netpark.Options{})
-	if errors.Is(err, netpark.ErrUnsupported) {
-		t.Skip("connections are not parked here")
-	}
-	if err == nil {
-		p.Close()
-		p.Run()
-	}
-}
-
-// until polls cond until it holds, for at most 10 s.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10 s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 func (c *cluster) stream(token string) *streamTransport {
 	return c.server.transport(token).(*streamTransport)
@@ -90,15 +66,15 @@ func refused483(t *testing.T, c *cluster, conn net.Conn, br *bufio.Reader, callI
 }
 
 func TestStreamParkedServedAgain(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	conn := dialCLB(t, c)
 	br := bufio.NewReader(conn)
 	for i := range 3 {
 		ping(t, conn, br)
-		until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
+		netparktest.Until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
 		refused483(t, c, conn, br, "parked-"+string(rune('a'+i)))
-		until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
+		netparktest.Until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
 	}
 	if n := c.streamConns("tcp"); n != 1 {
 		t.Fatalf("%d connections in the table, want 1", n)
@@ -108,20 +84,20 @@ func TestStreamParkedServedAgain(t *testing.T) {
 // Bytes that come as the connection is being parked, and a message whose
 // first bytes wake it, are framed as ever.
 func TestStreamParkingRaces(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Microsecond})
 	conn := dialCLB(t, c)
 	br := bufio.NewReader(conn)
 	for range 200 {
 		ping(t, conn, br)
 	}
-	until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
 	inv := newInvite(&peer{transport: "tcp", addr: localAddr(conn.LocalAddr())}, c.tcp, "idle", "split")
 	mf := gosip.MaxForwardsHeader(0)
 	inv.ReplaceHeader(&mf)
 	data := inv.String()
 	io.WriteString(conn, data[:30])
-	until(t, "the connection is woken", func() bool { return c.parked("tcp") == 0 })
+	netparktest.Until(t, "the connection is woken", func() bool { return c.parked("tcp") == 0 })
 	io.WriteString(conn, data[30:])
 	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "SIP/2.0 483 ") {
 		t.Fatalf("split message: %q, %v", line, err)
@@ -129,42 +105,42 @@ func TestStreamParkingRaces(t *testing.T) {
 }
 
 func TestStreamParkedClosedByClient(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	conn := dialCLB(t, c)
 	ping(t, conn, bufio.NewReader(conn))
-	until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
 	conn.Close()
-	until(t, "the connection is gone from the table", func() bool { return c.streamConns("tcp") == 0 })
+	netparktest.Until(t, "the connection is gone from the table", func() bool { return c.streamConns("tcp") == 0 })
 }
 
 func TestStreamParkedIdleTimeout(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond, idleTimeout: 300 * time.Millisecond})
 	conn := dialCLB(t, c)
 	br := bufio.NewReader(conn)
 	ping(t, conn, br)
 	done := time.Now()
-	until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.parked("tcp") == 1 })
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("read %v from an idle connection, want EOF (closed by clb)", err)
 	}
 	if waited := time.Since(done); waited < 300*time.Millisecond {
 		t.Fatalf("closed after %v idle, before the idle timeout", waited)
 	}
-	until(t, "the connection is gone from the table", func() bool { return c.streamConns("tcp") == 0 })
+	netparktest.Until(t, "the connection is gone from the table", func() bool { return c.streamConns("tcp") == 0 })
 }
 
 // Parked connections still count against MaxConns: one more is closed at
 // once.
 func TestStreamParkedCounted(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond, maxConns: 2})
 	for range 2 {
 		conn := dialCLB(t, c)
 		ping(t, conn, bufio.NewReader(conn))
 	}
-	until(t, "both are parked", func() bool { return c.parked("tcp") == 2 })
+	netparktest.Until(t, "both are parked", func() bool { return c.parked("tcp") == 2 })
 	third := dialCLB(t, c)
 	io.WriteString(third, "\r\n\r\n")
 	n, err := third.Read(make([]byte, 2))
@@ -175,7 +151,7 @@ func TestStreamParkedCounted(t *testing.T) {
 }
 
 func TestStreamShutdownClosesParked(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	var readers []*bufio.Reader
 	for range 3 {
@@ -184,7 +160,7 @@ func TestStreamShutdownClosesParked(t *testing.T) {
 		ping(t, conn, br)
 		readers = append(readers, br)
 	}
-	until(t, "all are parked", func() bool { return c.parked("tcp") == 3 })
+	netparktest.Until(t, "all are parked", func() bool { return c.parked("tcp") == 3 })
 	stopped := make(chan struct{})
 	go func() { c.stop(); close(stopped) }()
 	select {
@@ -201,17 +177,17 @@ func TestStreamShutdownClosesParked(t *testing.T) {
 
 // 1,000 idle SIP TCP connections hold no goroutine each.
 func TestStreamIdleNoGoroutines(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, linger: time.Millisecond})
 	warm := dialCLB(t, c)
 	ping(t, warm, bufio.NewReader(warm))
-	until(t, "parked", func() bool { return c.parked("tcp") == 1 })
+	netparktest.Until(t, "parked", func() bool { return c.parked("tcp") == 1 })
 	before := runtime.NumGoroutine()
 	for range 1000 {
 		conn := dialCLB(t, c)
 		ping(t, conn, bufio.NewReader(conn))
 	}
-	until(t, "all parked", func() bool { return c.parked("tcp") == 1001 })
+	netparktest.Until(t, "all parked", func() bool { return c.parked("tcp") == 1001 })
 	if n := runtime.NumGoroutine(); n > before+20 {
 		t.Fatalf("%d goroutines with 1,001 idle connections, %d with one", n, before)
 	}
@@ -219,7 +195,7 @@ func TestStreamIdleNoGoroutines(t *testing.T) {
 
 // SIP over TLS is parked too.
 func TestStreamParkedTLS(t *testing.T) {
-	skipWithoutParking(t)
+	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, tls: true, linger: time.Millisecond})
 	conn, err := tlsDial(c)
 	if err != nil {
@@ -229,7 +205,7 @@ func TestStreamParkedTLS(t *testing.T) {
 	br := bufio.NewReader(conn)
 	for range 3 {
 		ping(t, conn, br)
-		until(t, "the connection is parked", func() bool { return c.parked("tls") == 1 })
+		netparktest.Until(t, "the connection is parked", func() bool { return c.parked("tls") == 1 })
 	}
 }
 
