@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"clb/balancer"
+	"clb/certs/certstest"
 	"clb/config"
 	"clb/loadfactor"
 	"clb/netpark/netparktest"
@@ -221,13 +222,13 @@ func liveHeap() uint64 {
 	return m.HeapAlloc
 }
 
-// holdConns opens n connections to addr, each (with speak) answered 200
+// holdConns opens n connections with dial, each (with speak) answered 200
 // once, and returns them open.
-func holdConns(t *testing.T, addr string, n int, speak bool) []net.Conn {
+func holdConns(t *testing.T, dial func() net.Conn, n int, speak bool) []net.Conn {
 	t.Helper()
 	conns := make([]net.Conn, 0, n)
 	for range n {
-		conn := dialRaw(t, addr)
+		conn := dial()
 		if speak {
 			io.WriteString(conn, getRequest)
 			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -242,64 +243,100 @@ func holdConns(t *testing.T, addr string, n int, speak bool) []net.Conn {
 }
 
 // The heap an idle (parked) connection holds in clb, over what a bare
-// accepted TCP connection and its client side hold: the figure the idle
-// memory bench multiplies by 9,000. (The instance is benchBackend, which
-// keeps nothing per request, unlike the cluster's recording back ends.)
+// accepted connection (TCP, or TLS with its handshake done) and its client
+// side hold: the figure the idle memory bench multiplies by 9,000. (The
+// instance is benchBackend, which keeps nothing per request, unlike the
+// cluster's recording back ends.)
 func TestIdleConnectionMemory(t *testing.T) {
 	netparktest.SkipUnsupported(t)
-	const n = 1000
-	// A bare pair: accepted and kept, nothing else.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, n)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	ca := certstest.NewCA(t, "test CA")
+	serverTLS := ca.Issue(t, certstest.Leaf{Name: "clb"}).ServerConfig()
+	serverTLS.NextProtos = []string{"http/1.1"}
+	for _, tc := range []struct {
+		name string
+		tls  bool
+		max  float64 // bytes over the bare pair
+	}{{"http", false, 1024}, {"https", true, 1024}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 1000
+			listen := func() net.Listener {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.tls {
+					ln = tls.NewListener(ln, serverTLS)
+				}
+				return ln
 			}
-			accepted <- c
-		}
-	}()
-	base := liveHeap()
-	bare := holdConns(t, ln.Addr().String(), n, false)
-	for range n {
-		defer (<-accepted).Close()
-	}
-	bareBytes := float64(liveHeap()-base) / n
+			dialer := func(addr string) func() net.Conn {
+				return func() net.Conn {
+					if !tc.tls {
+						return dialRaw(t, addr)
+					}
+					cfg := ca.ClientConfig()
+					cfg.NextProtos = []string{"http/1.1"}
+					conn, err := tls.Dial("tcp", addr, cfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { conn.Close() })
+					conn.SetDeadline(time.Now().Add(10 * time.Second))
+					return conn
+				}
+			}
+			// A bare pair: accepted (and handshaken) and kept, nothing else.
+			ln := listen()
+			defer ln.Close()
+			accepted := make(chan net.Conn, n)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					if tc, ok := c.(*tls.Conn); ok {
+						_ = tc.Handshake()
+					}
+					accepted <- c
+				}
+			}()
+			base := liveHeap()
+			bare := holdConns(t, dialer(ln.Addr().String()), n, false)
+			for range n {
+				defer (<-accepted).Close()
+			}
+			bareBytes := float64(liveHeap()-base) / n
 
-	in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
-		Transport: "http", Host: "127.0.0.1", Port: benchBackend(t)}}}}
-	bal, err := balancer.New(in, loadfactor.DefaultParams())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.linger = time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	parked := func(n int) func() bool { return func() bool { return srv.park.Len() == n } }
+			in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
+				Transport: "http", Host: "127.0.0.1", Port: benchBackend(t)}}}}
+			bal, err := balancer.New(in, loadfactor.DefaultParams())
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := New(listen(), "http", Options{Balancer: bal})
+			srv.linger = time.Millisecond
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = srv.Serve(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			parked := func(n int) func() bool { return func() bool { return srv.park.Len() == n } }
 
-	holdConns(t, srv.Addr(), 1, true) // the instance connection, the pools' first buffers
-	netparktest.Until(t, "parked", parked(1))
-	base = liveHeap()
-	holdConns(t, srv.Addr(), n, true)
-	netparktest.Until(t, "all parked", parked(n+1))
-	perConn := float64(liveHeap()-base)/n - bareBytes
-	t.Logf("heap per idle connection: %.0f B over a bare TCP connection pair (%.0f B)", perConn, bareBytes)
-	if perConn > 1024 {
-		t.Errorf("an idle connection holds %.0f B of heap in clb, want at most 1 KB", perConn)
-	}
-	for _, c := range bare {
-		c.Close()
+			dial := dialer(srv.Addr())
+			holdConns(t, dial, 1, true) // the instance connection, the pools' first buffers
+			netparktest.Until(t, "parked", parked(1))
+			base = liveHeap()
+			holdConns(t, dial, n, true)
+			netparktest.Until(t, "all parked", parked(n+1))
+			perConn := float64(liveHeap()-base)/n - bareBytes
+			t.Logf("heap per idle %s connection: %.0f B over a bare connection pair (%.0f B, both ends)", tc.name, perConn, bareBytes)
+			if perConn > tc.max {
+				t.Errorf("an idle connection holds %.0f B of heap in clb, want at most %.0f B", perConn, tc.max)
+			}
+			for _, c := range bare {
+				c.Close()
+			}
+		})
 	}
 }
 
