@@ -3,6 +3,7 @@ package netpark
 import (
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -15,8 +16,8 @@ import (
 type Parker struct {
 	epfd, efd int // the epoll set, and the eventfd that wakes Run
 	tick      time.Duration
-	// ctl is held (shared) by every epoll_ctl and (exclusive) to close
-	// epfd, so that no Park adds to a closed, or reused, descriptor.
+	// ctl is held (shared) to poke efd and (exclusive) to close it and
+	// epfd.
 	ctl sync.RWMutex
 
 	mu      sync.Mutex
@@ -29,8 +30,10 @@ type Parker struct {
 // entry is one parked connection.
 type entry struct {
 	id           uint64
-	rc           syscall.RawConn
+	rc           syscall.RawConn // nil when detached
+	fd           int             // detached: the descriptor the Parker owns
 	wake, expire func()
+	wakeConn     func(net.Conn) // detached
 	tick         int64 // its bucket, 0 for none
 	prev, next   *entry
 }
@@ -73,18 +76,79 @@ func (p *Parker) Park(c net.Conn, deadline time.Time, wake, expire func()) error
 	if err != nil {
 		return err
 	}
-	e := &entry{rc: rc, wake: wake, expire: expire}
+	e := &entry{rc: rc, fd: -1, wake: wake, expire: expire}
+	return p.register(e, deadline)
+}
+
+// ParkDetached parks c outside Go's poller: the socket is kept as a
+// descriptor of the Parker's own and c is closed, which frees Go's
+// descriptor and poller entry for it (about 900 bytes a connection, much
+// of it memory the runtime never returns), so that a parked connection
+// costs only its socket. wake gets a new net.Conn on the same socket. c
+// must be a connection with a descriptor of its own (a *net.TCPConn, not
+// a *tls.Conn, whose state cannot move) and nothing buffered in its user.
+// An error leaves c open with the caller; once c is closed, a failure to
+// park it or to make its new conn is an expire.
+func (p *Parker) ParkDetached(c net.Conn, deadline time.Time, wake func(net.Conn), expire func()) error {
+	if p == nil {
+		return ErrUnsupported
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if dupErr != nil {
+		return dupErr
+	}
+	c.Close()
+	e := &entry{fd: fd, expire: expire, wakeConn: wake}
+	if err := p.register(e, deadline); err != nil {
+		unix.Close(fd)
+		expire()
+	}
+	return nil
+}
+
+// register puts e's socket in the epoll set and e in the table, both
+// under p.mu: Run, which takes p.mu to find an event's entry, finds it
+// even when the event comes at once, and cannot expire it (and, detached,
+// close its descriptor) before it is in the set.
+func (p *Parker) register(e *entry, deadline time.Time) error {
 	if !deadline.IsZero() {
 		e.tick = p.tickOf(deadline)
 	}
-	// In the table before the socket is in the set: an event may come at
-	// once, and Run must find its entry.
 	p.mu.Lock()
-	if p.closed {
+	if p.closed { // Run has not closed epfd yet: it waits for p.mu
 		p.mu.Unlock()
 		return ErrClosed
 	}
 	e.id = p.nextID
+	var ctlErr error
+	add := func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
+		ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	}
+	var err error
+	if e.rc != nil {
+		err = e.rc.Control(add)
+	} else {
+		add(uintptr(e.fd))
+	}
+	if err == nil {
+		err = ctlErr
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return err
+	}
 	p.nextID++
 	p.entries[e.id] = e
 	p.link(e)
@@ -93,31 +157,7 @@ func (p *Parker) Park(c net.Conn, deadline time.Time, wake, expire func()) error
 	if first {
 		p.poke() // Run may be waiting without a timeout
 	}
-	ctlErr := ErrClosed
-	p.ctl.RLock()
-	if p.epfd >= 0 {
-		err = rc.Control(func(fd uintptr) {
-			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
-			ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-		})
-	}
-	p.ctl.RUnlock()
-	if err == nil {
-		err = ctlErr
-	}
-	if err == nil {
-		return nil
-	}
-	p.mu.Lock()
-	mine := p.entries[e.id] == e
-	if mine {
-		p.unlink(e)
-	}
-	p.mu.Unlock()
-	if !mine {
-		return nil // expired meanwhile (closed, or its deadline passed): expire has it
-	}
-	return err
+	return nil
 }
 
 // Len is the number of parked connections.
@@ -167,7 +207,7 @@ func (p *Parker) Run() {
 		p.mu.Unlock()
 		for _, e := range rest {
 			p.release(e)
-			e.expire()
+			p.expire(e)
 		}
 		p.ctl.Lock()
 		unix.Close(p.efd)
@@ -221,11 +261,11 @@ func (p *Parker) Run() {
 		p.mu.Unlock()
 		for _, e := range woken {
 			p.release(e)
-			e.wake()
+			p.wake(e)
 		}
 		for _, e := range expired {
 			p.release(e)
-			e.expire()
+			p.expire(e)
 		}
 		clear(woken)
 		clear(expired)
@@ -235,12 +275,38 @@ func (p *Parker) Run() {
 // release takes e's socket out of the set (a one-shot event leaves it in,
 // disabled), so that it can be parked again. A socket already closed has
 // left the set with its last descriptor.
+// (Only Run calls it, before it closes epfd.)
 func (p *Parker) release(e *entry) {
-	p.ctl.RLock()
-	_ = e.rc.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-	})
-	p.ctl.RUnlock()
+	del := func(fd uintptr) { _ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) }
+	if e.rc != nil {
+		_ = e.rc.Control(del)
+	} else {
+		del(uintptr(e.fd))
+	}
+}
+
+// wake hands a readable connection back; a detached one gets a net.Conn
+// again (Go's descriptor is a duplicate: the Parker's is closed).
+func (p *Parker) wake(e *entry) {
+	if e.wakeConn == nil {
+		e.wake()
+		return
+	}
+	f := os.NewFile(uintptr(e.fd), "")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		e.expire()
+		return
+	}
+	e.wakeConn(c)
+}
+
+func (p *Parker) expire(e *entry) {
+	if e.wakeConn != nil {
+		unix.Close(e.fd)
+	}
+	e.expire()
 }
 
 // tickOf is the bucket of deadline t: the first tick boundary at or after it.

@@ -29,3 +29,8 @@ func (p *Parker) Len() int { return 0 }
 
 // Supported is false: connections cannot be parked here.
 func Supported() bool { return false }
+
+// ParkDetached fails with ErrUnsupported.
+func (p *Parker) ParkDetached(c net.Conn, deadline time.Time, wake func(net.Conn), expire func()) error {
+	return ErrUnsupported
+}

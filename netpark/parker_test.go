@@ -3,6 +3,7 @@
 package netpark
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -221,5 +222,102 @@ func TestManyParkedNoGoroutines(t *testing.T) {
 	}
 	if p.Len() != 900 {
 		t.Fatalf("%d parked after 100 woke, want 900", p.Len())
+	}
+}
+
+func parkDetached(t *testing.T, p *Parker, c net.Conn, deadline time.Time) (<-chan net.Conn, <-chan struct{}) {
+	t.Helper()
+	woke, expired := make(chan net.Conn, 1), make(chan struct{}, 1)
+	if err := p.ParkDetached(c, deadline, func(nc net.Conn) { woke <- nc }, func() { expired <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	return woke, expired
+}
+
+// A detached connection wakes as a new net.Conn on the same socket.
+func TestDetachedWake(t *testing.T) {
+	p := parker(t, time.Second)
+	server, client := pair(t, listen(t))
+	woke, _ := parkDetached(t, p, server, time.Time{})
+	if _, err := server.Write([]byte("x")); err == nil {
+		t.Fatal("the parked net.Conn is still open")
+	}
+	client.Write([]byte("hello"))
+	var nc net.Conn
+	select {
+	case nc = <-woke:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake")
+	}
+	defer nc.Close()
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(nc, b); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v on the new conn", b, err)
+	}
+	if _, err := nc.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(client, b[:4]); err != nil || string(b[:4]) != "back" {
+		t.Fatalf("client read %q, %v", b[:4], err)
+	}
+	// Parked again, detached again.
+	woke, _ = parkDetached(t, p, nc, time.Time{})
+	client.Close()
+	select {
+	case nc := <-woke:
+		if n, err := nc.Read(b); n != 0 || err != io.EOF {
+			t.Fatalf("read %d, %v after the client closed, want EOF", n, err)
+		}
+		nc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake on the client's close")
+	}
+}
+
+// A detached connection that expires, or is still parked at Close, is
+// closed: the client sees the end.
+func TestDetachedExpireCloses(t *testing.T) {
+	p := parker(t, 10*time.Millisecond)
+	ln := listen(t)
+	server, client := pair(t, ln)
+	_, expired := parkDetached(t, p, server, time.Now().Add(30*time.Millisecond))
+	select {
+	case <-expired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no expire")
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v, want EOF", n, err)
+	}
+
+	q, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { q.Run(); close(done) }()
+	server, client = pair(t, ln)
+	_, expired = parkDetached(t, q, server, time.Time{})
+	q.Close()
+	<-done
+	<-expired
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v after Close, want EOF", n, err)
+	}
+}
+
+// Only a connection with its own descriptor is detached: a TLS one is not
+// (its state cannot move), and it stays open.
+func TestDetachedNeedsDescriptor(t *testing.T) {
+	p := parker(t, time.Second)
+	server, _ := pair(t, listen(t))
+	tc := tls.Server(server, &tls.Config{})
+	if err := p.ParkDetached(tc, time.Time{}, func(net.Conn) {}, func() {}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("ParkDetached(*tls.Conn): %v, want ErrUnsupported", err)
+	}
+	if _, err := server.Write([]byte("x")); err != nil {
+		t.Fatalf("the refused connection was closed: %v", err)
 	}
 }
