@@ -34,7 +34,7 @@ type entry struct {
 	fd           int             // detached: the descriptor the Parker owns
 	wake, expire func()
 	wakeConn     func(net.Conn) // detached
-	tick         int64 // its bucket, 0 for none
+	tick         int64          // its bucket, 0 for none
 	prev, next   *entry
 }
 
