@@ -62,6 +62,21 @@ pss() {
 }
 mb() { echo "scale=1; $1 / 1024" | bc; }
 
+# up PID PORT LOG: waits (10 s at most) for the balancer PID to accept TCP
+# on PORT; false, with its log's end, if it died or never did.
+up() {
+	local _
+	for _ in $(seq 100); do
+		kill -0 "$1" 2>/dev/null || break
+		(exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "balancer $1 is not listening on $2:" >&2
+	tail -5 "$3" >&2
+	return 1
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
 # hold NAME PROTO ADDR PIDS...: opens the clients, waits for their answers,
 # prints the balancer's memory, and lets them go.
 hold() {
@@ -81,6 +96,7 @@ hold() {
 	done
 	local opened failed at at_pss peak
 	read -r _ opened failed <"$tmp/ready"
+	[ "${opened:-0}" -gt 0 ] || opened=1 # for the division: all failed
 	at=$(kb VmRSS "$@")
 	at_pss=$(pss "$@")
 	sleep "$settle"
@@ -179,28 +195,23 @@ for round in $(seq "$rounds"); do
 	for proto in http sip; do # a fresh clb each: the Go heap keeps what it grew to
 		"$tmp/clb" run -config "$tmp/clb.yaml" 2>"$tmp/clb.log" &
 		p=$!
-		sleep 1
 		if [ "$proto" = http ]; then
-			hold clb http "127.0.0.1:$lb_http" "$p"
+			up "$p" "$lb_http" "$tmp/clb.log" && sleep 1 && hold clb http "127.0.0.1:$lb_http" "$p"
 		else
-			hold clb sip "127.0.0.1:$lb_sip" "$p"
+			up "$p" "$lb_sip" "$tmp/clb.log" && sleep 1 && hold clb sip "127.0.0.1:$lb_sip" "$p"
 		fi
-		kill "$p"
-		wait "$p" 2>/dev/null || true
+		stop "$p"
 	done
 
-	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
+	haproxy -f "$tmp/haproxy.cfg" -db 2>"$tmp/haproxy.log" &
 	p=$!
-	sleep 1
-	hold haproxy http "127.0.0.1:$lb_http" "$p"
-	kill "$p"
-	wait "$p" 2>/dev/null || true
+	up "$p" "$lb_http" "$tmp/haproxy.log" && sleep 1 && hold haproxy http "127.0.0.1:$lb_http" "$p"
+	stop "$p"
 
 	kamailio -f "$tmp/kamailio.cfg" -DD -E -m 512 2>"$tmp/kamailio.log" &
 	p=$!
-	sleep 2
 	# shellcheck disable=SC2046
-	hold kamailio sip "127.0.0.1:$lb_sip" $(pgrep -d ' ' -f "kamailio -f $tmp/kamailio.cfg")
-	kill "$p"
-	wait "$p" 2>/dev/null || true
+	up "$p" "$lb_sip" "$tmp/kamailio.log" && sleep 2 &&
+		hold kamailio sip "127.0.0.1:$lb_sip" $(pgrep -d ' ' -f "kamailio -f $tmp/kamailio.cfg")
+	stop "$p"
 done
