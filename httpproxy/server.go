@@ -391,12 +391,32 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 			return gone
 		}
 		s.giveBuffers(cc)
-		err = s.park.Park(cc.c, idleEnd, func() {
+		expire := func() { s.closeConn(cc) }
+		// A plain socket is parked detached: Go's descriptor for it (and
+		// cc's wrapper of it) are given back too. A TLS one keeps its
+		// net.Conn (crypto/tls's state stays on it).
+		c, dc := cc.c, cc.dc
+		s.setConn(cc, detachedConn{})
+		cc.dc = nil
+		err = s.park.ParkDetached(c, idleEnd, func(nc net.Conn) {
 			go func() {
+				s.reattach(cc, nc)
 				s.takeBuffers(cc)
 				s.run(cc, idleEnd)
 			}()
-		}, func() { s.closeConn(cc) })
+		}, expire)
+		if err != nil {
+			s.setConn(cc, c)
+			cc.dc = dc
+		}
+		if errors.Is(err, netpark.ErrUnsupported) {
+			err = s.park.Park(cc.c, idleEnd, func() {
+				go func() {
+					s.takeBuffers(cc)
+					s.run(cc, idleEnd)
+				}()
+			}, expire)
+		}
 		if err == nil {
 			return parked
 		}
@@ -411,6 +431,35 @@ func (s *Server) initClientConn(cc *clientConn) {
 	cc.dc.write = s.o.Limits.WriteTimeout
 	s.takeBuffers(cc)
 }
+
+// reattach gives a connection woken from ParkDetached its new net.Conn.
+func (s *Server) reattach(cc *clientConn, nc net.Conn) {
+	s.setConn(cc, nc)
+	cc.dc = newDeadlineConn(nc)
+	cc.dc.write = s.o.Limits.WriteTimeout
+}
+
+// setConn changes cc.c, which shutdown reads under s.mu.
+func (s *Server) setConn(cc *clientConn, c net.Conn) {
+	s.mu.Lock()
+	cc.c = c
+	s.mu.Unlock()
+}
+
+// detachedConn stands for the net.Conn of a connection parked detached
+// (the Parker has its socket): closing it does nothing, the rest fails.
+type detachedConn struct{}
+
+var _ net.Conn = detachedConn{}
+
+func (detachedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (detachedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (detachedConn) Close() error                     { return nil }
+func (detachedConn) LocalAddr() net.Addr              { return nil }
+func (detachedConn) RemoteAddr() net.Addr             { return nil }
+func (detachedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (detachedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (detachedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }
 
 func (s *Server) takeBuffers(cc *clientConn) {
 	cc.connState = s.bufs.Get().(*connState)
