@@ -34,18 +34,18 @@ go build -o "$tmp/backend" ./bench/httpbackend
 go build -o "$tmp/instance" ./cmd/clb-instance
 go build -o "$tmp/idleclients" ./bench/idleclients
 
-http_ports=(38081 38082 38083)
+http_ports=(22081 22082 22083)
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${http_ports[$i]}" -name "app$((i + 1))" &
 	pids+=("$!")
 done
-sip_ports=(35071 35072 35073)
+sip_ports=(21071 21072 21073)
 for i in 0 1 2; do
-	"$tmp/instance" -name "uas$((i + 1))" -sip "127.0.0.1:${sip_ports[$i]}" -http "127.0.0.1:$((38091 + i))" 2>/dev/null &
+	"$tmp/instance" -name "uas$((i + 1))" -sip "127.0.0.1:${sip_ports[$i]}" -http "127.0.0.1:$((22091 + i))" 2>/dev/null &
 	pids+=("$!")
 done
-lb_http=38080
-lb_sip=35060
+lb_http=22080
+lb_sip=21060
 
 # kb FIELD PIDS...: a /proc/PID/status field (VmRSS, VmHWM) summed, in kB.
 kb() {

@@ -29,12 +29,12 @@ go build -o "$tmp/clb" ./cmd/clb
 go build -o "$tmp/backend" ./bench/httpbackend
 go build -o "$tmp/soakcalls" ./bench/soakcalls
 
-http_ports=(38081 38082 38083)
+http_ports=(22081 22082 22083)
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${http_ports[$i]}" -name "app$((i + 1))" &
 	pids+=("$!")
 done
-uas_ports=(35071 35072 35073)
+uas_ports=(21071 21072 21073)
 for i in 0 1 2; do
 	mkdir -p "$tmp/uas$i"
 	(cd "$tmp/uas$i" && exec sipp -sf "$root/testdata/sipp/uas.xml" -i 127.0.0.1 -p "${uas_ports[$i]}" \
@@ -44,9 +44,9 @@ for i in 0 1 2; do
 done
 cat >"$tmp/clb.yaml" <<EOF2
 listen:
-  sip: udp://127.0.0.1:35060
-  http: 127.0.0.1:38080
-  admin: 127.0.0.1:38099
+  sip: udp://127.0.0.1:21060
+  http: 127.0.0.1:22080
+  admin: 127.0.0.1:22099
 instances:
   - {name: app1, http: http://127.0.0.1:${http_ports[0]}}
   - {name: app2, http: http://127.0.0.1:${http_ports[1]}}
@@ -60,16 +60,16 @@ EOF2
 "$tmp/clb" run -config "$tmp/clb.yaml" 2>"$tmp/clb.log" &
 clb=$!
 pids+=("$clb")
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:38099/metrics" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:22099/metrics" >/dev/null && break; sleep 0.1; done
 
-metric() { curl -sf "http://127.0.0.1:38099/metrics" | awk -v m="$1" '$1 == m {printf "%d", $2}'; }
+metric() { curl -sf "http://127.0.0.1:22099/metrics" | awk -v m="$1" '$1 == m {printf "%d", $2}'; }
 rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
 
-"$tmp/soakcalls" -lb 127.0.0.1:35060 -rate "$rate" -sources "$sources" -d "${duration}s" \
+"$tmp/soakcalls" -lb 127.0.0.1:21060 -rate "$rate" -sources "$sources" -d "${duration}s" \
 	>"$tmp/calls.out" 2>"$tmp/calls.err" &
 calls=$!
 pids+=("$calls")
-wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:38080/" >"$tmp/wrk.out" 2>&1 &
+wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:22080/" >"$tmp/wrk.out" 2>&1 &
 wrkp=$!
 pids+=("$wrkp")
 
