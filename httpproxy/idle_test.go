@@ -376,3 +376,18 @@ func TestPooledUpstreamHoldsNoBuffers(t *testing.T) {
 		t.Fatalf("%d connections to the instance for 3 requests, want 1 (reused)", n)
 	}
 }
+
+// A connection whose client sent one request and went quiet is parked at
+// once, not after linger: a burst of such clients holds no goroutine and
+// buffers each meanwhile.
+func TestIdleClientParkedAtOnce(t *testing.T) {
+	netparktest.SkipUnsupported(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Hour})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	roundTrip(t, conn, br)
+	netparktest.Until(t, "the connection is parked (linger is an hour)", func() bool { return c.parked() == 1 })
+	// It comes back busy (this request came within linger), and is served.
+	roundTrip(t, conn, br)
+	roundTrip(t, conn, br)
+}

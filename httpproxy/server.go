@@ -72,10 +72,13 @@ type Server struct {
 	flood atomic.Pointer[flood]
 	h2    *h2Server // HTTP/2 for TLS connections that chose h2; nil on plain HTTP
 
-	// Between requests, a connection waits linger in its goroutine (the
-	// next request of a busy client comes sooner), then is parked: no
-	// goroutine, its buffers back in bufs. park is nil where parking is
-	// not supported, and until Serve.
+	// Between requests, a busy connection (its last request came within
+	// linger of the response before) waits linger in its goroutine, then
+	// is parked: no goroutine, its buffers back in bufs. Any other is
+	// parked at once, so that a burst of clients that each send a request
+	// and then hold their connection does not hold a goroutine and
+	// buffers each for linger. park is nil where parking is not
+	// supported, and until Serve.
 	park   *netpark.Parker
 	linger time.Duration
 	bufs   sync.Pool // *connState
@@ -266,6 +269,9 @@ type clientConn struct {
 	remote string     // client IP, for X-Forwarded-For
 	src    netip.Addr // the same, for flood control
 	idle   atomic.Bool
+	// served: a request was answered; busy: the last one came within
+	// linger of the response before (Server.linger).
+	served, busy bool
 	*connState
 }
 
@@ -354,6 +360,7 @@ func (s *Server) run(cc *clientConn, idleEnd time.Time) {
 			s.closeConn(cc)
 			return
 		}
+		cc.served = true
 		idleEnd = time.Now().Add(s.o.Limits.IdleTimeout)
 	}
 }
@@ -366,9 +373,9 @@ const (
 	parked                // handed to the parker: the goroutine ends
 )
 
-// await waits for the first byte of the next request until idleEnd: for
-// linger in the goroutine, then parked (buffers given back) when nothing
-// is buffered.
+// await waits for the first byte of the next request until idleEnd: when
+// nothing is buffered, parked (buffers given back), after linger in the
+// goroutine for the first request and a busy connection's.
 func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 	cc.idle.Store(true)
 	canPark := s.park != nil
@@ -376,9 +383,16 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		if s.isClosing() {
 			return gone
 		}
-		lingering := canPark && cc.br.Buffered() == 0
+		parking := canPark && cc.br.Buffered() == 0
+		if parking && cc.served && !cc.busy {
+			if s.parkConn(cc, idleEnd) {
+				return parked
+			}
+			canPark = false
+			continue
+		}
 		cc.dc.deadline = idleEnd
-		if lingering {
+		if parking {
 			if d := time.Now().Add(s.linger); d.Before(idleEnd) {
 				cc.dc.deadline = d
 			}
@@ -386,43 +400,51 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		_, err := cc.br.Peek(1)
 		switch {
 		case err == nil:
+			if cc.served {
+				cc.busy = time.Since(idleEnd.Add(-s.o.Limits.IdleTimeout)) < s.linger
+			}
 			return ready
-		case !lingering || !isTimeout(err) || !time.Now().Before(idleEnd):
+		case !parking || !isTimeout(err) || !time.Now().Before(idleEnd):
 			return gone
 		}
-		s.giveBuffers(cc)
-		expire := func() { s.closeConn(cc) }
-		// A plain socket is parked detached: Go's descriptor for it (and
-		// cc's wrapper of it) are given back too. A TLS one keeps its
-		// net.Conn (crypto/tls's state stays on it).
-		c, dc := cc.c, cc.dc
-		s.setConn(cc, detachedConn{})
-		cc.dc = nil
-		err = s.park.ParkDetached(c, idleEnd, func(nc net.Conn) {
-			go func() {
-				s.reattach(cc, nc)
-				s.takeBuffers(cc)
-				s.run(cc, idleEnd)
-			}()
-		}, expire)
-		if err != nil {
-			s.setConn(cc, c)
-			cc.dc = dc
-		}
-		if errors.Is(err, netpark.ErrUnsupported) {
-			err = s.park.Park(cc.c, idleEnd, func() {
-				go func() {
-					s.takeBuffers(cc)
-					s.run(cc, idleEnd)
-				}()
-			}, expire)
-		}
-		if err == nil {
+		if s.parkConn(cc, idleEnd) {
 			return parked
 		}
-		s.takeBuffers(cc) // wait the rest here
-		canPark = false
+		canPark = false // wait the rest here
 	}
+}
+
+// parkConn hands cc, idle with nothing buffered, to the parker until
+// idleEnd; false: it could not be parked, and is as it was.
+func (s *Server) parkConn(cc *clientConn, idleEnd time.Time) bool {
+	s.giveBuffers(cc)
+	expire := func() { s.closeConn(cc) }
+	// A plain socket is parked detached: Go's descriptor for it (and
+	// cc's wrapper of it) are given back too. A TLS one keeps its
+	// net.Conn (crypto/tls's state stays on it).
+	c, dc := cc.c, cc.dc
+	s.setConn(cc, detachedConn{})
+	cc.dc = nil
+	err := s.park.ParkDetached(c, idleEnd, func(nc net.Conn) {
+		go func() {
+			s.reattach(cc, nc)
+			s.wake(cc, idleEnd)
+		}()
+	}, expire)
+	if err != nil {
+		s.setConn(cc, c)
+		cc.dc = dc
+	}
+	if errors.Is(err, netpark.ErrUnsupported) {
+		err = s.park.Park(cc.c, idleEnd, func() {
+			go s.wake(cc, idleEnd)
+		}, expire)
+	}
+	if err == nil {
+		return true
+	}
+	s.takeBuffers(cc)
+	return false
 }
 
 // initClientConn gives cc its deadlines and buffers.
@@ -430,6 +452,14 @@ func (s *Server) initClientConn(cc *clientConn) {
 	cc.dc = newDeadlineConn(cc.c)
 	cc.dc.write = s.o.Limits.WriteTimeout
 	s.takeBuffers(cc)
+}
+
+// wake serves a connection the parker found readable. It reads before it
+// may park again (busy, until the request says whether it is).
+func (s *Server) wake(cc *clientConn, idleEnd time.Time) {
+	cc.busy = true
+	s.takeBuffers(cc)
+	s.run(cc, idleEnd)
 }
 
 // reattach gives a connection woken from ParkDetached its new net.Conn.
