@@ -217,3 +217,16 @@ func tlsDial(c *cluster) (net.Conn, error) {
 	_ = conn.SetDeadline(time.Now().Add(wait))
 	return conn, nil
 }
+
+// A connection that sent a message and went quiet is parked at once, not
+// after linger.
+func TestStreamIdleParkedAtOnce(t *testing.T) {
+	netparktest.SkipUnsupported(t)
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Hour})
+	conn := dialCLB(t, c)
+	br := bufio.NewReader(conn)
+	ping(t, conn, br)
+	netparktest.Until(t, "the connection is parked (linger is an hour)", func() bool { return c.parked("tcp") == 1 })
+	ping(t, conn, br)
+	refused483(t, c, conn, br, "at-once")
+}

@@ -250,23 +250,47 @@ func (t *streamTransport) read(c *streamConn) {
 		t.unregister(c)
 		return
 	}
-	t.frameConn(c)
+	t.frameConn(c, time.Time{})
 }
 
 // frameConn frames messages on a connection (RFC 3261 18.3: by
 // Content-Length) and hands each to the proxy, until the connection closes
-// or is parked. Framing errors close the connection: past one, there is no
-// message boundary to resume at.
-func (t *streamTransport) frameConn(c *streamConn) {
+// or is parked (woken, with the idle deadline it was parked with: it was,
+// and is readable; zero for a new one). Framing errors close the
+// connection: past one, there is no message boundary to resume at.
+//
+// With nothing buffered, a busy connection (its last message came within
+// linger of the one before) and a new one wait linger here before they
+// are parked; any other is parked at once.
+func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 	st := t.bufs.Get().(*streamState)
 	buf, have := st.buf, 0
 	var partial time.Time // when the first byte of an unfinished message came
-	idleEnd := time.Now().Add(t.opts.idleTimeout)
+	woken := !idleEnd.IsZero()
+	if !woken {
+		idleEnd = time.Now().Add(t.opts.idleTimeout)
+	}
 	canPark := t.park != nil
+	served, busy := woken, woken // woken: read before parking again
+	park := func() bool {
+		t.give(st, buf)
+		end := idleEnd
+		err := t.park.Park(c.c, end, func() { t.wg.Go(func() { t.frameConn(c, end) }) }, func() { t.unregister(c) })
+		if err == nil {
+			return true
+		}
+		st = t.bufs.Get().(*streamState) // wait the rest here
+		buf = st.buf
+		canPark = false
+		return false
+	}
 	for {
+		if have == 0 && canPark && served && !busy && park() {
+			return
+		}
 		// Idle, the connection may wait IdleTimeout for its next message
-		// (the first linger of it here, the rest parked); a message begun
-		// must end within MessageTimeout of its start.
+		// (parked, after linger here if it is busy); a message begun must
+		// end within MessageTimeout of its start.
 		deadline, lingering := idleEnd, false
 		if have > 0 {
 			if partial.IsZero() {
@@ -291,6 +315,12 @@ func (t *streamTransport) frameConn(c *streamConn) {
 			buf = grown
 		}
 		n, err := c.c.Read(buf[have:])
+		if have == 0 && n > 0 {
+			if served { // the gap since the last message, not since connect
+				busy = time.Since(idleEnd.Add(-t.opts.idleTimeout)) < t.linger
+			}
+			served = true
+		}
 		have += n
 		ok := true
 		for ok {
@@ -308,14 +338,9 @@ func (t *streamTransport) frameConn(c *streamConn) {
 			idleEnd = time.Now().Add(t.opts.idleTimeout)
 		}
 		if err != nil && lingering && n == 0 && isTimeout(err) {
-			t.give(st, buf)
-			err := t.park.Park(c.c, idleEnd, func() { t.wg.Go(func() { t.frameConn(c) }) }, func() { t.unregister(c) })
-			if err == nil {
+			if park() {
 				return
 			}
-			st = t.bufs.Get().(*streamState) // wait the rest here
-			buf = st.buf
-			canPark = false
 			continue
 		}
 		if err != nil {
