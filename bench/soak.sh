@@ -69,7 +69,12 @@ rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
 	>"$tmp/calls.out" 2>"$tmp/calls.err" &
 calls=$!
 pids+=("$calls")
-wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:22080/" >"$tmp/wrk.out" 2>&1 &
+if [ "$conns" -gt 0 ]; then # HTTP_CONNS=0: SIP alone
+	wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:22080/" >"$tmp/wrk.out" 2>&1 &
+else
+	: >"$tmp/wrk.out"
+	sleep 0 &
+fi
 wrkp=$!
 pids+=("$wrkp")
 
@@ -94,6 +99,7 @@ grep -v '^progress' "$tmp/calls.err" | head -3 || true
 uas_errors=0
 for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && uas_errors=$((uas_errors + $(wc -l <"$tmp/uas$i/errors.log"))); done
 echo "SIPp UAS: $uas_errors lines of unexpected messages or errors"
+for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && grep -v '^$' "$tmp/uas$i/errors.log" | head -4 && break; done
 reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
 echo "HTTP: $reqs requests, $(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out") req/s; $(grep -E 'Non-2xx|Socket errors' "$tmp/wrk.out" | tr '\n' ' ' || true)"
 awk 'NR == 1 || $1 <= 60 {base = $2; gbase = $3} $1 > 60 {if ($2 > max) max = $2; if ($3 > gmax) gmax = $3; last = $2; glast = $3}
