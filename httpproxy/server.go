@@ -269,9 +269,10 @@ type clientConn struct {
 	remote string     // client IP, for X-Forwarded-For
 	src    netip.Addr // the same, for flood control
 	idle   atomic.Bool
-	// served: a request was answered; busy: the last one came within
-	// linger of the response before (Server.linger).
-	served, busy bool
+	// served: a request was answered; busy: the last one came without a
+	// park before it (within linger of the response before); woken: the
+	// parker has just found it readable.
+	served, busy, woken bool
 	*connState
 }
 
@@ -383,7 +384,7 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		if s.isClosing() {
 			return gone
 		}
-		parking := canPark && cc.br.Buffered() == 0
+		parking := canPark && !cc.woken && cc.br.Buffered() == 0
 		if parking && cc.served && !cc.busy {
 			if s.parkConn(cc, idleEnd) {
 				return parked
@@ -393,16 +394,19 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		}
 		cc.dc.deadline = idleEnd
 		if parking {
-			if d := time.Now().Add(s.linger); d.Before(idleEnd) {
+			// linger from when it went idle, told by idleEnd: no clock
+			// read per request
+			if d := idleEnd.Add(s.linger - s.o.Limits.IdleTimeout); d.Before(idleEnd) {
 				cc.dc.deadline = d
 			}
 		}
 		_, err := cc.br.Peek(1)
 		switch {
 		case err == nil:
-			if cc.served {
-				cc.busy = time.Since(idleEnd.Add(-s.o.Limits.IdleTimeout)) < s.linger
+			if cc.served { // a gap between requests, not since connect
+				cc.busy = !cc.woken
 			}
+			cc.woken = false
 			return ready
 		case !parking || !isTimeout(err) || !time.Now().Before(idleEnd):
 			return gone
@@ -454,10 +458,10 @@ func (s *Server) initClientConn(cc *clientConn) {
 	s.takeBuffers(cc)
 }
 
-// wake serves a connection the parker found readable. It reads before it
-// may park again (busy, until the request says whether it is).
+// wake serves a connection the parker found readable: it reads before it
+// may park again.
 func (s *Server) wake(cc *clientConn, idleEnd time.Time) {
-	cc.busy = true
+	cc.woken = true
 	s.takeBuffers(cc)
 	s.run(cc, idleEnd)
 }

@@ -259,9 +259,9 @@ func (t *streamTransport) read(c *streamConn) {
 // and is readable; zero for a new one). Framing errors close the
 // connection: past one, there is no message boundary to resume at.
 //
-// With nothing buffered, a busy connection (its last message came within
-// linger of the one before) and a new one wait linger here before they
-// are parked; any other is parked at once.
+// With nothing buffered, a busy connection (its last message came without
+// a park before it, within linger of the one before) and a new one wait
+// linger here before they are parked; any other is parked at once.
 func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 	st := t.bufs.Get().(*streamState)
 	buf, have := st.buf, 0
@@ -271,7 +271,7 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 		idleEnd = time.Now().Add(t.opts.idleTimeout)
 	}
 	canPark := t.park != nil
-	served, busy := woken, woken // woken: read before parking again
+	served, busy := woken, false // woken: read before parking again
 	park := func() bool {
 		t.give(st, buf)
 		end := idleEnd
@@ -285,7 +285,7 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 		return false
 	}
 	for {
-		if have == 0 && canPark && served && !busy && park() {
+		if have == 0 && canPark && !woken && served && !busy && park() {
 			return
 		}
 		// Idle, the connection may wait IdleTimeout for its next message
@@ -299,7 +299,8 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 			deadline = partial.Add(t.opts.messageTimeout)
 		} else {
 			partial = time.Time{}
-			if d := time.Now().Add(t.linger); canPark && d.Before(idleEnd) {
+			// linger from when it went idle, told by idleEnd
+			if d := idleEnd.Add(t.linger - t.opts.idleTimeout); canPark && !woken && d.Before(idleEnd) {
 				deadline, lingering = d, true
 			}
 		}
@@ -316,10 +317,10 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 		}
 		n, err := c.c.Read(buf[have:])
 		if have == 0 && n > 0 {
-			if served { // the gap since the last message, not since connect
-				busy = time.Since(idleEnd.Add(-t.opts.idleTimeout)) < t.linger
+			if served { // a gap between messages, not since connect
+				busy = !woken
 			}
-			served = true
+			served, woken = true, false
 		}
 		have += n
 		ok := true
