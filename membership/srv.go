@@ -150,21 +150,10 @@ func (s *SRV) configure(o SRVOptions) {
 			names = append(names, s.names[i])
 			continue
 		}
-		names = append(names, &srvName{protocol: n.protocol, name: n.name, transport: SRVTransport(n.name)})
+		transport, _ := config.SRVTransport(n.name)
+		names = append(names, &srvName{protocol: n.protocol, name: n.name, transport: transport})
 	}
 	s.names = names
-}
-
-// SRVTransport is the transport an SRV name's service label says:
-// _sip._udp udp, _sip._tcp tcp, _sips._tcp tls, _http._tcp http,
-// _https._tcp https; "" for any other.
-func SRVTransport(name string) string {
-	labels := strings.SplitN(strings.ToLower(name), ".", 3)
-	if len(labels) < 3 || labels[2] == "" {
-		return ""
-	}
-	return map[string]string{"_sip._udp": "udp", "_sip._tcp": "tcp", "_sips._tcp": "tls", "_http._tcp": "http",
-		"_https._tcp": "https"}[labels[0]+"."+labels[1]]
 }
 
 // Configure replaces the options (a reload); the next round uses them.

@@ -253,15 +253,3 @@ func TestNextRound(t *testing.T) {
 		}
 	}
 }
-
-// TestSRVTransport: the transport each service label names.
-func TestSRVTransport(t *testing.T) {
-	for name, want := range map[string]string{
-		"_sip._udp.example.com": "udp", "_SIP._TCP.example.com": "tcp", "_sips._tcp.example.com": "tls",
-		"_http._tcp.example.com": "http", "_https._tcp.example.com.": "https", "_sip._udp": "", "_ftp._tcp.example.com": "",
-	} {
-		if got := SRVTransport(name); got != want {
-			t.Errorf("SRVTransport(%q) = %q, want %q", name, got, want)
-		}
-	}
-}
