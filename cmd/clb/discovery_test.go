@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"clb/admin"
+	"clb/config"
+	"clb/dnstest"
+)
+
+// srvOf are the SIP and HTTP SRV records of a backend, as target:weight.
+func srvOf(target string, b *backend, weight int) []dnstest.SRV {
+	return []dnstest.SRV{
+		{Name: "_sip._udp.app.test", Target: target, Port: b.sip.LocalAddr().(*net.UDPAddr).Port, Weight: weight},
+		{Name: "_http._tcp.app.test", Target: target, Port: b.web.Listener.Addr().(*net.TCPAddr).Port, Weight: weight},
+	}
+}
+
+// startNode runs a node of the file at path until the test ends.
+func startNode(t *testing.T, path string) *node {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.run(ctx, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Error(err)
+		}
+	})
+	return n
+}
+
+// until polls the status of every admin address until cond holds for
+// all of them, or fails the test after within.
+func until(t *testing.T, within time.Duration, what string, cond func(admin.Status) bool, admins ...string) []admin.Status {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sts := make([]admin.Status, len(admins))
+		ok := true
+		for i, a := range admins {
+			adminCall(t, a, "GET", "/api/v1/status", &sts[i])
+			ok = ok && cond(sts[i])
+		}
+		if ok {
+			return sts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %+v", what, within, sts)
+		}
+		<-tick.C
+	}
+}
+
+// TestSRVDiscoveryUnderTraffic: two clb nodes with one file and no
+// instance in it, their instances from a dnsmasq's SRV records, SIP and
+// HTTP traffic flowing through both. A record re-weighted: the instance's
+// share follows the weight; removed: it leaves and its keys go to their
+// replica partners; added again: it returns on both nodes ramped from one
+// moment (a whole multiple of refresh: both give it the same next step) and
+// takes traffic; a DNS server that stops answering changes nothing
+// (routing goes on, the status says so). The nodes' fingerprints are equal
+// at each stage, and no request fails.
+func TestSRVDiscoveryUnderTraffic(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	hosts := map[string][]string{"a.test": {"127.0.0.1"}, "b.test": {"127.0.0.1"}, "c.test": {"127.0.0.1"}}
+	records := func(bWeight int, withA bool) []dnstest.SRV {
+		r := append(srvOf("b.test", b, bWeight), srvOf("c.test", c, 100)...)
+		if withA {
+			r = append(r, srvOf("a.test", a, 100)...)
+		}
+		return r
+	}
+	dns := dnstest.StartSRV(t, hosts, records(100, true))
+	const refresh = 500 * time.Millisecond
+	// A ramp long enough to be seen on this loaded machine, where a
+	// rebuild of the hashing table may take seconds under -race.
+	path := writeFile(t, fmt.Sprintf(`listen: {sip: [udp://127.0.0.1:0], http: 127.0.0.1:0, admin: 127.0.0.1:0}
+health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 3}
+loadfactor: {start: 0.5, increase: 0.5, period: 60s}
+discovery: {sip: _sip._udp.app.test, http: _http._tcp.app.test, resolver: "%s", refresh: %v, resolve_timeout: 300ms}
+`, dns.Addr(), refresh))
+	n1, n2 := startNode(t, path), startNode(t, path)
+	admins := []string{n1.admin.Addr(), n2.admin.Addr()}
+	const within = 20 * time.Second
+	names := func(st admin.Status) string {
+		var s []string
+		for _, i := range st.Instances {
+			s = append(s, fmt.Sprintf("%s:%d", i.Name, i.Weight))
+		}
+		return strings.Join(s, " ")
+	}
+	agree := func(what string) {
+		t.Helper()
+		sts := until(t, within, what, func(admin.Status) bool { return true }, admins...)
+		if sts[0].Fingerprint != sts[1].Fingerprint {
+			t.Errorf("%s: fingerprints %s and %s\n%+v\n%+v", what, sts[0].Fingerprint, sts[1].Fingerprint, sts[0].Instances, sts[1].Instances)
+		}
+	}
+	for _, st := range until(t, within, "a, b and c from DNS", func(st admin.Status) bool {
+		return names(st) == "a.test:100 b.test:100 c.test:100"
+	}, admins...) {
+		if len(st.Discovery) != 2 || !st.Discovery[0].OK || st.Discovery[0].Instances != 3 || st.Discovery[1].Protocol != "http" {
+			t.Errorf("discovery status %+v", st.Discovery)
+		}
+	}
+	agree("at start")
+	var trs []*traffic
+	for _, n := range []*node{n1, n2} {
+		trs = append(trs, startTraffic(t, n.http.Addr(), strings.TrimPrefix(n.sip.Listeners()[0], "udp://")))
+	}
+	for _, tr := range trs {
+		tr.await(2)
+	}
+
+	// Re-weighted: b's share follows its weight.
+	dns.SetSRV(records(300, true))
+	for _, st := range until(t, within, "b weighs 300", func(st admin.Status) bool { return byName(st, "b.test").Weight == 300 }, admins...) {
+		if got := byName(st, "b.test").FullShare; math.Abs(got-0.6) > 0.05 {
+			t.Errorf("b's share %.3f at weight 300 of 500, want about 0.6", got)
+		}
+	}
+	agree("b re-weighted")
+
+	// Removed: a leaves; its keys go to their replica partners.
+	type route struct{ owner, replica string }
+	keys := map[string]route{}
+	for i := range 200 {
+		var r admin.Route
+		key := fmt.Sprintf("user:%d", i)
+		adminCall(t, admins[0], "GET", "/api/v1/route?key="+url.QueryEscape(key), &r)
+		keys[key] = route{r.Owner, r.Replica}
+	}
+	dns.SetSRV(records(300, false))
+	until(t, within, "a leaves", func(st admin.Status) bool { return names(st) == "b.test:300 c.test:100" }, admins...)
+	moved := 0
+	for key, was := range keys {
+		var r admin.Route
+		adminCall(t, admins[1], "GET", "/api/v1/route?key="+url.QueryEscape(key), &r)
+		switch {
+		case was.owner == "a.test":
+			moved++
+			if r.Owner != was.replica {
+				t.Errorf("key %s of a went to %s, not to its replica partner %s", key, r.Owner, was.replica)
+			}
+		case r.Owner != was.owner:
+			t.Errorf("key %s moved from %s to %s, though a did not own it", key, was.owner, r.Owner)
+		}
+	}
+	if moved == 0 {
+		t.Error("a owned none of 200 keys")
+	}
+	agree("a removed")
+	for _, tr := range trs {
+		tr.await(2)
+	}
+
+	// Added again: a returns to both nodes, ramping from one moment.
+	servedA := a.webN.Load() + a.sipN.Load()
+	dns.SetSRV(records(300, true))
+	sts := until(t, within, "a returns, ramping", func(st admin.Status) bool { return byName(st, "a.test").State == "ramping" }, admins...)
+	next := [2]*time.Time{byName(sts[0], "a.test").NextStep, byName(sts[1], "a.test").NextStep}
+	if next[0] == nil || next[1] == nil || !next[0].Equal(*next[1]) || next[0].Sub(next[0].Truncate(refresh)) != 0 {
+		t.Errorf("a's next step %v on one node, %v on the other: want one moment, a whole multiple of %v", next[0], next[1], refresh)
+	}
+	if f := byName(sts[0], "a.test").LoadFactor; f != 0.5 {
+		t.Errorf("a returned at load factor %v, want loadfactor.start 0.5", f)
+	}
+	agree("a ramping")
+	for _, tr := range trs {
+		tr.await(2)
+	}
+	if a.webN.Load()+a.sipN.Load() == servedA {
+		t.Error("a served nothing after it returned")
+	}
+
+	// The DNS server stops answering: nothing changes, the status says so.
+	dns.Pause()
+	for _, st := range until(t, within, "discovery not ok", func(st admin.Status) bool {
+		return len(st.Discovery) == 2 && !st.Discovery[0].OK && !st.Discovery[1].OK
+	}, admins...) {
+		if names(st) != "a.test:100 b.test:300 c.test:100" || !strings.Contains(st.Discovery[0].Error, "timeout") || st.Discovery[0].Instances != 3 {
+			t.Errorf("DNS paused: instances %s, discovery %+v", names(st), st.Discovery)
+		}
+	}
+	for _, tr := range trs {
+		tr.await(2)
+	}
+	agree("DNS paused")
+	dns.Resume()
+	until(t, within, "discovery ok again", func(st admin.Status) bool {
+		return len(st.Discovery) == 2 && st.Discovery[0].OK && st.Discovery[1].OK
+	}, admins...)
+
+	for i, tr := range trs {
+		tr.end()
+		if n := tr.failures.Load(); n > 0 {
+			t.Errorf("node %d: %d of %d requests failed: %v", i+1, n, tr.sent.Load()+n, tr.errs)
+		}
+	}
+}
