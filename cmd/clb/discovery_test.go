@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -218,5 +219,94 @@ discovery: {sip: _sip._udp.app.test, http: _http._tcp.app.test, resolver: "%s", 
 		if n := tr.failures.Load(); n > 0 {
 			t.Errorf("node %d: %d of %d requests failed: %v", i+1, n, tr.sent.Load()+n, tr.errs)
 		}
+	}
+}
+
+// TestCheckSRV: clb check looks the SRV names up and lists their
+// instances with the file's; an SRV name the server does not answer for is
+// a warning when the rest makes a valid list, and an error, naming the
+// name, when nothing is left to send a listener's requests to.
+func TestCheckSRV(t *testing.T) {
+	a := newBackend(t, "a")
+	dns := dnstest.StartSRV(t, map[string][]string{"a.test": {"127.0.0.1"}}, srvOf("a.test", a, 50))
+	head := fmt.Sprintf("listen: {sip: [udp://127.0.0.1:5060], http: 127.0.0.1:8080}\ndiscovery: {resolver: %q, sip: _sip._udp.app.test, http: _http._tcp.app.test, resolve_timeout: 300ms}\n", dns.Addr())
+	code, out, errOut := clb(t, "", "check", "-config", writeFile(t, head+"instances:\n  - {name: file1, sip: udp://127.0.0.1:5072}\n"))
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"instances: 2 (1 from DNS SRV), total weight 150",
+		fmt.Sprintf("a.test  50      33.3%%  udp://%s  %s", a.sip.LocalAddr(), a.web.URL),
+		"discovery: sip _sip._udp.app.test: 1 instances",
+		"discovery: http _http._tcp.app.test: 1 instances",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+
+	dns.Pause()
+	defer dns.Resume()
+	code, out, errOut = clb(t, "", "check", "-config", writeFile(t, head+"instances:\n  - {name: file1, sip: udp://127.0.0.1:5072, http: http://127.0.0.1:8082}\n"))
+	if code != 0 || !strings.Contains(errOut, "clb check: warning: discovery: SRV _sip._udp.app.test from "+dns.Addr().String()) ||
+		!strings.Contains(out, "discovery: sip _sip._udp.app.test: no answer: ") {
+		t.Errorf("DNS paused, the file's instance serves both: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	path := writeFile(t, head)
+	code, out, errOut = clb(t, "", "check", "-config", path)
+	if code != 1 || out != "" || !strings.Contains(errOut, "SRV _http._tcp.app.test from") ||
+		!strings.Contains(errOut, path+": the instances of the file and of DNS SRV: instances: at least one instance is required") {
+		t.Errorf("DNS paused, no instance: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+// TestSRVNodeReloadAndStop: a reload that changes an SRV name is refused
+// (the source is made at start); one that changes refresh is taken; and a
+// node with SRV discovery, stopped, leaves no goroutine of clb's (STYLE 8).
+func TestSRVNodeReloadAndStop(t *testing.T) {
+	a := newBackend(t, "a")
+	dns := dnstest.StartSRV(t, map[string][]string{"a.test": {"127.0.0.1"}}, srvOf("a.test", a, 100))
+	file := func(name, refresh string) string {
+		return fmt.Sprintf("listen: {sip: [udp://127.0.0.1:0], http: 127.0.0.1:0, admin: 127.0.0.1:0}\n"+
+			"discovery: {resolver: %q, sip: %s, http: _http._tcp.app.test, refresh: %s, resolve_timeout: 300ms}\n", dns.Addr(), name, refresh)
+	}
+	path := writeFile(t, file("_sip._udp.app.test", "500ms"))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := goroutineIDs()
+	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.run(ctx, nil) }()
+	admins := []string{n.admin.Addr()}
+	st := until(t, 20*time.Second, "a from DNS", func(st admin.Status) bool { return len(st.Discovery) == 2 && byName(st, "a.test").Name != "" }, admins...)[0]
+	first := st.Discovery[0].Answered // at start
+	until(t, 20*time.Second, "another round", func(st admin.Status) bool { return st.Discovery[0].Answered.After(first) }, admins...)
+
+	if err := os.WriteFile(path, []byte(file("_sip._udp.other.test", "500ms")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := adminCall(t, n.admin.Addr(), "POST", "/api/v1/reload", nil); code != 422 || !strings.Contains(body, "discovery.sip, discovery.http: changed") {
+		t.Errorf("reload of another SRV name: %d %s", code, body)
+	}
+	if err := os.WriteFile(path, []byte(file("_sip._udp.app.test", "1h")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := adminCall(t, n.admin.Addr(), "POST", "/api/v1/reload", nil); code != 200 {
+		t.Errorf("reload of refresh: %d %s", code, body)
+	}
+
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if left := clbGoroutines(t, before); left != "" {
+		t.Errorf("goroutines of clb left after the node stopped:\n%s", left)
 	}
 }
