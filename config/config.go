@@ -356,8 +356,6 @@ func (d *decoder) validateDiscovery(c *Config) {
 			d.errorf(d.line(n.key), n.key, "%q: want an SRV name %s", n.name, n.want)
 		case checkHost(domain) != nil:
 			d.errorf(d.line(n.key), n.key, "%q: %q is not a domain name", n.name, domain)
-		case len(c.Clusters) > 0:
-			d.errorf(d.line(n.key), n.key, "not with clusters: the instances SRV records give would be in no cluster")
 		case n.key == "discovery.sip" && len(c.Listen.SIP) > 0 && !hasTransport(c.Listen.SIP, transport):
 			d.errorf(d.line(n.key), n.key, "%s: listen.sip has no %s listener to reach its instances from", n.name, transport)
 		}

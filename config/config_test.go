@@ -254,11 +254,6 @@ instances:
 			line: 8, key: "discovery.sip", msg: "listen.sip has no tcp listener",
 		},
 		{
-			name: "srv with clusters",
-			yaml: "listen: {sip: udp://127.0.0.1:5060}\nclusters:\n  - name: blue\n    instances: [{name: a, sip: 127.0.0.1:5071}]\ndiscovery:\n  sip: _sip._udp.app.example.com\n",
-			line: 6, key: "discovery.sip", msg: "not with clusters",
-		},
-		{
 			name: "refresh 0",
 			yaml: minimal + "discovery:\n  refresh: 0s\n",
 			line: 8, key: "discovery.refresh", msg: "greater than 0",
