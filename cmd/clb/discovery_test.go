@@ -8,14 +8,11 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
 	"clb/admin"
-	"clb/config"
 	"clb/dnstest"
 )
 
@@ -30,24 +27,23 @@ func srvOf(target string, b *backend, weight int) []dnstest.SRV {
 // startNode runs a node of the file at path until the test ends.
 func startNode(t *testing.T, path string) *node {
 	t.Helper()
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := loadNode(t, path)
+	t.Cleanup(runNode(t, n))
+	return n
+}
+
+// runNode runs n; the function it returns stops it and waits until run
+// has returned.
+func runNode(t *testing.T, n *node) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() { stopped <- n.run(ctx, nil) }()
-	t.Cleanup(func() {
+	return sync.OnceFunc(func() {
 		cancel()
 		if err := <-stopped; err != nil {
 			t.Error(err)
 		}
 	})
-	return n
 }
 
 // until polls the status of every admin address until cond holds for
@@ -271,19 +267,10 @@ func TestSRVNodeReloadAndStop(t *testing.T) {
 			"discovery: {resolver: %q, sip: %s, http: _http._tcp.app.test, refresh: %s, resolve_timeout: 300ms}\n", dns.Addr(), name, refresh)
 	}
 	path := writeFile(t, file("_sip._udp.app.test", "500ms"))
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := goroutineIDs()
-	n, err := newNode(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stopped := make(chan error, 1)
-	go func() { stopped <- n.run(ctx, nil) }()
+	n := loadNode(t, path)
+	stop := runNode(t, n)
+	defer stop()
 	admins := []string{n.admin.Addr()}
 	st := until(t, 20*time.Second, "a from DNS", func(st admin.Status) bool { return len(st.Discovery) == 2 && byName(st, "a.test").Name != "" }, admins...)[0]
 	first := st.Discovery[0].Answered // at start
@@ -302,10 +289,7 @@ func TestSRVNodeReloadAndStop(t *testing.T) {
 		t.Errorf("reload of refresh: %d %s", code, body)
 	}
 
-	cancel()
-	if err := <-stopped; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	if left := clbGoroutines(t, before); left != "" {
 		t.Errorf("goroutines of clb left after the node stopped:\n%s", left)
 	}
