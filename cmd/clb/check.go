@@ -40,7 +40,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	}
 	printSummary(stdout, cfg, b.Table().Status(time.Now()))
 	if srv != nil {
-		printDiscovery(stdout, srv.Status())
+		_ = printDiscovery(stdout, srv.Status())
 	}
 	if len(cfg.Clusters) > 0 {
 		printClusters(stdout, b.Table().Clusters())
@@ -130,15 +130,26 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 	printTLS(out, cfg)
 }
 
-// printDiscovery says what each SRV name's look-up gave.
-func printDiscovery(out io.Writer, status []membership.SRVStatus) {
+// printDiscovery says what each SRV name's last look-up gave (clb check,
+// clb ctl status).
+func printDiscovery(out io.Writer, status []membership.SRVStatus) error {
 	for _, st := range status {
 		result := fmt.Sprintf("%d instances", st.Instances)
-		if !st.OK {
+		switch {
+		case !st.OK && st.Answered.IsZero():
 			result = "no answer: " + st.Error
+		case !st.OK:
+			result = fmt.Sprintf("no answer: %s (routing on its answer of %s: %d instances)",
+				st.Error, st.Answered.UTC().Format(time.RFC3339), st.Instances)
 		}
-		fmt.Fprintf(out, "discovery: %s %s: %s\n", st.Protocol, st.Name, result)
+		if st.Refused != "" {
+			result += "; its last change refused: " + st.Refused
+		}
+		if _, err := fmt.Fprintf(out, "discovery: %s %s: %s\n", st.Protocol, st.Name, result); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // printTLS says what the tls section holds; Load has checked the files.

@@ -256,7 +256,9 @@ func TestCheckSRV(t *testing.T) {
 	}
 }
 
-// TestSRVNodeReloadAndStop: a reload that changes an SRV name is refused
+// TestSRVNodeReloadAndStop: clb ctl status says each SRV name's state (and
+// that routing goes on on the last answer while the server does not
+// answer); a reload that changes an SRV name is refused
 // (the source is made at start); one that changes refresh is taken; and a
 // node with SRV discovery, stopped, leaves no goroutine of clb's (STYLE 8).
 func TestSRVNodeReloadAndStop(t *testing.T) {
@@ -275,6 +277,19 @@ func TestSRVNodeReloadAndStop(t *testing.T) {
 	st := until(t, 20*time.Second, "a from DNS", func(st admin.Status) bool { return len(st.Discovery) == 2 && byName(st, "a.test").Name != "" }, admins...)[0]
 	first := st.Discovery[0].Answered // at start
 	until(t, 20*time.Second, "another round", func(st admin.Status) bool { return st.Discovery[0].Answered.After(first) }, admins...)
+
+	code, out, errOut := clb(t, "", "ctl", "-admin", "http://"+n.admin.Addr(), "status")
+	if code != 0 || !strings.Contains(out, "discovery: sip _sip._udp.app.test: 1 instances\ndiscovery: http _http._tcp.app.test: 1 instances\n") {
+		t.Errorf("clb ctl status: exit %d\n%s%s", code, out, errOut)
+	}
+	dns.Pause()
+	until(t, 20*time.Second, "a failed round", func(st admin.Status) bool { return !st.Discovery[0].OK }, admins...)
+	code, out, errOut = clb(t, "", "ctl", "-admin", "http://"+n.admin.Addr(), "status")
+	if want := "discovery: sip _sip._udp.app.test: no answer: SRV _sip._udp.app.test from " + dns.Addr().String(); code != 0 ||
+		!strings.Contains(out, want) || !strings.Contains(out, "(routing on its answer of ") {
+		t.Errorf("clb ctl status with DNS paused: exit %d\n%s%s\nwant %s", code, out, errOut, want)
+	}
+	dns.Resume()
 
 	if err := os.WriteFile(path, []byte(file("_sip._udp.other.test", "500ms")), 0o644); err != nil {
 		t.Fatal(err)
