@@ -36,6 +36,7 @@ type Server struct {
 	addr  netip.AddrPort
 	dir   string
 	srv   []SRV
+	cname []CNAME
 	lines chan string // dnsmasq's log
 	proc  *os.Process
 	stop  func() // ends proc and waits for it
@@ -48,6 +49,9 @@ type SRV struct {
 	Port, Priority, Weight int
 }
 
+// CNAME makes Alias a name for Target (--cname), which dnsmasq must know.
+type CNAME struct{ Alias, Target string }
+
 // TTL is the time to live of every answer, in seconds.
 const TTL = 1
 
@@ -57,8 +61,9 @@ func Start(t testing.TB, records map[string][]string) *Server {
 	return StartSRV(t, records, nil)
 }
 
-// StartSRV starts dnsmasq answering records and the SRV records srv.
-func StartSRV(t testing.TB, records map[string][]string, srv []SRV) *Server {
+// StartSRV starts dnsmasq answering records, the SRV records srv and the
+// aliases cnames.
+func StartSRV(t testing.TB, records map[string][]string, srv []SRV, cnames ...CNAME) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
@@ -67,7 +72,7 @@ func StartSRV(t testing.TB, records map[string][]string, srv []SRV) *Server {
 		}
 		t.Skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), srv: srv}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), srv: srv, cname: cnames}
 	// dnsmasq started by root reads the file as user nobody.
 	for _, dir := range []string{filepath.Dir(s.dir), s.dir} {
 		if err := os.Chmod(dir, 0o755); err != nil {
@@ -95,6 +100,9 @@ func (s *Server) start(port int) bool {
 		"--log-facility=-", "--pid-file=", "--local-ttl=" + strconv.Itoa(TTL)}
 	for _, r := range s.srv {
 		args = append(args, fmt.Sprintf("--srv-host=%s,%s,%d,%d,%d", r.Name, r.Target, r.Port, r.Priority, r.Weight))
+	}
+	for _, c := range s.cname {
+		args = append(args, fmt.Sprintf("--cname=%s,%s", c.Alias, c.Target))
 	}
 	cmd := exec.Command(s.bin, args...)
 	out, err := cmd.StderrPipe()

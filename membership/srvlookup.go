@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -205,6 +206,9 @@ func parseSRV(resp []byte, id uint16, question dnsmessage.Question) (SRVAnswer, 
 		return SRVAnswer{}, fmt.Errorf("server answered %s", strings.TrimPrefix(h.RCode.String(), "RCode"))
 	}
 	var ans SRVAnswer
+	// The name asked, and those it is an alias of (CNAME records, which a
+	// server puts before the records they lead to).
+	names := []string{strings.ToLower(question.Name.String())}
 	for {
 		rh, err := p.AnswerHeader()
 		if errors.Is(err, dnsmessage.ErrSectionDone) {
@@ -213,7 +217,16 @@ func parseSRV(resp []byte, id uint16, question dnsmessage.Question) (SRVAnswer, 
 		if err != nil {
 			return SRVAnswer{}, fmt.Errorf("malformed answer: %w", err)
 		}
-		if rh.Type != dnsmessage.TypeSRV || !strings.EqualFold(rh.Name.String(), question.Name.String()) {
+		owner := slices.Contains(names, strings.ToLower(rh.Name.String()))
+		if rh.Type == dnsmessage.TypeCNAME && owner && len(names) < 8 {
+			r, err := p.CNAMEResource()
+			if err != nil {
+				return SRVAnswer{}, fmt.Errorf("malformed CNAME record: %w", err)
+			}
+			names = append(names, strings.ToLower(r.CNAME.String()))
+			continue
+		}
+		if rh.Type != dnsmessage.TypeSRV || !owner {
 			if err := p.SkipAnswer(); err != nil {
 				return SRVAnswer{}, fmt.Errorf("malformed answer: %w", err)
 			}
