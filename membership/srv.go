@@ -89,8 +89,9 @@ type SRV struct {
 	status atomic.Pointer[[]SRVStatus]
 
 	joinMu  sync.Mutex
-	pending map[string]join // instances new to the list being published
-	known   map[string]bool // the names of the membership's last list
+	joined  func(name string, at time.Time) // o.Joined, read by SetInstances
+	pending map[string]join                 // instances new to the list being published
+	known   map[string]bool                 // the names of the membership's last list
 }
 
 type join struct {
@@ -140,6 +141,9 @@ func (s *SRV) configure(o SRVOptions) {
 		o.Now = time.Now
 	}
 	s.o, s.interval = o, o.Refresh
+	s.joinMu.Lock()
+	s.joined = o.Joined
+	s.joinMu.Unlock()
 	var names []*srvName
 	for _, n := range []struct{ protocol, name string }{{"sip", o.SIP}, {"http", o.HTTP}} {
 		if n.name == "" {
@@ -281,8 +285,8 @@ func (s *SRV) SetInstances(instances []config.Instance) {
 	known := make(map[string]bool, len(instances))
 	for _, inst := range instances {
 		known[inst.Name] = true
-		if j, ok := s.pending[inst.Name]; ok && !s.known[inst.Name] && j.inst == inst && s.o.Joined != nil {
-			s.o.Joined(inst.Name, j.at)
+		if j, ok := s.pending[inst.Name]; ok && !s.known[inst.Name] && j.inst == inst && s.joined != nil {
+			s.joined(inst.Name, j.at)
 		}
 	}
 	s.known = known
@@ -313,6 +317,9 @@ func (s *SRV) round(ctx context.Context) []config.Instance {
 	}
 	s.interval = s.o.Refresh
 	for i, n := range s.names {
+		if errs[i] == nil && n.err != nil {
+			s.o.Logger.Info("SRV look-up answers again", zap.String("name", n.name))
+		}
 		if n.err = errs[i]; n.err != nil {
 			if s.o.Failed != nil {
 				s.o.Failed(n.protocol)
