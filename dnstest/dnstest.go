@@ -42,6 +42,14 @@ type Server struct {
 	stop  func() // ends proc and waits for it
 }
 
+// Wanted reports whether a test should start dnsmasq: it is installed, or
+// CLB_REQUIRE_DNSMASQ=1 (then Start fails without it). A test that can
+// run without DNS asks before starting one, rather than be skipped.
+func Wanted() bool {
+	_, err := exec.LookPath("dnsmasq")
+	return err == nil || os.Getenv("CLB_REQUIRE_DNSMASQ") == "1"
+}
+
 // SRV is one SRV record (RFC 2782) dnsmasq answers.
 type SRV struct {
 	// Name is the service's, such as _sip._udp.app.test.
