@@ -31,9 +31,9 @@ import (
 // a configuration and reloadable from its file.
 //
 // Instances reach the balancer, health, the SIP front end and metrics only
-// through members, whose first source is the file (fed by reload). Lock
-// order: node.mu, then the membership Fanout's, then the balancer's and the
-// health checker's.
+// through members, whose sources rank the file (fed by reload) first, then
+// DNS SRV, then etcd. Lock order: node.mu, then the SRV source's, then the
+// membership Fanout's, then the balancer's and the health checker's.
 type node struct {
 	log     *zap.Logger
 	bal     *balancer.Balancer
