@@ -20,6 +20,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/dnstest"
 	"clb/etcdstate/etcdtest"
 )
 
@@ -168,7 +169,12 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if etcdtest.Wanted() {
 		etcdYAML = "etcd: {endpoints: [" + etcdtest.Start(t).URL() + "]}\n"
 	}
-	yaml := etcdYAML + `listen: {sip: [udp://127.0.0.1:0], http: 127.0.0.1:0, admin: 127.0.0.1:0}
+	// An SRV name without records: clb_discovery_up, routing unchanged.
+	dnsYAML := ""
+	if dnstest.Wanted() {
+		dnsYAML = fmt.Sprintf("discovery: {http: _http._tcp.none.test, resolver: %q}\n", dnstest.Start(t, nil).Addr())
+	}
+	yaml := etcdYAML + dnsYAML + `listen: {sip: [udp://127.0.0.1:0], http: 127.0.0.1:0, admin: 127.0.0.1:0}
 health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 1}
 keys:
   http: [{query: user}]
@@ -260,6 +266,10 @@ instances:
 			f, ok := exposed[name]
 			if !ok && name == "clb_etcd_up" && etcdYAML == "" {
 				t.Logf("%s: not checked, etcd is not installed", name)
+				continue
+			}
+			if !ok && name == "clb_discovery_up" && dnsYAML == "" {
+				t.Logf("%s: not checked, dnsmasq is not installed", name)
 				continue
 			}
 			if !ok {
