@@ -284,3 +284,40 @@ instances:
 		}
 	}
 }
+
+// TestDashboardLayout: Grafana keys panels by id and places them on a
+// 24-column grid; a repeated id or two panels on one cell hide one of them.
+func TestDashboardLayout(t *testing.T) {
+	data, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type grid struct{ X, Y, W, H int }
+	var dash struct {
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			GridPos grid   `json:"gridPos"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[int]string{}
+	for i, p := range dash.Panels {
+		if other, ok := ids[p.ID]; ok {
+			t.Errorf("panels %q and %q have id %d", other, p.Title, p.ID)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q: gridPos %+v outside the 24-column grid", p.Title, g)
+		}
+		for _, q := range dash.Panels[:i] {
+			h := q.GridPos
+			if g.X < h.X+h.W && h.X < g.X+g.W && g.Y < h.Y+h.H && h.Y < g.Y+g.H {
+				t.Errorf("panels %q %+v and %q %+v overlap", q.Title, h, p.Title, g)
+			}
+		}
+	}
+}
