@@ -27,10 +27,10 @@ const paramSource = "clb-src"
 
 // edits say how a forwarded request differs from the one received.
 type edits struct {
-	dropRoute bool               // remove the top Route value: clb's own
-	dropCLB   bool               // remove X-CLB-* fields the sender put in
-	decision  *balancer.Decision // add X-CLB-* fields telling the instance
-	key       string             // the request's key, when known
+	dropRoutes int                // remove this many top Route values: clb's own
+	dropCLB    bool               // remove X-CLB-* fields the sender put in
+	decision   *balancer.Decision // add X-CLB-* fields telling the instance
+	key        string             // the request's key, when known
 }
 
 // forward sends req on to dst with clb's Via, Max-Forwards decremented and
@@ -47,7 +47,7 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 	out := append(sc.out[:0], v.w.data[:v.w.startLine+2]...)
 	out = p.appendVia(out, self, v, in)
 	if rr != nil {
-		out = appendRecordRoute(out, p.named(in.local), *rr)
+		out = p.appendRecordRoutes(out, self, in, *rr)
 	}
 	if e.decision != nil {
 		out = policy.AppendFields(out, e.key, e.decision)
@@ -154,7 +154,7 @@ func branchHash(v *view) uint64 {
 // decremented (or added), clb's Route and foreign X-CLB-* fields removed.
 func appendRequestFields(dst []byte, v *view, in *inbound, e edits) []byte {
 	w := v.w
-	viaDone, routeDone := false, false
+	viaDone, dropRoutes := false, e.dropRoutes
 	for _, l := range w.lines {
 		switch {
 		case l.field == fieldVia && !viaDone:
@@ -166,9 +166,8 @@ func appendRequestFields(dst []byte, v *view, in *inbound, e edits) []byte {
 			dst = strconv.AppendInt(dst, int64(v.maxFwd-1), 10)
 			dst = append(dst, crlf...)
 			continue
-		case l.field == fieldRoute && e.dropRoute && !routeDone:
-			routeDone = true
-			dst = appendRestValues(dst, w, l, "Route: ")
+		case l.field == fieldRoute && dropRoutes > 0:
+			dst, dropRoutes = appendRoutesAfter(dst, w, l, dropRoutes)
 			continue
 		case l.field == fieldCLB && e.dropCLB:
 			continue

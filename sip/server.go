@@ -46,8 +46,15 @@ type ServerOptions struct {
 	// TLS, if set, is the material of the tls:// transport: the listeners'
 	// certificate (and client CA), and the trust put in instances dialed
 	// over TLS. Without it a tls:// listener is refused and nothing is
-	// sent over TLS.
+	// sent over TLS. It is also the wss:// listeners' material.
 	TLS *certs.Store
+	// WS is the ws section: the ws:// and wss:// listeners' Origin check,
+	// connection bound, pings, idle timeout and message bound; zero fields
+	// take config.DefaultWS's.
+	WS config.WS
+	// FlowKey is tls.flow_key, the secret of the flow tokens of WebSocket
+	// clients; "" makes a random one.
+	FlowKey string
 }
 
 // Server runs the proxy on clb's SIP transports: UDP sockets read by several
@@ -69,6 +76,8 @@ type Server struct {
 	// transports are every transport clb has, in the order Listeners lists
 	// them, found by name; one without listeners sends nothing.
 	transports []transport
+	// flows makes and checks the WebSocket transports' flow tokens.
+	flows *flowKey
 
 	wg sync.WaitGroup
 }
@@ -94,7 +103,20 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = 10 * time.Second
 	}
-	s := &Server{log: o.Logger, opts: o}
+	def := config.DefaultWS()
+	if o.WS.MaxConnections <= 0 {
+		o.WS.MaxConnections = def.MaxConnections
+	}
+	if o.WS.IdleTimeout <= 0 {
+		o.WS.IdleTimeout = def.IdleTimeout
+	}
+	if o.WS.PingInterval < 0 || o.WS.PingInterval >= o.WS.IdleTimeout {
+		o.WS.PingInterval = 0
+	}
+	if o.WS.MaxMessage <= 0 || o.WS.MaxMessage > maxMessage {
+		o.WS.MaxMessage = maxMessage
+	}
+	s := &Server{log: o.Logger, opts: o, flows: newFlowKey(o.FlowKey)}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -104,8 +126,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 		newUDPTransport(s.proxy, s.log, o.Readers, &s.wg),
 		newStreamTransport("tcp", tcpNetwork{}, s.proxy, s.log, stream, &s.wg),
 	}
+	ws := wsOptions{WS: o.WS, writeTimeout: o.WriteTimeout, messageTimeout: o.MessageTimeout}
+	s.transports = append(s.transports, newWSTransport("ws", tcpNetwork{}, s.proxy, s.log, ws, s.flows, &s.wg))
 	if o.TLS != nil {
-		s.transports = append(s.transports, newStreamTransport("tls", tlsNetwork{o.TLS}, s.proxy, s.log, stream, &s.wg))
+		s.transports = append(s.transports,
+			newStreamTransport("tls", tlsNetwork{o.TLS}, s.proxy, s.log, stream, &s.wg),
+			newWSTransport("wss", tlsNetwork{o.TLS}, s.proxy, s.log, ws, s.flows, &s.wg))
 	}
 	for _, a := range o.Listen {
 		if err := s.bind(a); err != nil {
@@ -125,7 +151,11 @@ func (s *Server) bind(a config.SIPAddr) error {
 	if t == nil {
 		return fmt.Errorf("sip: listen %s: transport %q not supported", a, a.Transport)
 	}
-	if err := t.listen(netip.AddrPortFrom(ip, uint16(a.Port))); err != nil {
+	listen := t.listen
+	if w, ok := t.(*wsTransport); ok {
+		listen = func(addr netip.AddrPort) error { return w.listenPath(addr, a.Path) }
+	}
+	if err := listen(netip.AddrPortFrom(ip, uint16(a.Port))); err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
 	return nil
@@ -246,13 +276,28 @@ func (s *Server) hasPort(port uint16) bool {
 	return false
 }
 
-// connWith implements sender: the open connection with remote on any
-// stream transport.
-func (s *Server) connWith(remote netip.AddrPort) conn {
-	for _, t := range s.transports {
-		if c := t.connWith(remote); c != nil {
-			return c
-		}
+// connWith implements sender: the open connection with remote on the
+// transport named transport.
+func (s *Server) connWith(transport string, remote netip.AddrPort) conn {
+	if t := s.transport(transport); t != nil {
+		return t.connWith(remote)
 	}
 	return nil
+}
+
+// flow implements sender.
+func (s *Server) flow(transport, token string) (destination, flowState) {
+	t, _ := s.transport(transport).(*wsTransport)
+	if t == nil {
+		return destination{}, flowForged
+	}
+	f, ok := s.flows.parse(transport, token)
+	if !ok {
+		return destination{}, flowForged
+	}
+	c := t.byFlow(f)
+	if c == nil {
+		return destination{}, flowGone
+	}
+	return destination{endpoint: endpoint{transport, c.remote}, conn: c}, flowOpen
 }

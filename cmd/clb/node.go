@@ -127,8 +127,10 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				Advertise:  cfg.Listen.Advertise,
 				Access:     n.access,
 			},
-			Listen: cfg.Listen.SIP,
-			TLS:    n.tls,
+			Listen:  cfg.Listen.SIP,
+			TLS:     n.tls,
+			WS:      cfg.WS,
+			FlowKey: cfg.TLS.FlowKey,
 		})
 		if err != nil {
 			return nil, err
