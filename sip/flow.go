@@ -73,7 +73,7 @@ func (k *flowKey) parse(transport, token string) (f flowID, ok bool) {
 		return f, false
 	}
 	var b [42]byte
-	n, err := base64.RawURLEncoding.Decode(b[:], []byte(token))
+	n, err := base64.RawURLEncoding.Strict().Decode(b[:], []byte(token))
 	if err != nil || (n != 8+6+flowMAC && n != 8+18+flowMAC) {
 		return f, false
 	}
