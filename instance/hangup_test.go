@@ -21,6 +21,22 @@ const webrtcOffer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:
 	"a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n" +
 	"a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\n"
 
+// sipSocket is a UDP socket of the test's (clb's, a phone's) and the
+// instance's SIP address.
+func sipSocket(t *testing.T, in *Instance) (*net.UDPConn, *net.UDPAddr) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	sip, err := net.ResolveUDPAddr("udp", strings.TrimPrefix(in.SIPAddr(), "udp://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, sip
+}
+
 // recvSIP reads the next SIP message on conn.
 func recvSIP(t *testing.T, conn *net.UDPConn) gosip.Message {
 	t.Helper()
@@ -47,12 +63,7 @@ func recvSIP(t *testing.T, conn *net.UDPConn) gosip.Message {
 func TestHangupAndWebRTCAnswer(t *testing.T) {
 	c := newCluster(t, "a")
 	in := c.get("a")
-	clb, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer clb.Close()
-	sip, _ := net.ResolveUDPAddr("udp", strings.TrimPrefix(in.SIPAddr(), "udp://"))
+	clb, sip := sipSocket(t, in)
 	rr1 := fmt.Sprintf("<sip:%s;transport=udp;lr;bekey=k>", clb.LocalAddr())
 	rr2 := "<sip:127.0.0.1:7443;transport=wss;lr;bekey=k;flow=T>"
 	invite := fmt.Sprintf("INVITE sip:svc@example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKw1\r\n"+
@@ -135,12 +146,7 @@ func TestHangupAndWebRTCAnswer(t *testing.T) {
 func TestSIPRegister(t *testing.T) {
 	c := newCluster(t, "a")
 	in := c.get("a")
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sip, _ := net.ResolveUDPAddr("udp", strings.TrimPrefix(in.SIPAddr(), "udp://"))
+	conn, sip := sipSocket(t, in)
 	reg := fmt.Sprintf("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKr1\r\n"+
 		"From: <sip:alice@example.com>;tag=r\r\nTo: <sip:alice@example.com>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\n"+
 		"Contact: <sip:abc@x.invalid;transport=ws>;+sip.ice;expires=7200\r\nExpires: 600\r\nMax-Forwards: 69\r\n"+
