@@ -20,9 +20,10 @@ import (
 // cookie, then "clb", so that clb knows its own Vias.
 const branchPrefix = "z9hG4bKclb"
 
-// paramSource in clb's Via keeps the peer a request came from over a
-// connection (a stream transport), so that the response finds that
-// connection again.
+// paramSource in clb's Via keeps the transport and peer a request came
+// from over a connection ("ws/192.0.2.1:5062", escaped), so that the
+// response finds that connection again whatever the sender's Via says
+// (a WebSocket client may name WS on wss).
 const paramSource = "clb-src"
 
 // edits say how a forwarded request differs from the one received.
@@ -111,6 +112,8 @@ func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byt
 	}
 	if in.conn != nil {
 		dst = append(dst, ";"+paramSource+"="...)
+		dst = policy.AppendEscapedKey(dst, in.local.transport)
+		dst = append(dst, "%2F"...) // "/"
 		dst = policy.AppendEscapedKey(dst, in.src.String())
 	}
 	return append(dst, crlf...)

@@ -506,8 +506,12 @@ func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
 		// The request came over a connection: answer on it (RFC 3261
 		// 18.2.2) while it is open.
 		if s, ok := policy.UnescapeKey(src); ok {
+			transport := dst.transport // a node of before the transport was kept
+			if t, a, found := strings.Cut(s, "/"); found {
+				transport, s = t, a
+			}
 			if a, err := netip.ParseAddrPort(s); err == nil {
-				dst.conn = p.net.connWith(dst.transport, a)
+				dst.conn = p.net.connWith(transport, a)
 			}
 		}
 	}

@@ -365,3 +365,23 @@ func until(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestWSViaTransportMismatch: a phone on ws:// whose Via says WSS (as some
+// clients write whatever their URL) still gets its responses on its
+// connection: clb's Via keeps the transport the request came over.
+func TestWSViaTransportMismatch(t *testing.T) {
+	c := wsCluster(t, config.WS{}, true)
+	conn, r, err := c.wsDial("ws", netip.AddrPort{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone := c.wsPeer("phone", "ws", conn, r)
+	phone.transport = "wss"                // its Via
+	phone.conns[c.wss] = phone.conns[c.ws] // and what call() sends on: still the ws connection
+	d, inv := c.call(phone, "dave")
+	if v := inv.GetHeaders("via")[1].(*gosip.ViaHeader); v.Transport != "WSS" {
+		t.Fatalf("the phone's Via %v, want WSS", v)
+	}
+	wsRoutes(t, inv, "ws", "udp", d.fromTag+d.callID)
+	c.quiet()
+}
