@@ -6,6 +6,7 @@
 # client, in bytes.
 #
 #   N=9000 TRANSPORT=wss bench/wss-idle.sh     # TRANSPORT=ws for plain WebSocket
+#   CLB=/tmp/clb-other bench/wss-idle.sh       # another clb binary
 #
 # The clients live in one process of their own (bench/wsclients), so their
 # memory is not clb's. Needs openssl for the self-signed certificate and an
@@ -20,7 +21,10 @@ if [ "$(ulimit -n)" -le "$((n + 100))" ]; then
 	echo "the open-file limit $(ulimit -n) is too low for N=$n" >&2
 	exit 1
 fi
-go build -o "$tmp/clb" ./cmd/clb
+# CLB=path measures that clb binary instead of this tree's (to compare
+# builds side by side in one run).
+clbbin=${CLB:-$tmp/clb}
+[ -n "${CLB:-}" ] || go build -o "$clbbin" ./cmd/clb
 go build -o "$tmp/clb-instance" ./cmd/clb-instance
 go build -o "$tmp/wsclients" ./bench/wsclients
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=clb \
@@ -36,7 +40,7 @@ ws: {max_connections: $((n + 100))}
 instances:
   - {name: a, sip: udp://127.0.0.1:25071, http: http://127.0.0.1:28081}
 YAML
-"$tmp/clb" run -config "$tmp/clb.yaml" 2>"$tmp/clb.log" &
+"$clbbin" run -config "$tmp/clb.yaml" 2>"$tmp/clb.log" &
 clb=$!
 pids+=("$clb")
 until grep -q '"clb started"' "$tmp/clb.log"; do
