@@ -49,6 +49,7 @@ type wsTransport struct {
 	paths     []string   // paths[i] is listeners[i]'s HTTP path, "" for any
 
 	nextID atomic.Uint64
+	bufs   sync.Pool // *wsState
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[netip.AddrPort]*wsConn
@@ -65,6 +66,7 @@ type wsOptions struct {
 func newWSTransport(token string, network streamNetwork, proxy *Proxy, log *zap.Logger, o wsOptions, flows *flowKey, wg *sync.WaitGroup) *wsTransport {
 	t := &wsTransport{token: token, network: network, proxy: proxy, log: log.With(zap.String("transport", token)),
 		opts: o, flows: flows, wg: wg, conns: map[netip.AddrPort]*wsConn{}}
+	t.bufs.New = func() any { return &wsState{buf: make([]byte, wsBuffer)} }
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	t.nextID.Store(binary.BigEndian.Uint64(b[:]))
@@ -263,23 +265,37 @@ type wsMessage struct {
 	data []byte
 }
 
-// wsBuffer is what a connection's reader starts with, and shrinks back to
-// when a large message is done, so that an idle connection holds little.
+// wsState is what a connection needs only while it has bytes to frame:
+// its read buffer and the proxy's scratch. An idle connection gives it
+// back to the transport's pool, so that it holds none of it.
+type wsState struct {
+	buf []byte
+	sc  scratch
+}
+
+// wsBuffer is a pooled read buffer's size; one grown for a large message
+// is not pooled again.
 const wsBuffer = 2048
 
 // read handles a connection's frames until it closes. A connection from
 // which nothing has come for PingInterval is pinged; one from which
 // nothing, not even a pong, has come for IdleTimeout is closed; a frame
-// begun must end within the message timeout.
+// begun must end within the message timeout. Idle, it waits on a few
+// bytes of its own; what it reads then is framed in a pooled wsState.
 func (t *wsTransport) read(c *wsConn, path string) {
 	defer t.unregister(c)
 	if !t.handshake(c, path) {
 		return
 	}
-	buf := make([]byte, wsBuffer)
+	var st *wsState // nil while idle
+	defer func() {
+		if st != nil {
+			t.bufs.Put(st)
+		}
+	}()
+	var first [16]byte
 	have := 0
 	var msg wsMessage
-	var sc scratch
 	last := time.Now() // when the peer last sent anything
 	pinged := false
 	var partial time.Time
@@ -303,28 +319,40 @@ func (t *wsTransport) read(c *wsConn, path string) {
 		if err := c.c.SetReadDeadline(deadline); err != nil {
 			return
 		}
-		if have == len(buf) {
-			grown := make([]byte, min(2*len(buf), t.opts.MaxMessage+maxFrameHeader))
-			copy(grown, buf[:have])
-			buf = grown
-		}
-		n, err := c.c.Read(buf[have:])
-		if n > 0 {
+		var n int
+		var err error
+		if st == nil {
+			if n, err = c.c.Read(first[:]); n > 0 {
+				st = t.bufs.Get().(*wsState)
+				have = copy(st.buf, first[:n])
+			}
+		} else {
+			if have == len(st.buf) {
+				grown := make([]byte, min(2*len(st.buf), t.opts.MaxMessage+maxFrameHeader))
+				copy(grown, st.buf[:have])
+				st.buf = grown
+			}
+			n, err = c.c.Read(st.buf[have:])
 			have += n
+		}
+		if n > 0 {
 			last, pinged = time.Now(), false
 		}
-		for {
-			used, ok := t.frame(c, buf[:have], &msg, &sc)
+		for st != nil {
+			used, ok := t.frame(c, st.buf[:have], &msg, &st.sc)
 			if !ok {
 				return
 			}
 			if used == 0 {
 				break
 			}
-			have = copy(buf, buf[used:have])
+			have = copy(st.buf, st.buf[used:have])
 		}
-		if have == 0 && len(buf) > wsBuffer {
-			buf = make([]byte, wsBuffer)
+		if have == 0 && st != nil {
+			if len(st.buf) == wsBuffer {
+				t.bufs.Put(st)
+			}
+			st = nil
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && have == 0 && !pinged && t.opts.PingInterval > 0 &&
