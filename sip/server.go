@@ -49,8 +49,9 @@ type ServerOptions struct {
 	// sent over TLS. It is also the wss:// listeners' material.
 	TLS *certs.Store
 	// WS is the ws section: the ws:// and wss:// listeners' Origin check,
-	// connection bound, pings, idle timeout and message bound; zero fields
-	// take config.DefaultWS's.
+	// connection bound, pings, idle timeout and message bound; a zero
+	// MaxConnections, IdleTimeout or MaxMessage takes config.DefaultWS's,
+	// a zero PingInterval sends no pings.
 	WS config.WS
 	// FlowKey is tls.flow_key, the secret of the flow tokens of WebSocket
 	// clients; "" makes a random one.
@@ -103,19 +104,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = 10 * time.Second
 	}
-	def := config.DefaultWS()
-	if o.WS.MaxConnections <= 0 {
-		o.WS.MaxConnections = def.MaxConnections
-	}
-	if o.WS.IdleTimeout <= 0 {
-		o.WS.IdleTimeout = def.IdleTimeout
-	}
-	if o.WS.PingInterval < 0 || o.WS.PingInterval >= o.WS.IdleTimeout {
-		o.WS.PingInterval = 0
-	}
-	if o.WS.MaxMessage <= 0 || o.WS.MaxMessage > maxMessage {
-		o.WS.MaxMessage = maxMessage
-	}
+	o.WS = wsDefaults(o.WS)
 	s := &Server{log: o.Logger, opts: o, flows: newFlowKey(o.FlowKey)}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -126,12 +115,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 		newUDPTransport(s.proxy, s.log, o.Readers, &s.wg),
 		newStreamTransport("tcp", tcpNetwork{}, s.proxy, s.log, stream, &s.wg),
 	}
-	ws := wsOptions{WS: o.WS, writeTimeout: o.WriteTimeout, messageTimeout: o.MessageTimeout}
-	s.transports = append(s.transports, newWSTransport("ws", tcpNetwork{}, s.proxy, s.log, ws, s.flows, &s.wg))
+	ws := wsOptions{writeTimeout: o.WriteTimeout, messageTimeout: o.MessageTimeout}
+	s.transports = append(s.transports, newWSTransport("ws", tcpNetwork{}, s.proxy, s.log, ws, o.WS, s.flows, &s.wg))
 	if o.TLS != nil {
 		s.transports = append(s.transports,
 			newStreamTransport("tls", tlsNetwork{o.TLS}, s.proxy, s.log, stream, &s.wg),
-			newWSTransport("wss", tlsNetwork{o.TLS}, s.proxy, s.log, ws, s.flows, &s.wg))
+			newWSTransport("wss", tlsNetwork{o.TLS}, s.proxy, s.log, ws, o.WS, s.flows, &s.wg))
 	}
 	for _, a := range o.Listen {
 		if err := s.bind(a); err != nil {
@@ -190,6 +179,37 @@ func (s *Server) SetInstances(instances []config.Instance) { s.proxy.setInstance
 // SetLimits swaps in the flood control of a reloaded configuration; the
 // sources' buckets start anew.
 func (s *Server) SetLimits(l config.Limits) { s.proxy.flood.Store(newFlood(l)) }
+
+// SetWS swaps in the ws section of a reloaded configuration: new
+// handshakes check the new origins, the connection bound applies to new
+// connections, and pings, idle timeout and message bound to open ones
+// once their current wait for a frame ends.
+func (s *Server) SetWS(w config.WS) {
+	w = wsDefaults(w)
+	for _, t := range s.transports {
+		if ws, ok := t.(*wsTransport); ok {
+			ws.ws.Store(&w)
+		}
+	}
+}
+
+// wsDefaults fills the zero fields of w with config.DefaultWS's.
+func wsDefaults(w config.WS) config.WS {
+	def := config.DefaultWS()
+	if w.MaxConnections <= 0 {
+		w.MaxConnections = def.MaxConnections
+	}
+	if w.IdleTimeout <= 0 {
+		w.IdleTimeout = def.IdleTimeout
+	}
+	if w.PingInterval < 0 || w.PingInterval >= w.IdleTimeout {
+		w.PingInterval = 0
+	}
+	if w.MaxMessage <= 0 || w.MaxMessage > maxMessage {
+		w.MaxMessage = maxMessage
+	}
+	return w
+}
 
 // SetRules: see SetInstances.
 func (s *Server) SetRules(rules []config.Rule) { s.proxy.setRules(rules) }

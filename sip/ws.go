@@ -41,6 +41,7 @@ type wsTransport struct {
 	proxy   *Proxy
 	log     *zap.Logger
 	opts    wsOptions
+	ws      atomic.Pointer[config.WS] // the ws section in force: a reload swaps it
 	flows   *flowKey
 	wg      *sync.WaitGroup // the Server's
 
@@ -56,17 +57,16 @@ type wsTransport struct {
 	closed bool
 }
 
-// wsOptions are the ws section and the stream transports' write and
-// message timeouts.
+// wsOptions are the stream transports' write and message timeouts.
 type wsOptions struct {
-	config.WS
 	writeTimeout, messageTimeout time.Duration
 }
 
-func newWSTransport(token string, network streamNetwork, proxy *Proxy, log *zap.Logger, o wsOptions, flows *flowKey, wg *sync.WaitGroup) *wsTransport {
+func newWSTransport(token string, network streamNetwork, proxy *Proxy, log *zap.Logger, o wsOptions, w config.WS, flows *flowKey, wg *sync.WaitGroup) *wsTransport {
 	t := &wsTransport{token: token, network: network, proxy: proxy, log: log.With(zap.String("transport", token)),
 		opts: o, flows: flows, wg: wg, conns: map[netip.AddrPort]*wsConn{}}
 	t.bufs.New = func() any { return &wsState{buf: make([]byte, wsBuffer)} }
+	t.ws.Store(&w)
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	t.nextID.Store(binary.BigEndian.Uint64(b[:]))
@@ -169,7 +169,7 @@ func (t *wsTransport) accept(i int) {
 func (t *wsTransport) register(c *wsConn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || len(t.conns) >= t.opts.MaxConnections {
+	if t.closed || len(t.conns) >= t.ws.Load().MaxConnections {
 		return false
 	}
 	t.conns[c.remote] = c
@@ -225,7 +225,7 @@ func (t *wsTransport) handshake(c *wsConn, path string) bool {
 			if !sip {
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(400), ws.RejectionReason("subprotocol sip required (RFC 7118)"))
 			}
-			if !t.opts.OriginAllowed(origin) {
+			if !t.ws.Load().OriginAllowed(origin) {
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
 			}
 			return ws.HandshakeHeaderString(""), nil
@@ -278,9 +278,10 @@ type wsState struct {
 const wsBuffer = 2048
 
 // read handles a connection's frames until it closes. A connection from
-// which nothing has come for PingInterval is pinged; one from which
-// nothing, not even a pong, has come for IdleTimeout is closed; a frame
-// begun must end within the message timeout. Idle, it waits on a few
+// which nothing has come for ws.ping_interval is pinged; one from which
+// nothing, not even a pong, has come for ws.idle_timeout is closed (both
+// as in force at each read: a reload applies to open connections); a
+// frame begun must end within the message timeout. Idle, it waits on a few
 // bytes of its own; what it reads then is framed in a pooled wsState.
 func (t *wsTransport) read(c *wsConn, path string) {
 	defer t.unregister(c)
@@ -300,6 +301,7 @@ func (t *wsTransport) read(c *wsConn, path string) {
 	pinged := false
 	var partial time.Time
 	for {
+		w := t.ws.Load()
 		now := time.Now()
 		var deadline time.Time
 		if have > 0 {
@@ -309,9 +311,9 @@ func (t *wsTransport) read(c *wsConn, path string) {
 			deadline = partial.Add(t.opts.messageTimeout)
 		} else {
 			partial = time.Time{}
-			deadline = last.Add(t.opts.IdleTimeout)
-			if t.opts.PingInterval > 0 && !pinged {
-				if ping := last.Add(t.opts.PingInterval); ping.Before(deadline) {
+			deadline = last.Add(w.IdleTimeout)
+			if w.PingInterval > 0 && !pinged {
+				if ping := last.Add(w.PingInterval); ping.Before(deadline) {
 					deadline = ping
 				}
 			}
@@ -328,7 +330,7 @@ func (t *wsTransport) read(c *wsConn, path string) {
 			}
 		} else {
 			if have == len(st.buf) {
-				grown := make([]byte, min(2*len(st.buf), t.opts.MaxMessage+maxFrameHeader))
+				grown := make([]byte, max(min(2*len(st.buf), w.MaxMessage+maxFrameHeader), have+1))
 				copy(grown, st.buf[:have])
 				st.buf = grown
 			}
@@ -355,8 +357,8 @@ func (t *wsTransport) read(c *wsConn, path string) {
 			st = nil
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && have == 0 && !pinged && t.opts.PingInterval > 0 &&
-				time.Since(last) < t.opts.IdleTimeout {
+			if errors.Is(err, os.ErrDeadlineExceeded) && have == 0 && !pinged && w.PingInterval > 0 &&
+				time.Since(last) < w.IdleTimeout {
 				pinged = true
 				if c.writeFrame(opPing, nil) == nil {
 					continue
@@ -377,7 +379,8 @@ func (t *wsTransport) read(c *wsConn, path string) {
 // more), and false to close the connection (a close frame sent first when
 // the peer broke the protocol).
 func (t *wsTransport) frame(c *wsConn, b []byte, msg *wsMessage, sc *scratch) (int, bool) {
-	f, st, code := parseFrame(b, t.opts.MaxMessage)
+	maxMessage := t.ws.Load().MaxMessage
+	f, st, code := parseFrame(b, maxMessage)
 	switch {
 	case st == frameBad:
 		c.closeWith(code)
@@ -404,7 +407,7 @@ func (t *wsTransport) frame(c *wsConn, b []byte, msg *wsMessage, sc *scratch) (i
 			c.closeWith(closeProtocol)
 			return 0, false
 		}
-		if len(msg.data)+len(payload) > t.opts.MaxMessage {
+		if len(msg.data)+len(payload) > maxMessage {
 			c.closeWith(closeTooBig)
 			return 0, false
 		}

@@ -99,7 +99,8 @@ func FuzzWSFrames(f *testing.F) {
 	const max = 4096
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := newProxy(ProxyOptions{Balancer: bal, Instances: in}, &recorder{})
-		tr := &wsTransport{token: "ws", proxy: p, opts: wsOptions{WS: config.WS{MaxMessage: max}}}
+		tr := &wsTransport{token: "ws", proxy: p}
+		tr.ws.Store(&config.WS{MaxMessage: max})
 		c := &wsConn{c: discardConn{}, remote: netip.MustParseAddrPort("192.0.2.1:5062"), local: endpoint{"ws", netip.MustParseAddrPort("127.0.0.1:80")}}
 		var msg wsMessage
 		var sc scratch

@@ -385,3 +385,21 @@ func TestWSViaTransportMismatch(t *testing.T) {
 	wsRoutes(t, inv, "ws", "udp", d.fromTag+d.callID)
 	c.quiet()
 }
+
+// TestWSReload: SetWS (a reload) swaps ws.origins for the next handshakes.
+func TestWSReload(t *testing.T) {
+	c := wsCluster(t, config.WS{Origins: []string{"https://a.example.com"}}, false)
+	fields := func(origin string) map[string]string {
+		return map[string]string{"Sec-WebSocket-Protocol": "sip", "Origin": origin}
+	}
+	if res, _ := handshake(t, c.ws, "/sip", fields("https://b.example.com")); res.StatusCode != 403 {
+		t.Fatalf("b before the reload: %d, want 403", res.StatusCode)
+	}
+	c.server.SetWS(config.WS{Origins: []string{"https://b.example.com"}})
+	if res, _ := handshake(t, c.ws, "/sip", fields("https://b.example.com")); res.StatusCode != 101 {
+		t.Errorf("b after the reload: %d, want 101", res.StatusCode)
+	}
+	if res, _ := handshake(t, c.ws, "/sip", fields("https://a.example.com")); res.StatusCode != 403 {
+		t.Errorf("a after the reload: %d, want 403", res.StatusCode)
+	}
+}

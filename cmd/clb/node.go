@@ -340,6 +340,7 @@ func (n *node) reload() (admin.Reloaded, error) {
 	limitsChanged := !reflect.DeepEqual(old.Limits, cfg.Limits)
 	if n.sip != nil {
 		n.sip.SetRules(cfg.Keys.SIP)
+		n.sip.SetWS(cfg.WS)
 		if limitsChanged {
 			n.sip.SetLimits(cfg.Limits)
 		}
@@ -424,6 +425,9 @@ func restartOnly(old, cfg *config.Config) error {
 	}
 	if !reflect.DeepEqual(old.Etcd, cfg.Etcd) {
 		return fmt.Errorf("%s: etcd: changed; the etcd session is made at start: restart clb to apply", cfg.File)
+	}
+	if old.TLS.FlowKey != cfg.TLS.FlowKey {
+		return fmt.Errorf("%s: tls.flow_key: changed; the open dialogs' flow tokens would be refused: restart clb to apply", cfg.File)
 	}
 	if old.HTTP != cfg.HTTP {
 		return fmt.Errorf("%s: http: changed; the HTTP front end's limits are set at start: restart clb to apply", cfg.File)
