@@ -51,7 +51,11 @@
 // presented over another WebSocket are refused (403, 430).
 //
 // Concurrency: a Server's goroutines (several readers per UDP socket, one
-// per stream connection, one per stream listener accepting) share one
+// per TCP or TLS connection while it has bytes to frame, one per
+// WebSocket connection, one per stream listener accepting, one per TCP
+// and TLS transport waiting for its parked connections: an idle TCP or
+// TLS connection is parked, package netpark, with no goroutine or buffer
+// of its own until it is readable again) share one
 // Proxy, which is safe for concurrent use: each goroutine brings its own
 // scratch memory, the routing state is read with one atomic load per
 // message, and nothing is kept per transaction. A transport's send and a
