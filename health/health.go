@@ -263,8 +263,12 @@ func (c *Checker) setUp(rec *instance, up bool, by string, started time.Time) {
 	// clb node of one configuration knows alike, so all give it the same
 	// load factor, whenever each saw it come back; and about when they do,
 	// so the first steps of its ramp are not spent before anyone routes to it.
+	// A node may see it up before that moment (its first probe right after
+	// the start): it holds the start value until then rather than ramp
+	// from its own now, which would step at other moments than the other
+	// nodes' for the whole ramp. A moment far ahead is a wrong clock.
 	rampFrom := now
-	if anchor := started.Add(time.Duration(c.cfg.Rise) * c.cfg.Interval); up && !started.IsZero() && !anchor.After(now) {
+	if anchor := started.Add(time.Duration(c.cfg.Rise) * c.cfg.Interval); up && !started.IsZero() && !anchor.After(now.Add(maxStartedAhead)) {
 		rampFrom = anchor
 	}
 	if err := c.bal.SetHealth(rec.cfg.Name, up, rampFrom); err != nil {
@@ -347,6 +351,12 @@ func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Inst
 	}
 	return p
 }
+
+// maxStartedAhead bounds how far ahead of this node's clock an instance's
+// started time may anchor its ramp; beyond it, the instance's clock is
+// wrong, and it is ramped from when this node saw it back, as one that
+// says nothing.
+const maxStartedAhead = time.Minute
 
 // StartedField is where an instance says when it started, in its answers
 // to the probes.

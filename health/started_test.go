@@ -94,16 +94,31 @@ func TestRampFromStarted(t *testing.T) {
 		return 0
 	}
 	ctx := context.Background()
+	type check struct {
+		at   time.Duration // after t0
+		want [2]float64    // node A's factor, node B's
+	}
 	for _, tc := range []struct {
 		name    string
-		started time.Time // zero: the instances say nothing
-		want    [2]float64
+		started time.Time     // zero: the instances say nothing
+		seenA   time.Duration // when node A sees them back, after t0 (B: 9 s)
+		checks  []check
 	}{
 		// Seen back 1 s and 9 s after t0: both ramp from t0 + rise ×
 		// interval (1 s), and are at their second step 12 s after t0.
-		{"started said", t0, [2]float64{0.2, 0.2}},
+		{name: "started said", started: t0, seenA: time.Second, checks: []check{{12 * time.Second, [2]float64{0.2, 0.2}}}},
+		// A sees them back before t0 + rise × interval (its first probe
+		// right after their start): it holds the start value until then,
+		// and steps at the same moments as B (t0 + 11 s), not 0.5 s before.
+		{name: "seen before the anchor", started: t0, seenA: 500 * time.Millisecond, checks: []check{
+			{10*time.Second + 750*time.Millisecond, [2]float64{0.1, 0.1}},
+			{11 * time.Second, [2]float64{0.2, 0.2}},
+		}},
 		// Each from when it saw it: 11 s and 3 s into their ramps.
-		{"nothing said", time.Time{}, [2]float64{0.2, 0.1}},
+		{name: "nothing said", seenA: time.Second, checks: []check{{12 * time.Second, [2]float64{0.2, 0.1}}}},
+		// A started an hour ahead of the nodes' clocks is a wrong clock:
+		// as if nothing was said.
+		{name: "started far ahead", started: t0.Add(time.Hour), seenA: time.Second, checks: []check{{12 * time.Second, [2]float64{0.2, 0.1}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.started.IsZero() {
@@ -112,14 +127,16 @@ func TestRampFromStarted(t *testing.T) {
 				started.Store(tc.started.Unix())
 			}
 			a, b := newNode(), newNode()
-			a.clock.advance(time.Second)
+			a.clock.advance(tc.seenA)
 			a.c.CheckOnce(ctx)
 			b.clock.advance(9 * time.Second)
 			b.c.CheckOnce(ctx)
-			at := t0.Add(12 * time.Second)
-			for _, name := range []string{"web", "sip"} {
-				if fa, fb := factor(a, name, at), factor(b, name, at); fa != tc.want[0] || fb != tc.want[1] {
-					t.Errorf("%s at t0+12s: node A %.2f, node B %.2f; want %.2f and %.2f", name, fa, fb, tc.want[0], tc.want[1])
+			for _, c := range tc.checks {
+				at := t0.Add(c.at)
+				for _, name := range []string{"web", "sip"} {
+					if fa, fb := factor(a, name, at), factor(b, name, at); fa != c.want[0] || fb != c.want[1] {
+						t.Errorf("%s at t0+%v: node A %.2f, node B %.2f; want %.2f and %.2f", name, c.at, fa, fb, c.want[0], c.want[1])
+					}
 				}
 			}
 		})
