@@ -36,15 +36,18 @@ type nodeSet struct {
 	inst  *cluster // the sample instances; no clb node of its own
 	names []string // the instances'
 	nodes []*etcdNode
-	logs  []*nodeLog // each node's, since it last started
-	paths []string   // each node's configuration file
-	sip   []string   // each node's SIP address: 127.0.0.N and one port
-	http  []string   // each node's HTTP front end, as a base URL
+	logs  []*etcdtest.Log // each node's messages, since it last started
+	paths []string        // each node's configuration file
+	sip   []string        // each node's SIP address: 127.0.0.N and one port
+	http  []string        // each node's HTTP front end, as a base URL
 }
 
-// nodesYAML is the nodes' health and ramp: an instance is marked down
-// 0.6 s after it dies, and ramps up over 3 s.
-const nodesYAML = `health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 3}
+// nodesYAML is the nodes' health and ramp: an instance is marked down at
+// most 1.2 s after it dies (at once by a refused HTTP connection), and
+// ramps up over 3 s. A probe may take 400 ms: three race-built nodes, three
+// instances and the load share two busy cores, and shorter timeouts had a
+// starved node mark every instance down.
+const nodesYAML = `health: {interval: 400ms, timeout: 400ms, rise: 1, fall: 3}
 loadfactor: {start: 0.25, increase: 0.25, period: 1s}
 `
 
@@ -76,7 +79,7 @@ func startNodes(t *testing.T, n int, instances ...string) *nodeSet {
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
 		s.sip = append(s.sip, net.JoinHostPort(ip, strconv.Itoa(port)))
-		s.http = append(s.http, fmt.Sprintf("http://127.0.0.1:%d", freeTCPPort(t)))
+		s.http = append(s.http, fmt.Sprintf("http://127.0.0.1:%d", etcdtest.FreePort(t)))
 		yaml := fmt.Sprintf(`listen:
   sip: [udp://%s]
   http: %s
@@ -84,7 +87,7 @@ func startNodes(t *testing.T, n int, instances ...string) *nodeSet {
   advertise: %s
 etcd: {endpoints: [%s], dial_timeout: 500ms}
 %sinstances:
-%s`, s.sip[i], strings.TrimPrefix(s.http[i], "http://"), freeTCPPort(t), advertised, s.etcd.URL(), nodesYAML, list.String())
+%s`, s.sip[i], strings.TrimPrefix(s.http[i], "http://"), etcdtest.FreePort(t), advertised, s.etcd.URL(), nodesYAML, list.String())
 		path := filepath.Join(dir, fmt.Sprintf("node%d.yaml", i))
 		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
@@ -113,65 +116,14 @@ func (s *nodeSet) start(i int) {
 	s.t.Helper()
 	nd := startEtcdNode(s.t, string(rune('A'+i)), s.paths[i])
 	nd.log("etcd reachable")
-	l := &nodeLog{more: make(chan struct{})}
+	l := etcdtest.NewLines()
 	go func() {
 		for e := range nd.lines {
-			l.add(e)
+			msg, _ := e["msg"].(string)
+			l.Add(msg)
 		}
 	}()
 	s.nodes[i], s.logs[i] = nd, l
-}
-
-// nodeLog is the messages a node logged since it started, for a test to
-// wait on (an event, not a sleep); kept to the last 10,000.
-type nodeLog struct {
-	mu    sync.Mutex
-	msgs  []string
-	first int // the number of messages dropped before msgs[0]
-	more  chan struct{}
-}
-
-func (l *nodeLog) add(e map[string]any) {
-	msg, _ := e["msg"].(string)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.msgs) == 10_000 {
-		l.msgs, l.first = append(l.msgs[:0], l.msgs[5_000:]...), l.first+5_000
-	}
-	l.msgs = append(l.msgs, msg)
-	close(l.more)
-	l.more = make(chan struct{})
-}
-
-// mark is the position of the next message.
-func (l *nodeLog) mark() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.first + len(l.msgs)
-}
-
-// await waits up to d for msg logged at or after position from, and
-// returns the position after it.
-func (l *nodeLog) await(t *testing.T, msg string, from int, d time.Duration) int {
-	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		for i := max(from-l.first, 0); i < len(l.msgs); i++ {
-			if l.msgs[i] == msg {
-				l.mu.Unlock()
-				return l.first + i + 1
-			}
-		}
-		more := l.more
-		l.mu.Unlock()
-		select {
-		case <-more:
-		case <-deadline.C:
-			t.Fatalf("no log line %q within %v", msg, d)
-		}
-	}
 }
 
 // kill ends node i with SIGKILL and waits for the process to be gone.
@@ -243,17 +195,6 @@ func sharedUDPPort(t *testing.T, n int) int {
 	}
 	t.Fatalf("no UDP port free on 127.0.0.1 to 127.0.0.%d", n)
 	return 0
-}
-
-// freeTCPPort is a loopback TCP port free now.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // routes is one node's answer to POST /api/v1/route: its lines, and the
@@ -553,6 +494,42 @@ func (s *nodeSet) startLoad(stop <-chan struct{}) (web, sip *load, recs []*dialo
 	return web, sip, recs
 }
 
+// underLoad is a nodeSet with web sessions and dialogs going through it.
+type underLoad struct {
+	*nodeSet
+	stop     chan struct{}
+	web, sip *load
+	recs     []*dialogRecord
+}
+
+// startUnderLoad starts three nodes before three instances, and the load,
+// and returns once every session and dialog has been served.
+func startUnderLoad(t *testing.T) *underLoad {
+	t.Helper()
+	u := &underLoad{nodeSet: startNodes(t, 3, "inst1", "inst2", "inst3"), stop: make(chan struct{})}
+	u.web, u.sip, u.recs = u.startLoad(u.stop)
+	u.web.await(t, 2)
+	u.sip.await(t, 1)
+	return u
+}
+
+// await waits for every web session to make web more requests and every
+// dialog sip more re-INVITEs.
+func (u *underLoad) await(web, sip int) {
+	u.t.Helper()
+	u.web.await(u.t, web)
+	u.sip.await(u.t, sip)
+}
+
+// end stops the load and tallies it (see tally).
+func (u *underLoad) end(inFlight func(r *dialogRecord, x exchange) bool) outcome {
+	u.t.Helper()
+	close(u.stop)
+	u.web.done()
+	u.sip.done()
+	return tally(u.t, u.recs, u.web, inFlight)
+}
+
 // TestThreeNodesInstanceKilled (issue 11, third proof): an instance killed
 // with SIGKILL and started again under SIP and HTTP load through all three
 // nodes at once. Every node marks it down and ramps it up again alike (the
@@ -565,19 +542,15 @@ func TestThreeNodesInstanceKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three clb processes, etcd and three instances under load")
 	}
-	s := startNodes(t, 3, "inst1", "inst2", "inst3")
-	stop := make(chan struct{})
-	web, sip, recs := s.startLoad(stop)
-	web.await(t, 2)
-	sip.await(t, 1)
+	s := startUnderLoad(t)
 
 	// Each dialog's replica partner, as the nodes name it with all up.
 	var keys []string
-	for _, r := range recs {
+	for _, r := range s.recs {
 		keys = append(keys, r.call.fromTag+r.call.callID)
 	}
 	_, replicas := ownersOf(t, routeAlike(t, s.nodes, keys, time.Second))
-	for i, r := range recs {
+	for i, r := range s.recs {
 		r.replica = replicas[i]
 	}
 
@@ -591,7 +564,7 @@ func TestThreeNodesInstanceKilled(t *testing.T) {
 		watch(t, nd.admin, 10*time.Second, func(st admin.Status) bool { return byName(st, victim).State == "down" })
 	}
 	t.Logf("%s down on all three nodes %v after SIGKILL", victim, time.Since(killed).Round(time.Millisecond))
-	web.await(t, 1)
+	s.web.await(t, 1)
 	if err := s.inst.restart(victim, was); err != nil {
 		t.Fatal(err)
 	}
@@ -607,15 +580,10 @@ func TestThreeNodesInstanceKilled(t *testing.T) {
 	for _, nd := range s.nodes {
 		watch(t, nd.admin, 10*time.Second, func(st admin.Status) bool { return byName(st, victim).State == "up" })
 	}
-	web.await(t, 2)
-	sip.await(t, 1)
-	close(stop)
-	web.done()
-	sip.done()
-
-	o := tally(t, recs, web, func(r *dialogRecord, x exchange) bool { return r.home == victim && inFlightAt(x, killed, -1) })
+	s.await(2, 1)
+	o := s.end(func(r *dialogRecord, x exchange) bool { return r.home == victim && inFlightAt(x, killed, -1) })
 	moved, home := 0, 0
-	for _, w := range web.sessions {
+	for _, w := range s.web.sessions {
 		if len(w.served) > 1 && w.served[0] == victim {
 			moved++
 			if w.served[len(w.served)-1] == victim {
@@ -624,7 +592,7 @@ func TestThreeNodesInstanceKilled(t *testing.T) {
 		}
 	}
 	rerouted := 0
-	for _, r := range recs {
+	for _, r := range s.recs {
 		for k, x := range r.xs {
 			if r.home == victim && x.sent.After(killed) && x.ok() && x.servedBy != victim {
 				rerouted++
@@ -653,36 +621,25 @@ func TestThreeNodesNodeKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three clb processes, etcd and three instances under load")
 	}
-	s := startNodes(t, 3, "inst1", "inst2", "inst3")
-	stop := make(chan struct{})
-	web, sip, recs := s.startLoad(stop)
-	web.await(t, 2)
-	sip.await(t, 1)
+	s := startUnderLoad(t)
 
 	const dead = 1 // node B
 	s.kill(dead)
 	killed := time.Now()
-	web.await(t, 2)
-	sip.await(t, 2)
+	s.await(2, 2)
 	if len(s.live()) != 2 {
 		t.Fatalf("%d nodes live, want 2", len(s.live()))
 	}
 	s.start(dead)
 	watch(t, s.nodes[dead].admin, 10*time.Second, func(st admin.Status) bool { return allUp(st, len(s.names)) })
-	web.await(t, 1)
-	sip.await(t, 1)
+	s.await(1, 1)
 	var restarts []time.Time
 	for i := range s.nodes {
 		restarts = append(restarts, time.Now())
 		s.restart(i)
-		web.await(t, 1)
-		sip.await(t, 1)
+		s.await(1, 1)
 	}
-	close(stop)
-	web.done()
-	sip.done()
-
-	o := tally(t, recs, web, func(r *dialogRecord, x exchange) bool {
+	o := s.end(func(r *dialogRecord, x exchange) bool {
 		if inFlightAt(x, killed, dead) {
 			return true
 		}
@@ -696,7 +653,7 @@ func TestThreeNodesNodeKilled(t *testing.T) {
 	// B's SIP transactions in flight at its kill, whatever their outcome;
 	// the dialogs it record-routed, which went on through A and C.
 	inFlight, through := 0, 0
-	for _, r := range recs {
+	for _, r := range s.recs {
 		if r.xs[0].node == dead {
 			through++
 		}
@@ -726,20 +683,15 @@ func TestThreeNodesEtcdOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three clb processes, etcd and three instances under load")
 	}
-	s := startNodes(t, 3, "inst1", "inst2", "inst3")
-	stop := make(chan struct{})
-	web, sip, recs := s.startLoad(stop)
-	web.await(t, 2)
-	sip.await(t, 1)
+	s := startUnderLoad(t)
 	keys := make([]string, 10_000)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("k%d", i)
 	}
 
 	const outage = 10 * time.Second
-	marks := make([]int, len(s.nodes))
-	for i := range s.nodes {
-		marks[i] = s.logs[i].mark()
+	for _, l := range s.logs {
+		l.Mark()
 	}
 	s.etcd.Stop()
 	stopped := time.Now()
@@ -748,7 +700,7 @@ func TestThreeNodesEtcdOutage(t *testing.T) {
 		// dial_timeout on a busy machine) is followed by one saying etcd
 		// is reachable: the status tells them apart.
 		for {
-			marks[i] = s.logs[i].await(t, "etcd unreachable; routing on the last state known", marks[i], 10*time.Second)
+			s.logs[i].Await(t, "etcd unreachable; routing on the last state known", 10*time.Second)
 			if st := nd.status(t); st.Etcd != nil && !st.Etcd.Reachable && st.Etcd.Error != "" {
 				break
 			}
@@ -765,26 +717,30 @@ func TestThreeNodesEtcdOutage(t *testing.T) {
 	}
 	routeAlike(t, s.nodes, keys, time.Second)
 	for time.Since(stopped) < outage {
-		web.await(t, 1) // the load goes on through the outage
+		s.web.await(t, 1) // the load goes on through the outage
 	}
-	sip.await(t, 1)
+	s.sip.await(t, 1)
 
-	for i := range s.nodes {
-		marks[i] = s.logs[i].mark()
+	for _, l := range s.logs {
+		l.Mark()
 	}
 	s.etcd.Start()
 	back := time.Now()
 	t.Logf("etcd down for %v", back.Sub(stopped).Round(time.Millisecond))
+	var reached time.Duration
 	for i, nd := range s.nodes {
-		s.logs[i].await(t, "etcd reachable", marks[i], 10*time.Second)
-		if took := time.Since(back); took > time.Second {
-			t.Errorf("node %s reached etcd again %v after it returned, want within a second", nd.name, took)
+		s.logs[i].Await(t, "etcd reachable", 10*time.Second)
+		if reached = time.Since(back); reached > time.Second {
+			t.Errorf("node %s reached etcd again %v after it returned, want within a second", nd.name, reached)
 		}
 	}
 	routeAlike(t, s.nodes, keys, time.Second)
-	if took := time.Since(back); took > time.Second {
-		t.Errorf("the nodes route alike %v after etcd returned, want within a second", took)
+	alike := time.Since(back)
+	if alike > time.Second {
+		t.Errorf("the nodes route alike %v after etcd returned, want within a second", alike)
 	}
+	t.Logf("after etcd's return: every node reached it within %v, all route alike at %v",
+		reached.Round(time.Millisecond), alike.Round(time.Millisecond))
 	if code, body := adminCall(t, s.nodes[2].admin, "POST", "/api/v1/instances/inst1/drain", nil); code != 200 {
 		t.Fatalf("drain on C after etcd's return: %d %s", code, body)
 	}
@@ -792,11 +748,7 @@ func TestThreeNodesEtcdOutage(t *testing.T) {
 		watch(t, nd.admin, 5*time.Second, func(st admin.Status) bool { return byName(st, "inst1").State == "draining" })
 	}
 	sameInstanceOn(t, s.nodes, "inst1", "draining")
-	web.await(t, 2)
-	sip.await(t, 1)
-	close(stop)
-	web.done()
-	sip.done()
-	o := tally(t, recs, web, func(*dialogRecord, exchange) bool { return false })
+	s.await(2, 1)
+	o := s.end(func(*dialogRecord, exchange) bool { return false })
 	t.Logf("through the outage and a drain after it: %v", o)
 }
