@@ -44,11 +44,11 @@ type nodeSet struct {
 
 // nodesYAML is the nodes' health and ramp: an instance is marked down at
 // most 1.2 s after it dies (at once by a refused HTTP connection), and
-// ramps up over 3 s. A probe may take 400 ms: three race-built nodes, three
+// ramps up over 6 s (long enough for a node to be started again meanwhile). A probe may take 400 ms: three race-built nodes, three
 // instances and the load share two busy cores, and shorter timeouts had a
 // starved node mark every instance down.
 const nodesYAML = `health: {interval: 400ms, timeout: 400ms, rise: 1, fall: 3}
-loadfactor: {start: 0.25, increase: 0.25, period: 1s}
+loadfactor: {start: 0.25, increase: 0.25, period: 2s}
 `
 
 // startNodes starts etcd, the sample instances, and n clb nodes that
@@ -96,15 +96,20 @@ etcd: {endpoints: [%s], dial_timeout: 500ms}
 		s.nodes, s.logs = append(s.nodes, nil), append(s.logs, nil)
 		s.start(i)
 	}
-	// The instances find their partners through the last node's admin
-	// API (they keep the addresses once they have them).
-	s.inst.admin = "http://" + s.nodes[n-1].admin
+	// The instances find their partners through any node's admin API.
+	var admins []string
+	for _, nd := range s.nodes {
+		admins = append(admins, "http://"+nd.admin)
+	}
+	s.inst.admin = strings.Join(admins, ",")
 	for _, stdin := range stdins {
 		_, _ = io.WriteString(stdin, s.inst.admin+"\n")
 		stdin.Close()
 	}
+	// The instances started a moment ago: every node ramps them up from
+	// then, and the tests start from all up.
 	for _, nd := range s.nodes {
-		watch(t, nd.admin, 10*time.Second, func(st admin.Status) bool { return allUp(st, len(instances)) })
+		awaitAllUp(t, nd, len(instances))
 	}
 	return s
 }
@@ -137,6 +142,7 @@ func (s *nodeSet) kill(i int) {
 // the same addresses, and waits until it sees every instance up.
 func (s *nodeSet) restart(i int) {
 	s.t.Helper()
+	begun := time.Now()
 	s.nodes[i].signal(syscall.SIGTERM)
 	select {
 	case err := <-s.nodes[i].done:
@@ -146,8 +152,11 @@ func (s *nodeSet) restart(i int) {
 	case <-time.After(20 * time.Second):
 		s.t.Fatalf("node %s did not stop within 20 s of SIGTERM", s.nodes[i].name)
 	}
+	stopped := time.Now()
 	s.start(i)
-	watch(s.t, s.nodes[i].admin, 10*time.Second, func(st admin.Status) bool { return allUp(st, len(s.names)) })
+	awaitAllUp(s.t, s.nodes[i], len(s.names))
+	s.t.Logf("node %s restarted: stopped %v after SIGTERM, serving again %v later",
+		s.nodes[i].name, stopped.Sub(begun).Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
 }
 
 // live is the nodes still running.
@@ -161,10 +170,28 @@ func (s *nodeSet) live() []*etcdNode {
 	return out
 }
 
+// awaitAllUp waits up to 20 s for allUp on node nd. A probe that changes
+// nothing changes no table version, which is what a long poll of the
+// status waits for: it polls with a short wait instead.
+func awaitAllUp(t *testing.T, nd *etcdNode, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	st := nd.status(t)
+	for !allUp(st, n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s: the instances are not all up and probed within 20 s: %s", nd.name, states(st))
+		}
+		adminCall(t, nd.admin, "GET", fmt.Sprintf("/api/v1/status?wait=100ms&version=%d", st.Version), &st)
+	}
+}
+
+// allUp says that the n instances are up, each probed at least once: a
+// node that joins the ramps of the others (SPEC section 11) learns at its
+// first probe that an instance which started a moment ago is ramping.
 func allUp(st admin.Status, n int) bool {
 	up := 0
 	for _, i := range st.Instances {
-		if i.State == "up" {
+		if i.State == "up" && i.Health != nil && i.Health.LastProbe != nil {
 			up++
 		}
 	}
@@ -533,8 +560,9 @@ func (u *underLoad) end(inFlight func(r *dialogRecord, x exchange) bool) outcome
 // TestThreeNodesInstanceKilled (issue 11, third proof): an instance killed
 // with SIGKILL and started again under SIP and HTTP load through all three
 // nodes at once. Every node marks it down and ramps it up again alike (the
-// same load factor and next step on all three, at two steps of its ramp:
-// the ramp is anchored on the X-CLB-Started its probe answers carry). Its
+// same load factor and next step on all three, at steps of its ramp: the
+// ramp is anchored on the X-CLB-Started its probe answers carry), node C
+// killed and started again meanwhile included. Its
 // dialogs' re-INVITEs and BYEs and its web sessions' counters go on at
 // their replica partners: every dialog ends with 200 to its BYE, no web
 // session loses its count.
@@ -572,11 +600,20 @@ func TestThreeNodesInstanceKilled(t *testing.T) {
 		watch(t, nd.admin, 10*time.Second, func(st admin.Status) bool { return byName(st, victim).State == "ramping" })
 	}
 	first := sameInstanceOn(t, s.nodes, victim, "ramping")
+	// Node C killed and started again while the ramp runs: it finds the
+	// instance healthy at its start, and joins the others' ramp at its
+	// first probe (the instance's X-CLB-Started), rather than give it
+	// f = 1 for the rest of the ramp.
+	s.kill(2)
+	s.start(2)
+	watch(t, s.nodes[2].admin, 5*time.Second, func(st admin.Status) bool { return byName(st, victim).State == "ramping" })
+	joined := sameInstanceOn(t, s.nodes, victim, "ramping")
 	watch(t, s.nodes[0].admin, 5*time.Second, func(st admin.Status) bool {
-		return byName(st, victim).LoadFactor != first.LoadFactor
+		return byName(st, victim).LoadFactor != joined.LoadFactor
 	})
 	second := sameInstanceOn(t, s.nodes, victim, byName(s.nodes[0].status(t), victim).State)
-	t.Logf("%s ramps alike on all three nodes: %v (next step %v), then %v", victim, first.LoadFactor, first.NextStep, second.LoadFactor)
+	t.Logf("%s ramps alike on all three nodes: %v (next step %v), %v with node C started again, then %v",
+		victim, first.LoadFactor, first.NextStep, joined.LoadFactor, second.LoadFactor)
 	for _, nd := range s.nodes {
 		watch(t, nd.admin, 10*time.Second, func(st admin.Status) bool { return byName(st, victim).State == "up" })
 	}
@@ -631,7 +668,7 @@ func TestThreeNodesNodeKilled(t *testing.T) {
 		t.Fatalf("%d nodes live, want 2", len(s.live()))
 	}
 	s.start(dead)
-	watch(t, s.nodes[dead].admin, 10*time.Second, func(st admin.Status) bool { return allUp(st, len(s.names)) })
+	awaitAllUp(t, s.nodes[dead], len(s.names))
 	s.await(1, 1)
 	var restarts []time.Time
 	for i := range s.nodes {

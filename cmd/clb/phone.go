@@ -214,7 +214,7 @@ func (c *call) transact(ctx context.Context, method string) (exchange, *gosip.Re
 
 // invite sets the dialog up: INVITE, then ACK for its 2xx.
 func (c *call) invite(ctx context.Context) exchange {
-	x, res := c.transact(ctx, "INVITE")
+	x, res := c.send(ctx, "INVITE")
 	if res == nil || !x.ok() {
 		return x
 	}
@@ -232,7 +232,7 @@ func (c *call) invite(ctx context.Context) exchange {
 
 // reinvite refreshes the dialog (re-INVITE and ACK).
 func (c *call) reinvite(ctx context.Context) exchange {
-	x, res := c.transact(ctx, "INVITE")
+	x, res := c.send(ctx, "INVITE")
 	if res != nil && x.ok() {
 		c.ack()
 	}
@@ -247,6 +247,22 @@ func (c *call) ack() {
 
 // bye ends the dialog.
 func (c *call) bye(ctx context.Context) exchange {
-	x, _ := c.transact(ctx, "BYE")
+	x, _ := c.send(ctx, "BYE")
 	return x
+}
+
+// send is transact, sent again as a new transaction through the next node
+// after a 503, twice at most, when the phone has several nodes (RFC 3263
+// 4.3: a 503 sends the client to the next server). The exchange keeps its
+// first sending.
+func (c *call) send(ctx context.Context, method string) (exchange, *gosip.Response) {
+	x, res := c.transact(ctx, method)
+	for try := 0; try < 2 && x.code == 503 && c.p.failover > 0 && len(c.p.nodes) > 1; try++ {
+		c.node++
+		c.moves++
+		sent, node := x.sent, x.node
+		x, res = c.transact(ctx, method)
+		x.sent, x.node = sent, node
+	}
+	return x, res
 }
