@@ -11,6 +11,7 @@
 //     by it: each node is long-polled (GET /api/v1/status?wait=&version=),
 //     which answers as its routing table changes. Median and max over
 //     -actions actions.
+//
 //   - watch load: admin actions written straight into etcd at a given rate
 //     (each toggles one of the instances), then a marker action; a node
 //     has applied everything before the marker once its status shows the
@@ -18,7 +19,7 @@
 //     from the marker's write to the last node showing it; a node that
 //     keeps up shows it within milliseconds whatever the rate.
 //
-//	etcdprop -clb ./clb [-nodes 3] [-actions 100] [-rates 500,1000,2000,0] [-batch 1] [-d 3s]
+//     etcdprop -clb ./clb [-nodes 3] [-actions 100] [-rates 500,1000,2000,0] [-batch 1] [-d 3s]
 package main
 
 import (
