@@ -2,6 +2,8 @@
 // section 11) take up a change, for bench/etcd-propagation.sh. It is a
 // benchmark tool, not part of clb and not a test.
 //
+//	etcdprop -clb ./clb [-nodes 3] [-actions 100] [-rates 500,1000,2000,0] [-batch 1] [-d 3s]
+//
 // It starts one etcd member and several clb nodes (the clb binary given)
 // on free loopback ports, before instances that are never probed (health
 // off), then measures:
@@ -18,8 +20,6 @@
 //     marker (the watch applies actions in revision order). The lag is
 //     from the marker's write to the last node showing it; a node that
 //     keeps up shows it within milliseconds whatever the rate.
-//
-//     etcdprop -clb ./clb [-nodes 3] [-actions 100] [-rates 500,1000,2000,0] [-batch 1] [-d 3s]
 package main
 
 import (
