@@ -319,7 +319,8 @@ func (c *Checker) anchor(started, now time.Time) (time.Time, bool) {
 
 // joinRamp puts an instance of the start, first seen answering, on the ramp
 // the other nodes run since it started (SetJoinRamps); a ramp over by now
-// leaves it at f = 1.
+// leaves it at f = 1, and one on a ramp of its own here (an admin action
+// from etcd) keeps it (balancer.JoinRamp).
 func (c *Checker) joinRamp(rec *instance, started time.Time) {
 	now := c.now()
 	anchor, ok := c.anchor(started, now)
@@ -327,7 +328,7 @@ func (c *Checker) joinRamp(rec *instance, started time.Time) {
 		return
 	}
 	// The balancer logs the transition, if there is one (up to ramping).
-	if err := c.bal.RampFrom(rec.cfg.Name, anchor, now); err != nil {
+	if err := c.bal.JoinRamp(rec.cfg.Name, anchor, now); err != nil {
 		c.log.Warn("ramp of an instance that started recently", zap.String("instance", rec.cfg.Name), zap.Error(err))
 	}
 }
