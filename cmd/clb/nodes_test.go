@@ -44,7 +44,8 @@ type nodeSet struct {
 
 // nodesYAML is the nodes' health and ramp: an instance is marked down at
 // most 1.2 s after it dies (at once by a refused HTTP connection), and
-// ramps up over 6 s (long enough for a node to be started again meanwhile). A probe may take 400 ms: three race-built nodes, three
+// ramps up over 6 s (long enough for a node to be started again
+// meanwhile). A probe may take 400 ms: three race-built nodes, three
 // instances and the load share two busy cores, and shorter timeouts had a
 // starved node mark every instance down.
 const nodesYAML = `health: {interval: 400ms, timeout: 400ms, rise: 1, fall: 3}
@@ -710,12 +711,12 @@ func TestThreeNodesNodeKilled(t *testing.T) {
 
 // TestThreeNodesEtcdOutage (issue 11, fifth proof): etcd killed under load
 // for longer than the nodes' etcd timeouts (dial_timeout 500 ms; the outage
-// lasts 10 s, as the issue says). Every node goes on routing on its last state and says etcd
-// is unreachable in its status; a drain posted meanwhile is refused with
-// "etcd unreachable" and applied nowhere; nothing is lost. etcd back on the
-// same ports and data: within a second every node reaches it and all
-// route alike with equal fingerprints, and a drain posted to one node runs
-// on all three.
+// lasts 10 s, as the issue says). Every node goes on routing on its last
+// state and says etcd is unreachable in its status; a drain posted
+// meanwhile is refused with "etcd unreachable" and applied nowhere;
+// nothing is lost. etcd back on the same ports and data: within a second
+// every node reaches it and all route alike with equal fingerprints, and a
+// drain posted to one node runs on all three.
 func TestThreeNodesEtcdOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three clb processes, etcd and three instances under load")
