@@ -49,7 +49,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 	// The session lives in cc for the access log to read once the request
 	// is done.
 	ss := &cc.ss
-	now := s.o.Now()
+	now := s.now(cc)
 	*ss = route(s.o.Balancer, s.rules.Load(), h, now)
 	if ss.d.Owner == nil {
 		s.refused(cc, "no_instance")
@@ -66,7 +66,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 		}
 	}
 
-	x := exchange{s: s, cc: cc, h: h, f: f, session: ss}
+	x := exchange{s: s, cc: cc, h: h, f: f, session: ss, at: cc.at}
 	return x.run()
 }
 
@@ -78,7 +78,8 @@ type exchange struct {
 	f  framing
 	*session
 
-	bodyRead bool // any of the request body left the client's stream
+	at       time.Time // the request's start, for its first attempt's deadlines
+	bodyRead bool      // any of the request body left the client's stream
 	upgrade  bool
 }
 
@@ -96,7 +97,7 @@ func (x *exchange) run() bool {
 			x.s.report(owner, false)
 			// Nothing of the request reached the instance, or it may be
 			// sent again: try the replica partner.
-			if !x.failover(x.s.o.Balancer, x.s.o.Now()) {
+			if !x.failover(x.s.o.Balancer, x.s.now(x.cc)) {
 				return x.fail(502, "instance unreachable", "unreachable")
 			}
 			x.s.o.Metrics.Retry("http")
@@ -184,7 +185,7 @@ func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
 		addr := x.d.Owner.HTTP.String()
 		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
-		up, reused, err := x.s.pool.get(x.d.Owner.HTTP.Endpoint, fresh)
+		up, reused, err := x.s.pool.get(x.d.Owner.HTTP.Endpoint, fresh, x.s.now(x.cc))
 		if err != nil {
 			return nil, err
 		}
@@ -208,7 +209,15 @@ func (x *exchange) send() (*upConn, error) {
 func (x *exchange) exchangeHead(up *upConn) error {
 	l := x.s.o.Limits
 	dc := up.dc
-	dc.write, dc.read, dc.deadline = l.WriteTimeout, 0, time.Time{}
+	// The request's time is good for its first attempt; a retry, after a
+	// dial that may have taken DialTimeout, reads the clock.
+	sent := x.at
+	if sent.IsZero() {
+		sent = time.Now()
+	}
+	x.at = time.Time{}
+	dc.writeProgress(sent, l.WriteTimeout)
+	dc.readFrom(time.Time{}, 0)
 	// A failure before any byte of the response: on a pooled connection
 	// the instance had closed it; on a new one it died under the request.
 	stale := func(err error) error {
@@ -236,7 +245,10 @@ func (x *exchange) exchangeHead(up *upConn) error {
 		}
 		return stale(err)
 	}
-	dc.deadline = time.Now().Add(l.ResponseTimeout)
+	if x.bodyRead {
+		sent = time.Now() // the body took its time
+	}
+	dc.readFrom(sent, l.ResponseTimeout)
 	for interim := false; ; interim = true {
 		if err := readHead(up.br, &x.cc.res, 64<<10, 200, false); err != nil {
 			var nothing *errNothing
@@ -257,7 +269,11 @@ func (x *exchange) exchangeHead(up *upConn) error {
 			_ = x.cc.bw.Flush()
 		}
 	}
-	dc.deadline, dc.read = time.Time{}, l.ResponseTimeout
+	// The response's time: the client's writes and the body's reads start
+	// from it.
+	came := time.Now()
+	dc.readProgress(came, l.ResponseTimeout)
+	x.cc.dc.writeProgress(came, l.WriteTimeout)
 	x.s.report(x.d.Owner.Name, true)
 	return nil
 }
@@ -301,7 +317,7 @@ func (x *exchange) relay(up *upConn) bool {
 	upKeep := err == nil && res.minor == 1 && !res.has("connection", "close") && (rf.chunked || rf.length >= 0) &&
 		up.br.Buffered() == 0
 	if upKeep {
-		x.s.pool.put(up)
+		x.s.pool.put(up, x.s.now(x.cc)) // idle from the request's start: retired early rather than late
 	} else {
 		up.c.Close()
 	}
@@ -324,7 +340,7 @@ func (x *exchange) tunnel(up *upConn) bool {
 		up.c.Close()
 		return false
 	}
-	x.cc.dc.read, x.cc.dc.deadline = 0, time.Time{}
+	x.cc.dc.readFrom(time.Time{}, 0)
 	// Either side closing ends the tunnel: close both, so that the other
 	// copy stops too.
 	var once sync.Once

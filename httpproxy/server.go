@@ -64,6 +64,7 @@ type Server struct {
 	ln          net.Listener
 	scheme      string // X-Forwarded-Proto
 	via         string // "1.1 clb-RANDOM": this server's Via entry, also how it knows a loop
+	realClock   bool // Options.Now is time.Now: a request's own clock read serves it
 	pool        *pool
 	rules       atomic.Pointer[policy.Rules] // keys.http, swapped by Reload
 	slots       chan struct{}                // one per open client connection: Limits.MaxConnections
@@ -98,7 +99,8 @@ func NewServer(addr string, o Options) (*Server, error) {
 // (h2.go), the others HTTP/1.1. The server owns ln from now on and closes
 // it when Serve ends.
 func New(ln net.Listener, scheme string, o Options) *Server {
-	if o.Now == nil {
+	realClock := o.Now == nil
+	if realClock {
 		o.Now = time.Now
 	}
 	if o.Limits == (config.HTTP{}) {
@@ -117,7 +119,8 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		ln:        ln,
 		scheme:    scheme,
 		via:       newVia(),
-		pool:      newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
+		realClock: realClock,
+		pool:      newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance),
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
@@ -241,6 +244,7 @@ type clientConn struct {
 	remote string     // client IP, for X-Forwarded-For
 	src    netip.Addr // the same, for flood control
 	idle   atomic.Bool
+	at     time.Time // when the request under way began (its head's first byte)
 	req    head
 	res    head
 	out    []byte
@@ -303,7 +307,7 @@ func (s *Server) serveConn(c net.Conn) bool {
 func (s *Server) initClientConn(cc *clientConn) {
 	l := s.o.Limits
 	cc.dc = newDeadlineConn(cc.c)
-	cc.dc.write = l.WriteTimeout
+	cc.dc.writeProgress(time.Time{}, l.WriteTimeout)
 	cc.br = bufio.NewReaderSize(cc.dc, max(l.MaxHeaderBytes, 4096))
 	cc.bw = bufio.NewWriterSize(cc.dc, 16<<10)
 }
@@ -314,6 +318,14 @@ func (s *Server) newClientConn(c net.Conn, src netip.Addr) *clientConn {
 	cc := &clientConn{c: c, src: src}
 	s.initClientConn(cc)
 	return cc
+}
+
+// now is the time of the request on cc, by Options.Now.
+func (s *Server) now(cc *clientConn) time.Time {
+	if s.realClock {
+		return cc.at
+	}
+	return s.o.Now()
 }
 
 // isClosing is read after cc.idle is set, and shutdown reads each idle flag
@@ -329,19 +341,22 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 	if s.isClosing() {
 		return false
 	}
-	cc.dc.deadline = time.Now().Add(l.IdleTimeout)
+	cc.dc.readFrom(time.Now(), l.IdleTimeout)
 	if _, err := cc.br.Peek(1); err != nil {
 		return false
 	}
 	cc.idle.Store(false)
-	cc.dc.deadline = time.Now().Add(l.ReadHeaderTimeout)
+	// The request's one clock read: its phases' deadlines start from it
+	// (a head already in the buffer arms none).
+	cc.at = time.Now()
+	cc.dc.readFrom(cc.at, l.ReadHeaderTimeout)
 	logged := s.o.Access.On()
 	var r request
 	if logged {
 		r = s.beginRequest(cc)
 	}
 	err := readHead(cc.br, &cc.req, l.MaxHeaderBytes, l.MaxHeaders, true)
-	cc.dc.deadline, cc.dc.read = time.Time{}, l.IdleTimeout // body: no progress for IdleTimeout
+	cc.dc.readProgress(time.Time{}, l.IdleTimeout) // body: no progress for IdleTimeout
 	if err != nil {
 		var eh *errHead
 		if errors.As(err, &eh) {

@@ -28,7 +28,6 @@ type pool struct {
 	dialTimeout time.Duration
 	idleTimeout time.Duration
 	maxIdle     int
-	now         func() time.Time
 	tls         *certs.Store // for https:// instances
 
 	mu     sync.Mutex
@@ -36,8 +35,8 @@ type pool struct {
 	closed bool
 }
 
-func newPool(dial, idle time.Duration, maxIdle int, now func() time.Time) *pool {
-	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+func newPool(dial, idle time.Duration, maxIdle int) *pool {
+	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[string][]*upConn{}}
 }
 
 // errDial marks a failure to open a connection: nothing of the request was
@@ -48,7 +47,7 @@ func (e *errDial) Error() string { return "connect: " + e.err.Error() }
 func (e *errDial) Unwrap() error { return e.err }
 
 // get returns an idle connection to addr, or a new one (always, with
-// fresh). An idle connection is first checked (a non-blocking read) for a
+// fresh); now is the request's time. An idle connection is first checked (a non-blocking read) for a
 // close by the instance and for bytes it sent while idle: such bytes answer
 // no request of clb's, and read as the next response they would deliver
 // the wrong answer, so the connection is closed instead.
@@ -59,14 +58,14 @@ func (e *errDial) Unwrap() error { return e.err }
 // refused connection. (An idle TLS connection is checked only for bytes
 // already read: a raw read would take TLS records, such as TLS 1.3 session
 // tickets, from under the TLS layer.)
-func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err error) {
+func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reused bool, err error) {
 	addr := e.String()
 	for !fresh {
 		c := p.pop(addr)
 		if c == nil {
 			break
 		}
-		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
+		if now.Sub(c.since) < p.idleTimeout && alive(c) {
 			return c, true, nil
 		}
 		c.c.Close()
@@ -118,9 +117,9 @@ func alive(c *upConn) bool {
 	return n < 0 && err == syscall.EAGAIN
 }
 
-// put returns a connection whose exchange ended cleanly.
-func (p *pool) put(c *upConn) {
-	c.since = p.now()
+// put returns a connection whose exchange ended cleanly, idle since.
+func (p *pool) put(c *upConn, since time.Time) {
+	c.since = since
 	p.mu.Lock()
 	if !p.closed && len(p.idle[c.addr]) < p.maxIdle {
 		p.idle[c.addr] = append(p.idle[c.addr], c)
