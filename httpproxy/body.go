@@ -20,16 +20,37 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing, dechunk bool) (writte
 	case f.chunked:
 		return copyChunked(dst, src, dechunk)
 	case f.length > 0:
-		n, err := io.CopyN(dst, src, f.length)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+		n, err := copyN(dst, src, f.length)
 		return n > 0, err
 	case f.length < 0:
 		n, err := io.Copy(dst, src)
 		return n > 0, err
 	}
 	return false, nil
+}
+
+// copyN copies n bytes from src's buffer to dst, refilling it as needed;
+// a stream that ends first is io.ErrUnexpectedEOF. (io.CopyN allocates a
+// LimitReader per call.)
+func copyN(dst io.Writer, src *bufio.Reader, n int64) (written int64, err error) {
+	for written < n {
+		if src.Buffered() == 0 {
+			if _, err := src.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return written, err
+			}
+		}
+		p, _ := src.Peek(int(min(int64(src.Buffered()), n-written)))
+		m, err := dst.Write(p)
+		_, _ = src.Discard(m)
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 const maxChunkLine = 4096
@@ -55,12 +76,9 @@ func copyChunked(dst io.Writer, src *bufio.Reader, dechunk bool) (written bool, 
 		if size == 0 {
 			return copyTrailer(dst, src, dechunk, written)
 		}
-		n, err := io.CopyN(dst, src, size)
+		n, err := copyN(dst, src, size)
 		written = written || n > 0
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
 			return written, err
 		}
 		crlf, err := readLine(src)

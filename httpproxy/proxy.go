@@ -66,7 +66,8 @@ func (s *Server) proxy(cc *clientConn) bool {
 		}
 	}
 
-	x := exchange{s: s, cc: cc, h: h, f: f, session: ss, at: cc.at}
+	x := &cc.x // in cc, not on the heap per request (the tunnel's goroutine would put it there)
+	*x = exchange{s: s, cc: cc, h: h, f: f, session: ss, at: cc.at}
 	return x.run()
 }
 
@@ -183,9 +184,9 @@ var (
 // as it is.
 func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
-		addr := x.d.Owner.HTTP.String()
+		addr := x.d.Owner.HTTP.Endpoint
 		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
-		up, reused, err := x.s.pool.get(x.d.Owner.HTTP.Endpoint, fresh, x.s.now(x.cc))
+		up, reused, err := x.s.pool.get(addr, fresh, x.s.now(x.cc))
 		if err != nil {
 			return nil, err
 		}

@@ -253,6 +253,7 @@ type clientConn struct {
 	// (routing), the status sent, and "relayed" or the error kind of clb's
 	// own answer.
 	ss      session
+	x       exchange // the request's way through the instances
 	status  int
 	outcome string
 	line    accesslog.Line

@@ -19,11 +19,20 @@ type upConn struct {
 	dc    *deadlineConn // c with the deadlines of the exchange under way
 	br    *bufio.Reader
 	bw    *bufio.Writer
-	addr  string    // the pool's key: scheme://host:port
+	addr  config.Endpoint // the pool's key
 	since time.Time // idle since
+
+	// alive's non-blocking read, made once per connection: a closure
+	// made per call, and what it captures, were five allocations a request.
+	probe    func(fd uintptr) bool
+	probeN   int
+	probeErr error
+	probeBuf [1]byte
 }
 
-// pool keeps idle connections to instances, by address, newest first.
+// pool keeps idle connections to instances, by address, newest first. The
+// address is the Endpoint itself, not its string: building that was two
+// allocations per request.
 type pool struct {
 	dialTimeout time.Duration
 	idleTimeout time.Duration
@@ -31,12 +40,12 @@ type pool struct {
 	tls         *certs.Store // for https:// instances
 
 	mu     sync.Mutex
-	idle   map[string][]*upConn
+	idle   map[config.Endpoint][]*upConn
 	closed bool
 }
 
 func newPool(dial, idle time.Duration, maxIdle int) *pool {
-	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[string][]*upConn{}}
+	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[config.Endpoint][]*upConn{}}
 }
 
 // errDial marks a failure to open a connection: nothing of the request was
@@ -59,9 +68,8 @@ func (e *errDial) Unwrap() error { return e.err }
 // already read: a raw read would take TLS records, such as TLS 1.3 session
 // tickets, from under the TLS layer.)
 func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reused bool, err error) {
-	addr := e.String()
 	for !fresh {
-		c := p.pop(addr)
+		c := p.pop(e)
 		if c == nil {
 			break
 		}
@@ -83,11 +91,22 @@ func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reu
 	if err != nil {
 		return nil, false, &errDial{err}
 	}
-	dc := newDeadlineConn(conn)
-	return &upConn{c: conn, dc: dc, br: bufio.NewReaderSize(dc, 16<<10), bw: bufio.NewWriterSize(dc, 16<<10), addr: addr}, false, nil
+	return newUpConn(conn, e), false, nil
 }
 
-func (p *pool) pop(addr string) *upConn {
+// newUpConn is apart from get, whose result its closure would otherwise
+// move to the heap on every call.
+func newUpConn(conn net.Conn, e config.Endpoint) *upConn {
+	dc := newDeadlineConn(conn)
+	c := &upConn{c: conn, dc: dc, br: bufio.NewReaderSize(dc, 16<<10), bw: bufio.NewWriterSize(dc, 16<<10), addr: e}
+	c.probe = func(fd uintptr) bool {
+		c.probeN, c.probeErr = syscall.Read(int(fd), c.probeBuf[:])
+		return true
+	}
+	return c
+}
+
+func (p *pool) pop(addr config.Endpoint) *upConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[addr]
@@ -105,16 +124,10 @@ func alive(c *upConn) bool {
 	if c.br.Buffered() > 0 || c.dc.raw == nil {
 		return c.br.Buffered() == 0
 	}
-	var n int
-	var err error
-	var b [1]byte
-	if rerr := c.dc.raw.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), b[:])
-		return true
-	}); rerr != nil {
+	if err := c.dc.raw.Read(c.probe); err != nil {
 		return false
 	}
-	return n < 0 && err == syscall.EAGAIN
+	return c.probeN < 0 && c.probeErr == syscall.EAGAIN
 }
 
 // put returns a connection whose exchange ended cleanly, idle since.
@@ -134,7 +147,7 @@ func (p *pool) put(c *upConn, since time.Time) {
 // drop closes the idle connections to addr: one of them was found closed by
 // the instance, which probably restarted, so the others are likely closed
 // too.
-func (p *pool) drop(addr string) {
+func (p *pool) drop(addr config.Endpoint) {
 	p.mu.Lock()
 	list := p.idle[addr]
 	delete(p.idle, addr)
@@ -154,5 +167,5 @@ func (p *pool) close() {
 			c.c.Close()
 		}
 	}
-	p.idle = map[string][]*upConn{}
+	p.idle = map[config.Endpoint][]*upConn{}
 }
