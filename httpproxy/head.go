@@ -9,9 +9,130 @@ import (
 	"clb/policy"
 )
 
-// field is one header field of a head: spans of the head's buffer.
+// field is one header field of a head: spans of the head's buffer, and
+// which of the fields clb reads it is.
 type field struct {
 	name, value []byte
+	kind        fieldKind
+}
+
+// fieldKind names the fields clb reads or rewrites itself. It is found once
+// per field as the head is parsed, so that the walks over a head (framing,
+// Connection, hop-by-hop, X-CLB-*, cookies) compare no names again.
+type fieldKind uint8
+
+const (
+	otherField fieldKind = iota
+	hostField
+	contentLengthField
+	transferEncodingField
+	connectionField
+	keepAliveField
+	proxyConnectionField
+	teField
+	trailerField
+	upgradeField
+	expectField
+	cookieField
+	viaField
+	xForwardedForField
+	xForwardedProtoField
+	xForwardedHostField
+	clbField // X-CLB-*
+	fieldKinds
+)
+
+// kindOf is the kind of a field named name, in any case.
+func kindOf(name []byte) fieldKind {
+	var k fieldKind
+	switch len(name) {
+	case 2:
+		k = teField
+	case 3:
+		k = viaField
+	case 4:
+		k = hostField
+	case 6:
+		if policy.EqualFold(name, "cookie") {
+			return cookieField
+		}
+		k = expectField
+	case 7:
+		if policy.EqualFold(name, "upgrade") {
+			return upgradeField
+		}
+		k = trailerField
+	case 10:
+		if policy.EqualFold(name, "connection") {
+			return connectionField
+		}
+		k = keepAliveField
+	case 14:
+		k = contentLengthField
+	case 15:
+		k = xForwardedForField
+	case 16:
+		if policy.EqualFold(name, "proxy-connection") {
+			return proxyConnectionField
+		}
+		k = xForwardedHostField
+	case 17:
+		if policy.EqualFold(name, "transfer-encoding") {
+			return transferEncodingField
+		}
+		k = xForwardedProtoField
+	}
+	if k != otherField && policy.EqualFold(name, kindNames[k]) {
+		return k
+	}
+	if policy.IsCLBField(name) {
+		return clbField
+	}
+	return otherField
+}
+
+var kindNames = [fieldKinds]string{
+	hostField: "host", contentLengthField: "content-length", transferEncodingField: "transfer-encoding",
+	connectionField: "connection", keepAliveField: "keep-alive", proxyConnectionField: "proxy-connection",
+	teField: "te", trailerField: "trailer", upgradeField: "upgrade", expectField: "expect",
+	cookieField: "cookie", viaField: "via", xForwardedForField: "x-forwarded-for",
+	xForwardedProtoField: "x-forwarded-proto", xForwardedHostField: "x-forwarded-host",
+}
+
+// hopByHop: the kinds of field that concern one connection only (RFC 9110
+// 7.6.1), plus Content-Length, which clb sets itself.
+func (k fieldKind) hopByHop() bool {
+	switch k {
+	case connectionField, keepAliveField, proxyConnectionField, teField, trailerField,
+		transferEncodingField, upgradeField, contentLengthField:
+		return true
+	}
+	return false
+}
+
+// connectionTokens is what a head's Connection fields say, read once.
+type connectionTokens struct {
+	close, upgrade bool
+	// others: they list a name other than close, keep-alive and upgrade,
+	// a field meant for this hop only (connectionListed).
+	others bool
+}
+
+func (t *connectionTokens) add(value []byte) {
+	for v := value; len(v) > 0; {
+		var item []byte
+		item, v, _ = bytes.Cut(v, []byte(","))
+		switch item = bytes.Trim(item, " \t"); {
+		case len(item) == 0:
+		case policy.EqualFold(item, "close"):
+			t.close = true
+		case policy.EqualFold(item, "upgrade"):
+			t.upgrade = true
+		case policy.EqualFold(item, "keep-alive"):
+		default:
+			t.others = true
+		}
+	}
 }
 
 // head is an HTTP/1.x message head as received: the start line's parts and
@@ -21,6 +142,8 @@ type field struct {
 type head struct {
 	buf    []byte
 	fields []field
+	count  [fieldKinds]uint8 // fields of each kind, up to 255
+	conn   connectionTokens
 
 	// Request line.
 	method, target []byte
@@ -56,6 +179,7 @@ var errTooLarge = &errHead{431, "request header fields too large"}
 // before it sent a byte.
 func readHead(br *bufio.Reader, h *head, maxBytes, maxFields int, request bool) error {
 	h.buf, h.fields = h.buf[:0], h.fields[:0]
+	h.count, h.conn = [fieldKinds]uint8{}, connectionTokens{}
 	first := true
 	for {
 		line, err := br.ReadSlice('\n')
@@ -100,6 +224,13 @@ func readHead(br *bufio.Reader, h *head, maxBytes, maxFields int, request bool) 
 		f, err := parseField(h.buf[start : len(h.buf)-2])
 		if err != nil {
 			return err
+		}
+		f.kind = kindOf(f.name)
+		if h.count[f.kind] < 255 {
+			h.count[f.kind]++
+		}
+		if f.kind == connectionField {
+			h.conn.add(f.value)
 		}
 		h.fields = append(h.fields, f)
 	}
@@ -203,11 +334,41 @@ func (h *head) get(name string) (value []byte, found, dup bool) {
 	return value, found, false
 }
 
-// has reports whether some field named name lists token among its
-// comma-separated values (case-insensitive), as Connection does.
-func (h *head) has(name, token string) bool {
+// first is the value of the first field of kind k, with n the number of
+// such fields.
+func (h *head) first(k fieldKind) (value []byte, n int) {
+	if n = int(h.count[k]); n == 0 {
+		return nil, 0
+	}
 	for _, f := range h.fields {
-		if !policy.EqualFold(f.name, name) {
+		if f.kind == k {
+			return f.value, n
+		}
+	}
+	return nil, 0
+}
+
+// last is the value of the last field of kind k (nil: none).
+func (h *head) last(k fieldKind) []byte {
+	if h.count[k] == 0 {
+		return nil
+	}
+	for i := len(h.fields) - 1; i >= 0; i-- {
+		if h.fields[i].kind == k {
+			return h.fields[i].value
+		}
+	}
+	return nil
+}
+
+// has reports whether some field of kind k lists token among its
+// comma-separated values (case-insensitive), as Upgrade and Expect do.
+func (h *head) has(k fieldKind, token string) bool {
+	if h.count[k] == 0 {
+		return false
+	}
+	for _, f := range h.fields {
+		if f.kind != k {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
@@ -231,24 +392,24 @@ type framing struct {
 // of digits only, or Transfer-Encoding ending in chunked (and then no
 // Content-Length, and not in HTTP/1.0); else the request is refused.
 func (h *head) requestFraming() (framing, error) {
-	te, hasTE := h.transferCodings()
-	cl, hasCL, dupCL := h.get("content-length")
+	te, nTE := h.first(transferEncodingField)
+	cl, nCL := h.first(contentLengthField)
 	switch {
-	case dupCL:
+	case nCL > 1:
 		return framing{}, bad("more than one Content-Length")
-	case hasTE && hasCL:
+	case nTE > 0 && nCL > 0:
 		return framing{}, bad("both Content-Length and Transfer-Encoding")
-	case hasTE && h.minor == 0:
+	case nTE > 0 && h.minor == 0:
 		return framing{}, bad("Transfer-Encoding in HTTP/1.0")
-	case hasTE:
-		if !policy.EqualFold(te, "chunked") {
-			if last := lastCoding(te); !policy.EqualFold(last, "chunked") {
+	case nTE > 0:
+		if nTE > 1 || !policy.EqualFold(te, "chunked") {
+			if last := lastCoding(h.last(transferEncodingField)); !policy.EqualFold(last, "chunked") {
 				return framing{}, bad("Transfer-Encoding whose last coding is not chunked")
 			}
 			return framing{}, &errHead{501, "transfer coding not implemented"}
 		}
 		return framing{chunked: true}, nil
-	case hasCL:
+	case nCL == 1:
 		n, ok := parseLength(cl)
 		if !ok {
 			return framing{}, bad("invalid Content-Length")
@@ -263,16 +424,16 @@ func (h *head) responseFraming(method []byte) (framing, error) {
 	if h.status < 200 || h.status == 204 || h.status == 304 || string(method) == "HEAD" {
 		return framing{length: 0}, nil
 	}
-	te, hasTE := h.transferCodings()
-	cl, hasCL, dupCL := h.get("content-length")
+	te, nTE := h.first(transferEncodingField)
+	cl, nCL := h.first(contentLengthField)
 	switch {
-	case hasTE && policy.EqualFold(te, "chunked"):
+	case nTE == 1 && policy.EqualFold(te, "chunked"):
 		return framing{chunked: true}, nil
-	case hasTE:
+	case nTE > 0:
 		return framing{length: -1}, nil // read to the end of the connection
-	case dupCL:
+	case nCL > 1:
 		return framing{}, errors.New("more than one Content-Length in a response")
-	case hasCL:
+	case nCL == 1:
 		n, ok := parseLength(cl)
 		if !ok {
 			return framing{}, errors.New("invalid Content-Length in a response")
@@ -280,22 +441,6 @@ func (h *head) responseFraming(method []byte) (framing, error) {
 		return framing{length: n}, nil
 	}
 	return framing{length: -1}, nil
-}
-
-// transferCodings joins every Transfer-Encoding field's value.
-func (h *head) transferCodings() ([]byte, bool) {
-	var out []byte
-	found := false
-	for _, f := range h.fields {
-		if policy.EqualFold(f.name, "transfer-encoding") {
-			if found {
-				out = append(append(out, ','), f.value...)
-			} else {
-				out, found = f.value, true
-			}
-		}
-	}
-	return bytes.Trim(out, " \t"), found
 }
 
 func lastCoding(te []byte) []byte {

@@ -26,7 +26,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, eh.status, eh.msg)
 		return false
 	}
-	if _, found, dup := h.get("host"); dup || !found && h.minor == 1 {
+	if _, n := h.first(hostField); n > 1 || n == 0 && h.minor == 1 {
 		s.refused(cc, "malformed_request")
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
@@ -58,7 +58,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 	}
 	s.o.Metrics.Routed(ss.d.Owner.ClusterName(), ss.key.key, now)
 	hasBody := f.chunked || f.length > 0
-	if hasBody && h.has("expect", "100-continue") {
+	if hasBody && h.has(expectField, "100-continue") {
 		// clb reads the body as soon as it has an instance: say so now
 		// rather than relay the instance's 100.
 		if _, err := cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || cc.bw.Flush() != nil {
@@ -85,7 +85,7 @@ type exchange struct {
 }
 
 func (x *exchange) run() bool {
-	x.upgrade = x.h.has("connection", "upgrade") && x.h.has("upgrade", "websocket")
+	x.upgrade = x.h.conn.upgrade && x.h.has(upgradeField, "websocket")
 	for {
 		up, err := x.send()
 		if err == nil {
@@ -263,7 +263,7 @@ func (x *exchange) exchangeHead(up *upConn) error {
 		}
 		// Interim (100, 103): relay it.
 		if x.cc.res.status != 100 {
-			x.cc.out = x.appendResponseHead(x.cc.out[:0], false)
+			x.cc.out = x.appendResponseHead(x.cc.out[:0], false, framing{})
 			if _, err := x.cc.bw.Write(x.cc.out); err != nil {
 				return err
 			}
@@ -305,8 +305,8 @@ func (x *exchange) relay(up *upConn) bool {
 	dechunk := rf.chunked && x.h.minor == 0
 	// Keep the client connection only when the response has a length of its
 	// own to pass on.
-	keep := x.h.minor == 1 && !x.h.has("connection", "close") && !x.s.isClosing() && (rf.chunked || rf.length >= 0)
-	x.cc.out = x.appendResponseHead(x.cc.out[:0], !keep)
+	keep := x.h.minor == 1 && !x.h.conn.close && !x.s.isClosing() && (rf.chunked || rf.length >= 0)
+	x.cc.out = x.appendResponseHead(x.cc.out[:0], !keep, rf)
 	if _, err := x.cc.bw.Write(x.cc.out); err != nil {
 		up.c.Close()
 		return false
@@ -315,7 +315,7 @@ func (x *exchange) relay(up *upConn) bool {
 	flushErr := x.cc.bw.Flush()
 	// Bytes already read beyond the response's framing answer no request:
 	// the connection is not used again.
-	upKeep := err == nil && res.minor == 1 && !res.has("connection", "close") && (rf.chunked || rf.length >= 0) &&
+	upKeep := err == nil && res.minor == 1 && !res.conn.close && (rf.chunked || rf.length >= 0) &&
 		up.br.Buffered() == 0
 	if upKeep {
 		x.s.pool.put(up, x.s.now(x.cc)) // idle from the request's start: retired early rather than late
@@ -336,7 +336,7 @@ func (x *exchange) relay(up *upConn) bool {
 // tunnel relays a WebSocket (or other) upgrade: the 101 to the client, then
 // bytes both ways until either side closes.
 func (x *exchange) tunnel(up *upConn) bool {
-	x.cc.out = x.appendResponseHead(x.cc.out[:0], false)
+	x.cc.out = x.appendResponseHead(x.cc.out[:0], false, framing{})
 	if _, err := x.cc.bw.Write(x.cc.out); err != nil || x.cc.bw.Flush() != nil {
 		up.c.Close()
 		return false
