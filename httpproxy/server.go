@@ -64,7 +64,7 @@ type Server struct {
 	ln          net.Listener
 	scheme      string // X-Forwarded-Proto
 	via         string // "1.1 clb-RANDOM": this server's Via entry, also how it knows a loop
-	realClock   bool // Options.Now is time.Now: a request's own clock read serves it
+	realClock   bool   // Options.Now is time.Now: a request's own clock read serves it
 	pool        *pool
 	rules       atomic.Pointer[policy.Rules] // keys.http, swapped by Reload
 	slots       chan struct{}                // one per open client connection: Limits.MaxConnections

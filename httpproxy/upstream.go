@@ -20,7 +20,7 @@ type upConn struct {
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	addr  config.Endpoint // the pool's key
-	since time.Time // idle since
+	since time.Time       // idle since
 
 	// alive's non-blocking read, made once per connection: a closure
 	// made per call, and what it captures, were five allocations a request.
