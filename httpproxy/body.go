@@ -53,6 +53,24 @@ func copyN(dst io.Writer, src *bufio.Reader, n int64) (written int64, err error)
 	return written, nil
 }
 
+// maxInline bounds a body sent in the same write as its head.
+const maxInline = 4 << 10
+
+// appendInline appends the body framed as f to head when src holds all of
+// it already and it is small (a Content-Length of at most maxInline),
+// taking it from src: head and body then go in one write, with no copy
+// through a writer's buffer. False: the body is to be copied (copyBody).
+func appendInline(head []byte, src *bufio.Reader, f framing) ([]byte, bool) {
+	if f.chunked || f.length < 0 || f.length > maxInline || int(f.length) > src.Buffered() {
+		return head, false
+	}
+	n := int(f.length)
+	p, _ := src.Peek(n)
+	head = append(head, p...)
+	_, _ = src.Discard(n)
+	return head, true
+}
+
 const maxChunkLine = 4096
 
 // copyChunked copies chunks, their extensions and the trailer section,

@@ -228,23 +228,21 @@ func (x *exchange) exchangeHead(up *upConn) error {
 		return fmt.Errorf("%w: %w", errStale, err)
 	}
 	x.cc.out = x.appendRequestHead(x.cc.out[:0])
-	if _, err := up.bw.Write(x.cc.out); err != nil {
-		return stale(err)
+	inline := false
+	if up.bw.Buffered() == 0 {
+		x.cc.out, inline = appendInline(x.cc.out, x.cc.br, x.f)
 	}
-	if x.f.chunked || x.f.length > 0 {
-		x.bodyRead = true
-		if _, err := copyBody(up.bw, x.cc.br, x.f, false); err != nil {
-			if errors.Is(err, errBody) || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) {
-				return errClientBody // the client's fault; this upstream conn is closed
+	if inline {
+		// The head and what body there is, in one write.
+		x.bodyRead = x.f.length > 0
+		if _, err := dc.Write(x.cc.out); err != nil {
+			if x.bodyRead {
+				return err
 			}
-			return err
+			return stale(err)
 		}
-	}
-	if err := up.bw.Flush(); err != nil {
-		if x.bodyRead {
-			return err
-		}
-		return stale(err)
+	} else if err := x.sendStreamed(up, stale); err != nil {
+		return err
 	}
 	if x.bodyRead {
 		sent = time.Now() // the body took its time
@@ -279,6 +277,30 @@ func (x *exchange) exchangeHead(up *upConn) error {
 	return nil
 }
 
+// sendStreamed sends the request head in cc.out and its body through up's
+// writer.
+func (x *exchange) sendStreamed(up *upConn, stale func(error) error) error {
+	if _, err := up.bw.Write(x.cc.out); err != nil {
+		return stale(err)
+	}
+	if x.f.chunked || x.f.length > 0 {
+		x.bodyRead = true
+		if _, err := copyBody(up.bw, x.cc.br, x.f, false); err != nil {
+			if errors.Is(err, errBody) || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) {
+				return errClientBody // the client's fault; this upstream conn is closed
+			}
+			return err
+		}
+	}
+	if err := up.bw.Flush(); err != nil {
+		if x.bodyRead {
+			return err
+		}
+		return stale(err)
+	}
+	return nil
+}
+
 // relay sends the response head and body to the client and returns the
 // connection to the pool when it ended cleanly.
 func (x *exchange) relay(up *upConn) bool {
@@ -307,12 +329,22 @@ func (x *exchange) relay(up *upConn) bool {
 	// own to pass on.
 	keep := x.h.minor == 1 && !x.h.conn.close && !x.s.isClosing() && (rf.chunked || rf.length >= 0)
 	x.cc.out = x.appendResponseHead(x.cc.out[:0], !keep, rf)
-	if _, err := x.cc.bw.Write(x.cc.out); err != nil {
-		up.c.Close()
-		return false
+	inline := false
+	if x.cc.bw.Buffered() == 0 {
+		x.cc.out, inline = appendInline(x.cc.out, up.br, rf)
 	}
-	_, err = copyBody(x.cc.bw, up.br, rf, dechunk)
-	flushErr := x.cc.bw.Flush()
+	var flushErr error
+	if inline {
+		// The head and the body, already read, in one write.
+		_, flushErr = x.cc.dc.Write(x.cc.out)
+	} else {
+		if _, err := x.cc.bw.Write(x.cc.out); err != nil {
+			up.c.Close()
+			return false
+		}
+		_, err = copyBody(x.cc.bw, up.br, rf, dechunk)
+		flushErr = x.cc.bw.Flush()
+	}
 	// Bytes already read beyond the response's framing answer no request:
 	// the connection is not used again.
 	upKeep := err == nil && res.minor == 1 && !res.conn.close && (rf.chunked || rf.length >= 0) &&
