@@ -13,6 +13,9 @@
 #
 # With BASE, clb built from that revision is measured in the same rounds
 # (clb@REV), so that a change is compared with what it changes side by side.
+# "floor" is bench/floor, the least a goroutine-per-connection Go proxy does
+# per request: clb's distance to it is its own work, the floor's to HAProxy
+# the I/O model's.
 #
 # A measurement, not a test: run it on a quiet machine. Installs wrk,
 # haproxy and nginx with apt-get if missing.
@@ -33,6 +36,7 @@ if [ -n "$base" ]; then
 	(cd "$tmp/base" && go build -o "$tmp/clb-base" ./cmd/clb)
 fi
 go build -o "$tmp/backend" ./bench/httpbackend
+go build -o "$tmp/floor" ./bench/floor
 ports=(18081 18082 18083)
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${ports[$i]}" -name "app$((i + 1))" &
@@ -145,6 +149,13 @@ for round in $(seq "$rounds"); do
 		run_clb "clb@$base" "$tmp/clb-base"
 	fi
 
+	"$tmp/floor" -addr "127.0.0.1:$lb" -backends "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" &
+	p=$!
+	sleep 1
+	measure floor "$p"
+	kill "$p"
+	wait "$p" 2>/dev/null || true
+
 	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
 	p=$!
 	sleep 1
@@ -161,6 +172,8 @@ for round in $(seq "$rounds"); do
 	wait "$p" 2>/dev/null || true
 	ratio clb haproxy
 	ratio clb nginx
+	ratio floor haproxy
+	ratio clb floor
 	if [ -n "$base" ]; then
 		ratio "clb@$base" haproxy
 		ratio clb "clb@$base"
