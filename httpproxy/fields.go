@@ -19,7 +19,7 @@ func (h *head) connectionListed(name []byte) bool {
 		for v := f.value; len(v) > 0; {
 			var item []byte
 			item, v, _ = bytes.Cut(v, []byte(","))
-			if bytes.EqualFold(bytes.Trim(item, " \t"), name) {
+			if bytes.EqualFold(trimOWS(item), name) {
 				return true
 			}
 		}

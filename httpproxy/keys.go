@@ -123,7 +123,7 @@ func cookie(h *head, name string) []byte {
 		for v := f.value; len(v) > 0; {
 			var pair []byte
 			pair, v, _ = bytes.Cut(v, []byte(";"))
-			k, val, ok := bytes.Cut(bytes.Trim(pair, " \t"), []byte("="))
+			k, val, ok := bytes.Cut(trimOWS(pair), []byte("="))
 			if ok && string(k) == name {
 				return bytes.Trim(val, `"`)
 			}
