@@ -15,7 +15,8 @@
 # (clb@REV), so that a change is compared with what it changes side by side.
 # "floor" is bench/floor, the least a goroutine-per-connection Go proxy does
 # per request: clb's distance to it is its own work, the floor's to HAProxy
-# the I/O model's.
+# the I/O model's; "floorgnet" is the same on gnet v2's event loops
+# (bench/floorgnet, a module of its own), the event-loop model's floor.
 #
 # A measurement, not a test: run it on a quiet machine. Installs wrk,
 # haproxy and nginx with apt-get if missing.
@@ -37,6 +38,7 @@ if [ -n "$base" ]; then
 fi
 go build -o "$tmp/backend" ./bench/httpbackend
 go build -o "$tmp/floor" ./bench/floor
+(cd bench/floorgnet && go build -o "$tmp/floorgnet" .) || echo "bench/floorgnet did not build (gnet not reachable?): not measured"
 ports=(18081 18082 18083)
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${ports[$i]}" -name "app$((i + 1))" &
@@ -149,12 +151,15 @@ for round in $(seq "$rounds"); do
 		run_clb "clb@$base" "$tmp/clb-base"
 	fi
 
-	"$tmp/floor" -addr "127.0.0.1:$lb" -backends "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" &
-	p=$!
-	sleep 1
-	measure floor "$p"
-	kill "$p"
-	wait "$p" 2>/dev/null || true
+	for floor in floor floorgnet; do
+		[ -x "$tmp/$floor" ] || continue
+		"$tmp/$floor" -addr "127.0.0.1:$lb" -backends "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" 2>/dev/null &
+		p=$!
+		sleep 1
+		measure "$floor" "$p"
+		kill "$p"
+		wait "$p" 2>/dev/null || true
+	done
 
 	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
 	p=$!
@@ -174,6 +179,9 @@ for round in $(seq "$rounds"); do
 	ratio clb nginx
 	ratio floor haproxy
 	ratio clb floor
+	if [ -x "$tmp/floorgnet" ]; then
+		ratio floorgnet haproxy
+	fi
 	if [ -n "$base" ]; then
 		ratio "clb@$base" haproxy
 		ratio clb "clb@$base"
