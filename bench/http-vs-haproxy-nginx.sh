@@ -13,10 +13,11 @@
 #
 # With BASE, clb built from that revision is measured in the same rounds
 # (clb@REV), so that a change is compared with what it changes side by side.
-# "floor" is bench/floor, the least a goroutine-per-connection Go proxy does
-# per request: clb's distance to it is its own work, the floor's to HAProxy
-# the I/O model's; "floorgnet" is the same on gnet v2's event loops
-# (bench/floorgnet, a module of its own), the event-loop model's floor.
+# "floor" is bench/floor/goroutine, the least a goroutine-per-connection Go
+# proxy does per request: clb's distance to it is its own work, the floor's
+# to HAProxy the I/O model's; "floorgnet" is the same on gnet v2's event
+# loops (bench/floor/gnet; bench/floor is a module of its own, so that clb
+# does not depend on gnet), the event-loop model's floor.
 #
 # A measurement, not a test: run it on a quiet machine. Installs wrk,
 # haproxy and nginx with apt-get if missing.
@@ -37,8 +38,8 @@ if [ -n "$base" ]; then
 	(cd "$tmp/base" && go build -o "$tmp/clb-base" ./cmd/clb)
 fi
 go build -o "$tmp/backend" ./bench/httpbackend
-go build -o "$tmp/floor" ./bench/floor
-(cd bench/floorgnet && go build -o "$tmp/floorgnet" .) || echo "bench/floorgnet did not build (gnet not reachable?): not measured"
+(cd bench/floor && go build -o "$tmp/floor" ./goroutine)
+(cd bench/floor && go build -o "$tmp/floorgnet" ./gnet) || echo "bench/floor/gnet did not build (gnet not reachable?): not measured"
 ports=(18081 18082 18083)
 for i in 0 1 2; do
 	"$tmp/backend" -addr "127.0.0.1:${ports[$i]}" -name "app$((i + 1))" &

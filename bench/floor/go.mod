@@ -1,4 +1,4 @@
-module floorgnet
+module floor
 
 go 1.26
 

@@ -1,4 +1,4 @@
-// Command floorgnet is bench/floor on gnet v2's event loops: the same least
+// Command gnet is bench/floor/goroutine on gnet v2's event loops: the same least
 // work per request (bodiless requests forwarded unchanged to the back end
 // the CLBKEY cookie hashes to, one upstream connection per client and back
 // end, dialed onto the client's own loop with EventLoop().Register;
@@ -15,10 +15,11 @@ import (
 	"flag"
 	"log"
 	"net"
-	"strconv"
 	"strings"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"floor/wire"
 )
 
 type proxy struct {
@@ -104,7 +105,7 @@ func (p *proxy) request(cl *client) gnet.Action {
 		return gnet.None
 	}
 	head := buf[:end+4]
-	i := pick(head, len(p.ups))
+	i := wire.Pick(head, len(p.ups))
 	u := cl.ups[i]
 	if u == nil {
 		u = &upstream{client: cl, queued: bytes.Clone(head)}
@@ -131,7 +132,7 @@ func (p *proxy) response(u *upstream) gnet.Action {
 	if end < 0 {
 		return gnet.None
 	}
-	n := end + 4 + contentLength(buf[:end+4])
+	n := end + 4 + wire.ContentLength(buf[:end+4])
 	if len(buf) < n {
 		return gnet.None
 	}
@@ -144,34 +145,4 @@ func (p *proxy) response(u *upstream) gnet.Action {
 		_ = u.client.c.Wake(nil)
 	}
 	return gnet.None
-}
-
-// pick hashes the CLBKEY cookie to a back end.
-func pick(head []byte, n int) int {
-	i := bytes.Index(head, []byte("CLBKEY="))
-	if i < 0 {
-		return 0
-	}
-	v := head[i+7:]
-	if j := bytes.IndexAny(v, ";\r"); j >= 0 {
-		v = v[:j]
-	}
-	h := uint64(14695981039346656037) // FNV-1a
-	for _, c := range v {
-		h = (h ^ uint64(c)) * 1099511628211
-	}
-	return int(h % uint64(n))
-}
-
-func contentLength(head []byte) int {
-	for _, name := range []string{"\r\nContent-Length: ", "\r\ncontent-length: "} {
-		if i := bytes.Index(head, []byte(name)); i >= 0 {
-			v := head[i+len(name):]
-			v = v[:bytes.IndexByte(v, '\r')]
-			if n, err := strconv.Atoi(string(v)); err == nil {
-				return n
-			}
-		}
-	}
-	return 0
 }

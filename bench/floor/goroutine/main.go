@@ -1,4 +1,4 @@
-// Command floor is the floor of the HTTP benchmark: the least a Go
+// Command goroutine is the floor of the HTTP benchmark: the least a Go
 // goroutine-per-connection proxy does per request, to tell how much of
 // clb's CPU per request is the I/O model and how much its own work. It
 // forwards bodiless requests unchanged to the back end the CLBKEY cookie
@@ -10,12 +10,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"flag"
 	"log"
 	"net"
-	"strconv"
 	"strings"
+
+	"floor/wire"
 )
 
 func main() {
@@ -58,7 +58,7 @@ func serve(c net.Conn, ups []string) {
 		if head, err = readHead(br, head[:0]); err != nil {
 			return
 		}
-		i := pick(head, len(ups))
+		i := wire.Pick(head, len(ups))
 		u := conns[i]
 		if u == nil {
 			uc, err := net.Dial("tcp", ups[i])
@@ -75,7 +75,7 @@ func serve(c net.Conn, ups []string) {
 		if err != nil {
 			return
 		}
-		n := contentLength(res)
+		n := wire.ContentLength(res)
 		if n > u.br.Buffered() {
 			return // the floor relays bodies that came with their head
 		}
@@ -101,35 +101,4 @@ func readHead(br *bufio.Reader, dst []byte) ([]byte, error) {
 			return dst, nil
 		}
 	}
-}
-
-// pick hashes the CLBKEY cookie to a back end.
-func pick(head []byte, n int) int {
-	i := bytes.Index(head, []byte("CLBKEY="))
-	if i < 0 {
-		return 0
-	}
-	v := head[i+7:]
-	if j := bytes.IndexAny(v, ";\r"); j >= 0 {
-		v = v[:j]
-	}
-	h := uint64(14695981039346656037) // FNV-1a
-	for _, c := range v {
-		h = (h ^ uint64(c)) * 1099511628211
-	}
-	return int(h % uint64(n))
-}
-
-func contentLength(head []byte) int {
-	for _, name := range []string{"\r\nContent-Length: ", "\r\ncontent-length: "} {
-		if i := bytes.Index(head, []byte(name)); i >= 0 {
-			v := head[i+len(name):]
-			v = v[:bytes.IndexByte(v, '\r')]
-			n, err := strconv.Atoi(string(v))
-			if err == nil {
-				return n
-			}
-		}
-	}
-	return 0
 }
