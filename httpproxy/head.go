@@ -44,52 +44,27 @@ const (
 
 // kindOf is the kind of a field named name, in any case.
 func kindOf(name []byte) fieldKind {
-	var k fieldKind
-	switch len(name) {
-	case 2:
-		k = teField
-	case 3:
-		k = viaField
-	case 4:
-		k = hostField
-	case 6:
-		if policy.EqualFold(name, "cookie") {
-			return cookieField
+	if len(name) < len(kindsByLength) {
+		for _, k := range kindsByLength[len(name)] {
+			if policy.EqualFold(name, kindNames[k]) {
+				return k
+			}
 		}
-		k = expectField
-	case 7:
-		if policy.EqualFold(name, "upgrade") {
-			return upgradeField
-		}
-		k = trailerField
-	case 10:
-		if policy.EqualFold(name, "connection") {
-			return connectionField
-		}
-		k = keepAliveField
-	case 14:
-		k = contentLengthField
-	case 15:
-		k = xForwardedForField
-	case 16:
-		if policy.EqualFold(name, "proxy-connection") {
-			return proxyConnectionField
-		}
-		k = xForwardedHostField
-	case 17:
-		if policy.EqualFold(name, "transfer-encoding") {
-			return transferEncodingField
-		}
-		k = xForwardedProtoField
-	}
-	if k != otherField && policy.EqualFold(name, kindNames[k]) {
-		return k
 	}
 	if policy.IsCLBField(name) {
 		return clbField
 	}
 	return otherField
 }
+
+// kindsByLength are the kinds named, by the length of their names (at most
+// two of each).
+var kindsByLength = func() (t [len("transfer-encoding") + 1][]fieldKind) {
+	for k := otherField + 1; k < clbField; k++ {
+		t[len(kindNames[k])] = append(t[len(kindNames[k])], k)
+	}
+	return t
+}()
 
 var kindNames = [fieldKinds]string{
 	hostField: "host", contentLengthField: "content-length", transferEncodingField: "transfer-encoding",
