@@ -347,8 +347,9 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 		return false
 	}
 	cc.idle.Store(false)
-	// The request's one clock read: its phases' deadlines start from it
-	// (a head already in the buffer arms none).
+	// When the request began: its deadlines, routing, the pool and the
+	// access log take the time from here rather than read the clock again
+	// (a head already in the buffer arms no deadline at all).
 	cc.at = time.Now()
 	cc.dc.readFrom(cc.at, l.ReadHeaderTimeout)
 	logged := s.o.Access.On()
