@@ -51,6 +51,18 @@ ticks_all() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/
 # peak resident memory in MB, summed over the processes
 hwm_all() { local k=0; for p in "$@"; do k=$((k + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status"))); done; echo $((k / 1024)); }
 
+# wait_listen PID: until something accepts on $lb, 10 s at the most (gnet
+# took over a second to listen on a loaded machine), or PID has ended.
+wait_listen() {
+	local _
+	for _ in $(seq 100); do
+		(echo >"/dev/tcp/127.0.0.1/$lb") 2>/dev/null && return 0
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
 # measure NAME PIDS...: one wrk run against the balancer on $lb; sets
 # cpu[NAME], rps[NAME], p99[NAME] for the ratios.
 declare -A cpu rps p99
@@ -86,7 +98,7 @@ ms() { awk -v v="$1" 'BEGIN { u = v; sub(/[0-9.]+/, "", u); n = v + 0; if (u == 
 run_clb() {
 	"$2" run -config "$tmp/clb.yaml" 2>/dev/null &
 	local p=$!
-	sleep 1
+	wait_listen "$p"
 	measure "$1" "$p"
 	kill "$p"
 	wait "$p" 2>/dev/null || true
@@ -156,7 +168,7 @@ for round in $(seq "$rounds"); do
 		[ -x "$tmp/$floor" ] || continue
 		"$tmp/$floor" -addr "127.0.0.1:$lb" -backends "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" 2>/dev/null &
 		p=$!
-		sleep 1
+		wait_listen "$p"
 		measure "$floor" "$p"
 		kill "$p"
 		wait "$p" 2>/dev/null || true
@@ -164,14 +176,14 @@ for round in $(seq "$rounds"); do
 
 	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
 	p=$!
-	sleep 1
+	wait_listen "$p"
 	measure haproxy "$p"
 	kill "$p"
 	wait "$p" 2>/dev/null || true
 
 	nginx -c "$tmp/nginx.conf" -g 'daemon off;' 2>/dev/null &
 	p=$!
-	sleep 1
+	wait_listen "$p"
 	# shellcheck disable=SC2046
 	measure nginx "$p" $(pgrep -P "$p")
 	kill "$p"
