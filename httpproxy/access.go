@@ -21,7 +21,7 @@ type request struct {
 func (s *Server) beginRequest(cc *clientConn) request {
 	cc.ss, cc.status, cc.outcome = session{}, 0, ""
 	cc.req.method, cc.req.target = nil, nil // a head that fails to parse sets none
-	return request{start: time.Now(), sent: cc.dc.written + int64(cc.bw.Buffered())}
+	return request{start: cc.at, sent: cc.dc.written + int64(cc.bw.Buffered())}
 }
 
 // logRequest writes the access log line of the request on cc, when its key

@@ -30,6 +30,7 @@ func benchBackend(b testing.TB) int {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
+	answer := []byte(benchAnswer)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -45,7 +46,7 @@ func benchBackend(b testing.TB) int {
 						return
 					}
 					if len(line) == 2 {
-						if _, err := io.WriteString(c, benchAnswer); err != nil {
+						if _, err := c.Write(answer); err != nil {
 							return
 						}
 					}
@@ -118,5 +119,51 @@ func BenchmarkRequest(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkHead is the in-memory work clb does on one request's heads, with
+// no I/O: a browser's request head parsed, framed, checked and rebuilt for
+// the instance, and the instance's response head parsed and rebuilt for
+// the client.
+func BenchmarkHead(b *testing.B) {
+	const req = "GET /app/items/42?view=full HTTP/1.1\r\nHost: shop.example.com\r\n" +
+		"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n" +
+		"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n" +
+		"Accept-Language: en-GB,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n" +
+		"Cookie: CLBKEY=user%3Aalice; CLBROUTE=app1; theme=dark\r\nConnection: keep-alive\r\n\r\n"
+	const res = "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 5120\r\n" +
+		"Cache-Control: private, max-age=0\r\nDate: Tue, 01 Dec 2026 12:00:00 GMT\r\nVary: Accept-Encoding\r\n\r\n"
+	owner := &config.Instance{Name: "app1", HTTP: config.HTTPAddr{Endpoint: config.Endpoint{Transport: "http", Host: "127.0.0.1", Port: 8081}}}
+	s := &Server{scheme: "http", via: newVia()}
+	cc := &clientConn{remote: "192.0.2.7"}
+	reqb, resb := []byte(req), []byte(res)
+	rr, rs := bytes.NewReader(nil), bytes.NewReader(nil)
+	br, brs := bufio.NewReaderSize(rr, 4096), bufio.NewReaderSize(rs, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		rr.Reset(reqb)
+		br.Reset(rr)
+		if err := readHead(br, &cc.req, 32<<10, 100, true); err != nil {
+			b.Fatal(err)
+		}
+		f, err := cc.req.requestFraming()
+		if err != nil || cc.req.checkTarget() != nil || s.looped(&cc.req) {
+			b.Fatal(err)
+		}
+		x := exchange{s: s, cc: cc, h: &cc.req, f: f, session: &cc.ss}
+		x.key.key, x.last = "user:alice", "app1"
+		x.d.Owner = owner
+		cc.out = x.appendRequestHead(cc.out[:0])
+		rs.Reset(resb)
+		brs.Reset(rs)
+		if err := readHead(brs, &cc.res, 64<<10, 200, false); err != nil {
+			b.Fatal(err)
+		}
+		rf, err := cc.res.responseFraming(cc.req.method)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc.out = x.appendResponseHead(cc.out[:0], false, rf)
 	}
 }

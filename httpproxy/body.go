@@ -20,16 +20,55 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing, dechunk bool) (writte
 	case f.chunked:
 		return copyChunked(dst, src, dechunk)
 	case f.length > 0:
-		n, err := io.CopyN(dst, src, f.length)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+		n, err := copyN(dst, src, f.length)
 		return n > 0, err
 	case f.length < 0:
 		n, err := io.Copy(dst, src)
 		return n > 0, err
 	}
 	return false, nil
+}
+
+// copyN copies n bytes from src's buffer to dst, refilling it as needed;
+// a stream that ends first is io.ErrUnexpectedEOF. (io.CopyN allocates a
+// LimitReader per call.)
+func copyN(dst io.Writer, src *bufio.Reader, n int64) (written int64, err error) {
+	for written < n {
+		if src.Buffered() == 0 {
+			if _, err := src.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return written, err
+			}
+		}
+		p, _ := src.Peek(int(min(int64(src.Buffered()), n-written)))
+		m, err := dst.Write(p)
+		_, _ = src.Discard(m)
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// maxInline bounds a body sent in the same write as its head.
+const maxInline = 4 << 10
+
+// appendInline appends the body framed as f to head when src holds all of
+// it already and it is small (a Content-Length of at most maxInline),
+// taking it from src: head and body then go in one write, with no copy
+// through a writer's buffer. False: the body is to be copied (copyBody).
+func appendInline(head []byte, src *bufio.Reader, f framing) ([]byte, bool) {
+	if f.chunked || f.length < 0 || f.length > maxInline || int(f.length) > src.Buffered() {
+		return head, false
+	}
+	n := int(f.length)
+	p, _ := src.Peek(n)
+	head = append(head, p...)
+	_, _ = src.Discard(n)
+	return head, true
 }
 
 const maxChunkLine = 4096
@@ -55,12 +94,9 @@ func copyChunked(dst io.Writer, src *bufio.Reader, dechunk bool) (written bool, 
 		if size == 0 {
 			return copyTrailer(dst, src, dechunk, written)
 		}
-		n, err := io.CopyN(dst, src, size)
+		n, err := copyN(dst, src, size)
 		written = written || n > 0
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
 			return written, err
 		}
 		crlf, err := readLine(src)

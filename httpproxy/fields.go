@@ -3,33 +3,23 @@ package httpproxy
 import (
 	"bytes"
 	"strconv"
-
-	"clb/policy"
 )
 
-// hopByHop are the fields that concern one connection only (RFC 9110 7.6.1),
-// plus those clb sets itself on the way to an instance.
-func hopByHop(name []byte) bool {
-	switch {
-	case policy.EqualFold(name, "connection"), policy.EqualFold(name, "keep-alive"), policy.EqualFold(name, "proxy-connection"),
-		policy.EqualFold(name, "te"), policy.EqualFold(name, "trailer"), policy.EqualFold(name, "transfer-encoding"),
-		policy.EqualFold(name, "upgrade"), policy.EqualFold(name, "content-length"):
-		return true
-	}
-	return false
-}
-
 // connectionListed reports whether the head's Connection field names name:
-// a field the sender meant for this hop only.
+// a field the sender meant for this hop only. Only a Connection field that
+// lists names other than close, keep-alive and upgrade needs the walk.
 func (h *head) connectionListed(name []byte) bool {
+	if !h.conn.others {
+		return false
+	}
 	for _, f := range h.fields {
-		if !policy.EqualFold(f.name, "connection") {
+		if f.kind != connectionField {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
 			var item []byte
 			item, v, _ = bytes.Cut(v, []byte(","))
-			if bytes.EqualFold(bytes.Trim(item, " \t"), name) {
+			if bytes.EqualFold(trimOWS(item), name) {
 				return true
 			}
 		}
@@ -49,17 +39,17 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 	var xff, host []byte
 	for _, f := range h.fields {
 		switch {
-		case policy.EqualFold(f.name, "x-forwarded-for"):
+		case f.kind == xForwardedForField:
 			if xff == nil {
 				xff = f.value
 			} else {
 				xff = append(append(append([]byte(nil), xff...), ", "...), f.value...)
 			}
 			continue
-		case policy.EqualFold(f.name, "host"):
+		case f.kind == hostField:
 			host = f.value
-		case hopByHop(f.name), policy.IsCLBField(f.name), h.connectionListed(f.name),
-			policy.EqualFold(f.name, "x-forwarded-proto"), policy.EqualFold(f.name, "x-forwarded-host"), policy.EqualFold(f.name, "expect"):
+		case f.kind.hopByHop(), f.kind == clbField, f.kind == xForwardedProtoField, f.kind == xForwardedHostField,
+			f.kind == expectField, h.connectionListed(f.name):
 			continue
 		}
 		dst = appendField(dst, f.name, f.value)
@@ -88,7 +78,7 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 	switch {
 	case x.f.chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
-	case x.f.length > 0 || x.hadLength():
+	case x.f.length > 0 || x.h.count[contentLengthField] > 0:
 		dst = append(dst, "Content-Length: "...)
 		dst = strconv.AppendInt(dst, x.f.length, 10)
 		dst = append(dst, "\r\n"...)
@@ -97,11 +87,6 @@ func (x *exchange) appendRequestHead(dst []byte) []byte {
 		dst = append(dst, "Connection: Upgrade\r\nUpgrade: websocket\r\n"...)
 	}
 	return append(dst, "\r\n"...)
-}
-
-func (x *exchange) hadLength() bool {
-	_, found, _ := x.h.get("content-length")
-	return found
 }
 
 func appendField(dst, name, value []byte) []byte {
@@ -113,8 +98,9 @@ func appendField(dst, name, value []byte) []byte {
 
 // appendResponseHead is the head clb sends the client: the instance's status
 // and fields without hop-by-hop ones (but for a 101's Upgrade), the framing
-// clb passes on, and the session cookies of SPEC section 5.
-func (x *exchange) appendResponseHead(dst []byte, closing bool) []byte {
+// clb passes on (rf, the response's, for a final response), and the session
+// cookies of SPEC section 5.
+func (x *exchange) appendResponseHead(dst []byte, closing bool, rf framing) []byte {
 	res := &x.cc.res
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(res.status), 10)
@@ -122,22 +108,21 @@ func (x *exchange) appendResponseHead(dst []byte, closing bool) []byte {
 	dst = append(dst, res.reason...)
 	dst = append(dst, "\r\n"...)
 	for _, f := range res.fields {
-		if res.status == 101 && (policy.EqualFold(f.name, "upgrade") || policy.EqualFold(f.name, "connection")) {
+		if res.status == 101 && (f.kind == upgradeField || f.kind == connectionField) {
 			dst = appendField(dst, f.name, f.value)
 			continue
 		}
-		if hopByHop(f.name) || res.connectionListed(f.name) {
+		if f.kind.hopByHop() || res.connectionListed(f.name) {
 			continue
 		}
 		dst = appendField(dst, f.name, f.value)
 	}
 	if res.status >= 200 {
-		rf, _ := res.responseFraming(x.h.method)
 		switch {
 		case rf.chunked && x.h.minor == 1:
 			dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
 		case !rf.chunked && rf.length >= 0 && res.status != 204 && res.status != 304:
-			if cl, ok, _ := res.get("content-length"); ok {
+			if cl, n := res.first(contentLengthField); n > 0 {
 				dst = appendField(dst, []byte("Content-Length"), cl)
 			} else if string(x.h.method) != "HEAD" {
 				dst = append(dst, "Content-Length: 0\r\n"...)

@@ -65,7 +65,7 @@ func (s *Server) admitRequest(cc *clientConn) bool {
 	if f.limiter == nil {
 		return true
 	}
-	r := f.limiter.Take(cc.src, false, s.o.Now())
+	r := f.limiter.Take(cc.src, false, s.now(cc))
 	if r.Verdict == limits.Allow {
 		return true
 	}

@@ -9,9 +9,105 @@ import (
 	"clb/policy"
 )
 
-// field is one header field of a head: spans of the head's buffer.
+// field is one header field of a head: spans of the head's buffer, and
+// which of the fields clb reads it is.
 type field struct {
 	name, value []byte
+	kind        fieldKind
+}
+
+// fieldKind names the fields clb reads or rewrites itself. It is found once
+// per field as the head is parsed, so that the walks over a head (framing,
+// Connection, hop-by-hop, X-CLB-*, cookies) compare no names again.
+type fieldKind uint8
+
+const (
+	otherField fieldKind = iota
+	hostField
+	contentLengthField
+	transferEncodingField
+	connectionField
+	keepAliveField
+	proxyConnectionField
+	teField
+	trailerField
+	upgradeField
+	expectField
+	cookieField
+	viaField
+	xForwardedForField
+	xForwardedProtoField
+	xForwardedHostField
+	clbField // X-CLB-*
+	fieldKinds
+)
+
+// kindOf is the kind of a field named name, in any case.
+func kindOf(name []byte) fieldKind {
+	if len(name) < len(kindsByLength) {
+		for _, k := range kindsByLength[len(name)] {
+			if policy.EqualFold(name, kindNames[k]) {
+				return k
+			}
+		}
+	}
+	if policy.IsCLBField(name) {
+		return clbField
+	}
+	return otherField
+}
+
+// kindsByLength are the kinds named, by the length of their names (at most
+// two of each).
+var kindsByLength = func() (t [len("transfer-encoding") + 1][]fieldKind) {
+	for k := otherField + 1; k < clbField; k++ {
+		t[len(kindNames[k])] = append(t[len(kindNames[k])], k)
+	}
+	return t
+}()
+
+var kindNames = [fieldKinds]string{
+	hostField: "host", contentLengthField: "content-length", transferEncodingField: "transfer-encoding",
+	connectionField: "connection", keepAliveField: "keep-alive", proxyConnectionField: "proxy-connection",
+	teField: "te", trailerField: "trailer", upgradeField: "upgrade", expectField: "expect",
+	cookieField: "cookie", viaField: "via", xForwardedForField: "x-forwarded-for",
+	xForwardedProtoField: "x-forwarded-proto", xForwardedHostField: "x-forwarded-host",
+}
+
+// hopByHop: the kinds of field that concern one connection only (RFC 9110
+// 7.6.1), plus Content-Length, which clb sets itself.
+func (k fieldKind) hopByHop() bool {
+	switch k {
+	case connectionField, keepAliveField, proxyConnectionField, teField, trailerField,
+		transferEncodingField, upgradeField, contentLengthField:
+		return true
+	}
+	return false
+}
+
+// connectionTokens is what a head's Connection fields say, read once.
+type connectionTokens struct {
+	close, upgrade bool
+	// others: they list a name other than close, keep-alive and upgrade,
+	// a field meant for this hop only (connectionListed).
+	others bool
+}
+
+func (t *connectionTokens) add(value []byte) {
+	for v := value; len(v) > 0; {
+		var item []byte
+		item, v, _ = bytes.Cut(v, []byte(","))
+		switch item = trimOWS(item); {
+		case len(item) == 0:
+		case policy.EqualFold(item, "close"):
+			t.close = true
+		case policy.EqualFold(item, "upgrade"):
+			t.upgrade = true
+		case policy.EqualFold(item, "keep-alive"):
+		default:
+			t.others = true
+		}
+	}
 }
 
 // head is an HTTP/1.x message head as received: the start line's parts and
@@ -21,6 +117,8 @@ type field struct {
 type head struct {
 	buf    []byte
 	fields []field
+	count  [fieldKinds]uint8 // fields of each kind, up to 255
+	conn   connectionTokens
 
 	// Request line.
 	method, target []byte
@@ -56,6 +154,7 @@ var errTooLarge = &errHead{431, "request header fields too large"}
 // before it sent a byte.
 func readHead(br *bufio.Reader, h *head, maxBytes, maxFields int, request bool) error {
 	h.buf, h.fields = h.buf[:0], h.fields[:0]
+	h.count, h.conn = [fieldKinds]uint8{}, connectionTokens{}
 	first := true
 	for {
 		line, err := br.ReadSlice('\n')
@@ -100,6 +199,13 @@ func readHead(br *bufio.Reader, h *head, maxBytes, maxFields int, request bool) 
 		f, err := parseField(h.buf[start : len(h.buf)-2])
 		if err != nil {
 			return err
+		}
+		f.kind = kindOf(f.name)
+		if h.count[f.kind] < 255 {
+			h.count[f.kind]++
+		}
+		if f.kind == connectionField {
+			h.conn.add(f.value)
 		}
 		h.fields = append(h.fields, f)
 	}
@@ -163,7 +269,19 @@ func parseField(line []byte) (field, error) {
 			return field{}, bad("control character in a header field value")
 		}
 	}
-	return field{name: name, value: bytes.Trim(value, " \t")}, nil
+	return field{name: name, value: trimOWS(value)}, nil
+}
+
+// trimOWS drops the optional white space (SP, HTAB) around b; bytes.Trim
+// with a cutset builds its set on every call, which showed in profiles.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // isToken reports an RFC 9110 token.
@@ -203,17 +321,47 @@ func (h *head) get(name string) (value []byte, found, dup bool) {
 	return value, found, false
 }
 
-// has reports whether some field named name lists token among its
-// comma-separated values (case-insensitive), as Connection does.
-func (h *head) has(name, token string) bool {
+// first is the value of the first field of kind k, with n the number of
+// such fields.
+func (h *head) first(k fieldKind) (value []byte, n int) {
+	if n = int(h.count[k]); n == 0 {
+		return nil, 0
+	}
 	for _, f := range h.fields {
-		if !policy.EqualFold(f.name, name) {
+		if f.kind == k {
+			return f.value, n
+		}
+	}
+	return nil, 0
+}
+
+// last is the value of the last field of kind k (nil: none).
+func (h *head) last(k fieldKind) []byte {
+	if h.count[k] == 0 {
+		return nil
+	}
+	for i := len(h.fields) - 1; i >= 0; i-- {
+		if h.fields[i].kind == k {
+			return h.fields[i].value
+		}
+	}
+	return nil
+}
+
+// has reports whether some field of kind k lists token among its
+// comma-separated values (case-insensitive), as Upgrade and Expect do.
+func (h *head) has(k fieldKind, token string) bool {
+	if h.count[k] == 0 {
+		return false
+	}
+	for _, f := range h.fields {
+		if f.kind != k {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
 			var item []byte
 			item, v, _ = bytes.Cut(v, []byte(","))
-			if policy.EqualFold(bytes.Trim(item, " \t"), token) {
+			if policy.EqualFold(trimOWS(item), token) {
 				return true
 			}
 		}
@@ -231,24 +379,24 @@ type framing struct {
 // of digits only, or Transfer-Encoding ending in chunked (and then no
 // Content-Length, and not in HTTP/1.0); else the request is refused.
 func (h *head) requestFraming() (framing, error) {
-	te, hasTE := h.transferCodings()
-	cl, hasCL, dupCL := h.get("content-length")
+	te, nTE := h.first(transferEncodingField)
+	cl, nCL := h.first(contentLengthField)
 	switch {
-	case dupCL:
+	case nCL > 1:
 		return framing{}, bad("more than one Content-Length")
-	case hasTE && hasCL:
+	case nTE > 0 && nCL > 0:
 		return framing{}, bad("both Content-Length and Transfer-Encoding")
-	case hasTE && h.minor == 0:
+	case nTE > 0 && h.minor == 0:
 		return framing{}, bad("Transfer-Encoding in HTTP/1.0")
-	case hasTE:
-		if !policy.EqualFold(te, "chunked") {
-			if last := lastCoding(te); !policy.EqualFold(last, "chunked") {
+	case nTE > 0:
+		if nTE > 1 || !policy.EqualFold(te, "chunked") {
+			if last := lastCoding(h.last(transferEncodingField)); !policy.EqualFold(last, "chunked") {
 				return framing{}, bad("Transfer-Encoding whose last coding is not chunked")
 			}
 			return framing{}, &errHead{501, "transfer coding not implemented"}
 		}
 		return framing{chunked: true}, nil
-	case hasCL:
+	case nCL == 1:
 		n, ok := parseLength(cl)
 		if !ok {
 			return framing{}, bad("invalid Content-Length")
@@ -263,16 +411,16 @@ func (h *head) responseFraming(method []byte) (framing, error) {
 	if h.status < 200 || h.status == 204 || h.status == 304 || string(method) == "HEAD" {
 		return framing{length: 0}, nil
 	}
-	te, hasTE := h.transferCodings()
-	cl, hasCL, dupCL := h.get("content-length")
+	te, nTE := h.first(transferEncodingField)
+	cl, nCL := h.first(contentLengthField)
 	switch {
-	case hasTE && policy.EqualFold(te, "chunked"):
+	case nTE == 1 && policy.EqualFold(te, "chunked"):
 		return framing{chunked: true}, nil
-	case hasTE:
+	case nTE > 0:
 		return framing{length: -1}, nil // read to the end of the connection
-	case dupCL:
+	case nCL > 1:
 		return framing{}, errors.New("more than one Content-Length in a response")
-	case hasCL:
+	case nCL == 1:
 		n, ok := parseLength(cl)
 		if !ok {
 			return framing{}, errors.New("invalid Content-Length in a response")
@@ -282,22 +430,6 @@ func (h *head) responseFraming(method []byte) (framing, error) {
 	return framing{length: -1}, nil
 }
 
-// transferCodings joins every Transfer-Encoding field's value.
-func (h *head) transferCodings() ([]byte, bool) {
-	var out []byte
-	found := false
-	for _, f := range h.fields {
-		if policy.EqualFold(f.name, "transfer-encoding") {
-			if found {
-				out = append(append(out, ','), f.value...)
-			} else {
-				out, found = f.value, true
-			}
-		}
-	}
-	return bytes.Trim(out, " \t"), found
-}
-
 func lastCoding(te []byte) []byte {
 	if i := bytes.LastIndexByte(te, ','); i >= 0 {
 		te = te[i+1:]
@@ -305,7 +437,7 @@ func lastCoding(te []byte) []byte {
 	if i := bytes.IndexByte(te, ';'); i >= 0 {
 		te = te[:i]
 	}
-	return bytes.Trim(te, " \t")
+	return trimOWS(te)
 }
 
 // parseLength reads 1*DIGIT, up to 2^62.

@@ -113,14 +113,17 @@ func (h *head) URIParam(field, name string) (string, bool) {
 
 // cookie is the value of the first cookie named name in the Cookie fields.
 func cookie(h *head, name string) []byte {
+	if h.count[cookieField] == 0 {
+		return nil
+	}
 	for _, f := range h.fields {
-		if !policy.EqualFold(f.name, "cookie") {
+		if f.kind != cookieField {
 			continue
 		}
 		for v := f.value; len(v) > 0; {
 			var pair []byte
 			pair, v, _ = bytes.Cut(v, []byte(";"))
-			k, val, ok := bytes.Cut(bytes.Trim(pair, " \t"), []byte("="))
+			k, val, ok := bytes.Cut(trimOWS(pair), []byte("="))
 			if ok && string(k) == name {
 				return bytes.Trim(val, `"`)
 			}

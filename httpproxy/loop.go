@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-
-	"clb/policy"
 )
 
 // newVia is this server's Via entry (RFC 9110 7.6.3): a pseudonym with 64
@@ -21,8 +19,11 @@ func newVia() string {
 // looped reports whether the request passed this server before: its Via
 // entry is in one of the request's Via fields.
 func (s *Server) looped(h *head) bool {
+	if h.count[viaField] == 0 {
+		return false
+	}
 	for _, f := range h.fields {
-		if policy.EqualFold(f.name, "via") && s.via != "" && bytes.Contains(f.value, []byte(s.via)) {
+		if f.kind == viaField && s.via != "" && bytes.Contains(f.value, []byte(s.via)) {
 			return true
 		}
 	}

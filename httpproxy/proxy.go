@@ -26,7 +26,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, eh.status, eh.msg)
 		return false
 	}
-	if _, found, dup := h.get("host"); dup || !found && h.minor == 1 {
+	if _, n := h.first(hostField); n > 1 || n == 0 && h.minor == 1 {
 		s.refused(cc, "malformed_request")
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
@@ -49,7 +49,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 	// The session lives in cc for the access log to read once the request
 	// is done.
 	ss := &cc.ss
-	now := s.o.Now()
+	now := s.now(cc)
 	*ss = route(s.o.Balancer, s.rules.Load(), h, now)
 	if ss.d.Owner == nil {
 		s.refused(cc, "no_instance")
@@ -58,7 +58,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 	}
 	s.o.Metrics.Routed(ss.d.Owner.ClusterName(), ss.key.key, now)
 	hasBody := f.chunked || f.length > 0
-	if hasBody && h.has("expect", "100-continue") {
+	if hasBody && h.has(expectField, "100-continue") {
 		// clb reads the body as soon as it has an instance: say so now
 		// rather than relay the instance's 100.
 		if _, err := cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || cc.bw.Flush() != nil {
@@ -66,7 +66,8 @@ func (s *Server) proxy(cc *clientConn) bool {
 		}
 	}
 
-	x := exchange{s: s, cc: cc, h: h, f: f, session: ss}
+	x := &cc.x // in cc, not on the heap per request (the tunnel's goroutine would put it there)
+	*x = exchange{s: s, cc: cc, h: h, f: f, session: ss, at: cc.at}
 	return x.run()
 }
 
@@ -78,12 +79,13 @@ type exchange struct {
 	f  framing
 	*session
 
-	bodyRead bool // any of the request body left the client's stream
+	at       time.Time // the request's start, for its first attempt's deadlines
+	bodyRead bool      // any of the request body left the client's stream
 	upgrade  bool
 }
 
 func (x *exchange) run() bool {
-	x.upgrade = x.h.has("connection", "upgrade") && x.h.has("upgrade", "websocket")
+	x.upgrade = x.h.conn.upgrade && x.h.has(upgradeField, "websocket")
 	for {
 		up, err := x.send()
 		if err == nil {
@@ -96,7 +98,7 @@ func (x *exchange) run() bool {
 			x.s.report(owner, false)
 			// Nothing of the request reached the instance, or it may be
 			// sent again: try the replica partner.
-			if !x.failover(x.s.o.Balancer, x.s.o.Now()) {
+			if !x.failover(x.s.o.Balancer, x.s.now(x.cc)) {
 				return x.fail(502, "instance unreachable", "unreachable")
 			}
 			x.s.o.Metrics.Retry("http")
@@ -182,9 +184,9 @@ var (
 // as it is.
 func (x *exchange) send() (*upConn, error) {
 	for fresh := false; ; fresh = true {
-		addr := x.d.Owner.HTTP.String()
+		addr := x.d.Owner.HTTP.Endpoint
 		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
-		up, reused, err := x.s.pool.get(x.d.Owner.HTTP.Endpoint, fresh)
+		up, reused, err := x.s.pool.get(addr, fresh, x.s.now(x.cc))
 		if err != nil {
 			return nil, err
 		}
@@ -208,7 +210,15 @@ func (x *exchange) send() (*upConn, error) {
 func (x *exchange) exchangeHead(up *upConn) error {
 	l := x.s.o.Limits
 	dc := up.dc
-	dc.write, dc.read, dc.deadline = l.WriteTimeout, 0, time.Time{}
+	// The request's time is good for its first attempt; a retry, after a
+	// dial that may have taken DialTimeout, reads the clock.
+	sent := x.at
+	if sent.IsZero() {
+		sent = time.Now()
+	}
+	x.at = time.Time{}
+	dc.writeProgress(sent, l.WriteTimeout)
+	dc.readFrom(time.Time{}, 0)
 	// A failure before any byte of the response: on a pooled connection
 	// the instance had closed it; on a new one it died under the request.
 	stale := func(err error) error {
@@ -218,6 +228,58 @@ func (x *exchange) exchangeHead(up *upConn) error {
 		return fmt.Errorf("%w: %w", errStale, err)
 	}
 	x.cc.out = x.appendRequestHead(x.cc.out[:0])
+	inline := false
+	if up.bw.Buffered() == 0 {
+		x.cc.out, inline = appendInline(x.cc.out, x.cc.br, x.f)
+	}
+	if inline {
+		// The head and what body there is, in one write.
+		x.bodyRead = x.f.length > 0
+		if _, err := dc.Write(x.cc.out); err != nil {
+			if x.bodyRead {
+				return err
+			}
+			return stale(err)
+		}
+	} else if err := x.sendStreamed(up, stale); err != nil {
+		return err
+	}
+	if x.bodyRead {
+		sent = time.Now() // the body took its time
+	}
+	dc.readFrom(sent, l.ResponseTimeout)
+	for interim := false; ; interim = true {
+		if err := readHead(up.br, &x.cc.res, 64<<10, 200, false); err != nil {
+			var nothing *errNothing
+			if !interim && (errors.Is(err, io.EOF) || errors.As(err, &nothing)) {
+				return stale(err)
+			}
+			return err
+		}
+		if st := x.cc.res.status; st >= 200 || st == 101 {
+			break
+		}
+		// Interim (100, 103): relay it.
+		if x.cc.res.status != 100 {
+			x.cc.out = x.appendResponseHead(x.cc.out[:0], false, framing{})
+			if _, err := x.cc.bw.Write(x.cc.out); err != nil {
+				return err
+			}
+			_ = x.cc.bw.Flush()
+		}
+	}
+	// The response's time: the client's writes and the body's reads start
+	// from it.
+	came := time.Now()
+	dc.readProgress(came, l.ResponseTimeout)
+	x.cc.dc.writeProgress(came, l.WriteTimeout)
+	x.s.report(x.d.Owner.Name, true)
+	return nil
+}
+
+// sendStreamed sends the request head in cc.out and its body through up's
+// writer.
+func (x *exchange) sendStreamed(up *upConn, stale func(error) error) error {
 	if _, err := up.bw.Write(x.cc.out); err != nil {
 		return stale(err)
 	}
@@ -236,29 +298,6 @@ func (x *exchange) exchangeHead(up *upConn) error {
 		}
 		return stale(err)
 	}
-	dc.deadline = time.Now().Add(l.ResponseTimeout)
-	for interim := false; ; interim = true {
-		if err := readHead(up.br, &x.cc.res, 64<<10, 200, false); err != nil {
-			var nothing *errNothing
-			if !interim && (errors.Is(err, io.EOF) || errors.As(err, &nothing)) {
-				return stale(err)
-			}
-			return err
-		}
-		if st := x.cc.res.status; st >= 200 || st == 101 {
-			break
-		}
-		// Interim (100, 103): relay it.
-		if x.cc.res.status != 100 {
-			x.cc.out = x.appendResponseHead(x.cc.out[:0], false)
-			if _, err := x.cc.bw.Write(x.cc.out); err != nil {
-				return err
-			}
-			_ = x.cc.bw.Flush()
-		}
-	}
-	dc.deadline, dc.read = time.Time{}, l.ResponseTimeout
-	x.s.report(x.d.Owner.Name, true)
 	return nil
 }
 
@@ -288,20 +327,30 @@ func (x *exchange) relay(up *upConn) bool {
 	dechunk := rf.chunked && x.h.minor == 0
 	// Keep the client connection only when the response has a length of its
 	// own to pass on.
-	keep := x.h.minor == 1 && !x.h.has("connection", "close") && !x.s.isClosing() && (rf.chunked || rf.length >= 0)
-	x.cc.out = x.appendResponseHead(x.cc.out[:0], !keep)
-	if _, err := x.cc.bw.Write(x.cc.out); err != nil {
-		up.c.Close()
-		return false
+	keep := x.h.minor == 1 && !x.h.conn.close && !x.s.isClosing() && (rf.chunked || rf.length >= 0)
+	x.cc.out = x.appendResponseHead(x.cc.out[:0], !keep, rf)
+	inline := false
+	if x.cc.bw.Buffered() == 0 {
+		x.cc.out, inline = appendInline(x.cc.out, up.br, rf)
 	}
-	_, err = copyBody(x.cc.bw, up.br, rf, dechunk)
-	flushErr := x.cc.bw.Flush()
+	var flushErr error
+	if inline {
+		// The head and the body, already read, in one write.
+		_, flushErr = x.cc.dc.Write(x.cc.out)
+	} else {
+		if _, err := x.cc.bw.Write(x.cc.out); err != nil {
+			up.c.Close()
+			return false
+		}
+		_, err = copyBody(x.cc.bw, up.br, rf, dechunk)
+		flushErr = x.cc.bw.Flush()
+	}
 	// Bytes already read beyond the response's framing answer no request:
 	// the connection is not used again.
-	upKeep := err == nil && res.minor == 1 && !res.has("connection", "close") && (rf.chunked || rf.length >= 0) &&
+	upKeep := err == nil && res.minor == 1 && !res.conn.close && (rf.chunked || rf.length >= 0) &&
 		up.br.Buffered() == 0
 	if upKeep {
-		x.s.pool.put(up)
+		x.s.pool.put(up, x.s.now(x.cc)) // idle from the request's start: retired early rather than late
 	} else {
 		up.c.Close()
 	}
@@ -319,12 +368,12 @@ func (x *exchange) relay(up *upConn) bool {
 // tunnel relays a WebSocket (or other) upgrade: the 101 to the client, then
 // bytes both ways until either side closes.
 func (x *exchange) tunnel(up *upConn) bool {
-	x.cc.out = x.appendResponseHead(x.cc.out[:0], false)
+	x.cc.out = x.appendResponseHead(x.cc.out[:0], false, framing{})
 	if _, err := x.cc.bw.Write(x.cc.out); err != nil || x.cc.bw.Flush() != nil {
 		up.c.Close()
 		return false
 	}
-	x.cc.dc.read, x.cc.dc.deadline = 0, time.Time{}
+	x.cc.dc.readFrom(time.Time{}, 0)
 	// Either side closing ends the tunnel: close both, so that the other
 	// copy stops too.
 	var once sync.Once

@@ -64,6 +64,7 @@ type Server struct {
 	ln          net.Listener
 	scheme      string // X-Forwarded-Proto
 	via         string // "1.1 clb-RANDOM": this server's Via entry, also how it knows a loop
+	realClock   bool   // Options.Now is time.Now: a request's own clock read serves it
 	pool        *pool
 	rules       atomic.Pointer[policy.Rules] // keys.http, swapped by Reload
 	slots       chan struct{}                // one per open client connection: Limits.MaxConnections
@@ -109,7 +110,8 @@ func NewServer(addr string, o Options) (*Server, error) {
 // (h2.go), the others HTTP/1.1. The server owns ln from now on and closes
 // it when Serve ends.
 func New(ln net.Listener, scheme string, o Options) *Server {
-	if o.Now == nil {
+	realClock := o.Now == nil
+	if realClock {
 		o.Now = time.Now
 	}
 	if o.Limits == (config.HTTP{}) {
@@ -128,7 +130,8 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		ln:        ln,
 		scheme:    scheme,
 		via:       newVia(),
-		pool:      newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance, o.Now),
+		realClock: realClock,
+		pool:      newPool(l.DialTimeout, l.UpstreamIdleTimeout, l.MaxIdlePerInstance),
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
@@ -273,6 +276,7 @@ type clientConn struct {
 	// park before it (within linger of the response before); woken: the
 	// parker has just found it readable.
 	served, busy, woken bool
+	at                  time.Time // when the request under way began (its head's first byte)
 	*connState
 }
 
@@ -289,6 +293,7 @@ type connState struct {
 	// (routing), the status sent, and "relayed" or the error kind of clb's
 	// own answer.
 	ss      session
+	x       exchange // the request's way through the instances
 	status  int
 	outcome string
 	line    accesslog.Line
@@ -392,14 +397,13 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 			canPark = false
 			continue
 		}
-		cc.dc.deadline = idleEnd
+		// linger from when it went idle, told by idleEnd: no clock read
+		// per request
+		wait := s.o.Limits.IdleTimeout
 		if parking {
-			// linger from when it went idle, told by idleEnd: no clock
-			// read per request
-			if d := idleEnd.Add(s.linger - s.o.Limits.IdleTimeout); d.Before(idleEnd) {
-				cc.dc.deadline = d
-			}
+			wait = min(wait, s.linger)
 		}
+		cc.dc.readFrom(idleEnd.Add(-s.o.Limits.IdleTimeout), wait)
 		_, err := cc.br.Peek(1)
 		switch {
 		case err == nil:
@@ -454,7 +458,7 @@ func (s *Server) parkConn(cc *clientConn, idleEnd time.Time) bool {
 // initClientConn gives cc its deadlines and buffers.
 func (s *Server) initClientConn(cc *clientConn) {
 	cc.dc = newDeadlineConn(cc.c)
-	cc.dc.write = s.o.Limits.WriteTimeout
+	cc.dc.writeProgress(time.Time{}, s.o.Limits.WriteTimeout)
 	s.takeBuffers(cc)
 }
 
@@ -470,7 +474,7 @@ func (s *Server) wake(cc *clientConn, idleEnd time.Time) {
 func (s *Server) reattach(cc *clientConn, nc net.Conn) {
 	s.setConn(cc, nc)
 	cc.dc = newDeadlineConn(nc)
-	cc.dc.write = s.o.Limits.WriteTimeout
+	cc.dc.writeProgress(time.Time{}, s.o.Limits.WriteTimeout)
 }
 
 // setConn changes cc.c, which shutdown reads under s.mu.
@@ -519,6 +523,14 @@ func (s *Server) newClientConn(c net.Conn, src netip.Addr) *clientConn {
 	return cc
 }
 
+// now is the time of the request on cc, by Options.Now.
+func (s *Server) now(cc *clientConn) time.Time {
+	if s.realClock {
+		return cc.at
+	}
+	return s.o.Now()
+}
+
 // isClosing is read after cc.idle is set, and shutdown reads each idle flag
 // after setting closing: with both atomic, either the request sees closing
 // or shutdown sees the connection idle and closes it.
@@ -529,14 +541,18 @@ func (s *Server) isClosing() bool { return s.closing.Load() }
 func (s *Server) serveRequest(cc *clientConn) bool {
 	l := s.o.Limits
 	cc.idle.Store(false)
-	cc.dc.deadline = time.Now().Add(l.ReadHeaderTimeout)
+	// When the request began: its deadlines, routing, the pool and the
+	// access log take the time from here rather than read the clock again
+	// (a head already in the buffer arms no deadline at all).
+	cc.at = time.Now()
+	cc.dc.readFrom(cc.at, l.ReadHeaderTimeout)
 	logged := s.o.Access.On()
 	var r request
 	if logged {
 		r = s.beginRequest(cc)
 	}
 	err := readHead(cc.br, &cc.req, l.MaxHeaderBytes, l.MaxHeaders, true)
-	cc.dc.deadline, cc.dc.read = time.Time{}, l.IdleTimeout // body: no progress for IdleTimeout
+	cc.dc.readProgress(time.Time{}, l.IdleTimeout) // body: no progress for IdleTimeout
 	if err != nil {
 		var eh *errHead
 		if errors.As(err, &eh) {

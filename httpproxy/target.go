@@ -14,7 +14,8 @@ import (
 // lenient front end that passes what an instance parses otherwise is how
 // cache poisoning and routing confusion start.
 func (h *head) checkTarget() error {
-	host, found, _ := h.get("host")
+	host, n := h.first(hostField)
+	found := n > 0
 	if found && (len(host) == 0 || !validHost(host)) {
 		return bad("malformed Host")
 	}

@@ -18,10 +18,17 @@ import (
 // are the pool's while it is idle in the pool (nil then).
 type upConn struct {
 	c     net.Conn
-	dc    *deadlineConn // c with the deadlines of the exchange under way
-	addr  string        // the pool's key: scheme://host:port
-	since time.Time     // idle since
+	dc    *deadlineConn   // c with the deadlines of the exchange under way
+	addr  config.Endpoint // the pool's key
+	since time.Time       // idle since
 	*rwBuffers
+
+	// alive's non-blocking read, made once per connection: a closure
+	// made per call, and what it captures, were five allocations a request.
+	probe    func(fd uintptr) bool
+	probeN   int
+	probeErr error
+	probeBuf [1]byte
 }
 
 // rwBuffers are a connection's reader and writer, pooled while it is idle.
@@ -46,23 +53,24 @@ func (b *rwBuffers) detach() {
 	b.bw.Reset(nil)
 }
 
-// pool keeps idle connections to instances, by address, newest first.
+// pool keeps idle connections to instances, by address, newest first. The
+// address is the Endpoint itself, not its string: building that was two
+// allocations per request.
 type pool struct {
 	dialTimeout time.Duration
 	idleTimeout time.Duration
 	maxIdle     int
-	now         func() time.Time
 	tls         *certs.Store // for https:// instances
 
 	bufs sync.Pool // *rwBuffers
 
 	mu     sync.Mutex
-	idle   map[string][]*upConn
+	idle   map[config.Endpoint][]*upConn
 	closed bool
 }
 
-func newPool(dial, idle time.Duration, maxIdle int, now func() time.Time) *pool {
-	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+func newPool(dial, idle time.Duration, maxIdle int) *pool {
+	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[config.Endpoint][]*upConn{}}
 	p.bufs.New = func() any {
 		b := newRWBuffers(16<<10, 16<<10)
 		return &b
@@ -93,7 +101,7 @@ func (e *errDial) Error() string { return "connect: " + e.err.Error() }
 func (e *errDial) Unwrap() error { return e.err }
 
 // get returns an idle connection to addr, or a new one (always, with
-// fresh). An idle connection is first checked (a non-blocking read) for a
+// fresh); now is the request's time. An idle connection is first checked (a non-blocking read) for a
 // close by the instance and for bytes it sent while idle: such bytes answer
 // no request of clb's, and read as the next response they would deliver
 // the wrong answer, so the connection is closed instead.
@@ -104,14 +112,13 @@ func (e *errDial) Unwrap() error { return e.err }
 // refused connection. (An idle TLS connection is checked only for bytes
 // already read: a raw read would take TLS records, such as TLS 1.3 session
 // tickets, from under the TLS layer.)
-func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err error) {
-	addr := e.String()
+func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reused bool, err error) {
 	for !fresh {
-		c := p.pop(addr)
+		c := p.pop(e)
 		if c == nil {
 			break
 		}
-		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
+		if now.Sub(c.since) < p.idleTimeout && alive(c) {
 			p.takeBuffers(c)
 			return c, true, nil
 		}
@@ -130,12 +137,24 @@ func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err e
 	if err != nil {
 		return nil, false, &errDial{err}
 	}
-	c = &upConn{c: conn, dc: newDeadlineConn(conn), addr: addr}
+	c = newUpConn(conn, e)
 	p.takeBuffers(c)
 	return c, false, nil
 }
 
-func (p *pool) pop(addr string) *upConn {
+// newUpConn is apart from get, whose result its closure would otherwise
+// move to the heap on every call.
+func newUpConn(conn net.Conn, e config.Endpoint) *upConn {
+	dc := newDeadlineConn(conn)
+	c := &upConn{c: conn, dc: dc, addr: e}
+	c.probe = func(fd uintptr) bool {
+		c.probeN, c.probeErr = syscall.Read(int(fd), c.probeBuf[:])
+		return true
+	}
+	return c
+}
+
+func (p *pool) pop(addr config.Endpoint) *upConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[addr]
@@ -154,22 +173,16 @@ func alive(c *upConn) bool {
 	if c.dc.raw == nil {
 		return true
 	}
-	var n int
-	var err error
-	var b [1]byte
-	if rerr := c.dc.raw.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), b[:])
-		return true
-	}); rerr != nil {
+	if err := c.dc.raw.Read(c.probe); err != nil {
 		return false
 	}
-	return n < 0 && err == syscall.EAGAIN
+	return c.probeN < 0 && c.probeErr == syscall.EAGAIN
 }
 
-// put returns a connection whose exchange ended cleanly, with nothing
-// buffered; its buffers go back to the pool's.
-func (p *pool) put(c *upConn) {
-	c.since = p.now()
+// put returns a connection whose exchange ended cleanly, idle since, with
+// nothing buffered; its buffers go back to the pool's.
+func (p *pool) put(c *upConn, since time.Time) {
+	c.since = since
 	p.giveBuffers(c)
 	p.mu.Lock()
 	if !p.closed && len(p.idle[c.addr]) < p.maxIdle {
@@ -185,7 +198,7 @@ func (p *pool) put(c *upConn) {
 // drop closes the idle connections to addr: one of them was found closed by
 // the instance, which probably restarted, so the others are likely closed
 // too.
-func (p *pool) drop(addr string) {
+func (p *pool) drop(addr config.Endpoint) {
 	p.mu.Lock()
 	list := p.idle[addr]
 	delete(p.idle, addr)
@@ -205,5 +218,5 @@ func (p *pool) close() {
 			c.c.Close()
 		}
 	}
-	p.idle = map[string][]*upConn{}
+	p.idle = map[config.Endpoint][]*upConn{}
 }
