@@ -10,7 +10,8 @@
 #   bench/http-vs-haproxy-nginx.sh [SECONDS] [ROUNDS]
 #
 # A measurement, not a test: run it on a quiet machine. Installs wrk,
-# haproxy and nginx with apt-get if missing.
+# haproxy and nginx with apt-get if missing. bench/https-vs-haproxy.sh is
+# the same over TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -21,15 +22,8 @@ root=$(pwd)
 need wrk:wrk haproxy:haproxy nginx:nginx
 
 go build -o "$tmp/clb" ./cmd/clb
-go build -o "$tmp/backend" ./bench/httpbackend
-ports=(18081 18082 18083)
-for i in 0 1 2; do
-	"$tmp/backend" -addr "127.0.0.1:${ports[$i]}" -name "app$((i + 1))" &
-	pids+=("$!")
-done
+start_backends
 lb=18080
-hz=$(getconf CLK_TCK)
-ticks_all() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 
 # measure NAME PIDS...: one wrk run against the balancer on $lb.
 measure() {
@@ -40,43 +34,17 @@ measure() {
 	before=$(ticks_all "$@")
 	out=$(wrk -t2 -c64 -d"${seconds}s" --latency -s "$root/bench/sessions.lua" "http://127.0.0.1:$lb/")
 	after=$(ticks_all "$@")
-	local reqs rps p99 errors
-	reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-	rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-	p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-	errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+	wrk_stats "$out"
 	printf '%-8s %10s req/s  p99 %8s  CPU-s/1k req %s  %s\n' "$name" "$rps" "$p99" \
-		"$(echo "scale=5; ($after - $before) / $hz / ($reqs / 1000)" | bc)" "$errors"
+		"$(per_1k "$((after - before))" "$reqs")" "$errors"
 }
 
-cat >"$tmp/clb.yaml" <<EOF2
-listen:
-  http: 127.0.0.1:$lb
-instances:
-  - {name: app1, http: http://127.0.0.1:${ports[0]}}
-  - {name: app2, http: http://127.0.0.1:${ports[1]}}
-  - {name: app3, http: http://127.0.0.1:${ports[2]}}
-EOF2
-cat >"$tmp/haproxy.cfg" <<EOF2
-global
-  nbthread 2
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$lb
-  default_backend be
-backend be
-  balance hash req.cook(CLBKEY)
-  hash-type consistent
-  server app1 127.0.0.1:${ports[0]}
-  server app2 127.0.0.1:${ports[1]}
-  server app3 127.0.0.1:${ports[2]}
-EOF2
+{
+	echo "listen:"
+	echo "  http: 127.0.0.1:$lb"
+	clb_instances
+} >"$tmp/clb.yaml"
+haproxy_cfg "bind 127.0.0.1:$lb" >"$tmp/haproxy.cfg"
 cat >"$tmp/nginx.conf" <<EOF2
 worker_processes 2;
 pid $tmp/nginx.pid;
@@ -106,23 +74,24 @@ for round in $(seq "$rounds"); do
 	echo "round $round"
 	"$tmp/clb" run -config "$tmp/clb.yaml" 2>/dev/null &
 	p=$!
-	sleep 1
+	pids+=("$p")
+	wait_port "$lb" "$p"
 	measure clb "$p"
-	kill "$p"
-	wait "$p" 2>/dev/null || true
+	stop "$p"
 
 	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
 	p=$!
-	sleep 1
+	pids+=("$p")
+	wait_port "$lb" "$p"
 	measure haproxy "$p"
-	kill "$p"
-	wait "$p" 2>/dev/null || true
+	stop "$p"
 
 	nginx -c "$tmp/nginx.conf" -g 'daemon off;' 2>/dev/null &
 	p=$!
-	sleep 1
+	pids+=("$p")
+	wait_port "$lb" "$p"
+	sleep 0.5 # the workers
 	# shellcheck disable=SC2046
 	measure nginx "$p" $(pgrep -P "$p")
-	kill "$p"
-	wait "$p" 2>/dev/null || true
+	stop "$p"
 done
