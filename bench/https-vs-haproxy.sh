@@ -106,7 +106,7 @@ measure() {
 	printf '  %-3s %-8s %10s/s  p99 %-14s CPU-s/1k %-8s per core %-6s/s  peak RSS %6s MB  %s\n' \
 		"$test" "$lb_name" "$rps" "$p99" "$cpu" "$percore" "$((rss / 1024))" "${errors:-}"
 	if [ -n "${PROFILE:-}" ] && [ "$lb_name" = clb ]; then
-		go tool pprof -top -nodecount=25 "$tmp/clb" "$tmp/clb-$test.prof" 2>/dev/null | sed 's/^/    /'
+		go tool pprof -top -nodecount=25 "$tmp/clb" "$tmp/clb-$test.prof" 2>&1 | sed 's/^/    /' || true
 	fi
 }
 
