@@ -1,8 +1,22 @@
+# shellcheck shell=bash
 # Shared by the bench scripts: source it after `set -euo pipefail`.
 #
 #   need CMD:PACKAGE ...   apt-get install the packages whose command is missing
 #   $tmp                   a scratch folder, removed on exit
 #   pids+=("$!")           processes to end on exit (only ones the script started)
+#
+# For the HTTP balancer comparisons (bench/http-vs-haproxy-nginx.sh,
+# bench/https-vs-haproxy.sh):
+#
+#   start_backends         build bench/httpbackend, start three on ${ports[@]}
+#   clb_instances          the instances: section of clb.yaml for them
+#   haproxy_cfg BIND       haproxy.cfg: BIND is the frontend's bind line
+#   wait_port PORT PID     until 127.0.0.1:PORT accepts (PID must stay alive)
+#   stop PID               end one process this script started
+#   ticks_all PID...       utime + stime of the processes, in clock ticks
+#   peak_rss PID...        the sum of their VmHWM, kB
+#   per_1k TICKS N         CPU-seconds per 1,000 of N
+#   wrk_stats OUTPUT       sets reqs, rps, p99, errors from wrk --latency output
 
 need() {
 	local pkg
@@ -21,3 +35,94 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+
+ports=(18081 18082 18083)
+hz=$(getconf CLK_TCK)
+
+start_backends() {
+	local i b=()
+	go build -o "$tmp/backend" ./bench/httpbackend
+	for i in 0 1 2; do
+		"$tmp/backend" -addr "127.0.0.1:${ports[$i]}" -name "app$((i + 1))" &
+		pids+=("$!")
+		b+=("$!")
+	done
+	for i in 0 1 2; do wait_port "${ports[$i]}" "${b[$i]}"; done
+}
+
+clb_instances() {
+	cat <<EOF
+instances:
+  - {name: app1, http: http://127.0.0.1:${ports[0]}}
+  - {name: app2, http: http://127.0.0.1:${ports[1]}}
+  - {name: app3, http: http://127.0.0.1:${ports[2]}}
+EOF
+}
+
+# HAProxy 2.6, balance hash req.cook(CLBKEY), hash-type consistent, 2
+# threads, server connections reused.
+haproxy_cfg() {
+	cat <<EOF
+global
+  nbthread 2
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  $1
+  default_backend be
+backend be
+  balance hash req.cook(CLBKEY)
+  hash-type consistent
+  server app1 127.0.0.1:${ports[0]}
+  server app2 127.0.0.1:${ports[1]}
+  server app3 127.0.0.1:${ports[2]}
+EOF
+}
+
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		kill -0 "$2" 2>/dev/null || { echo "process $2 ended before it listened on $1" >&2; return 1; }
+		(: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "nothing listens on $1 after 10 s" >&2
+	return 1
+}
+
+stop() {
+	local q rest=()
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	for q in "${pids[@]}"; do [ "$q" = "$1" ] || rest+=("$q"); done
+	pids=("${rest[@]}")
+}
+
+ticks_all() {
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
+}
+
+peak_rss() {
+	local kb=0 p
+	for p in "$@"; do kb=$((kb + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status"))); done
+	echo "$kb"
+}
+
+per_1k() {
+	echo "scale=5; $1 / $hz / ($2 / 1000)" | bc
+}
+
+# shellcheck disable=SC2034 # the variables are its output
+wrk_stats() {
+	reqs=$(echo "$1" | awk '/requests in/ {print $1}')
+	rps=$(echo "$1" | awk '/Requests\/sec/ {print $2}')
+	p99=$(echo "$1" | awk '$1 == "99%" {print $2}')
+	errors=$(echo "$1" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+}
