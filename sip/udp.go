@@ -8,10 +8,18 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
+// udpBatch is how many datagrams a reader takes from its socket in one
+// system call (recvmmsg), and so at most how many it sends in one
+// (sendmmsg) once it has handled them: one datagram comes in per call
+// when the socket is quiet, up to udpBatch when it is busy.
+const udpBatch = 16
+
 // udpTransport is SIP over UDP: each socket read by several goroutines, a
-// datagram a message.
+// datagram a message, read and sent in batches.
 type udpTransport struct {
 	proxy   *Proxy
 	log     *zap.Logger
@@ -19,7 +27,15 @@ type udpTransport struct {
 	wg      *sync.WaitGroup // the Server's
 
 	socks []*net.UDPConn
-	self  []endpoint // self[i] is socks[i]'s
+	batch []batchConn // batch[i] is socks[i]'s
+	self  []endpoint  // self[i] is socks[i]'s
+}
+
+// batchConn reads and writes several datagrams a system call: an
+// ipv4.PacketConn or an ipv6.PacketConn, whose Message is one type.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 func newUDPTransport(proxy *Proxy, log *zap.Logger, readers int, wg *sync.WaitGroup) *udpTransport {
@@ -37,8 +53,14 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 	}
 	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
 	_ = c.SetWriteBuffer(4 << 20)
+	self := endpoint{"udp", localAddr(c.LocalAddr())}
+	var bc batchConn = ipv4.NewPacketConn(c)
+	if self.addr.Addr().Is6() {
+		bc = ipv6.NewPacketConn(c)
+	}
 	t.socks = append(t.socks, c)
-	t.self = append(t.self, endpoint{"udp", localAddr(c.LocalAddr())})
+	t.batch = append(t.batch, bc)
+	t.self = append(t.self, self)
 	return nil
 }
 
@@ -68,11 +90,15 @@ func (t *udpTransport) send(addr netip.AddrPort, data []byte) error {
 }
 
 func (t *udpTransport) read(i int) {
-	c, self := t.socks[i], t.self[i]
-	buf := make([]byte, maxMessage)
-	var sc scratch
+	c, self := t.batch[i], t.self[i]
+	slab := make([]byte, udpBatch*maxMessage)
+	ms := make([]ipv4.Message, udpBatch)
+	for j := range ms {
+		ms[j].Buffers = [][]byte{slab[j*maxMessage : (j+1)*maxMessage]}
+	}
+	sc := scratch{batch: newSendBatch(t)}
 	for {
-		n, src, err := c.ReadFromUDPAddrPort(buf)
+		n, err := c.ReadBatch(ms, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -80,13 +106,118 @@ func (t *udpTransport) read(i int) {
 			t.log.Warn("udp read", zap.Error(err))
 			continue
 		}
-		if n == 0 || isKeepAlive(buf[:n]) {
-			continue
+		for _, m := range ms[:n] {
+			data := m.Buffers[0][:m.N]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.N == 0 || isKeepAlive(data) {
+				continue
+			}
+			src := ua.AddrPort()
+			in := inbound{data: data, local: self, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
+			t.proxy.handle(&in, &sc)
 		}
-		in := inbound{data: buf[:n], local: self, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
-		t.proxy.handle(&in, &sc)
+		sc.batch.flush(t.proxy)
 	}
 }
+
+// sendBatch is a reader's datagrams to send, queued while it handles what
+// one read brought and sent together (sendmmsg) when it is done. It owns
+// the buffers they are in: queueing one gives the reader another to build
+// the next message in.
+type sendBatch struct {
+	t       *udpTransport
+	n       int            // queued: ms[:n], pending[:n]
+	ms      []ipv4.Message // ms[j] refers to bufs[j] and addrs[j], reused
+	bufs    [][1][]byte
+	addrs   []net.UDPAddr
+	ips     [][16]byte // addrs[j].IP's bytes
+	pending []pendingSend
+	spare   [][]byte
+}
+
+// pendingSend is what a failure to send a queued datagram is reported
+// with.
+type pendingSend struct {
+	sock     int
+	to       netip.AddrPort
+	instance string // the instance it goes to, "" if none
+	counted  bool   // a request forwarded: a failure counts as a send error
+}
+
+func newSendBatch(t *udpTransport) *sendBatch {
+	b := &sendBatch{t: t, ms: make([]ipv4.Message, udpBatch), bufs: make([][1][]byte, udpBatch),
+		addrs: make([]net.UDPAddr, udpBatch), ips: make([][16]byte, udpBatch), pending: make([]pendingSend, udpBatch)}
+	for j := range b.ms {
+		b.ms[j].Buffers, b.ms[j].Addr = b.bufs[j][:], &b.addrs[j]
+	}
+	return b
+}
+
+// queue takes data (the reader's out buffer) to send to addr at the next
+// flush and returns a buffer for the reader to build the next message in;
+// ok is false, and nothing is taken, when it must be sent at once (no
+// listener of addr's family to send it from).
+func (b *sendBatch) queue(addr netip.AddrPort, data []byte, instance string, counted bool) (next []byte, ok bool) {
+	i := pick(b.t.self, addr.Addr())
+	if i < 0 || b.t.self[i].addr.Addr().Is4() != addr.Addr().Is4() {
+		return data, false
+	}
+	if b.n == len(b.ms) {
+		b.flush(b.t.proxy)
+	}
+	j := b.n
+	b.n++
+	ua := &b.addrs[j]
+	b.ips[j] = addr.Addr().As16()
+	ua.IP = b.ips[j][:]
+	if addr.Addr().Is4() {
+		ua.IP = ua.IP[12:]
+	}
+	ua.Port = int(addr.Port())
+	b.bufs[j][0] = data
+	b.pending[j] = pendingSend{sock: i, to: addr, instance: instance, counted: counted}
+	if n := len(b.spare); n > 0 {
+		next, b.spare = b.spare[n-1][:0], b.spare[:n-1]
+		return next, true
+	}
+	return nil, true
+}
+
+// flush sends what is queued, a system call per run of datagrams leaving
+// by one socket, and reports each datagram that could not be sent.
+func (b *sendBatch) flush(p *Proxy) {
+	for start := 0; start < b.n; {
+		sock := b.pending[start].sock
+		end := start + 1
+		for end < b.n && b.pending[end].sock == sock {
+			end++
+		}
+		for start < end {
+			n, err := b.t.batch[sock].WriteBatch(b.ms[start:end], 0)
+			start += max(n, 0) // -1 with an error
+			if start < end && (err != nil || n == 0) {
+				// sendmmsg stops at the first datagram it cannot send.
+				if err == nil {
+					err = errors.New("sendmmsg sent nothing")
+				}
+				ps := b.pending[start]
+				p.sendFailed(destination{endpoint: endpoint{"udp", ps.to}}, ps.instance, ps.counted, err)
+				start++
+			}
+		}
+	}
+	for j := range b.n {
+		if buf := b.bufs[j][0]; cap(buf) <= maxKeptBuffer {
+			b.spare = append(b.spare, buf)
+		}
+		b.bufs[j][0], b.pending[j] = nil, pendingSend{}
+	}
+	b.n = 0
+}
+
+// maxKeptBuffer bounds the buffers a batch keeps for the next messages: a
+// rare large message's buffer is left to the collector.
+const maxKeptBuffer = 8 << 10
 
 // isKeepAlive reports a datagram of only CR and LF (RFC 5626 keep-alive).
 func isKeepAlive(b []byte) bool {
