@@ -422,7 +422,7 @@ func instanceEndpoint(inst *config.Instance) (endpoint, bool) {
 // its Request-URI.
 func (p *Proxy) outward(in *inbound, sc *scratch, v *view, e edits, rr *dialogRoute) {
 	target := &v.uri
-	routes := p.fieldValues(v.w, fieldRoute, 2)
+	routes := p.fieldValues(v, fieldRoute, 2)
 	if e.dropRoute && len(routes) > 0 {
 		routes = routes[1:]
 	}
