@@ -41,14 +41,15 @@
 // connection, it came on. TLS is one more streamTransport over a TLS
 // streamNetwork; WebSocket one more transport.
 //
-// Concurrency: a Server's goroutines (ServerOptions.Readers per UDP
-// socket, one per stream connection, one per stream listener accepting)
-// share one Proxy, which is safe for concurrent use: each goroutine brings
-// its own scratch memory, the routing state is read with one atomic load
-// per message, and nothing is kept per transaction. A UDP reader takes up
-// to udpBatch datagrams a system call (recvmmsg) and queues the datagrams
-// they produce in its own batch, sent in one system call (sendmmsg) once it
-// has handled them all; nothing else touches that batch. A transport's send and a
+// Concurrency: a Server's goroutines (a reader per UDP socket, where
+// ServerOptions.Readers sockets share each UDP listener's address; one per
+// stream connection; one per stream listener accepting) share one Proxy,
+// which is safe for concurrent use: each goroutine brings its own scratch
+// memory, the routing state is read with one atomic load per message, and
+// nothing is kept per transaction. A UDP reader takes up to udpBatch
+// datagrams a system call (recvmmsg) and queues the datagrams they produce
+// in its own batch, sent in one system call (sendmmsg) once it has handled
+// them all; nothing else touches that batch. A transport's send and a
 // conn's write are safe for concurrent use (a connection's writes are
 // serialised, a message at a time); a stream transport's connection table
 // is guarded by its own mutex and is not touched per message on UDP. The

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -18,17 +19,24 @@ import (
 // when the socket is quiet, up to udpBatch when it is busy.
 const udpBatch = 16
 
-// udpTransport is SIP over UDP: each socket read by several goroutines, a
-// datagram a message, read and sent in batches.
+// udpTransport is SIP over UDP: a datagram a message, read and sent in
+// batches, each listener served by one socket per reader (several share
+// the listener's address with SO_REUSEPORT, and the kernel spreads the
+// peers among them).
 type udpTransport struct {
 	proxy   *Proxy
 	log     *zap.Logger
 	readers int
 	wg      *sync.WaitGroup // the Server's
 
-	socks []*net.UDPConn
-	batch []batchConn // batch[i] is socks[i]'s
-	self  []endpoint  // self[i] is socks[i]'s
+	socks [][]udpSocket // socks[i] serve listener i, a reader each
+	self  []endpoint    // self[i] is listener i's
+}
+
+// udpSocket is one socket and its batch reader and writer over it.
+type udpSocket struct {
+	c *net.UDPConn
+	b batchConn
 }
 
 // batchConn reads and writes several datagrams a system call: an
@@ -39,7 +47,7 @@ type batchConn interface {
 }
 
 func newUDPTransport(proxy *Proxy, log *zap.Logger, readers int, wg *sync.WaitGroup) *udpTransport {
-	return &udpTransport{proxy: proxy, log: log, readers: readers, wg: wg}
+	return &udpTransport{proxy: proxy, log: log, readers: max(readers, 1), wg: wg}
 }
 
 func (t *udpTransport) name() string { return "udp" }
@@ -47,34 +55,62 @@ func (t *udpTransport) name() string { return "udp" }
 func (t *udpTransport) selves() []endpoint { return t.self }
 
 func (t *udpTransport) listen(addr netip.AddrPort) error {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	shared := t.readers > 1
+	first, err := listenUDP(addr, shared)
 	if err != nil {
 		return err
 	}
-	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
-	_ = c.SetWriteBuffer(4 << 20)
-	self := endpoint{"udp", localAddr(c.LocalAddr())}
-	var bc batchConn = ipv4.NewPacketConn(c)
-	if self.addr.Addr().Is6() {
-		bc = ipv6.NewPacketConn(c)
+	self := endpoint{"udp", localAddr(first.c.LocalAddr())}
+	group := []udpSocket{first}
+	for len(group) < t.readers {
+		// The others on the first's address: its port once 0 is resolved.
+		s, err := listenUDP(self.addr, shared)
+		if err != nil {
+			for _, s := range group {
+				s.c.Close()
+			}
+			return err
+		}
+		group = append(group, s)
 	}
-	t.socks = append(t.socks, c)
-	t.batch = append(t.batch, bc)
+	t.socks = append(t.socks, group)
 	t.self = append(t.self, self)
 	return nil
 }
 
+// listenUDP binds a socket, with SO_REUSEPORT when shared.
+func listenUDP(addr netip.AddrPort, shared bool) (udpSocket, error) {
+	var lc net.ListenConfig
+	if shared {
+		lc.Control = reusePort
+	}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
+	if err != nil {
+		return udpSocket{}, err
+	}
+	c := pc.(*net.UDPConn)
+	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
+	_ = c.SetWriteBuffer(4 << 20)
+	var b batchConn = ipv4.NewPacketConn(c)
+	if addr.Addr().Is6() {
+		b = ipv6.NewPacketConn(c)
+	}
+	return udpSocket{c, b}, nil
+}
+
 func (t *udpTransport) serve() {
-	for i := range t.socks {
-		for range t.readers {
-			t.wg.Go(func() { t.read(i) })
+	for i, group := range t.socks {
+		for k := range group {
+			t.wg.Go(func() { t.read(i, k) })
 		}
 	}
 }
 
 func (t *udpTransport) close() {
-	for _, c := range t.socks {
-		c.Close()
+	for _, group := range t.socks {
+		for _, s := range group {
+			s.c.Close()
+		}
 	}
 }
 
@@ -85,18 +121,19 @@ func (t *udpTransport) send(addr netip.AddrPort, data []byte) error {
 	if i < 0 {
 		return fmt.Errorf("no UDP listener for %s", addr)
 	}
-	_, err := t.socks[i].WriteToUDPAddrPort(data, addr)
+	_, err := t.socks[i][0].c.WriteToUDPAddrPort(data, addr)
 	return err
 }
 
-func (t *udpTransport) read(i int) {
-	c, self := t.batch[i], t.self[i]
+// read is the reader of socket k of listener i.
+func (t *udpTransport) read(i, k int) {
+	c, self := t.socks[i][k].b, t.self[i]
 	slab := make([]byte, udpBatch*maxMessage)
 	ms := make([]ipv4.Message, udpBatch)
 	for j := range ms {
 		ms[j].Buffers = [][]byte{slab[j*maxMessage : (j+1)*maxMessage]}
 	}
-	sc := scratch{batch: newSendBatch(t)}
+	sc := scratch{batch: newSendBatch(t, i, k)}
 	for {
 		n, err := c.ReadBatch(ms, 0)
 		if err != nil {
@@ -126,6 +163,7 @@ func (t *udpTransport) read(i int) {
 // the next message in.
 type sendBatch struct {
 	t       *udpTransport
+	own     [2]int         // the reader's listener and socket: what it sends from
 	n       int            // queued: ms[:n], pending[:n]
 	ms      []ipv4.Message // ms[j] refers to bufs[j] and addrs[j], reused
 	bufs    [][1][]byte
@@ -138,14 +176,14 @@ type sendBatch struct {
 // pendingSend is what a failure to send a queued datagram is reported
 // with.
 type pendingSend struct {
-	sock     int
+	sock     batchConn
 	to       netip.AddrPort
 	instance string // the instance it goes to, "" if none
 	counted  bool   // a request forwarded: a failure counts as a send error
 }
 
-func newSendBatch(t *udpTransport) *sendBatch {
-	b := &sendBatch{t: t, ms: make([]ipv4.Message, udpBatch), bufs: make([][1][]byte, udpBatch),
+func newSendBatch(t *udpTransport, listener, socket int) *sendBatch {
+	b := &sendBatch{t: t, own: [2]int{listener, socket}, ms: make([]ipv4.Message, udpBatch), bufs: make([][1][]byte, udpBatch),
 		addrs: make([]net.UDPAddr, udpBatch), ips: make([][16]byte, udpBatch), pending: make([]pendingSend, udpBatch)}
 	for j := range b.ms {
 		b.ms[j].Buffers, b.ms[j].Addr = b.bufs[j][:], &b.addrs[j]
@@ -162,6 +200,10 @@ func (b *sendBatch) queue(addr netip.AddrPort, data []byte, instance string, cou
 	if i < 0 || b.t.self[i].addr.Addr().Is4() != addr.Addr().Is4() {
 		return data, false
 	}
+	sock := b.t.socks[i][0].b
+	if i == b.own[0] {
+		sock = b.t.socks[i][b.own[1]].b
+	}
 	if b.n == len(b.ms) {
 		b.flush(b.t.proxy)
 	}
@@ -175,7 +217,7 @@ func (b *sendBatch) queue(addr netip.AddrPort, data []byte, instance string, cou
 	}
 	ua.Port = int(addr.Port())
 	b.bufs[j][0] = data
-	b.pending[j] = pendingSend{sock: i, to: addr, instance: instance, counted: counted}
+	b.pending[j] = pendingSend{sock: sock, to: addr, instance: instance, counted: counted}
 	if n := len(b.spare); n > 0 {
 		next, b.spare = b.spare[n-1][:0], b.spare[:n-1]
 		return next, true
@@ -193,7 +235,7 @@ func (b *sendBatch) flush(p *Proxy) {
 			end++
 		}
 		for start < end {
-			n, err := b.t.batch[sock].WriteBatch(b.ms[start:end], 0)
+			n, err := sock.WriteBatch(b.ms[start:end], 0)
 			start += max(n, 0) // -1 with an error
 			if start < end && (err != nil || n == 0) {
 				// sendmmsg stops at the first datagram it cannot send.

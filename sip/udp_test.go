@@ -57,7 +57,7 @@ func TestSendBatch(t *testing.T) {
 			failed = append(failed, instance)
 		}
 	})
-	b := newSendBatch(srv.transport("udp").(*udpTransport))
+	b := newSendBatch(srv.transport("udp").(*udpTransport), 0, 0)
 	msg := func(i int) []byte { return fmt.Appendf(nil, "SIP/2.0 200 OK\r\nCSeq: %d OPTIONS\r\n\r\n", i) }
 	var want [][]byte
 	const n = 2*udpBatch + 3 // fills the batch twice: flushed early twice
@@ -101,7 +101,7 @@ func TestSendBatchAllocatesNothing(t *testing.T) {
 	}
 	defer sink.Close()
 	to := localAddr(sink.LocalAddr())
-	b := newSendBatch(srv.transport("udp").(*udpTransport))
+	b := newSendBatch(srv.transport("udp").(*udpTransport), 0, 0)
 	msg := []byte("SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
 	const runs = 10
 	allocs := testing.AllocsPerRun(runs, func() {
@@ -129,4 +129,31 @@ func TestSendBatchAllocatesNothing(t *testing.T) {
 			t.Fatalf("datagram %d: %q", i, buf[:n])
 		}
 	}
+}
+
+// TestUDPReaders: with several readers a UDP listener is still one address
+// (the sockets share it), and requests and responses from many peers,
+// which the kernel spreads among the sockets, all go through.
+func TestUDPReaders(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1, readers: 4})
+	if got := c.server.Listeners(); len(got) != 2 || got[0] != "udp://"+c.udp.String() {
+		t.Fatalf("listeners %v, want one UDP and one TCP", got)
+	}
+	uas := c.instances["inst1"]
+	const phones = 16
+	ps := make([]*peer, phones)
+	for i := range ps {
+		ps[i] = newPeer(t, fmt.Sprintf("phone%d", i), "udp", nil)
+		ps[i].send(newInvite(ps[i], c.udp, "alice", fmt.Sprintf("readers-%d", i)), c.udp)
+	}
+	for range phones {
+		_, inv := c.recvAny("INVITE")
+		uas.send(respond(uas, inv, 200, "OK", "uas"), c.udp)
+	}
+	for i, p := range ps {
+		if got, want := p.recvResponse(200).CallID().Value(), fmt.Sprintf("readers-%d", i); got != want {
+			t.Errorf("phone %d: 200 of %s, want %s", i, got, want)
+		}
+	}
+	c.quiet()
 }
