@@ -18,7 +18,7 @@
 #   SWEEPS=N        sweeps over the rates (default 1)
 #   CLB=PATH        the clb binary to measure (default: built from this tree)
 #   CLB_BASE=PATH   a second clb binary measured alongside, as "clb-base"
-#                   (a commit before a change, say)
+#                   (a commit before a change, say), or as CLB_BASE_NAME
 #   KAMAILIO=0      leave Kamailio out
 #
 # A measurement, not a test: run it on a quiet machine, under
@@ -138,7 +138,7 @@ EOF
 }
 
 start_clb clb "$clb_bin" 15060
-[ -n "${CLB_BASE:-}" ] && start_clb clb-base "$CLB_BASE" 15061
+[ -n "${CLB_BASE:-}" ] && start_clb "${CLB_BASE_NAME:-clb-base}" "$CLB_BASE" 15061
 
 if [ "${KAMAILIO:-1}" != 0 ]; then
 	kam_port=15062
