@@ -29,6 +29,7 @@ import (
 
 	"clb/balancer"
 	"clb/health"
+	"clb/membership"
 	"clb/metrics"
 )
 
@@ -55,6 +56,9 @@ type Options struct {
 	// Shared, if set, is the state clb nodes share: enable, disable and
 	// drain go through it, and the status says how it is.
 	Shared *Shared
+	// Discovery, if set, is the state of the SRV look-ups (discovery.sip,
+	// discovery.http), for the status.
+	Discovery func() []membership.SRVStatus
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

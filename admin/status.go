@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"clb/balancer"
+	"clb/membership"
 )
 
 // Status is the answer of GET /api/v1/status.
@@ -23,6 +24,9 @@ type Status struct {
 	Clusters []ClusterStatus `json:"clusters"`
 	// Etcd is the shared state's status; absent without etcd.
 	Etcd *SharedStatus `json:"etcd,omitempty"`
+	// Discovery is each SRV name's look-up state; absent without
+	// discovery.sip and discovery.http.
+	Discovery []membership.SRVStatus `json:"discovery,omitempty"`
 }
 
 // ClusterStatus is one cluster in the status.
@@ -110,6 +114,9 @@ func (s *Server) snapshot() Status {
 	if s.o.Shared != nil && s.o.Shared.Status != nil {
 		st := s.o.Shared.Status()
 		out.Etcd = &st
+	}
+	if s.o.Discovery != nil {
+		out.Discovery = s.o.Discovery()
 	}
 	routed := t.RoutedShares(now)
 	for k, st := range sts {

@@ -13,6 +13,8 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -255,18 +257,45 @@ func (d *decoder) validateLog(l *Log) {
 	}
 }
 
-// Discovery configures the look-ups of host names in instances' addresses
-// (SPEC section 11's discovery: section; its SRV keys are not read yet).
+// Discovery configures DNS: the look-ups of host names in instances'
+// addresses, and the instances SRV records give (SPEC section 11).
 type Discovery struct {
+	// SIP is the SRV name whose targets are instances' SIP addresses:
+	// _sip._udp.DOMAIN, _sip._tcp.DOMAIN or _sips._tcp.DOMAIN (RFC 3263),
+	// the transport the service label says. Default "": none.
+	SIP string `yaml:"sip"`
+	// HTTP is the SRV name whose targets are instances' HTTP addresses:
+	// _http._tcp.DOMAIN or _https._tcp.DOMAIN. Default "": none.
+	HTTP string `yaml:"http"`
+	// Refresh is the longest time between two look-ups of the SRV names;
+	// an answer whose TTL is shorter brings the next one forward (to 1 s at
+	// the least). Default 10s.
+	Refresh time.Duration `yaml:"refresh"`
 	// Resolver is the DNS server asked, IP:port (port 53 if omitted).
 	// Default "": the system's (/etc/resolv.conf). /etc/hosts is read first
-	// either way, as the system does.
+	// either way, as the system does, for host names (not for SRV names).
 	Resolver DNSServer `yaml:"resolver"`
 	// ResolveInterval is how often the host names are looked up again; an
 	// address that changed is picked up without a reload. Default 30s.
 	ResolveInterval time.Duration `yaml:"resolve_interval"`
 	// ResolveTimeout bounds one look-up. Default 2s.
 	ResolveTimeout time.Duration `yaml:"resolve_timeout"`
+}
+
+// SRV reports whether instances come from DNS SRV records.
+func (s Discovery) SRV() bool { return s.SIP != "" || s.HTTP != "" }
+
+// SRVTransport is the transport an SRV name's service label says
+// (_sip._udp udp, _sip._tcp tcp, _sips._tcp tls, _http._tcp http,
+// _https._tcp https) and the domain after it; "" for another label.
+func SRVTransport(name string) (transport, domain string) {
+	labels := strings.SplitN(strings.ToLower(name), ".", 3)
+	if len(labels) < 3 {
+		return "", ""
+	}
+	transport = map[string]string{"_sip._udp": "udp", "_sip._tcp": "tcp", "_sips._tcp": "tls",
+		"_http._tcp": "http", "_https._tcp": "https"}[labels[0]+"."+labels[1]]
+	return transport, strings.TrimSuffix(labels[2], ".")
 }
 
 // DNSServer is a DNS server's address; zero for the system's.
@@ -294,7 +323,8 @@ func (s *DNSServer) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // validateDiscovery checks the discovery section (called from validate).
-func (d *decoder) validateDiscovery(s *Discovery) {
+func (d *decoder) validateDiscovery(c *Config) {
+	s := &c.Discovery
 	if s.ResolveInterval <= 0 {
 		d.errorf(d.line("discovery.resolve_interval"), "discovery.resolve_interval", "must be greater than 0")
 	}
@@ -303,6 +333,32 @@ func (d *decoder) validateDiscovery(s *Discovery) {
 	} else if s.ResolveTimeout > s.ResolveInterval && s.ResolveInterval > 0 {
 		d.errorf(d.line("discovery.resolve_timeout"), "discovery.resolve_timeout",
 			"%v is longer than discovery.resolve_interval %v", s.ResolveTimeout, s.ResolveInterval)
+	}
+	if s.Refresh <= 0 {
+		d.errorf(d.line("discovery.refresh"), "discovery.refresh", "must be greater than 0")
+	} else if s.SRV() && s.ResolveTimeout > s.Refresh {
+		d.errorf(d.line("discovery.resolve_timeout"), "discovery.resolve_timeout",
+			"%v is longer than discovery.refresh %v", s.ResolveTimeout, s.Refresh)
+	}
+	for _, n := range []struct {
+		name, key, want string
+		transports      []string
+	}{
+		{s.SIP, "discovery.sip", "_sip._udp.DOMAIN, _sip._tcp.DOMAIN or _sips._tcp.DOMAIN", []string{"udp", "tcp", "tls"}},
+		{s.HTTP, "discovery.http", "_http._tcp.DOMAIN or _https._tcp.DOMAIN", []string{"http", "https"}},
+	} {
+		if n.name == "" {
+			continue
+		}
+		transport, domain := SRVTransport(n.name)
+		switch {
+		case !slices.Contains(n.transports, transport):
+			d.errorf(d.line(n.key), n.key, "%q: want an SRV name %s", n.name, n.want)
+		case checkHost(domain) != nil:
+			d.errorf(d.line(n.key), n.key, "%q: %q is not a domain name", n.name, domain)
+		case n.key == "discovery.sip" && len(c.Listen.SIP) > 0 && !hasTransport(c.Listen.SIP, transport):
+			d.errorf(d.line(n.key), n.key, "%s: listen.sip has no %s listener to reach its instances from", n.name, transport)
+		}
 	}
 }
 
@@ -448,7 +504,7 @@ func Defaults() Config {
 		},
 		Log:       Log{AccessSample: 1},
 		TLS:       TLS{MinVersion: "1.2"},
-		Discovery: Discovery{ResolveInterval: 30 * time.Second, ResolveTimeout: 2 * time.Second},
+		Discovery: Discovery{Refresh: 10 * time.Second, ResolveInterval: 30 * time.Second, ResolveTimeout: 2 * time.Second},
 	}
 }
 

@@ -234,6 +234,36 @@ instances:
 			line: 9, key: "discovery.resolve_timeout", msg: "longer than discovery.resolve_interval",
 		},
 		{
+			name: "srv name with another service",
+			yaml: minimal + "discovery:\n  sip: _ftp._tcp.app.example.com\n",
+			line: 8, key: "discovery.sip", msg: "want an SRV name _sip._udp.DOMAIN",
+		},
+		{
+			name: "srv name for sip in http",
+			yaml: minimal + "discovery:\n  http: _sip._tcp.app.example.com\n",
+			line: 8, key: "discovery.http", msg: "want an SRV name _http._tcp.DOMAIN or _https._tcp.DOMAIN",
+		},
+		{
+			name: "srv name without domain",
+			yaml: minimal + "discovery:\n  sip: _sip._udp.-x\n",
+			line: 8, key: "discovery.sip", msg: `"-x" is not a domain name`,
+		},
+		{
+			name: "srv transport without listener",
+			yaml: minimal + "discovery:\n  sip: _sip._tcp.app.example.com\n",
+			line: 8, key: "discovery.sip", msg: "listen.sip has no tcp listener",
+		},
+		{
+			name: "refresh 0",
+			yaml: minimal + "discovery:\n  refresh: 0s\n",
+			line: 8, key: "discovery.refresh", msg: "greater than 0",
+		},
+		{
+			name: "resolve timeout over refresh",
+			yaml: minimal + "discovery:\n  sip: _sip._udp.app.example.com\n  refresh: 1s\n  resolve_timeout: 1500ms\n",
+			line: 10, key: "discovery.resolve_timeout", msg: "longer than discovery.refresh 1s",
+		},
+		{
 			name: "no listener",
 			yaml: "listen:\n  admin: 127.0.0.1:9090\ninstances: [{name: a, sip: 127.0.0.1:1}]\n",
 			line: 1, key: "listen", msg: "listen.sip, listen.http or both",
@@ -391,6 +421,35 @@ instances:
 				t.Errorf("message %q does not start with %q", err, prefix)
 			}
 		})
+	}
+}
+
+// TestDiscoverySRV: with an SRV name the file may give no instance, or
+// instances that do not serve every listener (DNS gives the others); the
+// defaults and the transports the names say.
+func TestDiscoverySRV(t *testing.T) {
+	c, err := Parse("srv.yaml", []byte(`listen: {sip: [udp://127.0.0.1:5060, tcp://127.0.0.1:5060], http: 127.0.0.1:8080}
+discovery:
+  sip: _sip._tcp.App.Example.com.
+  http: _http._tcp.app.example.com
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Discovery; !d.SRV() || d.Refresh != 10*time.Second || len(c.Instances) != 0 {
+		t.Errorf("discovery %+v, instances %v", d, c.Instances)
+	}
+	if _, err := Parse("srv.yaml", []byte("listen: {sip: udp://127.0.0.1:5060, http: 127.0.0.1:8080}\ninstances: [{name: a, sip: 127.0.0.1:5071}]\ndiscovery: {http: _http._tcp.app.example.com}\n")); err != nil {
+		t.Errorf("a SIP instance in the file, HTTP ones from DNS: %v", err)
+	}
+	for name, want := range map[string][2]string{
+		"_sip._udp.example.com": {"udp", "example.com"}, "_SIP._TCP.example.com": {"tcp", "example.com"},
+		"_sips._tcp.example.com": {"tls", "example.com"}, "_http._tcp.example.com": {"http", "example.com"},
+		"_https._tcp.example.com.": {"https", "example.com"}, "_sip._udp": {"", ""}, "_ftp._tcp.example.com": {"", "example.com"},
+	} {
+		if tr, domain := SRVTransport(name); tr != want[0] || domain != want[1] {
+			t.Errorf("SRVTransport(%q) = %q, %q, want %q", name, tr, domain, want)
+		}
 	}
 }
 

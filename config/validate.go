@@ -25,7 +25,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateLimits(&c.Limits)
 	d.validateLog(&c.Log)
 	d.validateTLS(c)
-	d.validateDiscovery(&c.Discovery)
+	d.validateDiscovery(c)
 	d.validateEtcd(c.Etcd)
 	var perr *loadfactor.ParamError
 	if errors.As(c.LoadFactor.Params().Validate(), &perr) {
@@ -96,7 +96,7 @@ func (d *decoder) validateInstances(c *Config) {
 	if paths != nil {
 		list = "clusters"
 	}
-	checkInstances(c.Instances, c.Listen, true,
+	checkInstances(c.Instances, c.Listen, true, c.Discovery.SRV(),
 		func(i int, key, msg string) {
 			// An instance of a cluster is named by its place in the file.
 			if paths != nil {
@@ -208,7 +208,7 @@ func ValidateInstances(instances []Instance, listen Listen) error {
 		}
 		errs = append(errs, e)
 	}
-	checkInstances(instances, listen, false, report, func() bool { return len(errs) > 0 })
+	checkInstances(instances, listen, false, false, report, func() bool { return len(errs) > 0 })
 	return errors.Join(errs...)
 }
 
@@ -217,9 +217,13 @@ func ValidateInstances(instances []Instance, listen Listen) error {
 // file's, resolved later); report hears each problem with its instance's
 // index (-1 for the list), key path and message; reported tells whether any
 // problem of the list is known, after which what the instances offer is not
-// judged.
-func checkInstances(instances []Instance, listen Listen, hostNames bool, report func(i int, key, msg string), reported func() bool) {
+// judged; others says that other sources (DNS SRV) give instances too, so
+// that the list may be empty, and what it offers is judged once merged.
+func checkInstances(instances []Instance, listen Listen, hostNames, others bool, report func(i int, key, msg string), reported func() bool) {
 	bad := func(i int, key, format string, args ...any) { report(i, key, fmt.Sprintf(format, args...)) }
+	if len(instances) == 0 && others {
+		return
+	}
 	if len(instances) == 0 {
 		bad(-1, "instances", "at least one instance is required")
 		return
@@ -281,8 +285,9 @@ func checkInstances(instances []Instance, listen Listen, hostNames bool, report 
 		}
 	}
 	switch {
-	case reported():
-		// What the instances offer is unknown: say nothing of it.
+	case reported() || others:
+		// What the instances offer is unknown (or not all of it): say
+		// nothing of it.
 	case weighted == 0:
 		bad(-1, "instances", "every instance has weight 0, so none can take a key")
 	case len(listen.SIP) > 0 && sip == 0:

@@ -25,6 +25,13 @@
 // publishing the whole list when an address changed and keeping a name's
 // last address when its look-up fails.
 //
+// DNS SRV (srv.go, SPEC section 11's discovery.sip and discovery.http):
+// SRV is a source whose instances are the targets of SRV records, asked
+// for by DNSClient (srvlookup.go), which gives the records' TTL; rounds
+// run at whole multiples of discovery.refresh (or of a shorter TTL) on the
+// wall clock, a failed look-up keeps the last answer, and an instance that
+// joins is ramped from its round's moment, alike on every node.
+//
 // Concurrency: Publish may be called from any goroutine. Publishes are
 // serialised on Fanout.mu, and the gate and the subscribers are called in the
 // publishing goroutine under it, one list at a time. Lock order: Fanout.mu
@@ -143,18 +150,29 @@ func (f *Fanout) publish(s *source, instances []config.Instance) error {
 // merge is the sources' lists merged by rank, with the lists in next in
 // place of those sources' own.
 func (f *Fanout) merge(next map[*source][]config.Instance) []config.Instance {
-	var merged []config.Instance
-	given := map[string]*source{} // name → the source whose instance is in merged
-	for _, s := range f.sources {
+	lists := make([][]config.Instance, len(f.sources))
+	for i, s := range f.sources {
 		list, ok := next[s]
 		if !ok {
 			list = s.instances
 		}
+		lists[i] = list
+	}
+	return Merge(lists...)
+}
+
+// Merge is lists merged as a Fanout merges its sources' lists, the first
+// ranked highest: an instance named by a list before is left out (twice in
+// one list, both stay: validation says so).
+func Merge(lists ...[]config.Instance) []config.Instance {
+	var merged []config.Instance
+	given := map[string]int{} // name → the list whose instance is in merged
+	for i, list := range lists {
 		for _, inst := range list {
-			if by, ok := given[inst.Name]; ok && by != s {
-				continue // a higher-ranked source's (twice in one source: validation says so)
+			if by, ok := given[inst.Name]; ok && by != i {
+				continue
 			}
-			given[inst.Name] = s
+			given[inst.Name] = i
 			merged = append(merged, inst)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"clb/balancer"
 	"clb/certs"
 	"clb/config"
+	"clb/membership"
 )
 
 // check validates the file and prints what clb would run with.
@@ -22,18 +23,25 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clb check: unexpected arguments %q\n", rest)
 		return 2
 	}
-	instances, err := resolveInstances(cfg)
+	srv := newSRV(cfg)
+	start, err := resolveInstances(cfg, srv)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintf(stderr, "clb check: %s is not valid\n", cfg.File)
 		return 1
 	}
-	b, err := newBalancer(cfg, instances)
+	if start.lookup != nil { // clb run would start, without those instances
+		fmt.Fprintf(stderr, "clb check: warning: %v\n", start.lookup)
+	}
+	b, err := newBalancer(cfg, start.merged)
 	if err != nil {
 		fmt.Fprintf(stderr, "clb check: %s: %v\n", cfg.File, err)
 		return 1
 	}
 	printSummary(stdout, cfg, b.Table().Status(time.Now()))
+	if srv != nil {
+		_ = printDiscovery(stdout, srv.Status())
+	}
 	if len(cfg.Clusters) > 0 {
 		printClusters(stdout, b.Table().Clusters())
 	}
@@ -73,10 +81,14 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 	w.Flush()
 
 	total := 0
-	for _, inst := range cfg.Instances {
-		total += inst.Weight
+	for _, s := range status {
+		total += s.Instance.Weight
 	}
-	fmt.Fprintf(out, "instances: %d, total weight %d\n", len(cfg.Instances), total)
+	fromDNS := ""
+	if n := len(status) - len(cfg.Instances); cfg.Discovery.SRV() {
+		fromDNS = fmt.Sprintf(" (%d from DNS SRV)", n)
+	}
+	fmt.Fprintf(out, "instances: %d%s, total weight %d\n", len(status), fromDNS, total)
 	configured := map[string]config.Instance{}
 	for _, inst := range cfg.Instances {
 		configured[inst.Name] = inst
@@ -85,6 +97,9 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 	fmt.Fprintln(w, "  NAME\tWEIGHT\tSHARE\tSIP\tHTTP")
 	for _, s := range status {
 		inst, conf := s.Instance, configured[s.Instance.Name]
+		if _, ok := configured[s.Instance.Name]; !ok { // from DNS: as its records give it
+			conf = *inst
+		}
 		fmt.Fprintf(w, "  %s\t%d\t%.1f%%\t%s\t%s\n", inst.Name, inst.Weight, 100*s.Share,
 			resolvedAs(conf.SIP.Endpoint, inst.SIP.Endpoint), resolvedAs(conf.HTTP.Endpoint, inst.HTTP.Endpoint))
 	}
@@ -113,6 +128,28 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 	}
 	fmt.Fprintf(out, "admin token: %s\n", token)
 	printTLS(out, cfg)
+}
+
+// printDiscovery says what each SRV name's last look-up gave (clb check,
+// clb ctl status).
+func printDiscovery(out io.Writer, status []membership.SRVStatus) error {
+	for _, st := range status {
+		result := fmt.Sprintf("%d instances", st.Instances)
+		switch {
+		case !st.OK && st.Answered.IsZero():
+			result = "no answer: " + st.Error
+		case !st.OK:
+			result = fmt.Sprintf("no answer: %s (routing on its answer of %s: %d instances)",
+				st.Error, st.Answered.UTC().Format(time.RFC3339), st.Instances)
+		}
+		if st.Refused != "" {
+			result += "; its last change refused: " + st.Refused
+		}
+		if _, err := fmt.Fprintf(out, "discovery: %s %s: %s\n", st.Protocol, st.Name, result); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // printTLS says what the tls section holds; Load has checked the files.

@@ -350,6 +350,9 @@ func (c *ctlClient) status(o *ctlOutput, interval time.Duration) error {
 	if err == nil && st.Etcd != nil {
 		err = printEtcd(o.stdout, st.Etcd)
 	}
+	if err == nil {
+		err = printDiscovery(o.stdout, st.Discovery)
+	}
 	return err
 }
 

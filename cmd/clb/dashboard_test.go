@@ -20,6 +20,7 @@ import (
 
 	"clb/balancer"
 	"clb/config"
+	"clb/dnstest"
 	"clb/etcdstate/etcdtest"
 )
 
@@ -168,7 +169,12 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if etcdtest.Wanted() {
 		etcdYAML = "etcd: {endpoints: [" + etcdtest.Start(t).URL() + "]}\n"
 	}
-	yaml := etcdYAML + `listen: {sip: [udp://127.0.0.1:0], http: 127.0.0.1:0, admin: 127.0.0.1:0}
+	// An SRV name without records: clb_discovery_up, routing unchanged.
+	dnsYAML := ""
+	if dnstest.Wanted() {
+		dnsYAML = fmt.Sprintf("discovery: {http: _http._tcp.none.test, resolver: %q}\n", dnstest.Start(t, nil).Addr())
+	}
+	yaml := etcdYAML + dnsYAML + `listen: {sip: [udp://127.0.0.1:0], http: 127.0.0.1:0, admin: 127.0.0.1:0}
 health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 1}
 keys:
   http: [{query: user}]
@@ -262,6 +268,10 @@ instances:
 				t.Logf("%s: not checked, etcd is not installed", name)
 				continue
 			}
+			if !ok && name == "clb_discovery_up" && dnsYAML == "" {
+				t.Logf("%s: not checked, dnsmasq is not installed", name)
+				continue
+			}
 			if !ok {
 				t.Errorf("%s is not on /metrics (query %s)", name, expr)
 			}
@@ -271,6 +281,43 @@ instances:
 	for name := range families {
 		if strings.HasPrefix(name, "clb_") && !used[name] {
 			t.Errorf("%s is on /metrics but on no panel of the dashboard", name)
+		}
+	}
+}
+
+// TestDashboardLayout: Grafana keys panels by id and places them on a
+// 24-column grid; a repeated id or two panels on one cell hide one of them.
+func TestDashboardLayout(t *testing.T) {
+	data, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type grid struct{ X, Y, W, H int }
+	var dash struct {
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			GridPos grid   `json:"gridPos"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[int]string{}
+	for i, p := range dash.Panels {
+		if other, ok := ids[p.ID]; ok {
+			t.Errorf("panels %q and %q have id %d", other, p.Title, p.ID)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q: gridPos %+v outside the 24-column grid", p.Title, g)
+		}
+		for _, q := range dash.Panels[:i] {
+			h := q.GridPos
+			if g.X < h.X+h.W && h.X < g.X+g.W && g.Y < h.Y+h.H && h.Y < g.Y+g.H {
+				t.Errorf("panels %q %+v and %q %+v overlap", q.Title, h, p.Title, g)
+			}
 		}
 	}
 }

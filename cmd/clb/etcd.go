@@ -14,9 +14,9 @@ import (
 
 // startEtcd makes the node's etcd session (etcd: configured), to be run by
 // run; it returns the membership subscriber it needs.
-func (n *node) startEtcd(cfg *config.Config) func([]config.Instance) {
+func (n *node) startEtcd(cfg *config.Config, instances []config.Instance) func([]config.Instance) {
 	n.etcd = etcdstate.New(etcdstate.Options{Config: *cfg.Etcd, Balancer: n.bal, Logger: n.log.Named("etcd")})
-	n.etcd.SetInstances(cfg.Instances) // the file's list, which the fan-out does not hand on
+	n.etcd.SetInstances(instances) // the list the node starts with, which the fan-out does not hand on
 	n.metrics.EtcdUp(n.etcd.Up)
 	return n.etcd.SetInstances
 }

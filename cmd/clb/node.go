@@ -31,9 +31,9 @@ import (
 // a configuration and reloadable from its file.
 //
 // Instances reach the balancer, health, the SIP front end and metrics only
-// through members, whose first source is the file (fed by reload). Lock
-// order: node.mu, then the membership Fanout's, then the balancer's and the
-// health checker's.
+// through members, whose sources rank the file (fed by reload) first, then
+// DNS SRV, then etcd. Lock order: node.mu, then the SRV source's, then the
+// membership Fanout's, then the balancer's and the health checker's.
 type node struct {
 	log     *zap.Logger
 	bal     *balancer.Balancer
@@ -51,6 +51,11 @@ type node struct {
 	// file is the source of the file's instances, their host names
 	// resolved: reload sets its list, run refreshes it.
 	file *membership.Resolving
+	// srv is the source of the instances DNS SRV records give, ranked after
+	// the file; nil without discovery.sip and discovery.http. dnsPublish
+	// is its Publish.
+	srv        *membership.SRV
+	dnsPublish membership.Publish
 	// params are the ramp settings the balancer is given with each
 	// instance list; a reload sets them just before it publishes its list.
 	params atomic.Pointer[loadfactor.Params]
@@ -61,30 +66,17 @@ type node struct {
 	cfg *config.Config
 }
 
-// resolveInstances is the file's instances with their host names resolved,
-// or errors at their lines of the file: a name that does not give one
-// address, or a list whose addresses clash once resolved.
-func resolveInstances(cfg *config.Config) ([]config.Instance, error) {
-	resolved, err := resolverOf(cfg).Resolve(context.Background(), cfg.Instances)
-	if err == nil {
-		err = config.ValidateInstances(resolved, cfg.Listen)
-	}
-	if err != nil {
-		return nil, cfg.Locate(err)
-	}
-	return resolved, nil
-}
-
-func resolverOf(cfg *config.Config) membership.Resolver {
-	return membership.Resolver{Lookup: membership.NetLookup(cfg.Discovery.Resolver.AddrPort), Timeout: cfg.Discovery.ResolveTimeout}
-}
-
 // newNode builds a node and binds its listeners.
 func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
-	instances, err := resolveInstances(cfg)
+	srv := newSRV(cfg)
+	start, err := resolveInstances(cfg, srv)
 	if err != nil {
 		return nil, err
 	}
+	if start.lookup != nil {
+		log.Warn("SRV look-up failed at start; clb starts without its instances and asks again", zap.Error(start.lookup))
+	}
+	instances := start.merged
 	bal, err := newBalancer(cfg, instances)
 	if err != nil {
 		return nil, err
@@ -93,7 +85,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: tls: %w", cfg.File, err)
 	}
-	n := &node{log: log, bal: bal, cfg: cfg, access: accesslog.New(log), tls: certs.NewStore(material)}
+	n := &node{log: log, bal: bal, cfg: cfg, access: accesslog.New(log), tls: certs.NewStore(material), srv: srv}
 	n.access.Set(cfg.Log.Access, cfg.Log.AccessSample)
 	params := cfg.LoadFactor.Params()
 	n.params.Store(&params)
@@ -138,8 +130,13 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	if n.sip != nil {
 		subscribers = append(subscribers, n.sip.SetInstances)
 	}
+	if srv != nil {
+		srv.Configure(n.srvOptions(cfg)) // the node's hooks; the first answer stays
+		subscribers = append(subscribers, srv.SetInstances)
+		n.metrics.DiscoveryUp(srv.Up)
+	}
 	if cfg.Etcd != nil {
-		subscribers = append(subscribers, n.startEtcd(cfg))
+		subscribers = append(subscribers, n.startEtcd(cfg, instances))
 	}
 	n.members = membership.New(membership.Options{
 		Listen: cfg.Listen,
@@ -151,10 +148,13 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	n.file = membership.NewResolving(membership.ResolvingOptions{
 		Resolver: resolverOf(cfg),
 		Interval: cfg.Discovery.ResolveInterval,
-		Publish:  n.members.Source("file", instances),
+		Publish:  n.members.Source("file", start.file),
 		Logger:   log.Named("membership"),
 		Failed:   func(protocol string) { n.metrics.Error(protocol, "resolve") },
-	}, cfg.Instances, instances)
+	}, cfg.Instances, start.file)
+	if srv != nil {
+		n.dnsPublish = n.members.Source("dns", start.dns)
+	}
 	httpOptions := func(name string) httpproxy.Options {
 		return httpproxy.Options{
 			Balancer:    bal,
@@ -193,6 +193,8 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			Reload:   n.reload,
 			Logger:   log.Named("admin"),
 			Shared:   n.shared(),
+			// nil without discovery.sip and discovery.http.
+			Discovery: n.discoveryStatus(),
 			// nil without etcd: the balancer's, this node alone.
 			ClusterWeight: n.sharedClusterWeight(),
 		})
@@ -256,6 +258,9 @@ func (n *node) run(ctx context.Context, hup <-chan struct{}) error {
 	}
 	servers = append(servers, func(ctx context.Context) error { n.health.Run(ctx); return nil })
 	servers = append(servers, func(ctx context.Context) error { n.file.Run(ctx); return nil })
+	if n.srv != nil {
+		servers = append(servers, func(ctx context.Context) error { return n.srv.Run(ctx, n.dnsPublish) })
+	}
 	if n.etcd != nil {
 		servers = append(servers, n.runEtcd)
 	}
@@ -332,6 +337,9 @@ func (n *node) reload() (admin.Reloaded, error) {
 		return admin.Reloaded{}, err
 	}
 	_ = n.bal.SetClusterWeights(weights)
+	if n.srv != nil {
+		n.srv.Configure(n.srvOptions(cfg)) // from the next round
+	}
 	n.health.SetConfig(cfg.Health)
 	n.tls.Swap(material) // new connections from now on; open ones go on
 	// New limits start every source's bucket anew: only when they change.
@@ -422,6 +430,9 @@ func restartOnly(old, cfg *config.Config) error {
 	}
 	if !reflect.DeepEqual(old.Etcd, cfg.Etcd) {
 		return fmt.Errorf("%s: etcd: changed; the etcd session is made at start: restart clb to apply", cfg.File)
+	}
+	if old.Discovery.SIP != cfg.Discovery.SIP || old.Discovery.HTTP != cfg.Discovery.HTTP {
+		return fmt.Errorf("%s: discovery.sip, discovery.http: changed; the SRV source is made at start: restart clb to apply", cfg.File)
 	}
 	if old.HTTP != cfg.HTTP {
 		return fmt.Errorf("%s: http: changed; the HTTP front end's limits are set at start: restart clb to apply", cfg.File)

@@ -112,7 +112,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, hup <-chan 
 		return err
 	}
 	n.sd = sd
-	log.Info("clb started", append(n.fields(), zap.String("config", cfg.File), zap.Int("instances", len(cfg.Instances)))...)
+	log.Info("clb started", append(n.fields(), zap.String("config", cfg.File), zap.Int("instances", len(n.members.Instances())))...)
 	sd.ready()
 	stopped := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() { sd.stopping(); close(stopped) })
