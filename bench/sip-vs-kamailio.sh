@@ -219,9 +219,10 @@ done
 echo
 echo "summary ($transport, $sweeps sweep(s), ${seconds} s a run): CPU-s per 1k calls, median over sweeps, ratio to Kamailio"
 awk -v rates="$rates" '
-	{ key = $1 " " $2; cpu[key] = cpu[key] " " $4; if ($5 > 0) bad[key] = 1; names[$1] = 1 }
+	{ key = $1 " " $2; if ($4 != "-") cpu[key] = cpu[key] " " $4; if ($5 > 0 || $4 == "-") bad[key] = 1; names[$1] = 1 }
 	function median(s,   a, n, i, j, t) {
 		n = split(s, a, " ")
+		if (n == 0) return "-"
 		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
 		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 	}
@@ -232,8 +233,8 @@ awk -v rates="$rates" '
 			for (n in names) {
 				k = n " " r[i]
 				m = median(cpu[k])
-				line = sprintf("%-9s rate %6d  CPU/1k:%s  median %.4f", n, r[i], cpu[k], m)
-				if (kam != "" && n != "kamailio" && kam > 0) line = line sprintf("  ratio %.2f", m / kam)
+				line = sprintf("%-9s rate %6d  CPU/1k:%s  median %s", n, r[i], cpu[k], m)
+				if (kam != "" && kam != "-" && m != "-" && n != "kamailio" && kam > 0) line = line sprintf("  ratio %.2f", m / kam)
 				if (bad[k]) line = line "  (failed calls)"
 				print line
 			}
