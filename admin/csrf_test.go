@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"clb/balancer"
+	"clb/browsertest"
 )
 
 // stateOf is b's state in the balancer now.
@@ -150,16 +151,16 @@ window.attacked = (async () => {
 // header. Nothing changes.
 func TestBrowserCannotDriveTheAPI(t *testing.T) {
 	f := start(t, Options{})
-	w := startWebDriver(t, "--host-resolver-rules=MAP rebind.test 127.0.0.1")
+	w := browsertest.Start(t, "--host-resolver-rules=MAP rebind.test 127.0.0.1")
 	site := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/html")
 		fmt.Fprint(rw, strings.ReplaceAll(attack, "ADMIN", f.base))
 	}))
 	t.Cleanup(site.Close)
 
-	w.do("POST", "/url", map[string]string{"url": site.URL + "/"}, nil)
+	w.Do("POST", "/url", map[string]string{"url": site.URL + "/"}, nil)
 	var report string
-	w.do("POST", "/execute/async", map[string]any{"script": "window.attacked.then(arguments[0])", "args": []any{}}, &report)
+	w.Do("POST", "/execute/async", map[string]any{"script": "window.attacked.then(arguments[0])", "args": []any{}}, &report)
 	t.Logf("cross-site page: %s", report)
 	if !strings.Contains(report, "form sent") || !strings.Contains(report, "cors refused") {
 		t.Errorf("the page's attempts did not all run: %s", report)
@@ -172,7 +173,7 @@ func TestBrowserCannotDriveTheAPI(t *testing.T) {
 	// resolves to the admin listener, so the browser lets it send anything.
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(f.base, "http://"))
 	rebound := "http://rebind.test:" + port
-	w.do("POST", "/url", map[string]string{"url": rebound + "/"}, nil) // the status page, served to anyone
+	w.Do("POST", "/url", map[string]string{"url": rebound + "/"}, nil) // the status page, served to anyone
 	const rebind = `const done = arguments[0];
 (async () => {
   const out = [];
@@ -182,7 +183,7 @@ func TestBrowserCannotDriveTheAPI(t *testing.T) {
   }
   return out.join("; ");
 })().then(done, e => done("error " + e));`
-	w.do("POST", "/execute/async", map[string]any{"script": rebind, "args": []any{}}, &report)
+	w.Do("POST", "/execute/async", map[string]any{"script": rebind, "args": []any{}}, &report)
 	t.Logf("rebinding page: %s", report)
 	if report != "GET 403; POST 403" {
 		t.Errorf("rebinding page got %q, want GET 403; POST 403", report)

@@ -20,6 +20,9 @@ type Endpoint struct {
 	// interfaces on a listener.
 	Host string
 	Port int
+	// Path is a ws:// or wss:// SIP listener's HTTP path ("/sip"): a
+	// WebSocket handshake to any other path is refused. "" takes any.
+	Path string
 }
 
 // IsZero reports whether the address was not given.
@@ -33,7 +36,7 @@ func (e Endpoint) String() string {
 	if e.IsZero() {
 		return ""
 	}
-	return e.Transport + "://" + e.Addr()
+	return e.Transport + "://" + e.Addr() + e.Path
 }
 
 // IsLoopback reports whether Host is a loopback address or "localhost".
@@ -46,15 +49,20 @@ func (e Endpoint) IsLoopback() bool {
 }
 
 // SIPAddr is a SIP address, "udp://host:port", "tcp://host:port" or
-// "tls://host:port"; without a scheme the transport is udp, without a port
-// it is 5060 (5061 for tls). Port 0 (a free port) is for listeners only.
+// "tls://host:port", and for a listener also SIP over WebSocket (RFC
+// 7118), "ws://host:port/path" or "wss://host:port/path"; without a scheme
+// the transport is udp, without a port it is 5060 (5061 for tls, 80 for ws,
+// 443 for wss). Port 0 (a free port) is for listeners only.
 type SIPAddr struct{ Endpoint }
 
 // UnmarshalYAML parses the address.
 func (a *SIPAddr) UnmarshalYAML(n *yaml.Node) (err error) {
-	a.Endpoint, err = parseEndpoint(n, "udp", "udp", "tcp", "tls")
+	a.Endpoint, err = parseEndpoint(n, "udp", "udp", "tcp", "tls", "ws", "wss")
 	return err
 }
+
+// IsWebSocket reports whether the address is a ws:// or wss:// one.
+func (e Endpoint) IsWebSocket() bool { return e.Transport == "ws" || e.Transport == "wss" }
 
 // HTTPAddr is an instance's HTTP address, "http://host:port" or
 // "https://host:port"; without a port it is 80 (443 for https).
@@ -84,7 +92,7 @@ func (a *ListenAddr) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // defaultPorts are the ports of addresses written without one.
-var defaultPorts = map[string]int{"udp": 5060, "tcp": 5060, "tls": 5061, "http": 80, "https": 443}
+var defaultPorts = map[string]int{"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443, "http": 80, "https": 443}
 
 func parseEndpoint(n *yaml.Node, defScheme string, schemes ...string) (Endpoint, error) {
 	if n.Kind != yaml.ScalarNode {
@@ -103,6 +111,17 @@ func parseEndpoint(n *yaml.Node, defScheme string, schemes ...string) (Endpoint,
 	if !ok {
 		return Endpoint{}, fmt.Errorf("%q: transport %q is not supported (use %s)", s, scheme, strings.Join(schemes, " or "))
 	}
+	path := ""
+	if scheme == "ws" || scheme == "wss" {
+		// A WebSocket listener has an HTTP path (RFC 7118 examples: /sip).
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			rest, path = rest[:i], rest[i:]
+		}
+		if strings.ContainsAny(path, "?#% \t") || strings.Contains(path, "//") {
+			return Endpoint{}, fmt.Errorf("%q: want %s://host:port/path with a plain path, no query", s, scheme)
+		}
+		path = strings.TrimSuffix(path, "/")
+	}
 	rest = strings.TrimSuffix(rest, "/")
 	if strings.ContainsAny(rest, "/?#@") {
 		return Endpoint{}, fmt.Errorf("%q: want %s://host:port with no path, query or user", s, scheme)
@@ -119,7 +138,7 @@ func parseEndpoint(n *yaml.Node, defScheme string, schemes ...string) (Endpoint,
 	if err := checkHost(host); err != nil {
 		return Endpoint{}, fmt.Errorf("%q: %w", s, err)
 	}
-	return Endpoint{Transport: scheme, Host: host, Port: port}, nil
+	return Endpoint{Transport: scheme, Host: host, Port: port, Path: path}, nil
 }
 
 func splitHostPort(s string) (string, int, error) {

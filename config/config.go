@@ -40,6 +40,7 @@ type Config struct {
 	Limits     Limits     `yaml:"limits"`
 	Log        Log        `yaml:"log"`
 	TLS        TLS        `yaml:"tls"`
+	WS         WS         `yaml:"ws"`
 	Discovery  Discovery  `yaml:"discovery"`
 	// Etcd, if set, is the state all clb nodes share (SPEC section 11).
 	Etcd *Etcd `yaml:"etcd"`
@@ -52,8 +53,9 @@ type Config struct {
 
 // Listen holds clb's own addresses.
 type Listen struct {
-	// SIP listeners, "udp://host:port", "tcp://host:port" or
-	// "tls://host:port" (tls: needs the tls section). Default none.
+	// SIP listeners, "udp://host:port", "tcp://host:port",
+	// "tls://host:port", "ws://host:port/path" or "wss://host:port/path"
+	// (tls and wss need the tls section). Default none.
 	SIP []SIPAddr `yaml:"sip"`
 	// HTTP is the HTTP front end's host:port. Default none.
 	HTTP ListenAddr `yaml:"http"`
@@ -504,6 +506,7 @@ func Defaults() Config {
 		},
 		Log:       Log{AccessSample: 1},
 		TLS:       TLS{MinVersion: "1.2"},
+		WS:        DefaultWS(),
 		Discovery: Discovery{Refresh: 10 * time.Second, ResolveInterval: 30 * time.Second, ResolveTimeout: 2 * time.Second},
 	}
 }

@@ -92,6 +92,9 @@ func TestAddresses(t *testing.T) {
 	}
 }
 
+// wsBase is a file with a ws:// listener, for the ws section's errors.
+const wsBase = "listen:\n  sip: [udp://127.0.0.1:5060, ws://127.0.0.1:8088/sip]\ninstances: [{name: a, sip: udp://127.0.0.1:5071}]\n"
+
 // TestBadFiles: every error names the file, the line and the key.
 func TestBadFiles(t *testing.T) {
 	for _, tc := range []struct {
@@ -398,6 +401,21 @@ instances:
 			yaml: "listen:\n  sip: [udp://127.0.0.1:5060\ninstances: []\n",
 			line: 2, key: "", msg: "YAML syntax", // where the [ is left open
 		},
+		{name: "instance on ws", yaml: "listen:\n  sip: [ws://127.0.0.1:8088/sip]\ninstances:\n  - {name: a, sip: ws://127.0.0.1:5071}\n",
+			line: 4, key: "instances[0].sip", msg: "udp, tcp or tls"},
+		{name: "query in the path", yaml: "listen:\n  sip: [\"ws://127.0.0.1:8088/sip?x=1\"]\ninstances: [{name: a, sip: udp://127.0.0.1:5071}]\n",
+			line: 2, key: "listen.sip[0]", msg: "no query"},
+		{name: "path on udp", yaml: "listen:\n  sip: [udp://127.0.0.1:5060/sip]\ninstances: [{name: a, sip: udp://127.0.0.1:5071}]\n",
+			line: 2, key: "listen.sip[0]", msg: "no path"},
+		{name: "ws clashes with tcp", yaml: "listen:\n  sip: [udp://127.0.0.1:5060, tcp://127.0.0.1:5060, ws://127.0.0.1:5060]\ninstances: [{name: a, sip: udp://127.0.0.1:5071}]\n",
+			line: 2, key: "listen.sip[2]", msg: "also listen.sip[1]"},
+		{name: "origin with a path", yaml: wsBase + "ws: {origins: [https://phone.example.com/app]}\n", line: 4, key: "ws.origins[0]", msg: "want an origin"},
+		{name: "origin without scheme", yaml: wsBase + "ws: {origins: [phone.example.com]}\n", line: 4, key: "ws.origins[0]", msg: "want an origin"},
+		{name: "ping not shorter than idle", yaml: wsBase + "ws: {ping_interval: 2m, idle_timeout: 1m}\n", line: 4, key: "ws.ping_interval", msg: "shorter than ws.idle_timeout"},
+		{name: "no idle timeout", yaml: wsBase + "ws: {idle_timeout: 0s, ping_interval: 0s}\n", line: 4, key: "ws.idle_timeout", msg: "greater than 0"},
+		{name: "max_connections 0", yaml: wsBase + "ws: {max_connections: 0}\n", line: 4, key: "ws.max_connections", msg: "from 1 to"},
+		{name: "max_message too large", yaml: wsBase + "ws: {max_message: 100000}\n", line: 4, key: "ws.max_message", msg: "from 1024 to 65535"},
+		{name: "unknown key", yaml: wsBase + "ws: {origin: [https://a.example.com]}\n", line: 4, key: "ws.origin", msg: ""},
 		{
 			name: "YAML indentation",
 			yaml: "listen:\n  sip: udp://127.0.0.1:5060\ninstances:\n  - name: a\n sip: 127.0.0.1:1\n",

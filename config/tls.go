@@ -29,6 +29,13 @@ type TLS struct {
 	// their configured host (an IP address) as the name to verify. Default
 	// "": the system's roots.
 	InstanceCA string `yaml:"instance_ca"`
+	// FlowKey is the secret of the flow tokens clb puts in its Record-Route
+	// towards WebSocket clients (SPEC section 6a): an HMAC of it names the
+	// client's connection, so that no client can forge another's. At least
+	// 32 characters; give every clb node the same. Default "": a random key
+	// made at start (tokens then die with the process, as its connections
+	// do).
+	FlowKey string `yaml:"flow_key"`
 }
 
 // Files are the section as package certs takes it; the version must have
@@ -41,12 +48,12 @@ func (t TLS) Files() certs.Files {
 // Set reports whether the section names any material.
 func (t TLS) Set() bool { return t.Cert != "" || t.Key != "" }
 
-// ServesTLS reports whether clb has a TLS listener: a tls:// one in
-// listen.sip, or listen.https. (Dialing https:// instances needs no
+// ServesTLS reports whether clb has a TLS listener: a tls:// or wss://
+// one in listen.sip, or listen.https. (Dialing https:// instances needs no
 // certificate of clb's: instance_ca alone, or the system's roots.)
 func (c *Config) ServesTLS() bool {
 	for _, a := range c.Listen.SIP {
-		if a.Transport == "tls" {
+		if a.Transport == "tls" || a.Transport == "wss" {
 			return true
 		}
 	}
@@ -63,7 +70,7 @@ func (d *decoder) validateTLS(c *Config) {
 		return
 	}
 	if !t.Set() && c.ServesTLS() {
-		d.errorf(d.line("tls"), "tls.cert", "required: a tls:// listener or listen.https needs tls.cert and tls.key")
+		d.errorf(d.line("tls"), "tls.cert", "required: a tls:// or wss:// listener or listen.https needs tls.cert and tls.key")
 		return
 	}
 	if !t.Set() && t.ClientCA != "" {

@@ -106,6 +106,9 @@ func TestTLSErrors(t *testing.T) {
 		{name: "missing client CA", yaml: section(f.cert, f.key) + "  client_ca: " + f.missing + "\n", line: 7, key: "tls.client_ca", msg: "no such file"},
 		{name: "client CA without certificate", yaml: "listen: {http: 127.0.0.1:8080}\ninstances: [{name: a, http: http://127.0.0.1:1}]\ntls:\n  client_ca: " + f.ca + "\n", line: 4, key: "tls.client_ca", msg: "no TLS listener"},
 		{name: "tls scheme for http", yaml: "listen: {http: 127.0.0.1:8080}\ninstances:\n  - {name: a, http: tls://127.0.0.1:1}\n", line: 3, key: "instances[0].http", msg: "not supported"},
+		{name: "wss without tls", yaml: "listen:\n  sip: [udp://127.0.0.1:5060, wss://127.0.0.1:7443/sip]\ninstances: [{name: a, sip: udp://127.0.0.1:5071}]\n",
+			line: 1, key: "tls.cert", msg: "wss:// listener"},
+		{name: "short flow key", yaml: fmt.Sprintf("%stls: {cert: %s, key: %s, flow_key: short}\n", wsBase, f.cert, f.key), line: 4, key: "tls.flow_key", msg: "at least 32"},
 		{
 			name: "https clashes with http",
 			yaml: fmt.Sprintf("listen:\n  http: 127.0.0.1:8080\n  https: 127.0.0.1:8080\ntls: {cert: %s, key: %s}\ninstances: [{name: a, http: http://127.0.0.1:1}]\n", f.cert, f.key),

@@ -25,6 +25,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateLimits(&c.Limits)
 	d.validateLog(&c.Log)
 	d.validateTLS(c)
+	d.validateWS(c)
 	d.validateDiscovery(c)
 	d.validateEtcd(c.Etcd)
 	var perr *loadfactor.ParamError
@@ -250,7 +251,9 @@ func checkInstances(instances []Instance, listen Listen, hostNames, others bool,
 		if inst.SIP.IsZero() && inst.HTTP.IsZero() {
 			bad(i, key, "give a sip address, an http address or both")
 		}
-		if e := inst.SIP.Endpoint; !e.IsZero() && !hasTransport(listen.SIP, e.Transport) && len(listen.SIP) > 0 {
+		if e := inst.SIP.Endpoint; e.IsWebSocket() {
+			bad(i, key+".sip", "%s: an instance speaks udp, tcp or tls (WebSocket is for clients)", e)
+		} else if !e.IsZero() && !hasTransport(listen.SIP, e.Transport) && len(listen.SIP) > 0 {
 			bad(i, key+".sip", "%s: listen.sip has no %s listener to reach it from", e, e.Transport)
 		}
 		for _, a := range []struct {

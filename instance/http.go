@@ -3,6 +3,7 @@ package instance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -53,6 +54,7 @@ func (in *Instance) handler() http.Handler {
 			Keys []Held `json:"keys"`
 		}{in.name, in.store.dump()})
 	}))
+	mux.HandleFunc("POST /_clb/hangup", in.internal(in.hangup))
 	mux.HandleFunc("/counter", in.app(in.counter))
 	mux.HandleFunc("/tasks", in.app(in.tasks))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +66,40 @@ func (in *Instance) handler() http.Handler {
 		http.NotFound(w, r)
 	})
 	return mux
+}
+
+// hangup ends calls the instance answered, as a callee hanging up: the one
+// ?call-id names, or every one; the answer maps each Call-ID to the final
+// status of its BYE (404: no such call; 504: no final answer in time).
+func (in *Instance) hangup(w http.ResponseWriter, r *http.Request) {
+	if in.uas == nil {
+		http.Error(w, "no SIP", http.StatusNotFound)
+		return
+	}
+	ids := []string{r.URL.Query().Get("call-id")}
+	if ids[0] == "" {
+		ids = in.uas.calls()
+	}
+	if len(ids) == 0 {
+		http.Error(w, "no call to hang up", http.StatusNotFound)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 8*time.Second)
+	defer cancel()
+	status := map[string]int{}
+	for _, id := range ids {
+		code, err := in.uas.hangup(ctx, id)
+		switch {
+		case errors.Is(err, errUnknownCall):
+			http.Error(w, "no call "+id, http.StatusNotFound)
+			return
+		case err != nil:
+			http.Error(w, "BYE of "+id+": "+err.Error(), http.StatusGatewayTimeout)
+			return
+		}
+		status[id] = code
+	}
+	writeJSON(w, http.StatusOK, status)
 }
 
 // internal guards the partners' endpoints: a request that came through clb

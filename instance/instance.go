@@ -149,6 +149,15 @@ func (in *Instance) Serve(ctx context.Context) error {
 	return nil
 }
 
+// Calls are the Call-IDs of the calls the instance answered that neither
+// side has ended: those POST /_clb/hangup can end.
+func (in *Instance) Calls() []string {
+	if in.uas == nil {
+		return nil
+	}
+	return in.uas.calls()
+}
+
 // Dump is the keys the instance holds, as GET /_clb/dump lists them.
 func (in *Instance) Dump() []Held { return in.store.dump() }
 

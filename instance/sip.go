@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,19 +29,23 @@ type uas struct {
 	contact string
 	ring    time.Duration
 
-	mu      sync.Mutex
-	ringing map[string]chan struct{} // Call-ID → closed by CANCEL
-	sem     chan struct{}            // bounds messages handled at once
+	mu       sync.Mutex
+	ringing  map[string]chan struct{} // Call-ID → closed by CANCEL
+	answered map[string]*answered     // Call-ID → a dialog it can hang up (hangup.go)
+	pending  map[string]chan int      // Via branch of a BYE it sent → its final status
+	sem      chan struct{}            // bounds messages handled at once
 }
 
 func newUAS(in *Instance, conn *net.UDPConn, ring time.Duration) *uas {
 	return &uas{
-		in:      in,
-		conn:    conn,
-		contact: "<sip:" + in.name + "@" + conn.LocalAddr().String() + ">",
-		ring:    ring,
-		ringing: map[string]chan struct{}{},
-		sem:     make(chan struct{}, 256),
+		in:       in,
+		conn:     conn,
+		contact:  "<sip:" + in.name + "@" + conn.LocalAddr().String() + ">",
+		ring:     ring,
+		ringing:  map[string]chan struct{}{},
+		answered: map[string]*answered{},
+		pending:  map[string]chan int{},
+		sem:      make(chan struct{}, 256),
 	}
 }
 
@@ -67,6 +73,10 @@ func (u *uas) serve(ctx context.Context, wg *sync.WaitGroup) {
 func (u *uas) handle(ctx context.Context, data []byte, from *net.UDPAddr) {
 	m, err := gosip.ParseMessage(data)
 	if err != nil {
+		return
+	}
+	if res, ok := m.(*gosip.Response); ok {
+		u.responseTo(res)
 		return
 	}
 	req, ok := m.(*gosip.Request)
@@ -100,6 +110,8 @@ func (u *uas) handle(ctx context.Context, data []byte, from *net.UDPAddr) {
 	defer cancel()
 	toTag, _ := req.To().Params.Get("tag")
 	switch {
+	case req.Method == gosip.REGISTER:
+		u.register(req, from)
 	case req.Method == gosip.INVITE && toTag == "":
 		u.invite(ctx, req, hd, from)
 	case req.Method == gosip.ACK:
@@ -123,7 +135,11 @@ func (u *uas) invite(ctx context.Context, req *gosip.Request, hd headers, from *
 	if d := sess.state.Dialogs[callID]; d != nil {
 		// A retransmission of an INVITE answered already.
 		sess.release(ctx)
-		u.send(u.ok(req, d.LocalTag), from)
+		var answer []byte
+		if a := u.dialog(callID); a != nil {
+			answer = a.answer
+		}
+		u.send(u.okWith(req, d.LocalTag, answer), from)
 		return
 	}
 	sess.release(ctx)
@@ -165,7 +181,9 @@ func (u *uas) invite(ctx context.Context, req *gosip.Request, hd headers, from *
 		RemoteCSeq: req.CSeq().SeqNo, State: "confirmed"}
 	prune(sess.state, time.Now())
 	sess.commit(ctx, true) // replicated before the caller hears of it
-	u.send(u.ok(req, tag), from)
+	answer, _ := webrtcAnswer(req.Body())
+	u.remember(req, hd, tag, answer)
+	u.send(u.okWith(req, tag, answer), from)
 }
 
 // inDialog answers a request inside a dialog: re-INVITE, BYE, and others
@@ -201,6 +219,7 @@ func (u *uas) inDialog(ctx context.Context, req *gosip.Request, hd headers, toTa
 			d.ReInvites++
 		case gosip.BYE:
 			d.State, d.Ended = "terminated", time.Now()
+			u.forget(d.CallID)
 		}
 		prune(sess.state, time.Now())
 		sess.commit(ctx, true)
@@ -245,10 +264,49 @@ func (u *uas) response(req *gosip.Request, code int, reason, tag string) *gosip.
 	return res
 }
 
-func (u *uas) ok(req *gosip.Request, tag string) *gosip.Response {
+func (u *uas) ok(req *gosip.Request, tag string) *gosip.Response { return u.okWith(req, tag, nil) }
+
+// okWith is a 200 with the SDP answer, if any.
+func (u *uas) okWith(req *gosip.Request, tag string, answer []byte) *gosip.Response {
 	res := u.response(req, 200, "OK", tag)
 	res.AppendHeader(gosip.NewHeader("Contact", u.contact))
+	if answer != nil {
+		res.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody(answer)
+	}
 	return res
+}
+
+// register accepts any registration for the time asked (600 s by default,
+// at most an hour) and keeps none: the instance reaches no one by it. The
+// 200 lists the registered Contact with its expiry, as a registrar does
+// (RFC 3261 10.3), which clients such as JsSIP look for.
+func (u *uas) register(req *gosip.Request, from *net.UDPAddr) {
+	expires := 600
+	if h := req.GetHeader("Expires"); h != nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
+			expires = min(n, 3600)
+		}
+	}
+	res := u.response(req, 200, "OK", newTag())
+	for _, h := range req.GetHeaders("Contact") {
+		c, ok := h.(*gosip.ContactHeader)
+		if !ok || c.Address.Wildcard {
+			continue
+		}
+		c = c.Clone()
+		n := expires
+		if v, ok := c.Params.Get("expires"); ok {
+			if e, err := strconv.Atoi(v); err == nil && e >= 0 {
+				n = min(e, 3600)
+			}
+		}
+		c.Params.Remove("expires")
+		c.Params.Add("expires", strconv.Itoa(n))
+		res.AppendHeader(c)
+	}
+	res.AppendHeader(gosip.NewHeader("Expires", strconv.Itoa(expires)))
+	u.send(res, from)
 }
 
 // send answers to where the request came from: clb's socket, which sends

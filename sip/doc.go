@@ -39,7 +39,16 @@
 // destination names, on the destination's connection first when it has one.
 // A request clb answers itself is answered on the transport, and the
 // connection, it came on. TLS is one more streamTransport over a TLS
-// streamNetwork; WebSocket one more transport.
+// streamNetwork; WebSocket (ws.go, wsframe.go: "ws" and "wss", RFC 7118)
+// one more transport, listeners only, its frames clb's own.
+//
+// WebSocket clients cannot be reached by address: a dialog of one gets a
+// double Record-Route (flowroute.go), the client-facing entry carrying a
+// flow token (flow.go: an HMAC of the connection's transport, id and
+// peer), and a request from inside that comes back with it leaves on the
+// connection the token names, found in the transport's table; nothing is
+// kept per dialog. Tokens that clb did not make, of a connection gone, or
+// presented over another WebSocket are refused (403, 430).
 //
 // Concurrency: a Server's goroutines (a reader per UDP socket, where
 // ServerOptions.Readers sockets share each UDP listener's address; one per
@@ -51,8 +60,9 @@
 // in its own batch, sent in one system call (sendmmsg) once it has handled
 // them all; nothing else touches that batch. A transport's send and a
 // conn's write are safe for concurrent use (a connection's writes are
-// serialised, a message at a time); a stream transport's connection table
-// is guarded by its own mutex and is not touched per message on UDP. The
+// serialised, a message at a time, a WebSocket frame at a time); a stream
+// or WebSocket transport's connection table, bounded by its maximum, is
+// guarded by its own mutex and is not touched per message on UDP. The
 // Server owns every goroutine its transports start; Serve returns once they
 // have all stopped.
 package sip

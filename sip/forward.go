@@ -19,17 +19,18 @@ import (
 // cookie, then "clb", so that clb knows its own Vias.
 const branchPrefix = "z9hG4bKclb"
 
-// paramSource in clb's Via keeps the peer a request came from over a
-// connection (a stream transport), so that the response finds that
-// connection again.
+// paramSource in clb's Via keeps the transport and peer a request came
+// from over a connection ("ws/192.0.2.1:5062", escaped), so that the
+// response finds that connection again whatever the sender's Via says
+// (a WebSocket client may name WS on wss).
 const paramSource = "clb-src"
 
 // edits say how a forwarded request differs from the one received.
 type edits struct {
-	dropRoute bool               // remove the top Route value: clb's own
-	dropCLB   bool               // remove X-CLB-* fields the sender put in
-	decision  *balancer.Decision // add X-CLB-* fields telling the instance
-	key       string             // the request's key, when known
+	dropRoutes int                // remove this many top Route values: clb's own
+	dropCLB    bool               // remove X-CLB-* fields the sender put in
+	decision   *balancer.Decision // add X-CLB-* fields telling the instance
+	key        string             // the request's key, when known
 }
 
 // forward sends req on to dst with clb's Via, Max-Forwards decremented and
@@ -46,7 +47,7 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 	out := append(sc.out[:0], v.w.data[:v.w.startLine+2]...)
 	out = p.appendVia(out, self, v, in)
 	if rr != nil {
-		out = appendRecordRoute(out, p.named(in.local), *rr)
+		out = p.appendRecordRoutes(out, self, in, *rr)
 	}
 	if e.decision != nil {
 		out = policy.AppendFields(out, e.key, e.decision)
@@ -104,6 +105,8 @@ func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byt
 	}
 	if in.conn != nil {
 		dst = append(dst, ";"+paramSource+"="...)
+		dst = policy.AppendEscapedKey(dst, in.local.transport)
+		dst = append(dst, "%2F"...) // "/"
 		dst = policy.AppendEscapedKey(dst, in.src.String())
 	}
 	return append(dst, crlf...)
@@ -147,7 +150,7 @@ func branchHash(v *view) uint64 {
 // decremented (or added), clb's Route and foreign X-CLB-* fields removed.
 func appendRequestFields(dst []byte, v *view, in *inbound, e edits) []byte {
 	w := v.w
-	viaDone, routeDone := false, false
+	viaDone, dropRoutes := false, e.dropRoutes
 	for _, l := range w.lines {
 		switch {
 		case l.field == fieldVia && !viaDone:
@@ -159,9 +162,8 @@ func appendRequestFields(dst []byte, v *view, in *inbound, e edits) []byte {
 			dst = strconv.AppendInt(dst, int64(v.maxFwd-1), 10)
 			dst = append(dst, crlf...)
 			continue
-		case l.field == fieldRoute && e.dropRoute && !routeDone:
-			routeDone = true
-			dst = appendRestValues(dst, w, l, "Route: ")
+		case l.field == fieldRoute && dropRoutes > 0:
+			dst, dropRoutes = appendRoutesAfter(dst, w, l, dropRoutes)
 			continue
 		case l.field == fieldCLB && e.dropCLB:
 			continue

@@ -119,7 +119,8 @@ func (r *recorder) isSelf(a netip.AddrPort) bool {
 	return a == netip.MustParseAddrPort("127.0.0.1:5060")
 }
 
-func (r *recorder) connWith(netip.AddrPort) conn { return nil }
+func (r *recorder) connWith(string, netip.AddrPort) conn         { return nil }
+func (r *recorder) flow(string, string) (destination, flowState) { return destination{}, flowForged }
 
 func (r *recorder) hasPort(port uint16) bool { return port == 5060 }
 

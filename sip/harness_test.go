@@ -274,6 +274,7 @@ type cluster struct {
 	names     []string
 	udp, tcp  netip.AddrPort // clb's listeners
 	tls       netip.AddrPort // clb's TLS listener, with clusterOptions.tls
+	ws, wss   netip.AddrPort // clb's WebSocket listeners, with clusterOptions.ws
 	// ca signed clb's and the TLS peers' certificates (with
 	// clusterOptions.tls).
 	ca *certstest.CA
@@ -292,6 +293,9 @@ type clusterOptions struct {
 	// tls adds a TLS listener to clb (needed for transport "tls"), with a
 	// certificate of a test CA for 127.0.0.1.
 	tls bool
+	// ws adds a ws:// listener at path /sip (and, with tls, a wss:// one)
+	// with these settings.
+	ws *config.WS
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -310,6 +314,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		store = c.newStore("clb")
 		listen = append(listen, config.SIPAddr{Endpoint: config.Endpoint{Transport: "tls", Host: "127.0.0.1"}})
 	}
+	if o.ws != nil {
+		listen = append(listen, config.SIPAddr{Endpoint: config.Endpoint{Transport: "ws", Host: "127.0.0.1", Path: "/sip"}})
+		if store != nil {
+			listen = append(listen, config.SIPAddr{Endpoint: config.Endpoint{Transport: "wss", Host: "127.0.0.1", Path: "/sip"}})
+		}
+	}
 	var in []config.Instance
 	for i := range o.n {
 		name := fmt.Sprintf("inst%d", i+1)
@@ -323,12 +333,17 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		t.Fatal(err)
 	}
 	c.bal = bal
+	var ws config.WS
+	if o.ws != nil {
+		ws = *o.ws
+	}
 	srv, err := NewServer(ServerOptions{
 		ProxyOptions:   ProxyOptions{Balancer: bal, Rules: o.rules, Instances: in, Now: o.now, Limits: o.limits, Access: o.access},
 		Listen:         listen,
 		Readers:        o.readers,
 		MessageTimeout: o.messageTimeout,
 		TLS:            store,
+		WS:             ws,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -337,6 +352,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	c.udp, c.tcp = srv.transport("udp").selves()[0].addr, srv.transport("tcp").selves()[0].addr
 	if store != nil {
 		c.tls = srv.transport("tls").selves()[0].addr
+	}
+	if o.ws != nil {
+		c.ws = srv.transport("ws").selves()[0].addr
+		if store != nil {
+			c.wss = srv.transport("wss").selves()[0].addr
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -357,6 +378,10 @@ func (c *cluster) clb(transport string) netip.AddrPort {
 		return c.tcp
 	case "tls":
 		return c.tls
+	case "ws":
+		return c.ws
+	case "wss":
+		return c.wss
 	}
 	return c.udp
 }
@@ -521,8 +546,10 @@ func (c *cluster) call(phone *peer, user string) (*dialog, *gosip.Request) {
 		from: inv.From().Address, to: inv.To().Address, cseq: 1, calleeCSeq: 100, instance: name,
 		callerContact: inv.Contact().Address, calleeContact: ok.Contact().Address}
 	for _, h := range ok.GetHeaders("record-route") {
+		// The caller's route set is the Record-Route reversed (RFC 3261
+		// 12.1.2).
 		rr := h.(*gosip.RecordRouteHeader)
-		d.routes = append(d.routes, rr.Address)
+		d.routes = append([]gosip.Uri{rr.Address}, d.routes...)
 		d.recordRouteLine = rr.Value()
 	}
 	ack := inDialog(phone, d, gosip.ACK, true)

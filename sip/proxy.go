@@ -52,9 +52,12 @@ type sender interface {
 	listener(transport string, to netip.Addr) (endpoint, bool)
 	// isSelf reports whether addr is one of clb's listeners.
 	isSelf(addr netip.AddrPort) bool
-	// connWith is the open connection with the peer at remote, on any
-	// stream transport, or nil.
-	connWith(remote netip.AddrPort) conn
+	// connWith is the open connection with the peer at remote on the
+	// stream transport named transport, or nil.
+	connWith(transport string, remote netip.AddrPort) conn
+	// flow is the WebSocket connection a flow token of transport names
+	// (flowOpen), or why there is none.
+	flow(transport, token string) (destination, flowState)
 	// hasPort reports whether one of clb's listeners has this port: with
 	// listen.advertise, a Via or Route names clb by the advertised host and
 	// a listener's port.
@@ -250,7 +253,11 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 			return
 		}
 	}
-	e := edits{dropRoute: ours}
+	e := edits{}
+	var flow *gosip.Uri // the client-facing entry of a double Record-Route
+	if ours {
+		e.dropRoutes, flow = p.ourRoutes(v)
+	}
 	sender := p.sentByInstance(in, v)
 	if sender == nil && !p.admit(in, sc, v, ours) {
 		return
@@ -259,7 +266,15 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 	case ours && (v.fromTag() == dr.ftag) != dr.outbound:
 		// In dialog, from the side outside the cluster: into the cluster,
 		// by the dialog's key, with sticky repair against beroute.
+		if flow != nil && !p.ownFlow(in, sc, v, flow) {
+			return
+		}
 		p.toInstance(in, sc, v, dr.key, dr.instance, e, false)
+	case ours && flow != nil:
+		// In dialog, from inside, towards a WebSocket client: over its
+		// connection, found by the flow token.
+		e.key = dr.key
+		p.toFlow(in, sc, v, e, flow)
 	case ours:
 		// In dialog, from inside: out, like any loose router.
 		e.key = dr.key // for the access log
@@ -422,10 +437,8 @@ func instanceEndpoint(inst *config.Instance) (endpoint, bool) {
 // its Request-URI.
 func (p *Proxy) outward(in *inbound, sc *scratch, v *view, e edits, rr *dialogRoute) {
 	target := &v.uri
-	routes := p.fieldValues(v, fieldRoute, 2)
-	if e.dropRoute && len(routes) > 0 {
-		routes = routes[1:]
-	}
+	routes := p.fieldValues(v, fieldRoute, e.dropRoutes+1)
+	routes = routes[min(e.dropRoutes, len(routes)):]
 	if len(routes) > 0 {
 		if rt, ok := routes[0].(*gosip.RouteHeader); ok {
 			target = &rt.Address
@@ -496,8 +509,12 @@ func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
 		// The request came over a connection: answer on it (RFC 3261
 		// 18.2.2) while it is open.
 		if s, ok := policy.UnescapeKey(src); ok {
+			transport := dst.transport // a node of before the transport was kept
+			if t, a, found := strings.Cut(s, "/"); found {
+				transport, s = t, a
+			}
 			if a, err := netip.ParseAddrPort(s); err == nil {
-				dst.conn = p.net.connWith(a)
+				dst.conn = p.net.connWith(transport, a)
 			}
 		}
 	}

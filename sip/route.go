@@ -22,6 +22,7 @@ type dialogRoute struct {
 	instance string // instance that served the dialog when it began
 	ftag     string // From tag of the request that began the dialog
 	outbound bool   // an instance began the dialog
+	flow     string // the client's flow token, in the entry facing a WebSocket client
 }
 
 // appendRecordRoute appends clb's Record-Route header field for a dialog
@@ -39,6 +40,10 @@ func appendRecordRoute(dst []byte, self namedEndpoint, r dialogRoute) []byte {
 	dst = policy.AppendEscapedKey(dst, r.ftag)
 	if r.outbound {
 		dst = append(dst, ";"+paramDir+"=out"...)
+	}
+	if r.flow != "" {
+		dst = append(dst, ";"+paramFlow+"="...)
+		dst = append(dst, r.flow...)
 	}
 	return append(dst, ">\r\n"...)
 }

@@ -47,8 +47,16 @@ type ServerOptions struct {
 	// TLS, if set, is the material of the tls:// transport: the listeners'
 	// certificate (and client CA), and the trust put in instances dialed
 	// over TLS. Without it a tls:// listener is refused and nothing is
-	// sent over TLS.
+	// sent over TLS. It is also the wss:// listeners' material.
 	TLS *certs.Store
+	// WS is the ws section: the ws:// and wss:// listeners' Origin check,
+	// connection bound, pings, idle timeout and message bound; a zero
+	// MaxConnections, IdleTimeout or MaxMessage takes config.DefaultWS's,
+	// a zero PingInterval sends no pings.
+	WS config.WS
+	// FlowKey is tls.flow_key, the secret of the flow tokens of WebSocket
+	// clients; "" makes a random one.
+	FlowKey string
 }
 
 // Server runs the proxy on clb's SIP transports: UDP sockets read by several
@@ -70,6 +78,8 @@ type Server struct {
 	// transports are every transport clb has, in the order Listeners lists
 	// them, found by name; one without listeners sends nothing.
 	transports []transport
+	// flows makes and checks the WebSocket transports' flow tokens.
+	flows *flowKey
 
 	wg sync.WaitGroup
 }
@@ -95,7 +105,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = 10 * time.Second
 	}
-	s := &Server{log: o.Logger, opts: o}
+	o.WS = wsDefaults(o.WS)
+	s := &Server{log: o.Logger, opts: o, flows: newFlowKey(o.FlowKey)}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -105,8 +116,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 		newUDPTransport(s.proxy, s.log, o.Readers, &s.wg),
 		newStreamTransport("tcp", tcpNetwork{}, s.proxy, s.log, stream, &s.wg),
 	}
+	ws := wsOptions{writeTimeout: o.WriteTimeout, messageTimeout: o.MessageTimeout}
+	s.transports = append(s.transports, newWSTransport("ws", tcpNetwork{}, s.proxy, s.log, ws, o.WS, s.flows, &s.wg))
 	if o.TLS != nil {
-		s.transports = append(s.transports, newStreamTransport("tls", tlsNetwork{o.TLS}, s.proxy, s.log, stream, &s.wg))
+		s.transports = append(s.transports,
+			newStreamTransport("tls", tlsNetwork{o.TLS}, s.proxy, s.log, stream, &s.wg),
+			newWSTransport("wss", tlsNetwork{o.TLS}, s.proxy, s.log, ws, o.WS, s.flows, &s.wg))
 	}
 	for _, a := range o.Listen {
 		if err := s.bind(a); err != nil {
@@ -126,7 +141,11 @@ func (s *Server) bind(a config.SIPAddr) error {
 	if t == nil {
 		return fmt.Errorf("sip: listen %s: transport %q not supported", a, a.Transport)
 	}
-	if err := t.listen(netip.AddrPortFrom(ip, uint16(a.Port))); err != nil {
+	listen := t.listen
+	if w, ok := t.(*wsTransport); ok {
+		listen = func(addr netip.AddrPort) error { return w.listenPath(addr, a.Path) }
+	}
+	if err := listen(netip.AddrPortFrom(ip, uint16(a.Port))); err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
 	return nil
@@ -161,6 +180,37 @@ func (s *Server) SetInstances(instances []config.Instance) { s.proxy.setInstance
 // SetLimits swaps in the flood control of a reloaded configuration; the
 // sources' buckets start anew.
 func (s *Server) SetLimits(l config.Limits) { s.proxy.flood.Store(newFlood(l)) }
+
+// SetWS swaps in the ws section of a reloaded configuration: new
+// handshakes check the new origins, the connection bound applies to new
+// connections, and pings, idle timeout and message bound to open ones
+// once their current wait for a frame ends.
+func (s *Server) SetWS(w config.WS) {
+	w = wsDefaults(w)
+	for _, t := range s.transports {
+		if ws, ok := t.(*wsTransport); ok {
+			ws.ws.Store(&w)
+		}
+	}
+}
+
+// wsDefaults fills the zero fields of w with config.DefaultWS's.
+func wsDefaults(w config.WS) config.WS {
+	def := config.DefaultWS()
+	if w.MaxConnections <= 0 {
+		w.MaxConnections = def.MaxConnections
+	}
+	if w.IdleTimeout <= 0 {
+		w.IdleTimeout = def.IdleTimeout
+	}
+	if w.PingInterval < 0 || w.PingInterval >= w.IdleTimeout {
+		w.PingInterval = 0
+	}
+	if w.MaxMessage <= 0 || w.MaxMessage > maxMessage {
+		w.MaxMessage = maxMessage
+	}
+	return w
+}
 
 // SetRules: see SetInstances.
 func (s *Server) SetRules(rules []config.Rule) { s.proxy.setRules(rules) }
@@ -247,13 +297,28 @@ func (s *Server) hasPort(port uint16) bool {
 	return false
 }
 
-// connWith implements sender: the open connection with remote on any
-// stream transport.
-func (s *Server) connWith(remote netip.AddrPort) conn {
-	for _, t := range s.transports {
-		if c := t.connWith(remote); c != nil {
-			return c
-		}
+// connWith implements sender: the open connection with remote on the
+// transport named transport.
+func (s *Server) connWith(transport string, remote netip.AddrPort) conn {
+	if t := s.transport(transport); t != nil {
+		return t.connWith(remote)
 	}
 	return nil
+}
+
+// flow implements sender.
+func (s *Server) flow(transport, token string) (destination, flowState) {
+	t, _ := s.transport(transport).(*wsTransport)
+	if t == nil {
+		return destination{}, flowForged
+	}
+	f, ok := s.flows.parse(transport, token)
+	if !ok {
+		return destination{}, flowForged
+	}
+	c := t.byFlow(f)
+	if c == nil {
+		return destination{}, flowGone
+	}
+	return destination{endpoint: endpoint{transport, c.remote}, conn: c}, flowOpen
 }

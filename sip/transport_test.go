@@ -66,7 +66,7 @@ func TestServerTransports(t *testing.T) {
 	if _, err := NewServer(ServerOptions{Listen: []config.SIPAddr{addr("sctp")}}); err == nil {
 		t.Error("a listener on sctp was accepted")
 	}
-	if srv.connWith(netip.MustParseAddrPort("127.0.0.1:1")) != nil {
+	if srv.connWith("tcp", netip.MustParseAddrPort("127.0.0.1:1")) != nil {
 		t.Error("a connection with a peer never seen")
 	}
 }

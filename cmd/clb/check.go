@@ -128,6 +128,33 @@ func printSummary(out io.Writer, cfg *config.Config, status []balancer.InstanceS
 	}
 	fmt.Fprintf(out, "admin token: %s\n", token)
 	printTLS(out, cfg)
+	printWS(out, cfg)
+}
+
+// printWS says how the ws:// and wss:// listeners, if any, take clients.
+func printWS(out io.Writer, cfg *config.Config) {
+	any := false
+	for _, a := range cfg.Listen.SIP {
+		any = any || a.IsWebSocket()
+	}
+	if !any {
+		return
+	}
+	w := cfg.WS
+	origins := "any"
+	if len(w.Origins) > 0 {
+		origins = strings.Join(w.Origins, ", ")
+	}
+	pings := "no pings"
+	if w.PingInterval > 0 {
+		pings = fmt.Sprintf("ping after %v of silence", w.PingInterval)
+	}
+	key := "random at start (flow tokens die with the process; set tls.flow_key to share it between nodes)"
+	if cfg.TLS.FlowKey != "" {
+		key = "tls.flow_key"
+	}
+	fmt.Fprintf(out, "ws: subprotocol sip; origins %s; at most %d connections per transport; %s, closed after %v idle; messages up to %d bytes; flow key %s\n",
+		origins, w.MaxConnections, pings, w.IdleTimeout, w.MaxMessage, key)
 }
 
 // printDiscovery says what each SRV name's last look-up gave (clb check,

@@ -119,8 +119,10 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 				Advertise:  cfg.Listen.Advertise,
 				Access:     n.access,
 			},
-			Listen: cfg.Listen.SIP,
-			TLS:    n.tls,
+			Listen:  cfg.Listen.SIP,
+			TLS:     n.tls,
+			WS:      cfg.WS,
+			FlowKey: cfg.TLS.FlowKey,
 		})
 		if err != nil {
 			return nil, err
@@ -346,6 +348,7 @@ func (n *node) reload() (admin.Reloaded, error) {
 	limitsChanged := !reflect.DeepEqual(old.Limits, cfg.Limits)
 	if n.sip != nil {
 		n.sip.SetRules(cfg.Keys.SIP)
+		n.sip.SetWS(cfg.WS)
 		if limitsChanged {
 			n.sip.SetLimits(cfg.Limits)
 		}
@@ -430,6 +433,9 @@ func restartOnly(old, cfg *config.Config) error {
 	}
 	if !reflect.DeepEqual(old.Etcd, cfg.Etcd) {
 		return fmt.Errorf("%s: etcd: changed; the etcd session is made at start: restart clb to apply", cfg.File)
+	}
+	if old.TLS.FlowKey != cfg.TLS.FlowKey {
+		return fmt.Errorf("%s: tls.flow_key: changed; the open dialogs' flow tokens would be refused: restart clb to apply", cfg.File)
 	}
 	if old.Discovery.SIP != cfg.Discovery.SIP || old.Discovery.HTTP != cfg.Discovery.HTTP {
 		return fmt.Errorf("%s: discovery.sip, discovery.http: changed; the SRV source is made at start: restart clb to apply", cfg.File)
