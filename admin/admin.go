@@ -1,6 +1,6 @@
 // Package admin owns clb's admin listener: the JSON API of SPEC section 9
-// (status, instances, route, enable/disable/drain, reload, what-if), the
-// Prometheus metrics and the status page.
+// (status, instances, route — one key, or many in one POST — enable/disable/
+// drain, reload, what-if), the Prometheus metrics and the status page.
 //
 // Concurrency: a Server is safe for concurrent use. Handlers read the
 // balancer's current Table, the health Checker and the metrics, each of them
@@ -147,6 +147,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", s.auth(s.status))
 	mux.HandleFunc("GET /api/v1/instances", s.auth(s.instances))
 	mux.HandleFunc("GET /api/v1/route", s.auth(s.route))
+	mux.HandleFunc("POST /api/v1/route", s.auth(s.routeBatch))
 	mux.HandleFunc("GET /api/v1/whatif", s.auth(s.whatIf))
 	mux.HandleFunc("GET /api/v1/whatif/drains", s.auth(s.whatIfDrains))
 	mux.HandleFunc("POST /api/v1/instances/{name}/{action}", s.auth(s.change(s.act)))
@@ -322,15 +323,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		}
 		n = v
 	}
-	p := balancer.AnyProtocol
-	switch q.Get("protocol") {
-	case "":
-	case "sip":
-		p = balancer.SIP
-	case "http":
-		p = balancer.HTTP
-	default:
-		writeError(w, http.StatusBadRequest, "protocol: want sip or http")
+	p, ok := protocol(w, q)
+	if !ok {
 		return
 	}
 	t := s.o.Balancer.Table()

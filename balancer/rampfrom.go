@@ -30,6 +30,25 @@ func (b *Balancer) RampFrom(name string, from, now time.Time) error {
 	})
 }
 
+// JoinRamp is RampFrom for an instance this node has at f = 1 for good (as
+// found healthy at its start): a node started while the other nodes ramp
+// the instance up from from joins their ramp (SPEC section 11). An
+// instance on a ramp of its own here (an admin action's, a registration's,
+// a return's) keeps it, and a ramp from from that is over changes nothing.
+func (b *Balancer) JoinRamp(name string, from, now time.Time) error {
+	return b.change(name, func(m *member) bool {
+		if !m.healthy || m.admin != enabled || m.ramp != loadfactor.Full() {
+			return false
+		}
+		ramp := loadfactor.Up(b.params, 0, from)
+		if ramp.Done(now) {
+			return false
+		}
+		m.ramp = ramp
+		return true
+	})
+}
+
 // EnableFrom applies an enable decided on another clb node (SPEC section
 // 11: an etcd admin action): the instance is enabled and, if healthy,
 // ramps up from the load factor from at at, as Enable made it on the node

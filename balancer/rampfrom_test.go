@@ -71,6 +71,48 @@ func TestRampFrom(t *testing.T) {
 	}
 }
 
+// TestJoinRamp: an instance at f = 1 joins a ramp from a moment whose
+// ramp is not over; one on a ramp of its own (enabled after a drain)
+// keeps it, and a ramp over by now changes nothing.
+func TestJoinRamp(t *testing.T) {
+	params := loadfactor.Params{Start: 0.25, Increase: 0.25, Period: time.Second}
+	in := []config.Instance{{Name: "a", Weight: 100}, {Name: "b", Weight: 100}, {Name: "c", Weight: 100}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b, err := New(in, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(1500 * time.Millisecond)
+	if err := b.JoinRamp("a", t0, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.JoinRamp("b", t0.Add(-time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Drain("c", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Enable("c", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	before := b.Table().Version()
+	if err := b.JoinRamp("c", t0, now); err != nil {
+		t.Fatal(err)
+	}
+	if v := b.Table().Version(); v != before {
+		t.Errorf("c, ramping after its enable, was changed by JoinRamp (version %d, was %d)", v, before)
+	}
+	for _, st := range b.Table().Status(now) {
+		want := map[string]float64{"a": 0.5, "b": 1, "c": 0.5}[st.Instance.Name]
+		if st.Factor != want {
+			t.Errorf("%s at t0+1.5s: %v, want %v", st.Instance.Name, st.Factor, want)
+		}
+	}
+	if err := b.JoinRamp("nope", t0, now); err == nil {
+		t.Error("JoinRamp of an unknown instance: no error")
+	}
+}
+
 func stateOf(t *testing.T, b *Balancer, name string, now time.Time) State {
 	t.Helper()
 	for _, st := range b.Table().Status(now) {

@@ -92,6 +92,16 @@ var ErrUnreachable = errors.New("etcd unreachable")
 // read, so a member without quorum counts as unreachable).
 const probeInterval = 500 * time.Millisecond
 
+// probeRetry is how often it checks while etcd is unreachable, and
+// reconnectDelay the longest the client waits between attempts to connect
+// again: a node sees etcd's return within a few hundred milliseconds, not
+// a connection backoff plus a whole probeInterval later (over a second,
+// which TestThreeNodesEtcdOutage saw on a busy machine).
+const (
+	probeRetry     = 100 * time.Millisecond
+	reconnectDelay = 250 * time.Millisecond
+)
+
 // Options configure a State.
 type Options struct {
 	Config   config.Etcd
@@ -175,7 +185,7 @@ func (s *State) Up() bool {
 }
 
 // newClient connects to the configured endpoints; dialling does not block.
-// A lost connection is retried at most half a second apart, so a node
+// A lost connection is retried at most reconnectDelay apart, so a node
 // catches up within a second of etcd's return.
 func newClient(cfg config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
@@ -184,7 +194,7 @@ func newClient(cfg config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
 		// The client's own retries are warnings of what Status says.
 		Logger: log.Named("client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: probeInterval},
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectDelay},
 			MinConnectTimeout: cfg.DialTimeout,
 		})},
 	})
@@ -213,9 +223,10 @@ func (s *State) Run(ctx context.Context, publish membership.Publish) error {
 
 var _ membership.Source = (*State)(nil)
 
-// probe asks etcd every probeInterval whether it answers.
+// probe asks etcd every probeInterval whether it answers, every
+// probeRetry while it does not.
 func (s *State) probe(ctx context.Context, client *clientv3.Client) {
-	t := time.NewTicker(probeInterval)
+	t := time.NewTimer(probeInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -229,11 +240,14 @@ func (s *State) probe(ctx context.Context, client *clientv3.Client) {
 		if ctx.Err() != nil {
 			return
 		}
+		next := probeInterval
 		if err != nil {
 			s.unreachable(err)
+			next = probeRetry
 		} else {
 			s.reached(res.Header.Revision)
 		}
+		t.Reset(next)
 	}
 }
 

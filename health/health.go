@@ -5,7 +5,10 @@
 //
 // One round of probes is CheckOnce; Run only adds the ticker, the retiring of
 // finished ramps (balancer.Tick), and, with active probes off, the return of
-// an instance marked down by passive failures after health.interval.
+// an instance marked down by passive failures after health.interval. An
+// instance's X-CLB-Started anchors its ramp, so that several clb nodes ramp
+// it alike (SPEC section 11), a node started meanwhile included
+// (SetJoinRamps).
 //
 // Concurrency: a Checker is safe for concurrent use. Probes of a round run in
 // parallel, each bounded by health.timeout, without the Checker's lock; their
@@ -61,6 +64,9 @@ type Checker struct {
 	cfg   config.Health
 	insts map[string]*instance
 	order []string
+	// joinRamps: this node is one of several (SetJoinRamps); listed says
+	// the instances of the start have been listed.
+	joinRamps, listed bool
 }
 
 // instance is one instance's health record.
@@ -72,6 +78,7 @@ type instance struct {
 	downAt    time.Time
 	last      Probe
 	history   []bool // oldest first, at most historyLen
+	atStart   bool   // listed when the Checker started: live at f = 1 until probed
 }
 
 // Probe is the outcome of one round of probes of an instance.
@@ -142,19 +149,34 @@ func (c *Checker) SetInstances(instances []config.Instance) {
 	c.setInstances(instances)
 }
 
+// SetJoinRamps tells the Checker that this node is one of several clb
+// nodes (SPEC section 11; etcd or listen.advertise configured). An instance
+// of the start whose first probe answer says it started so recently that
+// its ramp from then (as setUp anchors it) is not over is put on that ramp
+// rather than left at f = 1: the other nodes, which saw it come back, are
+// ramping it, and a node started (or restarted in turn) meanwhile must
+// route its keys as they do. A single node keeps SPEC section 3's rule:
+// instances found healthy at its start begin at f = 1.
+func (c *Checker) SetJoinRamps(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.joinRamps = on
+}
+
 func (c *Checker) setInstances(instances []config.Instance) {
 	insts := make(map[string]*instance, len(instances))
 	c.order = c.order[:0]
 	for _, inst := range instances {
 		rec := c.insts[inst.Name]
 		if rec == nil {
-			rec = &instance{up: true}
+			rec = &instance{up: true, atStart: !c.listed}
 		}
 		rec.cfg = inst
 		insts[inst.Name] = rec
 		c.order = append(c.order, inst.Name)
 	}
 	c.insts = insts
+	c.listed = c.listed || len(instances) > 0
 }
 
 // Status is the health record of the instance named name.
@@ -230,6 +252,9 @@ func (c *Checker) CheckOnce(ctx context.Context) {
 }
 
 func (c *Checker) apply(rec *instance, p Probe) {
+	if first := rec.last.At.IsZero() && rec.atStart; first && c.joinRamps && p.OK && rec.up {
+		c.joinRamp(rec, p.Started)
+	}
 	rec.last = p
 	rec.history = append(rec.history, p.OK)
 	if len(rec.history) > historyLen {
@@ -263,8 +288,12 @@ func (c *Checker) setUp(rec *instance, up bool, by string, started time.Time) {
 	// clb node of one configuration knows alike, so all give it the same
 	// load factor, whenever each saw it come back; and about when they do,
 	// so the first steps of its ramp are not spent before anyone routes to it.
+	// A node may see it up before that moment (its first probe right after
+	// the start): it holds the start value until then rather than ramp
+	// from its own now, which would step at other moments than the other
+	// nodes' for the whole ramp. A moment far ahead is a wrong clock.
 	rampFrom := now
-	if anchor := started.Add(time.Duration(c.cfg.Rise) * c.cfg.Interval); up && !started.IsZero() && !anchor.After(now) {
+	if anchor, ok := c.anchor(started, now); up && ok {
 		rampFrom = anchor
 	}
 	if err := c.bal.SetHealth(rec.cfg.Name, up, rampFrom); err != nil {
@@ -278,6 +307,30 @@ func (c *Checker) setUp(rec *instance, up bool, by string, started time.Time) {
 	c.log.Info("instance health changed", zap.String("instance", rec.cfg.Name), zap.String("health", verdict),
 		zap.String("by", by), zap.Int("failures", rec.failures), zap.Int("successes", rec.successes),
 		zap.String("error", rec.last.Error))
+}
+
+// anchor is the moment a returning instance that started at started is
+// ramped from (see setUp); false if it said nothing, or a moment too far
+// ahead of now.
+func (c *Checker) anchor(started, now time.Time) (time.Time, bool) {
+	a := started.Add(time.Duration(c.cfg.Rise) * c.cfg.Interval)
+	return a, !started.IsZero() && !a.After(now.Add(maxStartedAhead))
+}
+
+// joinRamp puts an instance of the start, first seen answering, on the ramp
+// the other nodes run since it started (SetJoinRamps); a ramp over by now
+// leaves it at f = 1, and one on a ramp of its own here (an admin action
+// from etcd) keeps it (balancer.JoinRamp).
+func (c *Checker) joinRamp(rec *instance, started time.Time) {
+	now := c.now()
+	anchor, ok := c.anchor(started, now)
+	if !ok {
+		return
+	}
+	// The balancer logs the transition, if there is one (up to ramping).
+	if err := c.bal.JoinRamp(rec.cfg.Name, anchor, now); err != nil {
+		c.log.Warn("ramp of an instance that started recently", zap.String("instance", rec.cfg.Name), zap.Error(err))
+	}
 }
 
 // Run probes every health.interval until ctx ends (with health.active), and
@@ -347,6 +400,12 @@ func (c *Checker) probe(ctx context.Context, cfg config.Health, inst config.Inst
 	}
 	return p
 }
+
+// maxStartedAhead bounds how far ahead of this node's clock an instance's
+// started time may anchor its ramp; beyond it, the instance's clock is
+// wrong, and it is ramped from when this node saw it back, as one that
+// says nothing.
+const maxStartedAhead = time.Minute
 
 // StartedField is where an instance says when it started, in its answers
 // to the probes.

@@ -24,7 +24,7 @@ const benchAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 // benchBackend answers every request head on every connection with
 // benchAnswer, allocating nothing per request, so that the benchmark's
 // allocations are clb's.
-func benchBackend(b *testing.B) int {
+func benchBackend(b testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -23,7 +23,11 @@
 // are built in reused buffers, and connections to instances are kept alive in
 // a pool, checked for a close by the instance before reuse.
 //
-// Concurrency: a Server runs a goroutine per client connection (two for a
-// WebSocket tunnel) and shares its connection pool and the balancer's Table
-// between them; Serve owns them all and returns once they have stopped.
+// Concurrency: a Server runs a goroutine per client connection with a
+// request under way or just done (two for a WebSocket tunnel) and shares
+// its connection pool and the balancer's Table between them. A connection
+// idle for a moment (linger) is parked (package netpark): its goroutine
+// ends and its buffers go back to a pool, and the parker's one goroutine
+// starts a new one when the client speaks again. Serve owns them all and
+// returns once they have stopped.
 package httpproxy

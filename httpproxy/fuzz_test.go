@@ -95,7 +95,7 @@ func FuzzHead(f *testing.F) {
 		}
 		// What goes to the instance parses back as the same request.
 		owner := &config.Instance{Name: "i", HTTP: config.HTTPAddr{Endpoint: config.Endpoint{Transport: "http", Host: "127.0.0.1", Port: 1}}}
-		x := exchange{s: s, cc: &clientConn{remote: "127.0.0.1"}, h: &h, f: fr, session: &session{}}
+		x := exchange{s: s, cc: &clientConn{remote: "127.0.0.1", connState: &connState{}}, h: &h, f: fr, session: &session{}}
 		x.key.key = "k"
 		x.d.Owner = owner
 		out := x.appendRequestHead(nil)

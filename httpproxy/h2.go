@@ -203,6 +203,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	cc := s.newClientConn(conn, conn.remote.AddrPort().Addr().Unmap())
 	cc.remote = conn.remote.IP.String()
 	s.serveRequest(cc) // one request: the head says Connection: close
+	s.giveBuffers(cc)
 	_ = pw.Close()
 	<-relayed
 }

@@ -86,6 +86,9 @@ type clusterOptions struct {
 	// backendTLS makes the instances https:// ones, certificates of the
 	// same CA (clb's instance CA).
 	backendTLS bool
+	// linger, if set, is how long an idle connection keeps its goroutine
+	// before it is parked.
+	linger time.Duration
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -160,6 +163,9 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		c.url = "http://" + srv.Addr()
 	}
 	c.server = srv
+	if o.linger > 0 {
+		srv.linger = o.linger
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop, c.stopped = cancel, make(chan struct{})
 	go func() {

@@ -1,7 +1,6 @@
 package httpproxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"clb/certs"
 	"clb/config"
 	"clb/metrics"
+	"clb/netpark"
 	"clb/policy"
 )
 
@@ -72,6 +72,17 @@ type Server struct {
 	flood atomic.Pointer[flood]
 	h2    *h2Server // HTTP/2 for TLS connections that chose h2; nil on plain HTTP
 
+	// Between requests, a busy connection (its last request came within
+	// linger of the response before) waits linger in its goroutine, then
+	// is parked: no goroutine, its buffers back in bufs. Any other is
+	// parked at once, so that a burst of clients that each send a request
+	// and then hold their connection does not hold a goroutine and
+	// buffers each for linger. park is nil where parking is not
+	// supported, and until Serve.
+	park   *netpark.Parker
+	linger time.Duration
+	bufs   sync.Pool // *connState
+
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	conns     map[*clientConn]struct{}
@@ -121,6 +132,11 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
+		linger:    10 * time.Millisecond,
+	}
+	readSize := max(l.MaxHeaderBytes, 4096)
+	s.bufs.New = func() any {
+		return &connState{rwBuffers: newRWBuffers(readSize, 16<<10)}
 	}
 	s.pool.tls = o.TLS
 	if s.pool.tls == nil {
@@ -148,6 +164,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.h2 != nil {
 		s.h2.start()
 	}
+	parked := make(chan struct{})
+	tick := min(max(s.o.Limits.IdleTimeout/16, 10*time.Millisecond), time.Second)
+	if p, err := netpark.New(netpark.Options{Tick: tick}); err == nil {
+		s.park = p
+	} else if !errors.Is(err, netpark.ErrUnsupported) {
+		s.log.Warn("idle connections keep their goroutine: no parking", zap.Error(err))
+	}
+	go func() { s.park.Run(); close(parked) }()
+	defer func() { <-parked }()
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
@@ -210,6 +235,9 @@ func (s *Server) shutdown() {
 		}
 	}
 	s.mu.Unlock()
+	// Parked connections are idle too: closing the parker expires (closes)
+	// them.
+	s.park.Close()
 	s.log.Info("http shutting down", zap.Int("in_flight", busy), zap.Duration("grace", s.o.Limits.Grace))
 	if s.h2 != nil {
 		// GOAWAY to every HTTP/2 connection; their streams get the grace.
@@ -232,18 +260,30 @@ func (s *Server) shutdown() {
 	s.pool.close()
 }
 
-// clientConn is one client connection and its reusable memory.
+// clientConn is one client connection and, while it has a request, its
+// connState (nil while it is parked, so that an idle connection holds only
+// these few fields).
 type clientConn struct {
 	c      net.Conn
 	dc     *deadlineConn
-	br     *bufio.Reader
-	bw     *bufio.Writer
 	remote string     // client IP, for X-Forwarded-For
 	src    netip.Addr // the same, for flood control
 	idle   atomic.Bool
-	req    head
-	res    head
-	out    []byte
+	// served: a request was answered; busy: the last one came without a
+	// park before it (within linger of the response before); woken: the
+	// parker has just found it readable.
+	served, busy, woken bool
+	*connState
+}
+
+// connState is the memory a connection needs only while it has a request:
+// taken from Server.bufs when one begins, given back when the connection
+// is idle with nothing buffered.
+type connState struct {
+	rwBuffers
+	req head
+	res head
+	out []byte
 
 	// What became of the request, for its access log line: the session
 	// (routing), the status sent, and "relayed" or the error kind of clb's
@@ -274,38 +314,201 @@ func (s *Server) serveConn(c net.Conn) bool {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, cc)
-			s.releaseConn(src)
-			s.mu.Unlock()
-			c.Close()
-			<-s.slots
-			s.wg.Done()
-		}()
 		if tc, ok := c.(*tls.Conn); ok {
 			if !s.handshake(tc) {
+				s.closeConn(cc)
 				return
 			}
 			if s.h2 != nil && tc.ConnectionState().NegotiatedProtocol == "h2" {
 				s.h2.serve(tc)
+				s.closeConn(cc)
 				return
 			}
 		}
 		s.initClientConn(cc)
-		for s.serveRequest(cc) {
-		}
+		s.run(cc, time.Now().Add(s.o.Limits.IdleTimeout))
 	}()
 	return true
 }
 
+// closeConn ends an accepted connection: out of the table, its slot and
+// its source's count given back.
+func (s *Server) closeConn(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.releaseConn(cc.src)
+	s.mu.Unlock()
+	cc.c.Close()
+	if cc.connState != nil {
+		s.giveBuffers(cc)
+	}
+	<-s.slots
+	s.wg.Done()
+}
+
+// run serves the requests of an accepted connection until it closes or is
+// parked; idleEnd is when it has waited IdleTimeout for the next one.
+func (s *Server) run(cc *clientConn, idleEnd time.Time) {
+	for {
+		switch s.await(cc, idleEnd) {
+		case parked:
+			return
+		case gone:
+			s.closeConn(cc)
+			return
+		}
+		if !s.serveRequest(cc) {
+			s.closeConn(cc)
+			return
+		}
+		cc.served = true
+		idleEnd = time.Now().Add(s.o.Limits.IdleTimeout)
+	}
+}
+
+type awaited int
+
+const (
+	ready  awaited = iota // a request has begun
+	gone                  // closed, timed out or shutting down: close it
+	parked                // handed to the parker: the goroutine ends
+)
+
+// await waits for the first byte of the next request until idleEnd: when
+// nothing is buffered, parked (buffers given back), after linger in the
+// goroutine for the first request and a busy connection's.
+func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
+	cc.idle.Store(true)
+	canPark := s.park != nil
+	for {
+		if s.isClosing() {
+			return gone
+		}
+		parking := canPark && !cc.woken && cc.br.Buffered() == 0
+		if parking && cc.served && !cc.busy {
+			if s.parkConn(cc, idleEnd) {
+				return parked
+			}
+			canPark = false
+			continue
+		}
+		cc.dc.deadline = idleEnd
+		if parking {
+			// linger from when it went idle, told by idleEnd: no clock
+			// read per request
+			if d := idleEnd.Add(s.linger - s.o.Limits.IdleTimeout); d.Before(idleEnd) {
+				cc.dc.deadline = d
+			}
+		}
+		_, err := cc.br.Peek(1)
+		switch {
+		case err == nil:
+			if cc.served { // a gap between requests, not since connect
+				cc.busy = !cc.woken
+			}
+			cc.woken = false
+			return ready
+		case !parking || !isTimeout(err) || !time.Now().Before(idleEnd):
+			return gone
+		}
+		if s.parkConn(cc, idleEnd) {
+			return parked
+		}
+		canPark = false // wait the rest here
+	}
+}
+
+// parkConn hands cc, idle with nothing buffered, to the parker until
+// idleEnd; false: it could not be parked, and is as it was.
+func (s *Server) parkConn(cc *clientConn, idleEnd time.Time) bool {
+	s.giveBuffers(cc)
+	expire := func() { s.closeConn(cc) }
+	// A plain socket is parked detached: Go's descriptor for it (and
+	// cc's wrapper of it) are given back too. A TLS one keeps its
+	// net.Conn (crypto/tls's state stays on it).
+	c, dc := cc.c, cc.dc
+	s.setConn(cc, detachedConn{})
+	cc.dc = nil
+	err := s.park.ParkDetached(c, idleEnd, func(nc net.Conn) {
+		go func() {
+			s.reattach(cc, nc)
+			s.wake(cc, idleEnd)
+		}()
+	}, expire)
+	if err != nil {
+		s.setConn(cc, c)
+		cc.dc = dc
+	}
+	if errors.Is(err, netpark.ErrUnsupported) {
+		err = s.park.Park(cc.c, idleEnd, func() {
+			go s.wake(cc, idleEnd)
+		}, expire)
+	}
+	if err == nil {
+		return true
+	}
+	s.takeBuffers(cc)
+	return false
+}
+
 // initClientConn gives cc its deadlines and buffers.
 func (s *Server) initClientConn(cc *clientConn) {
-	l := s.o.Limits
 	cc.dc = newDeadlineConn(cc.c)
-	cc.dc.write = l.WriteTimeout
-	cc.br = bufio.NewReaderSize(cc.dc, max(l.MaxHeaderBytes, 4096))
-	cc.bw = bufio.NewWriterSize(cc.dc, 16<<10)
+	cc.dc.write = s.o.Limits.WriteTimeout
+	s.takeBuffers(cc)
+}
+
+// wake serves a connection the parker found readable: it reads before it
+// may park again.
+func (s *Server) wake(cc *clientConn, idleEnd time.Time) {
+	cc.woken = true
+	s.takeBuffers(cc)
+	s.run(cc, idleEnd)
+}
+
+// reattach gives a connection woken from ParkDetached its new net.Conn.
+func (s *Server) reattach(cc *clientConn, nc net.Conn) {
+	s.setConn(cc, nc)
+	cc.dc = newDeadlineConn(nc)
+	cc.dc.write = s.o.Limits.WriteTimeout
+}
+
+// setConn changes cc.c, which shutdown reads under s.mu.
+func (s *Server) setConn(cc *clientConn, c net.Conn) {
+	s.mu.Lock()
+	cc.c = c
+	s.mu.Unlock()
+}
+
+// detachedConn stands for the net.Conn of a connection parked detached
+// (the Parker has its socket): closing it does nothing, the rest fails.
+type detachedConn struct{}
+
+var _ net.Conn = detachedConn{}
+
+func (detachedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (detachedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (detachedConn) Close() error                     { return nil }
+func (detachedConn) LocalAddr() net.Addr              { return nil }
+func (detachedConn) RemoteAddr() net.Addr             { return nil }
+func (detachedConn) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (detachedConn) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (detachedConn) SetWriteDeadline(time.Time) error { return net.ErrClosed }
+
+func (s *Server) takeBuffers(cc *clientConn) {
+	cc.connState = s.bufs.Get().(*connState)
+	cc.attach(cc.dc)
+}
+
+// giveBuffers returns cc's connState, with what its buffers grew to;
+// anything the reader or writer still holds is dropped.
+func (s *Server) giveBuffers(cc *clientConn) {
+	st := cc.connState
+	cc.connState = nil
+	st.detach()
+	st.ss = session{} // nothing of the last request stays referenced
+	st.line.Reset(false)
+	s.bufs.Put(st)
 }
 
 // newClientConn is a connection that is not accepted (an HTTP/2 stream's):
@@ -325,14 +528,6 @@ func (s *Server) isClosing() bool { return s.closing.Load() }
 // connection.
 func (s *Server) serveRequest(cc *clientConn) bool {
 	l := s.o.Limits
-	cc.idle.Store(true)
-	if s.isClosing() {
-		return false
-	}
-	cc.dc.deadline = time.Now().Add(l.IdleTimeout)
-	if _, err := cc.br.Peek(1); err != nil {
-		return false
-	}
 	cc.idle.Store(false)
 	cc.dc.deadline = time.Now().Add(l.ReadHeaderTimeout)
 	logged := s.o.Access.On()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -13,14 +14,36 @@ import (
 	"clb/config"
 )
 
-// upConn is a keep-alive connection to an instance.
+// upConn is a keep-alive connection to an instance. Its reader and writer
+// are the pool's while it is idle in the pool (nil then).
 type upConn struct {
 	c     net.Conn
 	dc    *deadlineConn // c with the deadlines of the exchange under way
-	br    *bufio.Reader
-	bw    *bufio.Writer
-	addr  string    // the pool's key: scheme://host:port
-	since time.Time // idle since
+	addr  string        // the pool's key: scheme://host:port
+	since time.Time     // idle since
+	*rwBuffers
+}
+
+// rwBuffers are a connection's reader and writer, pooled while it is idle.
+type rwBuffers struct {
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func newRWBuffers(readSize, writeSize int) rwBuffers {
+	return rwBuffers{br: bufio.NewReaderSize(nil, readSize), bw: bufio.NewWriterSize(nil, writeSize)}
+}
+
+// attach starts the buffers on c.
+func (b *rwBuffers) attach(c io.ReadWriter) {
+	b.br.Reset(c)
+	b.bw.Reset(c)
+}
+
+// detach drops what they hold and their connection, to be pooled.
+func (b *rwBuffers) detach() {
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
 }
 
 // pool keeps idle connections to instances, by address, newest first.
@@ -31,13 +54,35 @@ type pool struct {
 	now         func() time.Time
 	tls         *certs.Store // for https:// instances
 
+	bufs sync.Pool // *rwBuffers
+
 	mu     sync.Mutex
 	idle   map[string][]*upConn
 	closed bool
 }
 
 func newPool(dial, idle time.Duration, maxIdle int, now func() time.Time) *pool {
-	return &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, now: now, idle: map[string][]*upConn{}}
+	p.bufs.New = func() any {
+		b := newRWBuffers(16<<10, 16<<10)
+		return &b
+	}
+	return p
+}
+
+// takeBuffers gives c a reader and a writer.
+func (p *pool) takeBuffers(c *upConn) {
+	c.rwBuffers = p.bufs.Get().(*rwBuffers)
+	c.attach(c.dc)
+}
+
+// giveBuffers takes them back from a connection with nothing buffered
+// either way.
+func (p *pool) giveBuffers(c *upConn) {
+	b := c.rwBuffers
+	c.rwBuffers = nil
+	b.detach()
+	p.bufs.Put(b)
 }
 
 // errDial marks a failure to open a connection: nothing of the request was
@@ -67,6 +112,7 @@ func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err e
 			break
 		}
 		if p.now().Sub(c.since) < p.idleTimeout && alive(c) {
+			p.takeBuffers(c)
 			return c, true, nil
 		}
 		c.c.Close()
@@ -84,8 +130,9 @@ func (p *pool) get(e config.Endpoint, fresh bool) (c *upConn, reused bool, err e
 	if err != nil {
 		return nil, false, &errDial{err}
 	}
-	dc := newDeadlineConn(conn)
-	return &upConn{c: conn, dc: dc, br: bufio.NewReaderSize(dc, 16<<10), bw: bufio.NewWriterSize(dc, 16<<10), addr: addr}, false, nil
+	c = &upConn{c: conn, dc: newDeadlineConn(conn), addr: addr}
+	p.takeBuffers(c)
+	return c, false, nil
 }
 
 func (p *pool) pop(addr string) *upConn {
@@ -101,10 +148,11 @@ func (p *pool) pop(addr string) *upConn {
 }
 
 // alive reports whether an idle connection is still open and silent: a
-// non-blocking read finds nothing to read.
+// non-blocking read finds nothing to read. (It was pooled with nothing
+// buffered.)
 func alive(c *upConn) bool {
-	if c.br.Buffered() > 0 || c.dc.raw == nil {
-		return c.br.Buffered() == 0
+	if c.dc.raw == nil {
+		return true
 	}
 	var n int
 	var err error
@@ -118,9 +166,11 @@ func alive(c *upConn) bool {
 	return n < 0 && err == syscall.EAGAIN
 }
 
-// put returns a connection whose exchange ended cleanly.
+// put returns a connection whose exchange ended cleanly, with nothing
+// buffered; its buffers go back to the pool's.
 func (p *pool) put(c *upConn) {
 	c.since = p.now()
+	p.giveBuffers(c)
 	p.mu.Lock()
 	if !p.closed && len(p.idle[c.addr]) < p.maxIdle {
 		p.idle[c.addr] = append(p.idle[c.addr], c)

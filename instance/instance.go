@@ -38,8 +38,9 @@ type Options struct {
 	SIP string
 	// HTTP is the address of the app and of the partners' endpoints.
 	HTTP string
-	// Admin is the base URL of clb's admin API (http://host:port); it may
-	// be set later with SetAdmin.
+	// Admin is the base URL of clb's admin API (http://host:port), or
+	// several, one per clb node, separated by commas (asked in turn); it
+	// may be set later with SetAdmin.
 	Admin, Token string
 	// Ring is how long an INVITE rings before its 200.
 	Ring   time.Duration
@@ -116,7 +117,8 @@ func (in *Instance) SIPAddr() string {
 // HTTPAddr is the HTTP address as clb's configuration writes it.
 func (in *Instance) HTTPAddr() string { return "http://" + in.webLn.Addr().String() }
 
-// SetAdmin sets clb's admin API, where partners are looked up.
+// SetAdmin sets clb's admin API, where partners are looked up: a base
+// URL, or several separated by commas (one per clb node, asked in turn).
 func (in *Instance) SetAdmin(base, token string) { in.peers.setAdmin(base, token) }
 
 // Serve answers until ctx ends, then closes its sockets and returns when

@@ -421,3 +421,44 @@ func TestCancelWhileRinging(t *testing.T) {
 		t.Errorf("a cancelled call left %v", d)
 	}
 }
+
+// TestReplicaUnreachableRefuses: an owner that holds nothing of a key and
+// cannot reach the replica partner clb names refuses the request (503)
+// rather than start the key anew, which would lose what the partner holds;
+// once the partner can be reached the key goes on from its state. A
+// previous owner that cannot be reached does not block a key its replica
+// partner does not hold: it is often dead.
+func TestReplicaUnreachableRefuses(t *testing.T) {
+	c := newCluster(t, "a", "b", "c")
+	for n := 1; n <= 2; n++ {
+		if code, body, _ := c.call("a", "PUT", fmt.Sprintf("/counter?next=%d", n), "", "k", "b", ""); code != 200 {
+			t.Fatalf("PUT next=%d on a: %d %s", n, code, body)
+		}
+	}
+	// ghost: no clb lists it, so c cannot find its address.
+	if code, body, _ := c.call("c", "PUT", "/counter?next=3", "", "k", "ghost", ""); code != 503 || !strings.Contains(body, "replica partner") {
+		t.Errorf("replica partner unreachable: %d %s, want 503", code, body)
+	}
+	if got := c.held("c", "k"); got != "-" {
+		t.Errorf("c holds %s after refusing", got)
+	}
+	if code, body, _ := c.call("c", "PUT", "/counter?next=3", "", "k", "b", ""); code != 200 || body != `{"key":"k","counter":3}` {
+		t.Errorf("replica partner b reachable: %d %s, want counter 3", code, body)
+	}
+	if code, body, _ := c.call("b", "PUT", "/counter?next=1", "", "fresh", "c", "ghost"); code != 200 || body != `{"key":"fresh","counter":1}` {
+		t.Errorf("previous owner unreachable, replica partner holds nothing: %d %s, want a new key", code, body)
+	}
+}
+
+// TestSeveralAdminAPIs: partners are found through any of several clb
+// nodes' admin APIs: the first refuses connections, the second answers.
+func TestSeveralAdminAPIs(t *testing.T) {
+	c := newCluster(t, "a", "b", "c")
+	c.call("a", "PUT", "/counter?next=1", "", "k", "b", "")
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	c.get("c").SetAdmin(dead.URL+", "+c.api.URL+"/", "")
+	if code, body, _ := c.call("c", "GET", "/counter", "", "k", "b", "a"); code != 200 || body != `{"key":"k","counter":1}` {
+		t.Errorf("c, with a dead admin API first: %d %s, want the counter fetched from b", code, body)
+	}
+}

@@ -34,7 +34,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", "the instance's `NAME`, as clb's configuration names it (required)")
 	sipAddr := fs.String("sip", "127.0.0.1:0", "UDP `host:port` of the SIP UAS; empty for none")
 	httpAddr := fs.String("http", "127.0.0.1:0", "`host:port` of the HTTP app and the partners' endpoints")
-	admin := fs.String("clb", "", "clb's admin API `URL` (http://host:port), where partners are found; - reads it from the first line of standard input")
+	admin := fs.String("clb", "", "clb's admin API `URL` (http://host:port), where partners are found; several, one per clb node, separated by commas; - reads it from the first line of standard input")
 	token := fs.String("token", "", "bearer `TOKEN` of clb's admin API")
 	ring := fs.Duration("ring", 0, "how long an INVITE rings before its 200")
 	level := fs.String("log", "info", "log `LEVEL`: debug, info, warn or error")
@@ -88,7 +88,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 	default:
-		in.SetAdmin(strings.TrimRight(*admin, "/"), *token)
+		in.SetAdmin(*admin, *token)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,6 +189,7 @@ func (s *store) acquire(ctx context.Context, h headers) (*session, error) {
 		sess.state = e.state.clone()
 		return sess, nil
 	}
+	var replicaErr error
 	for _, from := range []string{h.replica, h.previous} {
 		if from == "" || from == s.name {
 			continue
@@ -195,6 +197,9 @@ func (s *store) acquire(ctx context.Context, h headers) (*session, error) {
 		st, err := s.fetch(ctx, from, h.key)
 		if err != nil {
 			s.log.Warn("fetching a key", zap.String("key", h.key), zap.String("from", from), zap.Error(err))
+			if from == h.replica {
+				replicaErr = err
+			}
 			continue
 		}
 		if st != nil {
@@ -202,6 +207,14 @@ func (s *store) acquire(ctx context.Context, h headers) (*session, error) {
 			e.role = owner
 			return sess, nil
 		}
+	}
+	if replicaErr != nil {
+		// The replica partner, which clb names because it is live, may
+		// hold the key: starting it anew would lose what it holds. The
+		// request is refused (503) and the client tries again. (The
+		// previous owner is another matter: it is often dead.)
+		s.unlock(h.key, e)
+		return nil, fmt.Errorf("%w %s: %v", errReplicaUnreachable, h.replica, replicaErr)
 	}
 	e.role = owner
 	sess.state = &State{Key: h.key, Dialogs: map[string]*Dialog{}}
@@ -402,20 +415,33 @@ func (s *store) dump() []Held {
 	return out
 }
 
-// peers finds the partners' HTTP addresses in clb's GET /api/v1/instances.
+// errReplicaUnreachable is acquire's error when the replica partner
+// could not be asked for a key the instance does not hold.
+var errReplicaUnreachable = errors.New("cannot reach the replica partner")
+
+// peers finds the partners' HTTP addresses in clb's GET /api/v1/instances,
+// asking each clb node it knows in turn until one answers.
 type peers struct {
 	client *http.Client
 	mu     sync.Mutex
-	admin  string // base URL of clb's admin API
+	admins []string // base URLs of clb nodes' admin APIs
 	token  string
 	addrs  map[string]string
 	asked  time.Time
 }
 
-func (p *peers) setAdmin(base, token string) {
+// setAdmin sets the admin APIs, base URLs separated by commas (one per
+// clb node: any of them lists the instances).
+func (p *peers) setAdmin(bases, token string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.admin, p.token = base, token
+	p.admins = p.admins[:0]
+	for _, b := range strings.Split(bases, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			p.admins = append(p.admins, b)
+		}
+	}
+	p.token = token
 }
 
 // httpAddr is the base URL of the instance named name, asking clb again
@@ -426,13 +452,22 @@ func (p *peers) httpAddr(ctx context.Context, name string) (string, error) {
 	if a, ok := p.addrs[name]; ok {
 		return a, nil
 	}
-	if p.admin == "" {
+	if len(p.admins) == 0 {
 		return "", errors.New("clb's admin API is not known yet")
 	}
 	if time.Since(p.asked) >= 200*time.Millisecond {
 		p.asked = time.Now()
-		if err := p.refresh(ctx); err != nil {
-			return "", err
+		var errs []error
+		for _, admin := range p.admins {
+			err := p.refresh(ctx, admin)
+			if err == nil {
+				errs = nil
+				break
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			return "", errors.Join(errs...)
 		}
 	}
 	if a, ok := p.addrs[name]; ok {
@@ -441,8 +476,8 @@ func (p *peers) httpAddr(ctx context.Context, name string) (string, error) {
 	return "", fmt.Errorf("instance %q: clb does not list it with an HTTP address", name)
 }
 
-func (p *peers) refresh(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", p.admin+"/api/v1/instances", nil)
+func (p *peers) refresh(ctx context.Context, admin string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", admin+"/api/v1/instances", nil)
 	if err != nil {
 		return err
 	}

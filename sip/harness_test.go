@@ -278,6 +278,8 @@ type cluster struct {
 	// ca signed clb's and the TLS peers' certificates (with
 	// clusterOptions.tls).
 	ca *certstest.CA
+	// stop ends Serve and waits for it (also done at the test's end).
+	stop func()
 }
 
 type clusterOptions struct {
@@ -293,6 +295,11 @@ type clusterOptions struct {
 	// tls adds a TLS listener to clb (needed for transport "tls"), with a
 	// certificate of a test CA for 127.0.0.1.
 	tls bool
+	// The stream transports' idle timeout, connection bound and linger
+	// before parking (0: the defaults).
+	idleTimeout time.Duration
+	maxConns    int
+	linger      time.Duration
 	// ws adds a ws:// listener at path /sip (and, with tls, a wss:// one)
 	// with these settings.
 	ws *config.WS
@@ -342,6 +349,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		Listen:         listen,
 		Readers:        o.readers,
 		MessageTimeout: o.messageTimeout,
+		IdleTimeout:    o.idleTimeout,
+		MaxConns:       o.maxConns,
 		TLS:            store,
 		WS:             ws,
 	})
@@ -353,6 +362,13 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if store != nil {
 		c.tls = srv.transport("tls").selves()[0].addr
 	}
+	if o.linger > 0 {
+		for _, tr := range srv.transports {
+			if st, ok := tr.(*streamTransport); ok {
+				st.linger = o.linger
+			}
+		}
+	}
 	if o.ws != nil {
 		c.ws = srv.transport("ws").selves()[0].addr
 		if store != nil {
@@ -362,12 +378,16 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	var once sync.Once
+	c.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(c.stop)
 	return c
 }
 

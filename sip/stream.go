@@ -7,21 +7,26 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"clb/netpark"
 	"clb/policy"
 	"clb/sip/framing"
 )
 
 // streamTransport is a connection-oriented SIP transport: listeners with a
-// goroutine per accepted connection, connections to peers opened on demand,
-// one bounded table of both kinds keyed by the peer's address, messages
-// framed by Content-Length (package framing) with RFC 5626 keep-alives
-// answered, and idle connections closed. What a stream transport runs on
-// (plain TCP, TLS) is its streamNetwork; the rest is here.
+// goroutine per accepted connection while it carries messages, connections
+// to peers opened on demand, one bounded table of both kinds keyed by the
+// peer's address, messages framed by Content-Length (package framing) with
+// RFC 5626 keep-alives answered, and idle connections closed. A connection
+// with nothing buffered for linger is parked (package netpark): its
+// goroutine ends and its read buffer and scratch go back to bufs until it
+// is readable again. What a stream transport runs on (plain TCP, TLS) is
+// its streamNetwork; the rest is here.
 type streamTransport struct {
 	token   string
 	network streamNetwork
@@ -37,7 +42,19 @@ type streamTransport struct {
 	conns   map[netip.AddrPort]*streamConn
 	dialing map[netip.AddrPort]chan struct{}
 	closed  bool
+
+	park   *netpark.Parker // nil where connections cannot be parked
+	linger time.Duration
+	bufs   sync.Pool // *streamState
 }
+
+// streamState is what a connection needs only while it has bytes to frame.
+type streamState struct {
+	buf []byte
+	sc  scratch
+}
+
+const streamBuffer = 8192
 
 // streamOptions are a stream transport's limits (ServerOptions says their
 // defaults).
@@ -47,11 +64,20 @@ type streamOptions struct {
 }
 
 func newStreamTransport(token string, network streamNetwork, proxy *Proxy, log *zap.Logger, o streamOptions, wg *sync.WaitGroup) *streamTransport {
-	return &streamTransport{
+	t := &streamTransport{
 		token: token, network: network, proxy: proxy, log: log, opts: o, wg: wg,
 		conns:   map[netip.AddrPort]*streamConn{},
 		dialing: map[netip.AddrPort]chan struct{}{},
+		linger:  10 * time.Millisecond,
 	}
+	t.bufs.New = func() any { return &streamState{buf: make([]byte, streamBuffer)} }
+	tick := min(max(o.idleTimeout/16, 10*time.Millisecond), time.Second)
+	p, err := netpark.New(netpark.Options{Tick: tick})
+	if err != nil && !errors.Is(err, netpark.ErrUnsupported) {
+		log.Warn("idle connections keep their goroutine: no parking", zap.String("transport", token), zap.Error(err))
+	}
+	t.park = p
+	return t
 }
 
 func (t *streamTransport) name() string { return t.token }
@@ -69,6 +95,7 @@ func (t *streamTransport) listen(addr netip.AddrPort) error {
 }
 
 func (t *streamTransport) serve() {
+	t.wg.Go(t.park.Run)
 	for i := range t.listeners {
 		t.wg.Go(func() { t.accept(i) })
 	}
@@ -88,6 +115,7 @@ func (t *streamTransport) close() {
 	for _, c := range conns {
 		c.c.Close()
 	}
+	t.park.Close() // its Run closes (unregisters) the parked ones
 }
 
 // streamConn is one connection, accepted or opened; writes are serialised.
@@ -216,22 +244,54 @@ func (t *streamTransport) open(a netip.AddrPort) (*streamConn, error) {
 	return sc, nil
 }
 
-// read frames messages on a connection (RFC 3261 18.3: by Content-Length)
-// and hands each to the proxy. Framing errors close the connection: past
-// one, there is no message boundary to resume at.
+// read serves a new connection: its handshake, then its messages.
 func (t *streamTransport) read(c *streamConn) {
-	defer t.unregister(c)
 	if !t.handshake(c) {
+		t.unregister(c)
 		return
 	}
-	buf := make([]byte, 8192)
-	have := 0
-	var sc scratch
+	t.frameConn(c, time.Time{})
+}
+
+// frameConn frames messages on a connection (RFC 3261 18.3: by
+// Content-Length) and hands each to the proxy, until the connection closes
+// or is parked (woken, with the idle deadline it was parked with: it was,
+// and is readable; zero for a new one). Framing errors close the
+// connection: past one, there is no message boundary to resume at.
+//
+// With nothing buffered, a busy connection (its last message came without
+// a park before it, within linger of the one before) and a new one wait
+// linger here before they are parked; any other is parked at once.
+func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
+	st := t.bufs.Get().(*streamState)
+	buf, have := st.buf, 0
 	var partial time.Time // when the first byte of an unfinished message came
+	woken := !idleEnd.IsZero()
+	if !woken {
+		idleEnd = time.Now().Add(t.opts.idleTimeout)
+	}
+	canPark := t.park != nil
+	served, busy := woken, false // woken: read before parking again
+	park := func() bool {
+		t.give(st, buf)
+		end := idleEnd
+		err := t.park.Park(c.c, end, func() { t.wg.Go(func() { t.frameConn(c, end) }) }, func() { t.unregister(c) })
+		if err == nil {
+			return true
+		}
+		st = t.bufs.Get().(*streamState) // wait the rest here
+		buf = st.buf
+		canPark = false
+		return false
+	}
 	for {
-		// Idle, the connection may wait IdleTimeout for its next message;
-		// a message begun must end within MessageTimeout of its start.
-		deadline := time.Now().Add(t.opts.idleTimeout)
+		if have == 0 && canPark && !woken && served && !busy && park() {
+			return
+		}
+		// Idle, the connection may wait IdleTimeout for its next message
+		// (parked, after linger here if it is busy); a message begun must
+		// end within MessageTimeout of its start.
+		deadline, lingering := idleEnd, false
 		if have > 0 {
 			if partial.IsZero() {
 				partial = time.Now()
@@ -239,29 +299,50 @@ func (t *streamTransport) read(c *streamConn) {
 			deadline = partial.Add(t.opts.messageTimeout)
 		} else {
 			partial = time.Time{}
+			// linger from when it went idle, told by idleEnd
+			if d := idleEnd.Add(t.linger - t.opts.idleTimeout); canPark && !woken && d.Before(idleEnd) {
+				deadline, lingering = d, true
+			}
 		}
 		if err := c.c.SetReadDeadline(deadline); err != nil {
-			return
+			break
 		}
 		if have == len(buf) {
 			if len(buf) >= maxMessage+4 {
-				return // a message that does not end: refuse to buffer more
+				break // a message that does not end: refuse to buffer more
 			}
 			grown := make([]byte, min(2*len(buf), maxMessage+4))
 			copy(grown, buf[:have])
 			buf = grown
 		}
 		n, err := c.c.Read(buf[have:])
-		have += n
-		for {
-			used, ok := t.frame(c, buf[:have], &sc)
-			if !ok {
-				return
+		if have == 0 && n > 0 {
+			if served { // a gap between messages, not since connect
+				busy = !woken
 			}
+			served, woken = true, false
+		}
+		have += n
+		ok := true
+		for ok {
+			var used int
+			used, ok = t.frame(c, buf[:have], &st.sc)
 			if used == 0 {
 				break
 			}
 			have = copy(buf, buf[used:have])
+		}
+		if !ok {
+			break
+		}
+		if n > 0 && have == 0 {
+			idleEnd = time.Now().Add(t.opts.idleTimeout)
+		}
+		if err != nil && lingering && n == 0 && isTimeout(err) {
+			if park() {
+				return
+			}
+			continue
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -269,10 +350,25 @@ func (t *streamTransport) read(c *streamConn) {
 					ce.Write(zap.String("transport", t.token), zap.Stringer("peer", c.remote), zap.Error(err))
 				}
 			}
-			return
+			break
 		}
 	}
+	t.give(st, buf)
+	t.unregister(c)
 }
+
+// give returns a connection's state to the pool, with its read buffer if
+// it has not grown for a large message.
+func (t *streamTransport) give(st *streamState, buf []byte) {
+	if len(buf) != streamBuffer {
+		buf = make([]byte, streamBuffer)
+	}
+	st.buf = buf
+	st.sc.line.Reset(true)
+	t.bufs.Put(st)
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // handshake finishes an accepted connection's handshake, if its network
 // has one (TLS), within MessageTimeout, so that a client that connects and

@@ -230,17 +230,26 @@ type webSession struct {
 	lost    string   // why the session's state was lost, if it was
 	retries int      // requests sent again after a 5xx or a transport error
 	query   string   // more query parameters, "&user=u1"
+	node    int      // the base URL it sends to, an index of increment's
+	moves   int      // times it moved to another base URL
 }
 
 // increment sends the next increment, again on a 5xx or a transport error
-// (a client's retry; PUT is idempotent), and checks the answer.
-func (s *webSession) increment(base string) {
+// (a client's retry; PUT is idempotent), and checks the answer. With
+// several base URLs (clb nodes) it sends to one and, on a transport error,
+// moves to the next, as a client reconnects to another address of a name.
+func (s *webSession) increment(bases ...string) {
 	next := s.counter + 1
 	for attempt := 0; attempt < 5; attempt++ {
+		base := bases[s.node%len(bases)]
 		req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/counter?next=%d%s", base, next, s.query), nil)
 		res, err := s.client.Do(req)
 		if err != nil {
 			s.retries++
+			if len(bases) > 1 {
+				s.node++
+				s.moves++
+			}
 			continue
 		}
 		var got instance.Counter
@@ -267,13 +276,18 @@ func (s *webSession) increment(base string) {
 // webLoad runs sessions, each incrementing its counter every period, until
 // stop is closed.
 func webLoad(base string, n int, period time.Duration, stop <-chan struct{}) *load {
+	return webLoadAcross([]string{base}, n, period, stop)
+}
+
+// webLoadAcross is webLoad through several clb nodes: session i starts on
+// bases[i % len(bases)].
+func webLoadAcross(bases []string, n int, period time.Duration, stop <-chan struct{}) *load {
 	transport := &http.Transport{MaxIdleConnsPerHost: n, IdleConnTimeout: 30 * time.Second}
-	l := &load{rounds: make([]int, n), ended: make([]bool, n)}
-	l.cond = sync.NewCond(&l.mu)
+	l := newLoad(n)
 	var wg sync.WaitGroup
 	for i := range n {
 		jar, _ := cookiejar.New(nil)
-		s := &webSession{client: &http.Client{Jar: jar, Transport: transport, Timeout: 10 * time.Second}}
+		s := &webSession{client: &http.Client{Jar: jar, Transport: transport, Timeout: 10 * time.Second}, node: i}
 		l.sessions = append(l.sessions, s)
 		wg.Add(1)
 		go func() {
@@ -284,7 +298,7 @@ func webLoad(base string, n int, period time.Duration, stop <-chan struct{}) *lo
 			defer tick.Stop()
 			time.Sleep(time.Duration(i) * period / time.Duration(n))
 			for s.lost == "" {
-				s.increment(base)
+				s.increment(bases...)
 				l.step(i, false)
 				select {
 				case <-stop:
@@ -307,6 +321,12 @@ type load struct {
 	cond   *sync.Cond
 	rounds []int  // requests made, by session
 	ended  []bool // the session stopped (stop closed, or its state lost)
+}
+
+func newLoad(n int) *load {
+	l := &load{rounds: make([]int, n), ended: make([]bool, n)}
+	l.cond = sync.NewCond(&l.mu)
+	return l
 }
 
 func (l *load) step(i int, ended bool) {

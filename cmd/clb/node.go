@@ -92,6 +92,7 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 	n.metrics = metrics.New(func() *balancer.Balancer { return bal })
 	n.health = health.New(bal, n.metrics, log.Named("health"), nil)
 	n.health.SetTLS(n.tls)
+	n.health.SetJoinRamps(cfg.Etcd != nil || cfg.Listen.Advertise != "")
 	n.health.Update(cfg.Health, instances)
 	transitions := log.Named("balancer")
 	bal.Observe(func(t balancer.Transition) {

@@ -17,9 +17,15 @@ import (
 // many dialogs over one UDP socket, sent to clb, with RFC 3261's
 // retransmissions (Timer A/E from T1, Timer B/F at 64×T1) so that a request
 // lost with a dying instance is sent again once clb has routed around it.
+//
+// With several clb nodes (the addresses an advertised name resolves to), a
+// dialog sends to one of them, and moves to the next when a transaction
+// goes unanswered for failover, as an RFC 3263 client tries the next
+// address of the name.
 type phone struct {
-	conn *net.UDPConn
-	clb  *net.UDPAddr
+	conn     *net.UDPConn
+	nodes    []*net.UDPAddr
+	failover time.Duration // 0: never move
 
 	mu      sync.Mutex
 	waiting map[string]chan *gosip.Response // by Via branch
@@ -30,16 +36,24 @@ const (
 	t2 = 4 * time.Second
 )
 
-func newPhone(clb string) (*phone, error) {
-	addr, err := net.ResolveUDPAddr("udp", clb)
+func newPhone(clb string) (*phone, error) { return newPhoneAcross([]string{clb}, 0) }
+
+// newPhoneAcross is a phone of the clb nodes at addrs (host:port), whose
+// dialogs move to the next node after failover without an answer.
+func newPhoneAcross(addrs []string, failover time.Duration) (*phone, error) {
+	var nodes []*net.UDPAddr
+	for _, a := range addrs {
+		addr, err := net.ResolveUDPAddr("udp", a)
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, addr)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: nodes[0].IP})
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: addr.IP})
-	if err != nil {
-		return nil, err
-	}
-	p := &phone{conn: conn, clb: addr, waiting: map[string]chan *gosip.Response{}}
+	p := &phone{conn: conn, nodes: nodes, failover: failover, waiting: map[string]chan *gosip.Response{}}
 	go p.read()
 	return p, nil
 }
@@ -81,13 +95,19 @@ type call struct {
 	route          []string // the route set, from the 2xx's Record-Route
 	target         string   // the remote target, from the 2xx's Contact
 	servedBy       string   // the instance that answered last
+	node           int      // the clb node it sends to, an index of p.nodes
+	moves          int      // times it moved to another node
 }
+
+// clb is the node the dialog sends to now.
+func (c *call) clb() *net.UDPAddr { return c.p.nodes[c.node%len(c.p.nodes)] }
 
 // exchange is one transaction's outcome.
 type exchange struct {
 	sent, answered time.Time
 	code           int    // final status; 0 if none came (Timer B/F)
 	servedBy       string // X-CLB-Served-By of the final response
+	node           int    // the clb node it was first sent to
 }
 
 func (x exchange) ok() bool { return x.code >= 200 && x.code < 300 }
@@ -145,18 +165,20 @@ func (c *call) transact(ctx context.Context, method string) (exchange, *gosip.Re
 		delete(c.p.waiting, branch)
 		c.p.mu.Unlock()
 	}()
-	x := exchange{sent: time.Now()}
+	x := exchange{sent: time.Now(), node: c.node % len(c.p.nodes)}
 	deadline := time.NewTimer(64 * t1)
 	defer deadline.Stop()
 	interval, retransmit := t1, true
+	heard, since := false, x.sent // a response came; when it last moved
 	for {
 		if retransmit {
-			_, _ = c.p.conn.WriteToUDP(msg, c.p.clb)
+			_, _ = c.p.conn.WriteToUDP(msg, c.clb())
 		}
 		timer := time.NewTimer(interval)
 		select {
 		case res := <-ch:
 			timer.Stop()
+			heard = true
 			if res.StatusCode < 200 {
 				if method == "INVITE" {
 					retransmit = false
@@ -175,6 +197,11 @@ func (c *call) transact(ctx context.Context, method string) (exchange, *gosip.Re
 			} else {
 				interval = min(2*interval, t2)
 			}
+			if c.p.failover > 0 && !heard && len(c.p.nodes) > 1 && time.Since(since) >= c.p.failover {
+				c.node++
+				c.moves++
+				since, interval = time.Now(), t1
+			}
 		case <-deadline.C:
 			timer.Stop()
 			return x, nil
@@ -187,7 +214,7 @@ func (c *call) transact(ctx context.Context, method string) (exchange, *gosip.Re
 
 // invite sets the dialog up: INVITE, then ACK for its 2xx.
 func (c *call) invite(ctx context.Context) exchange {
-	x, res := c.transact(ctx, "INVITE")
+	x, res := c.send(ctx, "INVITE")
 	if res == nil || !x.ok() {
 		return x
 	}
@@ -205,7 +232,7 @@ func (c *call) invite(ctx context.Context) exchange {
 
 // reinvite refreshes the dialog (re-INVITE and ACK).
 func (c *call) reinvite(ctx context.Context) exchange {
-	x, res := c.transact(ctx, "INVITE")
+	x, res := c.send(ctx, "INVITE")
 	if res != nil && x.ok() {
 		c.ack()
 	}
@@ -215,11 +242,27 @@ func (c *call) reinvite(ctx context.Context) exchange {
 // ack acknowledges a 2xx: its own transaction with the INVITE's CSeq,
 // sent once.
 func (c *call) ack() {
-	_, _ = c.p.conn.WriteToUDP([]byte(c.request("ACK", "z9hG4bK"+token())), c.p.clb)
+	_, _ = c.p.conn.WriteToUDP([]byte(c.request("ACK", "z9hG4bK"+token())), c.clb())
 }
 
 // bye ends the dialog.
 func (c *call) bye(ctx context.Context) exchange {
-	x, _ := c.transact(ctx, "BYE")
+	x, _ := c.send(ctx, "BYE")
 	return x
+}
+
+// send is transact, sent again as a new transaction through the next node
+// after a 503, twice at most, when the phone has several nodes (RFC 3263
+// 4.3: a 503 sends the client to the next server). The exchange keeps its
+// first sending.
+func (c *call) send(ctx context.Context, method string) (exchange, *gosip.Response) {
+	x, res := c.transact(ctx, method)
+	for try := 0; try < 2 && x.code == 503 && c.p.failover > 0 && len(c.p.nodes) > 1; try++ {
+		c.node++
+		c.moves++
+		sent, node := x.sent, x.node
+		x, res = c.transact(ctx, method)
+		x.sent, x.node = sent, node
+	}
+	return x, res
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"clb/admin"
 )
 
 // maxKeyLine bounds one line of standard input.
@@ -28,22 +30,10 @@ func route(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	table, now, clustered := b.Table(), time.Now(), len(cfg.Clusters) > 0
 	w := bufio.NewWriterSize(stdout, 64<<10)
+	var line []byte
 	emit := func(key string) {
-		d := table.Route(key, "", now)
-		replica := "-"
-		if d.Replica != nil {
-			replica = d.Replica.Name
-		}
-		w.WriteString(key)
-		w.WriteByte(' ')
-		w.WriteString(d.Owner.Name) // config validation leaves a live instance
-		w.WriteByte(' ')
-		w.WriteString(replica)
-		if clustered {
-			w.WriteByte(' ')
-			w.WriteString(d.Owner.ClusterName())
-		}
-		w.WriteByte('\n')
+		line = admin.AppendRouteLine(line[:0], key, table.Route(key, "", now), clustered)
+		w.Write(line)
 	}
 	if len(keys) > 0 {
 		for _, k := range keys {

@@ -6,7 +6,8 @@
 // CLB_REQUIRE_ETCD=1 (CI), where it fails.
 //
 // Concurrency: a Server is driven by the test's goroutine; Stop and Start
-// may be called in turn, any number of times.
+// may be called in turn, any number of times. A Log is safe for concurrent
+// use (Add from one goroutine, Await from another).
 package etcdtest
 
 import (
@@ -46,7 +47,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("etcd is not installed (Debian: apt-get install etcd-server): %v", err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), clientPort: freePort(t), peerPort: freePort(t)}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), clientPort: FreePort(t), peerPort: FreePort(t)}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -139,8 +140,8 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// freePort is a loopback TCP port free now.
-func freePort(t testing.TB) int {
+// FreePort is a loopback TCP port free now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -161,17 +162,25 @@ type Log struct {
 
 // NewLog is a logger that writes to the test's log and to l.
 func NewLog(t testing.TB) (*zap.Logger, *Log) {
-	l := &Log{more: make(chan struct{})}
+	l := NewLines()
 	return zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(l.hook))), l
 }
 
+// NewLines is a Log fed by Add: the lines of another process's log.
+func NewLines() *Log { return &Log{more: make(chan struct{})} }
+
 func (l *Log) hook(e zapcore.Entry) error {
+	l.Add(e.LoggerName + ": " + e.Message)
+	return nil
+}
+
+// Add appends a line.
+func (l *Log) Add(line string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lines = append(l.lines, e.LoggerName+": "+e.Message)
+	l.lines = append(l.lines, line)
 	close(l.more)
 	l.more = make(chan struct{})
-	return nil
 }
 
 // Mark makes Await look only at lines logged from now on.

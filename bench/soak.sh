@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Soak: SIP calls (bench/soakcalls: INVITE, ACK, BYE over UDP, each from one
+# of SOURCES distinct addresses on 127.0.0.0/8) at SIP_RATE calls/s to three
+# SIPp UAS, and HTTP requests (wrk, 10,000 sessions, HTTP_CONNS connections,
+# as fast as it goes) to three Go back ends, both through one clb for
+# DURATION seconds. Every 10 s it prints clb's resident memory (VmRSS), its
+# goroutines and Go heap (from /metrics), and the calls so far; at the end
+# the calls and requests completed and failed, and the memory and goroutine
+# growth after the first minute (the target: flat, and 0 failed).
+#
+#   DURATION=1800 SIP_RATE=2800 SOURCES=100000 HTTP_CONNS=16 bench/soak.sh
+#
+# 30 minutes at 2,800 calls/s is the issue's 5 million calls; HTTP then gets
+# what CPU is left. A measurement, not a test: run it under
+# flock /tmp/clb-bench.lock on a quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${DURATION:-1800}
+rate=${SIP_RATE:-2800}
+sources=${SOURCES:-100000}
+conns=${HTTP_CONNS:-16}
+root=$(pwd)
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+need wrk:wrk sipp:sip-tester curl:curl
+ulimit -n "$(ulimit -Hn)"
+
+go build -o "$tmp/clb" ./cmd/clb
+go build -o "$tmp/backend" ./bench/httpbackend
+go build -o "$tmp/soakcalls" ./bench/soakcalls
+
+http_ports=(22081 22082 22083)
+for i in 0 1 2; do
+	"$tmp/backend" -addr "127.0.0.1:${http_ports[$i]}" -name "app$((i + 1))" &
+	pids+=("$!")
+done
+uas_ports=(21071 21072 21073)
+for i in 0 1 2; do
+	mkdir -p "$tmp/uas$i"
+	(cd "$tmp/uas$i" && exec sipp -sf "$root/testdata/sipp/uas.xml" -i 127.0.0.1 -p "${uas_ports[$i]}" \
+		-nostdin -buff_size 2097152 -trace_stat -stf stats.csv -fd 10 -trace_err -error_file errors.log \
+		>/dev/null 2>&1) &
+	pids+=("$!")
+done
+cat >"$tmp/clb.yaml" <<EOF2
+listen:
+  sip: udp://127.0.0.1:21060
+  http: 127.0.0.1:22080
+  admin: 127.0.0.1:22099
+instances:
+  - {name: app1, http: http://127.0.0.1:${http_ports[0]}}
+  - {name: app2, http: http://127.0.0.1:${http_ports[1]}}
+  - {name: app3, http: http://127.0.0.1:${http_ports[2]}}
+  - {name: uas1, sip: udp://127.0.0.1:${uas_ports[0]}}
+  - {name: uas2, sip: udp://127.0.0.1:${uas_ports[1]}}
+  - {name: uas3, sip: udp://127.0.0.1:${uas_ports[2]}}
+# SIPp's UAS does not answer OPTIONS: passive checks only.
+health: {active: false}
+EOF2
+"$tmp/clb" run -config "$tmp/clb.yaml" 2>"$tmp/clb.log" &
+clb=$!
+pids+=("$clb")
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:22099/metrics" >/dev/null && break; sleep 0.1; done
+
+metric() { curl -sf "http://127.0.0.1:22099/metrics" | awk -v m="$1" '$1 == m {printf "%d", $2}'; }
+rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
+
+"$tmp/soakcalls" -lb 127.0.0.1:21060 -rate "$rate" -sources "$sources" -d "${duration}s" \
+	>"$tmp/calls.out" 2>"$tmp/calls.err" &
+calls=$!
+pids+=("$calls")
+if [ "$conns" -gt 0 ]; then # HTTP_CONNS=0: SIP alone
+	wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:22080/" >"$tmp/wrk.out" 2>&1 &
+else
+	: >"$tmp/wrk.out"
+	sleep 0 &
+fi
+wrkp=$!
+pids+=("$wrkp")
+
+echo "soak: $duration s, SIP $rate calls/s from $sources sources, HTTP wrk -c$conns"
+printf '%6s %8s %10s %11s %s\n' "t(s)" "RSS MB" goroutines "heap MB" "calls (ok/failed so far)"
+start=$(date +%s)
+: >"$tmp/samples"
+while kill -0 "$calls" 2>/dev/null || kill -0 "$wrkp" 2>/dev/null; do
+	sleep 10
+	t=$(($(date +%s) - start))
+	rss=$(rss_kb)
+	g=$(metric go_goroutines)
+	heap=$(metric go_memstats_heap_inuse_bytes)
+	progress=$(tail -1 "$tmp/calls.err" 2>/dev/null | sed -n 's/^progress //p')
+	echo "$t $rss $g" >>"$tmp/samples"
+	printf '%6d %8.1f %10s %11.1f %s\n' "$t" "$(echo "$rss / 1024" | bc -l)" "$g" "$(echo "${heap:-0} / 1048576" | bc -l)" "$progress"
+done
+wait "$calls" "$wrkp" || true
+
+echo "SIP:  $(cat "$tmp/calls.out")"
+grep -v '^progress' "$tmp/calls.err" | head -3 || true
+uas_errors=0
+for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && uas_errors=$((uas_errors + $(wc -l <"$tmp/uas$i/errors.log"))); done
+echo "SIPp UAS: $uas_errors lines of unexpected messages or errors"
+for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && grep -v '^$' "$tmp/uas$i/errors.log" | head -4 && break; done
+reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
+echo "HTTP: $reqs requests, $(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out") req/s; $(grep -E 'Non-2xx|Socket errors' "$tmp/wrk.out" | tr '\n' ' ' || true)"
+awk 'NR == 1 || $1 <= 60 {base = $2; gbase = $3} $1 > 60 {if ($2 > max) max = $2; if ($3 > gmax) gmax = $3; last = $2; glast = $3}
+	END {if (max) printf "after the first minute: RSS %.1f MB at 60 s, max %.1f MB, last %.1f MB (growth %+.1f MB); goroutines %d at 60 s, max %d, last %d\n",
+		base / 1024, max / 1024, last / 1024, (last - base) / 1024, gbase, gmax, glast}' "$tmp/samples"
