@@ -9,6 +9,7 @@
 # PASS/FAIL line per target.
 #
 #   DURATION=30 bench/flood.sh
+#   CLB=PATH bench/flood.sh      a clb binary instead of one built from this tree
 #
 # Everything runs at once for DURATION seconds (default 30):
 #   SIP flood     127.0.0.1 -> clb   OPTIONS at SIP_FLOOD_RATE (20000/s)
@@ -74,7 +75,11 @@ fi
 . bench/lib.sh
 need sipp:sip-tester curl:curl
 
-go build -o "$tmp/clb" ./cmd/clb
+if [ -n "${CLB:-}" ]; then
+	cp "$CLB" "$tmp/clb" # CLB=PATH: that clb binary instead of this tree's
+else
+	go build -o "$tmp/clb" ./cmd/clb
+fi
 go build -o "$tmp/backend" ./bench/httpbackend
 go build -o "$tmp/ft" ./bench/floodtools
 sip_port=25060

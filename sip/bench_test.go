@@ -1,11 +1,14 @@
 package sip
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -130,5 +133,55 @@ func BenchmarkFloodRefused(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.handle(&inbound{data: msg, local: local, src: flooder}, &sc)
+	}
+}
+
+// BenchmarkServerUDP is the whole UDP path on loopback sockets: a client
+// sends responses through clb in windows of 16 (clb's Via on top, the
+// client's next), clb reads, relays and sends them back to the client. Per
+// message, it counts clb's system calls and the client's (one sendto and
+// one recvfrom a message, the same in every variant).
+func BenchmarkServerUDP(b *testing.B) {
+	for _, readers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
+			srv, err := NewServer(ServerOptions{Readers: readers,
+				Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- srv.Serve(ctx) }()
+			defer func() { cancel(); <-done }()
+			client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			clb, uac := srv.transport("udp").selves()[0].addr, localAddr(client.LocalAddr())
+			const window = 16
+			msgs := make([][]byte, window)
+			for i := range msgs {
+				msgs[i] = callMessages(i, clb, uac, uac, "k")[5]
+			}
+			buf := make([]byte, maxMessage)
+			b.ResetTimer()
+			for b.Loop() {
+				for _, m := range msgs {
+					if _, err := client.WriteToUDPAddrPort(m, clb); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range msgs {
+					if err := client.SetReadDeadline(time.Now().Add(wait)); err != nil {
+						b.Fatal(err)
+					}
+					if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/message")
+		})
 	}
 }

@@ -50,15 +50,19 @@
 // kept per dialog. Tokens that clb did not make, of a connection gone, or
 // presented over another WebSocket are refused (403, 430).
 //
-// Concurrency: a Server's goroutines (several readers per UDP socket, one
-// per TCP or TLS connection while it has bytes to frame, one per
-// WebSocket connection, one per stream listener accepting, one per TCP
-// and TLS transport waiting for its parked connections: an idle TCP or
-// TLS connection is parked, package netpark, with no goroutine or buffer
-// of its own until it is readable again) share one
-// Proxy, which is safe for concurrent use: each goroutine brings its own
-// scratch memory, the routing state is read with one atomic load per
-// message, and nothing is kept per transaction. A transport's send and a
+// Concurrency: a Server's goroutines (a reader per UDP socket, where
+// ServerOptions.Readers sockets share each UDP listener's address; one per
+// TCP or TLS connection while it has bytes to frame, one per WebSocket
+// connection, one per stream listener accepting, one per TCP and TLS
+// transport waiting for its parked connections: an idle TCP or TLS
+// connection is parked, package netpark, with no goroutine or buffer of
+// its own until it is readable again) share one Proxy, which is safe for
+// concurrent use: each goroutine brings its own scratch memory, the
+// routing state is read with one atomic load per message, and nothing is
+// kept per transaction. A UDP reader takes up to udpBatch datagrams a
+// system call (recvmmsg) and queues the datagrams they produce in its own
+// batch, sent in one system call (sendmmsg) once it has handled them all;
+// nothing else touches that batch. A transport's send and a
 // conn's write are safe for concurrent use (a connection's writes are
 // serialised, a message at a time, a WebSocket frame at a time); a stream
 // or WebSocket transport's connection table, bounded by its maximum, is

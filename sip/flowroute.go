@@ -48,7 +48,7 @@ func (p *Proxy) ourRoutes(v *view) (int, *gosip.Uri) {
 	if !v.w.manyRoutes() {
 		return 1, flow
 	}
-	routes := p.fieldValues(v.w, fieldRoute, 2)
+	routes := p.fieldValues(v, fieldRoute, 2)
 	if len(routes) < 2 {
 		return 1, flow
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	gosip "github.com/emiago/sipgo/sip"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"clb/accesslog"
@@ -61,15 +60,9 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 	if e.decision != nil {
 		instance, outcome = e.decision.Owner.Name, "forwarded"
 	}
-	if err := p.net.send(dst, out); err != nil {
-		p.metrics.Error("sip", "send")
+	if err := p.transmit(sc, dst, instance, true); err != nil {
 		outcome = "failed"
-		if instance != "" && p.report != nil {
-			p.report(instance, false)
-		}
-		if ce := p.log.Check(zap.DebugLevel, "send failed"); ce != nil {
-			ce.Write(zap.Stringer("to", dst.addr), zap.String("transport", dst.transport), zap.Error(err))
-		}
+		p.sendFailed(dst, instance, true, err)
 	}
 	p.metrics.Request("sip", v.method, instance, outcome)
 	if ce := p.access.Check(accesslog.MsgSIP, key); ce != nil {

@@ -79,6 +79,9 @@ type scratch struct {
 	wire wire
 	view view
 	out  []byte
+	// batch, on a UDP reader, queues the datagrams it sends (nil: each
+	// message is sent at once).
+	batch *sendBatch
 	// admitted: flood control took this request's token already.
 	admitted bool
 	line     accesslog.Line
@@ -434,7 +437,7 @@ func instanceEndpoint(inst *config.Instance) (endpoint, bool) {
 // its Request-URI.
 func (p *Proxy) outward(in *inbound, sc *scratch, v *view, e edits, rr *dialogRoute) {
 	target := &v.uri
-	routes := p.fieldValues(v.w, fieldRoute, e.dropRoutes+1)
+	routes := p.fieldValues(v, fieldRoute, e.dropRoutes+1)
 	routes = routes[min(e.dropRoutes, len(routes)):]
 	if len(routes) > 0 {
 		if rt, ok := routes[0].(*gosip.RouteHeader); ok {
@@ -516,7 +519,7 @@ func (p *Proxy) response(in *inbound, sc *scratch, v *view) {
 		}
 	}
 	sc.out = appendResponse(sc.out[:0], v)
-	p.deliver(dst, sc.out)
+	p.deliver(sc, dst)
 }
 
 // viaDestination is where a response goes for Via v: received and rport
@@ -566,11 +569,39 @@ func atoiPort(s string, def int) int {
 	return n
 }
 
-// deliver sends and logs a failure: a stateless proxy has no one to tell.
-func (p *Proxy) deliver(dst destination, data []byte) {
-	if err := p.net.send(dst, data); err != nil {
-		if ce := p.log.Check(zap.DebugLevel, "send failed"); ce != nil {
-			ce.Write(zap.String("to", dst.addr.String()), zap.String("transport", dst.transport), zap.Error(err))
+// deliver sends sc.out and logs a failure: a stateless proxy has no one
+// to tell.
+func (p *Proxy) deliver(sc *scratch, dst destination) {
+	if err := p.transmit(sc, dst, "", false); err != nil {
+		p.sendFailed(dst, "", false, err)
+	}
+}
+
+// transmit sends sc.out to dst: a datagram into the reader's batch, sent
+// once the reader has handled what it read (sc.out is then another
+// buffer), anything else at once. instance, and whether a failure counts
+// as a send error (counted), are for a failure found when the batch goes.
+func (p *Proxy) transmit(sc *scratch, dst destination, instance string, counted bool) error {
+	if b := sc.batch; b != nil && dst.conn == nil && dst.transport == "udp" {
+		if next, ok := b.queue(dst.addr, sc.out, instance, counted); ok {
+			sc.out = next
+			return nil
 		}
+	}
+	return p.net.send(dst, sc.out)
+}
+
+// sendFailed accounts for a message that could not be sent: a request
+// forwarded (counted) is a send error, and a passive health failure of
+// the instance it went to.
+func (p *Proxy) sendFailed(dst destination, instance string, counted bool, err error) {
+	if counted {
+		p.metrics.Error("sip", "send")
+		if instance != "" && p.report != nil {
+			p.report(instance, false)
+		}
+	}
+	if ce := p.log.Check(zap.DebugLevel, "send failed"); ce != nil {
+		ce.Write(zap.Stringer("to", dst.addr), zap.String("transport", dst.transport), zap.Error(err))
 	}
 }

@@ -44,7 +44,7 @@ func (p *Proxy) reply(in *inbound, sc *scratch, v *view, r refusal) {
 		return // nothing to match an answer to
 	}
 	sc.out = appendLocalResponse(sc.out[:0], w, r)
-	p.deliver(destination{endpoint: endpoint{in.local.transport, in.src}, conn: in.conn}, sc.out)
+	p.deliver(sc, destination{endpoint: endpoint{in.local.transport, in.src}, conn: in.conn})
 }
 
 // refusalKind names a refusal for the error metrics.

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,22 +9,45 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
-// udpTransport is SIP over UDP: each socket read by several goroutines, a
-// datagram a message.
+// udpBatch is how many datagrams a reader takes from its socket in one
+// system call (recvmmsg), and so at most how many it sends in one
+// (sendmmsg) once it has handled them: one datagram comes in per call
+// when the socket is quiet, up to udpBatch when it is busy.
+const udpBatch = 16
+
+// udpTransport is SIP over UDP: a datagram a message, read and sent in
+// batches, each listener served by one socket per reader (several share
+// the listener's address with SO_REUSEPORT, and the kernel spreads the
+// peers among them).
 type udpTransport struct {
 	proxy   *Proxy
 	log     *zap.Logger
 	readers int
 	wg      *sync.WaitGroup // the Server's
 
-	socks []*net.UDPConn
-	self  []endpoint // self[i] is socks[i]'s
+	socks [][]udpSocket // socks[i] serve listener i, a reader each
+	self  []endpoint    // self[i] is listener i's
+}
+
+// udpSocket is one socket and its batch reader and writer over it.
+type udpSocket struct {
+	c *net.UDPConn
+	b batchConn
+}
+
+// batchConn reads and writes several datagrams a system call: an
+// ipv4.PacketConn or an ipv6.PacketConn, whose Message is one type.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 func newUDPTransport(proxy *Proxy, log *zap.Logger, readers int, wg *sync.WaitGroup) *udpTransport {
-	return &udpTransport{proxy: proxy, log: log, readers: readers, wg: wg}
+	return &udpTransport{proxy: proxy, log: log, readers: max(readers, 1), wg: wg}
 }
 
 func (t *udpTransport) name() string { return "udp" }
@@ -31,28 +55,62 @@ func (t *udpTransport) name() string { return "udp" }
 func (t *udpTransport) selves() []endpoint { return t.self }
 
 func (t *udpTransport) listen(addr netip.AddrPort) error {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	shared := t.readers > 1
+	first, err := listenUDP(addr, shared)
 	if err != nil {
 		return err
 	}
-	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
-	_ = c.SetWriteBuffer(4 << 20)
-	t.socks = append(t.socks, c)
-	t.self = append(t.self, endpoint{"udp", localAddr(c.LocalAddr())})
+	self := endpoint{"udp", localAddr(first.c.LocalAddr())}
+	group := []udpSocket{first}
+	for len(group) < t.readers {
+		// The others on the first's address: its port once 0 is resolved.
+		s, err := listenUDP(self.addr, shared)
+		if err != nil {
+			for _, s := range group {
+				s.c.Close()
+			}
+			return err
+		}
+		group = append(group, s)
+	}
+	t.socks = append(t.socks, group)
+	t.self = append(t.self, self)
 	return nil
 }
 
+// listenUDP binds a socket, with SO_REUSEPORT when shared.
+func listenUDP(addr netip.AddrPort, shared bool) (udpSocket, error) {
+	var lc net.ListenConfig
+	if shared {
+		lc.Control = reusePort
+	}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
+	if err != nil {
+		return udpSocket{}, err
+	}
+	c := pc.(*net.UDPConn)
+	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
+	_ = c.SetWriteBuffer(4 << 20)
+	var b batchConn = ipv4.NewPacketConn(c)
+	if addr.Addr().Is6() {
+		b = ipv6.NewPacketConn(c)
+	}
+	return udpSocket{c, b}, nil
+}
+
 func (t *udpTransport) serve() {
-	for i := range t.socks {
-		for range t.readers {
-			t.wg.Go(func() { t.read(i) })
+	for i, group := range t.socks {
+		for k := range group {
+			t.wg.Go(func() { t.read(i, k) })
 		}
 	}
 }
 
 func (t *udpTransport) close() {
-	for _, c := range t.socks {
-		c.Close()
+	for _, group := range t.socks {
+		for _, s := range group {
+			s.c.Close()
+		}
 	}
 }
 
@@ -63,16 +121,21 @@ func (t *udpTransport) send(addr netip.AddrPort, data []byte) error {
 	if i < 0 {
 		return fmt.Errorf("no UDP listener for %s", addr)
 	}
-	_, err := t.socks[i].WriteToUDPAddrPort(data, addr)
+	_, err := t.socks[i][0].c.WriteToUDPAddrPort(data, addr)
 	return err
 }
 
-func (t *udpTransport) read(i int) {
-	c, self := t.socks[i], t.self[i]
-	buf := make([]byte, maxMessage)
-	var sc scratch
+// read is the reader of socket k of listener i.
+func (t *udpTransport) read(i, k int) {
+	c, self := t.socks[i][k].b, t.self[i]
+	slab := make([]byte, udpBatch*maxMessage)
+	ms := make([]ipv4.Message, udpBatch)
+	for j := range ms {
+		ms[j].Buffers = [][]byte{slab[j*maxMessage : (j+1)*maxMessage]}
+	}
+	sc := scratch{batch: newSendBatch(t, i, k)}
 	for {
-		n, src, err := c.ReadFromUDPAddrPort(buf)
+		n, err := c.ReadBatch(ms, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -80,13 +143,123 @@ func (t *udpTransport) read(i int) {
 			t.log.Warn("udp read", zap.Error(err))
 			continue
 		}
-		if n == 0 || isKeepAlive(buf[:n]) {
-			continue
+		for _, m := range ms[:n] {
+			data := m.Buffers[0][:m.N]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.N == 0 || isKeepAlive(data) {
+				continue
+			}
+			src := ua.AddrPort()
+			in := inbound{data: data, local: self, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
+			t.proxy.handle(&in, &sc)
 		}
-		in := inbound{data: buf[:n], local: self, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
-		t.proxy.handle(&in, &sc)
+		sc.batch.flush(t.proxy)
 	}
 }
+
+// sendBatch is a reader's datagrams to send, queued while it handles what
+// one read brought and sent together (sendmmsg) when it is done. It owns
+// the buffers they are in: queueing one gives the reader another to build
+// the next message in.
+type sendBatch struct {
+	t       *udpTransport
+	own     [2]int         // the reader's listener and socket: what it sends from
+	n       int            // queued: ms[:n], pending[:n]
+	ms      []ipv4.Message // ms[j] refers to bufs[j] and addrs[j], reused
+	bufs    [][1][]byte
+	addrs   []net.UDPAddr
+	ips     [][16]byte // addrs[j].IP's bytes
+	pending []pendingSend
+	spare   [][]byte
+}
+
+// pendingSend is what a failure to send a queued datagram is reported
+// with.
+type pendingSend struct {
+	sock     batchConn
+	to       netip.AddrPort
+	instance string // the instance it goes to, "" if none
+	counted  bool   // a request forwarded: a failure counts as a send error
+}
+
+func newSendBatch(t *udpTransport, listener, socket int) *sendBatch {
+	b := &sendBatch{t: t, own: [2]int{listener, socket}, ms: make([]ipv4.Message, udpBatch), bufs: make([][1][]byte, udpBatch),
+		addrs: make([]net.UDPAddr, udpBatch), ips: make([][16]byte, udpBatch), pending: make([]pendingSend, udpBatch)}
+	for j := range b.ms {
+		b.ms[j].Buffers, b.ms[j].Addr = b.bufs[j][:], &b.addrs[j]
+	}
+	return b
+}
+
+// queue takes data (the reader's out buffer) to send to addr at the next
+// flush and returns a buffer for the reader to build the next message in;
+// ok is false, and nothing is taken, when it must be sent at once (no
+// listener of addr's family to send it from).
+func (b *sendBatch) queue(addr netip.AddrPort, data []byte, instance string, counted bool) (next []byte, ok bool) {
+	i := pick(b.t.self, addr.Addr())
+	if i < 0 || b.t.self[i].addr.Addr().Is4() != addr.Addr().Is4() {
+		return data, false
+	}
+	sock := b.t.socks[i][0].b
+	if i == b.own[0] {
+		sock = b.t.socks[i][b.own[1]].b
+	}
+	if b.n == len(b.ms) {
+		b.flush(b.t.proxy)
+	}
+	j := b.n
+	b.n++
+	ua := &b.addrs[j]
+	b.ips[j] = addr.Addr().As16()
+	ua.IP = b.ips[j][:]
+	if addr.Addr().Is4() {
+		ua.IP = ua.IP[12:]
+	}
+	ua.Port = int(addr.Port())
+	b.bufs[j][0] = data
+	b.pending[j] = pendingSend{sock: sock, to: addr, instance: instance, counted: counted}
+	if n := len(b.spare); n > 0 {
+		next, b.spare = b.spare[n-1][:0], b.spare[:n-1]
+		return next, true
+	}
+	return nil, true
+}
+
+// flush sends what is queued, a system call per run of datagrams leaving
+// by one socket, and reports each datagram that could not be sent.
+func (b *sendBatch) flush(p *Proxy) {
+	for start := 0; start < b.n; {
+		sock := b.pending[start].sock
+		end := start + 1
+		for end < b.n && b.pending[end].sock == sock {
+			end++
+		}
+		for start < end {
+			n, err := sock.WriteBatch(b.ms[start:end], 0)
+			start += max(n, 0) // -1 with an error
+			if start < end && (err != nil || n == 0) {
+				// sendmmsg stops at the first datagram it cannot send.
+				if err == nil {
+					err = errors.New("sendmmsg sent nothing")
+				}
+				ps := b.pending[start]
+				p.sendFailed(destination{endpoint: endpoint{"udp", ps.to}}, ps.instance, ps.counted, err)
+				start++
+			}
+		}
+	}
+	for j := range b.n {
+		if buf := b.bufs[j][0]; cap(buf) <= maxKeptBuffer {
+			b.spare = append(b.spare, buf)
+		}
+		b.bufs[j][0], b.pending[j] = nil, pendingSend{}
+	}
+	b.n = 0
+}
+
+// maxKeptBuffer bounds the buffers a batch keeps for the next messages: a
+// rare large message's buffer is left to the collector.
+const maxKeptBuffer = 8 << 10
 
 // isKeepAlive reports a datagram of only CR and LF (RFC 5626 keep-alive).
 func isKeepAlive(b []byte) bool {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"clb/metrics"
 	"clb/policy"
 
 	gosip "github.com/emiago/sipgo/sip"
@@ -34,6 +35,10 @@ type view struct {
 	maxFwd     int                // -1 when absent
 	route      *gosip.RouteHeader // top Route, nil when none
 	body       []byte
+
+	// headers back fieldValues' result, so that parsing a field does not
+	// allocate a slice for it.
+	headers [4]gosip.Header
 }
 
 // parse reads what the proxy needs of w into v. For a request it returns
@@ -60,7 +65,7 @@ func (p *Proxy) parseResponse(v *view, start []byte) bool {
 		return false
 	}
 	v.code = n
-	vias := p.fieldValues(v.w, fieldVia, 2)
+	vias := p.fieldValues(v, fieldVia, 2)
 	if len(vias) < 2 || !p.parseBody(v) || !p.parseCSeq(v) {
 		return false
 	}
@@ -86,7 +91,9 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 		}
 		return bad("Malformed Request-Line")
 	}
-	v.method = string(method)
+	if v.method = metrics.Method(method); v.method == "other" {
+		v.method = string(method) // an extension method, as it is spelt
+	}
 	if string(version) != "SIP/2.0" {
 		if bytes.HasPrefix(version, []byte("SIP/")) {
 			return refusal{code: 505, reason: "Version Not Supported"}
@@ -112,15 +119,15 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 			return bad("Duplicate Header Field")
 		}
 	}
-	vias := p.fieldValues(w, fieldVia, 1)
+	vias := p.fieldValues(v, fieldVia, 1)
 	if len(vias) == 0 {
 		return bad("Missing or Malformed Via")
 	}
 	v.via, _ = vias[0].(*gosip.ViaHeader)
-	if from, ok := p.fieldValue(w, fieldFrom).(*gosip.FromHeader); ok {
+	if from, ok := p.fieldValue(v, fieldFrom).(*gosip.FromHeader); ok {
 		v.from = from
 	}
-	if to, ok := p.fieldValue(w, fieldTo).(*gosip.ToHeader); ok {
+	if to, ok := p.fieldValue(v, fieldTo).(*gosip.ToHeader); ok {
 		v.to = to
 	}
 	if v.via == nil || v.from == nil || v.to == nil {
@@ -152,7 +159,7 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 		return bad("Bad From or To")
 	}
 	if i := w.first(fieldRoute); i >= 0 {
-		rt, ok := p.fieldValue(w, fieldRoute).(*gosip.RouteHeader)
+		rt, ok := p.fieldValue(v, fieldRoute).(*gosip.RouteHeader)
 		if !ok {
 			return bad("Malformed Route")
 		}
@@ -202,17 +209,19 @@ func (p *Proxy) parseBody(v *view) bool {
 }
 
 // fieldValue is the first value of the first field of kind f, parsed, or nil.
-func (p *Proxy) fieldValue(w *wire, f field) gosip.Header {
-	if hs := p.fieldValues(w, f, 1); len(hs) > 0 {
+func (p *Proxy) fieldValue(v *view, f field) gosip.Header {
+	if hs := p.fieldValues(v, f, 1); len(hs) > 0 {
 		return hs[0]
 	}
 	return nil
 }
 
 // fieldValues parses fields of kind f, in order, until it has at least n
-// values (a field may carry several); nil if one does not parse.
-func (p *Proxy) fieldValues(w *wire, f field, n int) []gosip.Header {
-	var out []gosip.Header
+// values (a field may carry several); nil if one does not parse. The slice
+// is the view's, overwritten by the next call: keep its values, not it.
+func (p *Proxy) fieldValues(v *view, f field, n int) []gosip.Header {
+	w := v.w
+	out := v.headers[:0]
 	for _, l := range w.lines {
 		if l.field != f {
 			continue

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package sip
+
+import (
+	"errors"
+	"syscall"
+)
+
+// reusePort: several readers per UDP listener need SO_REUSEPORT, used on
+// Linux only.
+func reusePort(_, _ string, _ syscall.RawConn) error {
+	return errors.New("several UDP readers per listener need Linux (SO_REUSEPORT)")
+}

@@ -1,0 +1,159 @@
+package sip
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"clb/config"
+)
+
+// TestUDPBurstInOrder: a burst of INVITEs from one phone, which the reader
+// takes from its socket several at a time, reaches the instance whole and
+// in the order sent.
+func TestUDPBurstInOrder(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1})
+	phone := newPeer(t, "phone", "udp", nil)
+	const n = 4 * udpBatch // the instance's socket buffer holds them all
+	for i := range n {
+		phone.send(newInvite(phone, c.udp, "alice", fmt.Sprintf("burst-%d", i)), c.udp)
+	}
+	for i := range n {
+		_, req := c.recvAny("INVITE")
+		if got, want := req.CallID().Value(), fmt.Sprintf("burst-%d", i); got != want {
+			t.Fatalf("INVITE %d: Call-ID %s, want %s", i, got, want)
+		}
+	}
+	c.quiet()
+}
+
+// udpSink is a UDP peer and a server whose one UDP listener sends to it.
+func udpSink(t *testing.T, report func(string, bool)) (*Server, *peer) {
+	t.Helper()
+	srv, err := NewServer(ServerOptions{
+		ProxyOptions: ProxyOptions{Report: report},
+		Listen:       []config.SIPAddr{{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.closeTransports)
+	return srv, newPeer(t, "sink", "udp", make(chan envelope, 1024))
+}
+
+// TestSendBatch: queued datagrams leave in order when the batch is flushed
+// (or fills up); one the kernel refuses (too large for a datagram) is
+// reported against its instance, and those after it are still sent.
+func TestSendBatch(t *testing.T) {
+	var mu sync.Mutex
+	var failed []string
+	srv, sink := udpSink(t, func(instance string, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ok {
+			failed = append(failed, instance)
+		}
+	})
+	b := newSendBatch(srv.transport("udp").(*udpTransport), 0, 0)
+	msg := func(i int) []byte { return fmt.Appendf(nil, "SIP/2.0 200 OK\r\nCSeq: %d OPTIONS\r\n\r\n", i) }
+	var want [][]byte
+	const n = 2*udpBatch + 3 // fills the batch twice: flushed early twice
+	for i := range n {
+		data := msg(i)
+		if i == 5 {
+			data = make([]byte, 70_000) // over the 65,507 bytes a UDP datagram carries
+		} else {
+			want = append(want, data)
+		}
+		if _, ok := b.queue(sink.addr, data, "inst1", true); !ok {
+			t.Fatalf("message %d not queued", i)
+		}
+	}
+	b.flush(srv.proxy)
+	for i, w := range want {
+		select {
+		case e := <-sink.inbox:
+			if !bytes.Equal(e.raw, w) {
+				t.Fatalf("datagram %d: got %q, want %q", i, e.raw, w)
+			}
+		case <-time.After(wait):
+			t.Fatalf("datagram %d not received within %v", i, wait)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) != 1 || failed[0] != "inst1" {
+		t.Errorf("send failures reported: %q, want [inst1]", failed)
+	}
+}
+
+// TestSendBatchAllocatesNothing: queueing a batch of datagrams and sending
+// it, which a UDP reader does for every message, allocate nothing. The sink
+// is read only afterwards, so that its reading allocates nothing meanwhile.
+func TestSendBatchAllocatesNothing(t *testing.T) {
+	srv, _ := udpSink(t, nil)
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	to := localAddr(sink.LocalAddr())
+	b := newSendBatch(srv.transport("udp").(*udpTransport), 0, 0)
+	msg := []byte("SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+	const runs = 10
+	allocs := testing.AllocsPerRun(runs, func() {
+		for range udpBatch {
+			if _, ok := b.queue(to, msg, "", false); !ok {
+				t.Fatal("not queued")
+			}
+		}
+		b.flush(srv.proxy)
+	})
+	if allocs != 0 && !raceEnabled {
+		t.Errorf("%v allocations per batch of %d", allocs, udpBatch)
+	}
+	// AllocsPerRun runs the function once more than it is told.
+	buf := make([]byte, 100)
+	for i := range (runs + 1) * udpBatch {
+		if err := sink.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := sink.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("datagram %d: %q", i, buf[:n])
+		}
+	}
+}
+
+// TestUDPReaders: with several readers a UDP listener is still one address
+// (the sockets share it), and requests and responses from many peers,
+// which the kernel spreads among the sockets, all go through.
+func TestUDPReaders(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1, readers: 4})
+	if got := c.server.Listeners(); len(got) != 2 || got[0] != "udp://"+c.udp.String() {
+		t.Fatalf("listeners %v, want one UDP and one TCP", got)
+	}
+	uas := c.instances["inst1"]
+	const phones = 16
+	ps := make([]*peer, phones)
+	for i := range ps {
+		ps[i] = newPeer(t, fmt.Sprintf("phone%d", i), "udp", nil)
+		ps[i].send(newInvite(ps[i], c.udp, "alice", fmt.Sprintf("readers-%d", i)), c.udp)
+	}
+	for range phones {
+		_, inv := c.recvAny("INVITE")
+		uas.send(respond(uas, inv, 200, "OK", "uas"), c.udp)
+	}
+	for i, p := range ps {
+		if got, want := p.recvResponse(200).CallID().Value(), fmt.Sprintf("readers-%d", i); got != want {
+			t.Errorf("phone %d: 200 of %s, want %s", i, got, want)
+		}
+	}
+	c.quiet()
+}
