@@ -13,9 +13,21 @@ for pkg in $(go list ./... | sed 's|^clb|.|'); do
 	[ -n "$filter" ] && [[ "$pkg" != *"$filter"* ]] && continue
 	for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
 		echo "fuzz $pkg $target for $fuzztime"
+		corpus="$pkg/testdata/fuzz/$target"
+		before=$(find "$corpus" -type f 2>/dev/null | wc -l)
 		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
-			cat /tmp/fuzz-$$.log
-			status=1
+			after=$(find "$corpus" -type f 2>/dev/null | wc -l)
+			# Go 1.26's coordinator can fail a duration-bounded run at its
+			# end with a bare "context deadline exceeded" (go.dev/issue/75804,
+			# fixed in 1.27): no input was found then, none is written. Any
+			# other failure, or a written input, fails the run.
+			if [ "$after" = "$before" ] && [ "$(grep -c -- '--- FAIL' /tmp/fuzz-$$.log)" = 1 ] &&
+				grep -A1 -- '--- FAIL' /tmp/fuzz-$$.log | tail -1 | grep -qx '    context deadline exceeded'; then
+				echo "  (ended by go.dev/issue/75804 at its deadline; no failing input)"
+			else
+				cat /tmp/fuzz-$$.log
+				status=1
+			fi
 		fi
 	done
 done
