@@ -135,7 +135,7 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 		slots:     make(chan struct{}, l.MaxConnections),
 		conns:     map[*clientConn]struct{}{},
 		perSource: map[netip.Addr]int{},
-		linger:    10 * time.Millisecond,
+		linger:    100 * time.Millisecond,
 	}
 	readSize := max(l.MaxHeaderBytes, 4096)
 	s.bufs.New = func() any {
@@ -408,7 +408,11 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		switch {
 		case err == nil:
 			if cc.served { // a gap between requests, not since connect
-				cc.busy = !cc.woken
+				// A woken one that spoke within linger of going idle is
+				// busy too: else one park (a scheduling hiccup) would have
+				// it parked and woken on every request after it, at about
+				// twice the CPU a request (bench/http-vs-haproxy-nginx.sh).
+				cc.busy = !cc.woken || time.Now().Before(idleEnd.Add(s.linger-s.o.Limits.IdleTimeout))
 			}
 			cc.woken = false
 			return ready

@@ -68,7 +68,7 @@ func newStreamTransport(token string, network streamNetwork, proxy *Proxy, log *
 		token: token, network: network, proxy: proxy, log: log, opts: o, wg: wg,
 		conns:   map[netip.AddrPort]*streamConn{},
 		dialing: map[netip.AddrPort]chan struct{}{},
-		linger:  10 * time.Millisecond,
+		linger:  100 * time.Millisecond,
 	}
 	t.bufs.New = func() any { return &streamState{buf: make([]byte, streamBuffer)} }
 	tick := min(max(o.idleTimeout/16, 10*time.Millisecond), time.Second)
@@ -318,7 +318,9 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 		n, err := c.c.Read(buf[have:])
 		if have == 0 && n > 0 {
 			if served { // a gap between messages, not since connect
-				busy = !woken
+				// woken within linger of going idle: busy too, or one park
+				// would have it parked and woken on every message after it
+				busy = !woken || time.Now().Before(idleEnd.Add(t.linger-t.opts.idleTimeout))
 			}
 			served, woken = true, false
 		}
