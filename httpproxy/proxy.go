@@ -373,7 +373,15 @@ func (x *exchange) tunnel(up *upConn) bool {
 		up.c.Close()
 		return false
 	}
+	// No deadline of the upgrade exchange stays on the tunnel: a WebSocket
+	// may be quiet for longer than any HTTP timeout (its ends ping). The
+	// readers clear theirs at their next read; writes go to the sockets.
 	x.cc.dc.readFrom(time.Time{}, 0)
+	up.dc.readProgress(time.Time{}, 0)
+	if x.cc.c.SetWriteDeadline(time.Time{}) != nil || up.c.SetWriteDeadline(time.Time{}) != nil {
+		up.c.Close()
+		return false
+	}
 	// Either side closing ends the tunnel: close both, so that the other
 	// copy stops too.
 	var once sync.Once

@@ -463,3 +463,35 @@ func TestConnectionLimit(t *testing.T) {
 		t.Errorf("%d requests reached the back end, want 3", n)
 	}
 }
+
+// TestWebSocketOutlivesTimeouts: a tunnel is quiet for longer than every
+// HTTP timeout and still carries both ways (the deadlines of its upgrade
+// exchange do not stay on the tunnel's sockets).
+func TestWebSocketOutlivesTimeouts(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	c := newCluster(t, clusterOptions{n: 1, limits: func(h *config.HTTP) {
+		h.ReadHeaderTimeout, h.IdleTimeout, h.WriteTimeout, h.ResponseTimeout = timeout, timeout, timeout, timeout
+	}})
+	for _, b := range c.backends {
+		b.handle = echoWebSocket
+	}
+	conn := dialRaw(t, c.server.Addr())
+	fmt.Fprintf(conn, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	for i, msg := range []string{"before", "after the timeouts"} {
+		if i > 0 {
+			<-time.After(4 * timeout) // the quiet spell under test, not a wait for an event
+		}
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo %d: %q, %v", i, buf, err)
+		}
+	}
+}
