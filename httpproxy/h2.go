@@ -298,9 +298,26 @@ var hopByHopResponse = []string{"Connection", "Keep-Alive", "Proxy-Connection", 
 // sends it on the stream: interim responses (103), then the final one, its
 // body flushed as it comes. Whatever stops it (the client reset the
 // stream) closes pr, so that clb's writes fail instead of waiting.
+// relayBufs are a relay's reader of the pipe and its copy buffer: pooled,
+// since a stream is one request (they were 32 KiB made per stream).
+type relayBufs struct {
+	br  *bufio.Reader
+	buf []byte
+}
+
+var relayPool = sync.Pool{New: func() any {
+	return &relayBufs{br: bufio.NewReaderSize(nil, 16<<10), buf: make([]byte, 16<<10)}
+}}
+
 func relayStream(w http.ResponseWriter, r *http.Request, pr *io.PipeReader) {
 	defer pr.Close()
-	br := bufio.NewReaderSize(pr, 16<<10)
+	rb := relayPool.Get().(*relayBufs)
+	rb.br.Reset(pr)
+	defer func() {
+		rb.br.Reset(nil)
+		relayPool.Put(rb)
+	}()
+	br, buf := rb.br, rb.buf
 	rc := http.NewResponseController(w)
 	for {
 		res, err := http.ReadResponse(br, r)
@@ -323,7 +340,6 @@ func relayStream(w http.ResponseWriter, r *http.Request, pr *io.PipeReader) {
 			continue
 		}
 		w.WriteHeader(res.StatusCode)
-		buf := make([]byte, 16<<10)
 		for {
 			n, err := res.Body.Read(buf)
 			if n > 0 {
