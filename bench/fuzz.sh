@@ -9,14 +9,16 @@ cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10s}
 filter=${1:-}
 status=0
+# inputs DIR: how many files DIR holds (0 when it does not exist yet)
+inputs() { if [ -d "$1" ]; then find "$1" -type f | wc -l; else echo 0; fi; }
 for pkg in $(go list ./... | sed 's|^clb|.|'); do
 	[ -n "$filter" ] && [[ "$pkg" != *"$filter"* ]] && continue
 	for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
 		echo "fuzz $pkg $target for $fuzztime"
 		corpus="$pkg/testdata/fuzz/$target"
-		before=$(find "$corpus" -type f 2>/dev/null | wc -l)
+		before=$(inputs "$corpus")
 		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
-			after=$(find "$corpus" -type f 2>/dev/null | wc -l)
+			after=$(inputs "$corpus")
 			# Go 1.26's coordinator can fail a duration-bounded run at its
 			# end with a bare "context deadline exceeded" (go.dev/issue/75804,
 			# fixed in 1.27): no input was found then, none is written. Any
