@@ -102,20 +102,27 @@ func (t *streamTransport) serve() {
 }
 
 func (t *streamTransport) close() {
-	t.mu.Lock()
-	t.closed = true
-	conns := make([]*streamConn, 0, len(t.conns))
-	for _, c := range t.conns {
-		conns = append(conns, c)
-	}
-	t.mu.Unlock()
-	for _, ln := range t.listeners {
-		ln.Close()
-	}
-	for _, c := range conns {
+	for _, c := range shut(&t.mu, &t.closed, t.conns, t.listeners) {
 		c.c.Close()
 	}
 	t.park.Close() // its Run closes (unregisters) the parked ones
+}
+
+// shut marks a connection-oriented transport closed (under mu, so that no
+// connection joins conns after it), closes its listeners and returns the
+// connections it had, for the caller to close its way.
+func shut[K comparable, C any](mu *sync.Mutex, closed *bool, conns map[K]C, listeners []net.Listener) []C {
+	mu.Lock()
+	*closed = true
+	open := make([]C, 0, len(conns))
+	for _, c := range conns {
+		open = append(open, c)
+	}
+	mu.Unlock()
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	return open
 }
 
 // streamConn is one connection, accepted or opened; writes are serialised.

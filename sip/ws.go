@@ -98,17 +98,7 @@ func (t *wsTransport) serve() {
 }
 
 func (t *wsTransport) close() {
-	t.mu.Lock()
-	t.closed = true
-	conns := make([]*wsConn, 0, len(t.conns))
-	for _, c := range t.conns {
-		conns = append(conns, c)
-	}
-	t.mu.Unlock()
-	for _, ln := range t.listeners {
-		ln.Close()
-	}
-	for _, c := range conns {
+	for _, c := range shut(&t.mu, &t.closed, t.conns, t.listeners) {
 		c.closeWith(closeGoingAway)
 	}
 }
