@@ -74,7 +74,9 @@ func (k *flowKey) parse(transport, token string) (f flowID, ok bool) {
 	}
 	var b [42]byte
 	n, err := base64.RawURLEncoding.Strict().Decode(b[:], []byte(token))
-	if err != nil || (n != 8+6+flowMAC && n != 8+18+flowMAC) {
+	// The decoder skips CR and LF even when strict: a token is only its
+	// own encoding, so that one connection has one token.
+	if err != nil || (n != 8+6+flowMAC && n != 8+18+flowMAC) || len(token) != base64.RawURLEncoding.EncodedLen(n) {
 		return f, false
 	}
 	payload, got := b[:n-flowMAC], b[n-flowMAC:n]
