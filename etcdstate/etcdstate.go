@@ -462,29 +462,33 @@ func (s *State) applyPending() {
 	s.applyPendingLocked()
 }
 
+// The actions pending go to the balancer in one batch, so one Table is
+// built for all a watch response brought.
 func (s *State) applyPendingLocked() {
 	s.applyWeightsLocked()
-	for name, a := range s.actions {
-		if a.rev > s.applied[name] && s.known[name] {
-			s.applyLocked(name, a)
+	s.o.Balancer.Batch(func(w balancer.Writer) {
+		for name, a := range s.actions {
+			if a.rev > s.applied[name] && s.known[name] {
+				s.applyLocked(w, name, a)
+			}
 		}
-	}
+	})
 }
 
 // applyLocked gives the balancer an action, ramping from its at.
-func (s *State) applyLocked(name string, a action) {
+func (s *State) applyLocked(w balancer.Writer, name string, a action) {
 	var f func(string, time.Time) error
 	switch {
 	case a.State == "enable" && a.From != nil:
-		f = func(name string, at time.Time) error { return s.o.Balancer.EnableFrom(name, *a.From, at, s.o.Now()) }
+		f = func(name string, at time.Time) error { return w.EnableFrom(name, *a.From, at, s.o.Now()) }
 	case a.State == "drain" && a.From != nil:
-		f = func(name string, at time.Time) error { return s.o.Balancer.DrainFrom(name, *a.From, at, s.o.Now()) }
+		f = func(name string, at time.Time) error { return w.DrainFrom(name, *a.From, at, s.o.Now()) }
 	case a.State == "enable":
-		f = s.o.Balancer.Enable
+		f = w.Enable
 	case a.State == "disable":
-		f = s.o.Balancer.Disable
+		f = w.Disable
 	case a.State == "drain":
-		f = s.o.Balancer.Drain
+		f = w.Drain
 	}
 	if err := f(name, a.At); err != nil {
 		if !errors.Is(err, balancer.ErrUnknownInstance) {
