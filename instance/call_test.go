@@ -1,7 +1,6 @@
 package instance
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -46,22 +45,8 @@ func TestCallRegistered(t *testing.T) {
 		t.Fatalf("a call to an address of record not registered: %v %v, want 404", r, err)
 	}
 
-	type result struct {
-		code int
-		body map[string]any
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := http.Post(in.HTTPAddr()+"/_clb/call?aor="+url.QueryEscape("sip:bob@example.com"), "", nil)
-		if err != nil {
-			done <- result{}
-			return
-		}
-		defer r.Body.Close()
-		var b map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&b)
-		done <- result{r.StatusCode, b}
-	}()
+	var answer map[string]any
+	done := postAsync(in.HTTPAddr()+"/_clb/call?aor="+url.QueryEscape("sip:bob@example.com"), &answer)
 	inv, isReq := recvSIP(t, clb).(*gosip.Request)
 	if !isReq || inv.Method != gosip.INVITE {
 		t.Fatalf("want the instance's INVITE, got %v", inv)
@@ -101,21 +86,16 @@ func TestCallRegistered(t *testing.T) {
 	if !isReq || ack.Method != gosip.ACK {
 		t.Fatalf("want the ACK of the 200, got %v", ack)
 	}
-	var routes []string
-	for _, h := range ack.GetHeaders("Route") {
-		routes = append(routes, "<"+h.(*gosip.RouteHeader).Address.String()+">")
-	}
-	if strings.Join(routes, ",") != rr2+","+rr1 {
+	if routes := routeList(ack); routes != rr2+","+rr1 {
 		t.Errorf("ACK Route %v, want the Record-Route reversed %s,%s", routes, rr2, rr1)
 	}
 	if tag, _ := ack.To().Params.Get("tag"); tag != "browser" {
 		t.Errorf("ACK To tag %q, want the 200's", tag)
 	}
-	r := <-done
-	if r.code != 200 || r.body["status"] != float64(200) {
-		t.Fatalf("call answered %d %v, want 200 with status 200", r.code, r.body)
+	if code := <-done; code != 200 || answer["status"] != float64(200) {
+		t.Fatalf("call answered %d %v, want 200 with status 200", code, answer)
 	}
-	callID := r.body["call_id"].(string)
+	callID, _ := answer["call_id"].(string)
 	if calls := in.Calls(); len(calls) != 1 || calls[0] != callID {
 		t.Fatalf("the instance's calls %v, want %s", calls, callID)
 	}

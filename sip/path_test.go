@@ -125,29 +125,25 @@ func TestWSPath(t *testing.T) {
 	c.quiet()
 	quietPeer(t, phone)
 
-	t.Run("from outside the cluster", func(t *testing.T) {
-		stranger := newPeer(t, "stranger", "udp", nil)
-		inv := newInvite(stranger, c.udp, "mallory", "to-browser-2")
+	// Each INVITE by the Path from sender, with the Path's token as tok,
+	// gets 403 and reaches nothing.
+	refused := func(sender *peer, callID, tok string) {
+		t.Helper()
+		route := path
+		route.UriParams = path.UriParams.Clone()
+		route.UriParams.Add(paramFlow, tok)
+		inv := newInvite(sender, c.udp, "mallory", callID)
 		inv.Recipient = phone.uri("bob")
-		inv.PrependHeader(&gosip.RouteHeader{Address: path})
-		stranger.send(inv, c.udp)
-		stranger.recvResponse(403)
+		inv.PrependHeader(&gosip.RouteHeader{Address: route})
+		sender.send(inv, c.udp)
+		sender.recvResponse(403)
 		quietPeer(t, phone)
-	})
-	t.Run("altered token", func(t *testing.T) {
-		forged := path
-		forged.UriParams = path.UriParams.Clone()
-		tok, _ := path.UriParams.Get(paramFlow)
-		b := []byte(tok)
-		b[2] ^= 1
-		forged.UriParams.Add(paramFlow, string(b))
-		inv := newInvite(uas, c.udp, "app", "to-browser-3")
-		inv.Recipient = phone.uri("bob")
-		inv.PrependHeader(&gosip.RouteHeader{Address: forged})
-		uas.send(inv, c.udp)
-		uas.recvResponse(403)
-		quietPeer(t, phone)
-	})
+	}
+	tok, _ := path.UriParams.Get(paramFlow)
+	refused(newPeer(t, "stranger", "udp", nil), "to-browser-2", tok) // from outside the cluster
+	forged := []byte(tok)
+	forged[2] ^= 1
+	refused(uas, "to-browser-3", string(forged)) // an altered token
 }
 
 // parseURIValue parses a name-addr field value such as Path's.
