@@ -1,0 +1,88 @@
+package sip
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+
+	gosip "github.com/emiago/sipgo/sip"
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"clb/config"
+	"clb/netpark/netparktest"
+)
+
+// cork sets TCP_CORK on conn's socket (under a *tls.Conn too): writes
+// wait in the kernel, to leave as one segment when it is cleared.
+func cork(t *testing.T, conn net.Conn, on int) {
+	t.Helper()
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = w.NetConn()
+	}
+	rc, err := conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, on) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+}
+
+// Two messages in one segment (so both in clb's first read, or, over TLS,
+// the second left in crypto/tls's buffer) are both answered before the
+// connection parks, and a message whose first bytes wake it is read whole.
+func TestWSParkingRaces(t *testing.T) {
+	for _, tr := range []string{"ws", "wss"} {
+		t.Run(tr, func(t *testing.T) {
+			c := wsParkCluster(t, config.WS{}, tr == "wss")
+			conn, r, err := c.wsDial(tr, netip.AddrPort{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
+			frame := func(callID string) []byte {
+				inv := newInvite(&peer{transport: tr, addr: localAddr(conn.LocalAddr())}, c.clb(tr), "idle", callID)
+				mf := gosip.MaxForwardsHeader(0)
+				inv.ReplaceHeader(&mf)
+				var b strings.Builder
+				if err := ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame([]byte(inv.String())))); err != nil {
+					t.Fatal(err)
+				}
+				return []byte(b.String())
+			}
+			// Two writes (over TLS, two records) corked into one segment.
+			cork(t, conn, 1)
+			for _, id := range []string{"race-1", "race-2"} {
+				if _, err := conn.Write(frame(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cork(t, conn, 0)
+			for range 2 {
+				if f := readFrame(t, conn, r); !strings.HasPrefix(string(f.Payload), "SIP/2.0 483 ") {
+					t.Fatalf("got %q; want a 483", f.Payload)
+				}
+			}
+			netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
+			split := frame("race-split")
+			if _, err := conn.Write(split[:5]); err != nil {
+				t.Fatal(err)
+			}
+			netparktest.Until(t, "the connection is woken", func() bool { return c.wsParked(tr) == 0 })
+			if _, err := conn.Write(split[5:]); err != nil {
+				t.Fatal(err)
+			}
+			if f := readFrame(t, conn, r); !strings.HasPrefix(string(f.Payload), "SIP/2.0 483 ") {
+				t.Fatalf("split message: got %q; want a 483", f.Payload)
+			}
+		})
+	}
+}
