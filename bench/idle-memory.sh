@@ -47,21 +47,6 @@ done
 lb_http=22080
 lb_sip=21060
 
-# kb FIELD PIDS...: a /proc/PID/status field (VmRSS, VmHWM) summed, in kB.
-kb() {
-	local f=$1 t=0 p
-	shift
-	for p in "$@"; do t=$((t + $(awk -v f="$f:" '$1 == f {print $2}' "/proc/$p/status"))); done
-	echo "$t"
-}
-# pss PIDS...: proportional set size summed, in kB.
-pss() {
-	local t=0 p
-	for p in "$@"; do t=$((t + $(awk '$1 == "Pss:" {print $2}' "/proc/$p/smaps_rollup"))); done
-	echo "$t"
-}
-mb() { echo "scale=1; $1 / 1024" | bc; }
-
 # up PID PORT LOG: waits (10 s at most) for the balancer PID to accept TCP
 # on PORT; false, with its log's end, if it died or never did.
 up() {

@@ -16,6 +16,13 @@
 #   ticks_all PID...       utime + stime of the processes, in clock ticks
 #   peak_rss PID...        the sum of their VmHWM, kB
 #   per_1k TICKS N         CPU-seconds per 1,000 of N
+#
+# For the memory benches (bench/idle-memory.sh, bench/wss-idle.sh):
+#
+#   kb FIELD PID...        a /proc/PID/status field (VmRSS, VmHWM) summed, kB
+#   pss PID...             proportional set size summed, kB (a forking
+#                          server's shared memory counted once)
+#   mb KB                  KB in MB, one decimal
 #   wrk_stats OUTPUT       sets reqs, rps, p99, errors from wrk --latency output
 
 need() {
@@ -114,6 +121,21 @@ peak_rss() {
 	for p in "$@"; do kb=$((kb + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status"))); done
 	echo "$kb"
 }
+
+kb() {
+	local f=$1 t=0 p
+	shift
+	for p in "$@"; do t=$((t + $(awk -v f="$f:" '$1 == f {print $2}' "/proc/$p/status"))); done
+	echo "$t"
+}
+
+pss() {
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '$1 == "Pss:" {print $2}' "/proc/$p/smaps_rollup"))); done
+	echo "$t"
+}
+
+mb() { echo "scale=1; $1 / 1024" | bc; }
 
 per_1k() {
 	echo "scale=5; $1 / $hz / ($2 / 1000)" | bc
