@@ -1,11 +1,13 @@
 package sip
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
 	"github.com/gobwas/ws"
@@ -84,5 +86,29 @@ func TestWSParkingRaces(t *testing.T) {
 				t.Fatalf("split message: got %q; want a 483", f.Payload)
 			}
 		})
+	}
+}
+
+// Two keep-alives in two TLS records of one segment: crypto/tls reads
+// both from the socket with the first, so the second is answered from its
+// buffer, not left there when the connection is parked.
+func TestStreamParkedTLSPipelined(t *testing.T) {
+	netparktest.SkipUnsupported(t)
+	c := newCluster(t, clusterOptions{n: 1, tls: true, linger: time.Hour})
+	conn, err := tlsDial(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cork(t, conn, 1)
+	for range 2 {
+		if _, err := io.WriteString(conn, "\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cork(t, conn, 0)
+	pongs := make([]byte, 4)
+	if _, err := io.ReadFull(conn, pongs); err != nil || string(pongs) != "\r\n\r\n" {
+		t.Fatalf("pongs %q, %v; want two", pongs, err)
 	}
 }
