@@ -149,17 +149,7 @@ tcp_max_connections=20000
 tcp_connection_lifetime=3600
 listen=udp:127.0.0.1:$lb_sip
 listen=tcp:127.0.0.1:$lb_sip
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "dispatcher.so"
-modparam("dispatcher", "list_file", "$tmp/dispatcher.list")
-modparam("dispatcher", "ds_ping_interval", 0)
+$(kamailio_modules "$tmp/dispatcher.list")
 request_route {
 	if (!mf_process_maxfwd_header("10")) {
 		sl_send_reply("483", "Too Many Hops");

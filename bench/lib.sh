@@ -23,6 +23,13 @@
 #   pss PID...             proportional set size summed, kB (a forking
 #                          server's shared memory counted once)
 #   mb KB                  KB in MB, one decimal
+#
+# For the Kamailio comparisons:
+#
+#   kamailio_modules LIST  kamailio.cfg's module path and the modules of a
+#                          dispatcher front end (tm, sl, rr, maxfwd, textops,
+#                          pv, siputils, dispatcher on the list file LIST,
+#                          its OPTIONS pings off)
 #   wrk_stats OUTPUT       sets reqs, rps, p99, errors from wrk --latency output
 
 need() {
@@ -136,6 +143,22 @@ pss() {
 }
 
 mb() { echo "scale=1; $1 / 1024" | bc; }
+
+kamailio_modules() {
+	cat <<EOF
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "dispatcher.so"
+modparam("dispatcher", "list_file", "$1")
+modparam("dispatcher", "ds_ping_interval", 0)
+EOF
+}
 
 per_1k() {
 	echo "scale=5; $1 / $hz / ($2 / 1000)" | bc

@@ -72,25 +72,15 @@ listen=tcp:127.0.0.1:${port[tcp]}
 listen=tls:127.0.0.1:${port[tls]}
 listen=tcp:127.0.0.1:${port[ws]}
 listen=tls:127.0.0.1:${port[wss]}
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+$(kamailio_modules "$tmp/dispatcher.list")
 loadmodule "tls.so"
 modparam("tls", "certificate", "$tmp/cert.pem")
 modparam("tls", "private_key", "$tmp/key.pem")
 modparam("tls", "tls_method", "TLSv1.2+")
 modparam("tls", "verify_certificate", 0)
 modparam("tls", "require_certificate", 0)
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
 loadmodule "xhttp.so"
 loadmodule "websocket.so"
-loadmodule "dispatcher.so"
-modparam("dispatcher", "list_file", "$tmp/dispatcher.list")
-modparam("dispatcher", "ds_ping_interval", 0)
 request_route {
 	if (!mf_process_maxfwd_header("10")) {
 		sl_send_reply("483", "Too Many Hops");
