@@ -5,7 +5,10 @@
 # UDP; Kamailio: dispatcher, stateless forward(), X-CLB-Key added for the
 # instance) and then stay idle. The same client program (bench/wsclients)
 # for every case: clb over ws:// and wss://, Kamailio over tcp://, tls://,
-# ws:// and wss:// (its websocket and tls modules, OpenSSL's defaults).
+# ws:// and wss:// (its websocket and tls modules, OpenSSL's defaults;
+# one TCP worker: with two, Kamailio 5.6.3's TLS workers fail handshakes
+# with OpenSSL 3, "BIO routines::unsupported method", and die within a few
+# thousand clients).
 # For each case, a fresh balancer: its resident memory (VmRSS) and PSS
 # summed over its processes (Kamailio forks; its shared memory counts once
 # in PSS, in every process in RSS) before the clients and SETTLE seconds
@@ -61,7 +64,7 @@ cat >"$tmp/kamailio.cfg" <<EOF
 debug=0
 log_stderror=yes
 children=2
-tcp_children=2
+tcp_children=1
 tcp_max_connections=$((n + 1000))
 tls_max_connections=$((n + 1000))
 tcp_connection_lifetime=3600
@@ -162,7 +165,7 @@ for round in $(seq "$rounds"); do
 		procs=$p
 		[ "$lb" = clb ] || procs=$(pgrep -d ' ' -f "kamailio -f $tmp/kamailio.cfg")
 		# shellcheck disable=SC2086 # procs is a list of PIDs
-		measure "$lb" "$tr" $procs
+		measure "$lb" "$tr" $procs || { echo "$c: no figure (its processes: $procs; now: $(pgrep -d ' ' -f "$tmp/" || true))" >&2; tail -5 "$tmp/lb.log" >&2; exit 1; }
 		sum[$c]=$((${sum[$c]:-0} + per))
 		stop "$p"
 	done
