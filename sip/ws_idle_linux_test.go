@@ -3,17 +3,14 @@ package sip
 import (
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	gosip "github.com/emiago/sipgo/sip"
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
-	"clb/config"
 	"clb/netpark/netparktest"
 )
 
@@ -43,19 +40,10 @@ func cork(t *testing.T, conn net.Conn, on int) {
 func TestWSParkingRaces(t *testing.T) {
 	for _, tr := range []string{"ws", "wss"} {
 		t.Run(tr, func(t *testing.T) {
-			c := wsParkCluster(t, config.WS{}, tr == "wss")
-			conn, r, err := c.wsDial(tr, netip.AddrPort{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
+			c, conn, r := parkedWS(t, tr)
 			frame := func(callID string) []byte {
-				inv := newInvite(&peer{transport: tr, addr: localAddr(conn.LocalAddr())}, c.clb(tr), "idle", callID)
-				mf := gosip.MaxForwardsHeader(0)
-				inv.ReplaceHeader(&mf)
 				var b strings.Builder
-				if err := ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame([]byte(inv.String())))); err != nil {
+				if err := ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame(hopless(c, tr, conn, callID)))); err != nil {
 					t.Fatal(err)
 				}
 				return []byte(b.String())
@@ -68,11 +56,8 @@ func TestWSParkingRaces(t *testing.T) {
 				}
 			}
 			cork(t, conn, 0)
-			for range 2 {
-				if f := readFrame(t, conn, r); !strings.HasPrefix(string(f.Payload), "SIP/2.0 483 ") {
-					t.Fatalf("got %q; want a 483", f.Payload)
-				}
-			}
+			expect483(t, conn, r)
+			expect483(t, conn, r)
 			netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
 			split := frame("race-split")
 			if _, err := conn.Write(split[:5]); err != nil {
@@ -82,9 +67,7 @@ func TestWSParkingRaces(t *testing.T) {
 			if _, err := conn.Write(split[5:]); err != nil {
 				t.Fatal(err)
 			}
-			if f := readFrame(t, conn, r); !strings.HasPrefix(string(f.Payload), "SIP/2.0 483 ") {
-				t.Fatalf("split message: got %q; want a 483", f.Payload)
-			}
+			expect483(t, conn, r)
 		})
 	}
 }

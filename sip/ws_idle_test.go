@@ -37,16 +37,32 @@ func wsParkCluster(t *testing.T, w config.WS, tls bool) *cluster {
 	return newCluster(t, clusterOptions{n: 1, ws: &w, tls: tls, linger: time.Millisecond})
 }
 
-// wsRefused483 sends an INVITE with Max-Forwards 0 over a WebSocket and
-// reads clb's 483: a message parsed and answered by the proxy.
-func wsRefused483(t *testing.T, c *cluster, transport string, conn net.Conn, r io.Reader, callID string) {
+// parkedWS is a cluster parking WebSocket connections at once and a
+// connection to its transport tr listener, parked.
+func parkedWS(t *testing.T, tr string) (*cluster, net.Conn, io.Reader) {
 	t.Helper()
+	c := wsParkCluster(t, config.WS{}, tr == "wss")
+	conn, r, err := c.wsDial(tr, netip.AddrPort{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
+	return c, conn, r
+}
+
+// hopless is an INVITE with Max-Forwards 0 from conn, which clb answers
+// 483 itself: a message parsed and answered by the proxy.
+func hopless(c *cluster, transport string, conn net.Conn, callID string) []byte {
 	inv := newInvite(&peer{transport: transport, addr: localAddr(conn.LocalAddr())}, c.clb(transport), "idle", callID)
 	mf := gosip.MaxForwardsHeader(0)
 	inv.ReplaceHeader(&mf)
-	if err := wsutil.WriteClientText(conn, []byte(inv.String())); err != nil {
-		t.Fatal(err)
-	}
+	return []byte(inv.String())
+}
+
+// expect483 reads clb's next frame: a 483.
+func expect483(t *testing.T, conn net.Conn, r io.Reader) {
+	t.Helper()
 	f := readFrame(t, conn, r)
 	if f.Header.OpCode != ws.OpText || !strings.HasPrefix(string(f.Payload), "SIP/2.0 483 ") {
 		t.Fatalf("got %v %q; want a 483", f.Header.OpCode, f.Payload)
@@ -56,15 +72,13 @@ func wsRefused483(t *testing.T, c *cluster, transport string, conn net.Conn, r i
 func TestWSParkedServedAgain(t *testing.T) {
 	for _, tr := range []string{"ws", "wss"} {
 		t.Run(tr, func(t *testing.T) {
-			c := wsParkCluster(t, config.WS{}, tr == "wss")
-			conn, r, err := c.wsDial(tr, netip.AddrPort{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			c, conn, r := parkedWS(t, tr)
 			for i := range 3 {
 				netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
-				wsRefused483(t, c, tr, conn, r, "ws-parked-"+string(rune('a'+i)))
+				if err := wsutil.WriteClientText(conn, hopless(c, tr, conn, "ws-parked-"+string(rune('a'+i)))); err != nil {
+					t.Fatal(err)
+				}
+				expect483(t, conn, r)
 			}
 			netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
 			if n := c.wsConns(tr); n != 1 {
