@@ -125,6 +125,7 @@ measure() {
 	local before before_pss
 	before=$(kb VmRSS "$@")
 	before_pss=$(pss "$@")
+	: >"$tmp/clients.out" # before the loop below reads it
 	"$tmp/wsclients" -url "$url" -n "$n" >"$tmp/clients.out" 2>"$tmp/clients.err" &
 	local clients=$!
 	pids+=("$clients")
