@@ -10,9 +10,10 @@
 // has a score in every slot s, -ln(u)/w_i, where u in (0, 1) is a hash of the
 // slot and the instance's name; a slot's preference list is its instances by
 // rising score, ties broken by name. The table keeps each slot's first Depth
-// choices (four 16-bit indices: the first two in one array, read on every
-// lookup, the next two in another); a walk that needs more scores the
-// instances of that one slot on the spot.
+// choices (four indices of 4, 8 or 16 bits, as few as the instances need:
+// 2 bytes a slot up to 15 instances; at 16 bits the first two, read on every
+// lookup, in one array and the next two in another); a walk that needs more
+// scores the instances of that one slot on the spot.
 //
 // Why this design meets the contract (SPEC section 2):
 //

@@ -3,4 +3,4 @@
 package hashing
 
 // slotMemory returns n zeroed words for a slot table.
-func slotMemory(_ *Table, n int) []uint32 { return make([]uint32, n) }
+func slotMemory[W uint16 | uint32](_ *Table, n int) []W { return make([]W, n) }

@@ -50,7 +50,7 @@ func TestPreferenceProperties(t *testing.T) {
 				shuffled := slices.Clone(in)
 				r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 				other := mustNew(t, shuffled)
-				if !slices.Equal(base.first, other.first) || !slices.Equal(base.rest, other.rest) || !slices.Equal(base.names, other.names) {
+				if !slices.Equal(base.small, other.small) || !slices.Equal(base.first, other.first) || !slices.Equal(base.rest, other.rest) || !slices.Equal(base.names, other.names) {
 					t.Fatal("a shuffled instance list gives another table")
 				}
 				for _, h := range hs[:1000] { // past the kept choices too

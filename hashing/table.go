@@ -13,9 +13,9 @@ import (
 )
 
 const (
-	// DefaultSlotBits gives 2^20 slots: 4 MiB for the first two choices,
-	// read on every lookup, 4 MiB for the next two, and slot noise in shares
-	// of about 0.3% (relative) at 10 instances.
+	// DefaultSlotBits gives 2^20 slots, and slot noise in shares of about
+	// 0.3% (relative) at 10 instances. Their memory depends on the instances
+	// (see Table): 2 MiB for up to 15, 4 MiB up to 255, 8 MiB beyond.
 	DefaultSlotBits = 20
 	// Depth is how many choices each slot keeps. Walks that need more compute
 	// the rest of the list (O(N)); with Depth 4 that takes three of a key's
@@ -59,11 +59,18 @@ type Table struct {
 	invW    []float64
 	seeds   []uint64
 	shift   uint
-	// A slot's entry is Depth 16-bit indices, first choice lowest. The
-	// first two, all a lookup needs unless instances are filtered out, are
-	// kept apart from the others so that the memory lookups touch is half
-	// the table: measured here, a random read costs 20 ns in 4 MiB and
+	// A slot's entry is Depth indices of width bits each, first choice
+	// lowest, the all-ones index meaning none: the narrowest of 4, 8 and 16
+	// bits that holds the instances, so that the few instances most
+	// deployments have take 2 bytes a slot, not 8 (at 2^20 slots that is
+	// most of an idle node's memory). At widths 4 and 8 the whole entry is
+	// one word, in small or in first. At width 16 the first two choices, all
+	// a lookup needs unless instances are filtered out, are kept in first,
+	// apart from the others in rest, so that the memory lookups touch is
+	// half the table: measured here, a random read costs 20 ns in 4 MiB and
 	// 80 ns in 8 MiB, where the caches this machine shares give out.
+	width    uint
+	small    []uint16
 	first    []uint32
 	rest     []uint32
 	shares   []float64 // by index: fraction of slots whose first choice it is
@@ -117,7 +124,14 @@ func NewWithOptions(instances []Instance, opts Options) (*Table, error) {
 		keyHash:  opts.KeyHash,
 		rankHash: opts.RankHash,
 	}
-	t.first, t.rest = slotMemory(t, 1<<bits), slotMemory(t, 1<<bits)
+	switch slots := 1 << bits; {
+	case len(in) < 1<<4:
+		t.width, t.small = 4, slotMemory[uint16](t, slots)
+	case len(in) < 1<<8:
+		t.width, t.first = 8, slotMemory[uint32](t, slots)
+	default:
+		t.width, t.first, t.rest = 16, slotMemory[uint32](t, slots), slotMemory[uint32](t, slots)
+	}
 	for i, inst := range in {
 		t.names[i] = inst.Name
 		t.weights[i] = float64(inst.Weight)
@@ -241,17 +255,50 @@ func (t *Table) fill(lo, hi uint64, thr []uint64, cut float64) {
 	}
 }
 
-func (t *Table) entry(s uint64) uint64 { return uint64(t.rest[s])<<32 | uint64(t.first[s]) }
+// entry is slot s's Depth choices as 16-bit indices, first choice lowest
+// (none for none), whatever width the table keeps them in.
+func (t *Table) entry(s uint64) uint64 {
+	k, e := t.keptSlot(s), uint64(0)
+	for j := Depth - 1; j >= 0; j-- {
+		i := k.At(j)
+		if i < 0 {
+			i = none
+		}
+		e = e<<16 | uint64(i)
+	}
+	return e
+}
 
-func (t *Table) setEntry(s, e uint64) { t.first[s], t.rest[s] = uint32(e), uint32(e>>32) }
+// setEntry keeps e, slot s's choices as entry gives them, in t's width.
+func (t *Table) setEntry(s, e uint64) {
+	if t.width == 16 {
+		t.first[s], t.rest[s] = uint32(e), uint32(e>>32)
+		return
+	}
+	w, ones := uint32(0), uint64(1)<<t.width-1
+	for j := Depth - 1; j >= 0; j-- {
+		i := e >> (16 * j) & none
+		if i == none {
+			i = ones
+		}
+		w = w<<t.width | uint32(i)
+	}
+	if t.small != nil {
+		t.small[s] = uint16(w)
+	} else {
+		t.first[s] = w
+	}
+}
 
 // exactSlot computes slot s's entry by scoring every instance.
 func (t *Table) exactSlot(s uint64) uint64 {
 	all := func(int) bool { return true }
 	var first [Depth]int
+	for j := range first {
+		first[j] = none // a list shorter than Depth ends in none
+	}
 	prev, prevScore := -1, math.Inf(-1)
 	for j := range first {
-		first[j] = none
 		if prev = t.scanAfter(s, prevScore, prev, all); prev < 0 {
 			break
 		}
@@ -309,8 +356,11 @@ func (t *Table) Index(name string) (int, bool) {
 	return slices.BinarySearch(t.names, name)
 }
 
+// slotBytes is the memory the slots take.
+func (t *Table) slotBytes() int { return 2*len(t.small) + 4*len(t.first) + 4*len(t.rest) }
+
 // Slots is the number of slots.
-func (t *Table) Slots() int { return len(t.first) }
+func (t *Table) Slots() int { return max(len(t.small), len(t.first)) }
 
 // Hash is the key's 64-bit hash, the input of First and Next.
 func (t *Table) Hash(key string) uint64 {
@@ -326,24 +376,30 @@ func (t *Table) Hash(key string) uint64 {
 type Kept struct {
 	t     *Table
 	slot  uint64
-	first uint32
+	width uint
+	word  uint32 // the slot's entry, or at width 16 its first two choices
 }
 
 // Kept gives the kept choices of h's list.
-func (t *Table) Kept(h uint64) Kept {
-	s := h >> t.shift
-	return Kept{t, s, t.first[s]}
+func (t *Table) Kept(h uint64) Kept { return t.keptSlot(h >> t.shift) }
+
+func (t *Table) keptSlot(s uint64) Kept {
+	if t.small != nil {
+		return Kept{t, s, 4, uint32(t.small[s])}
+	}
+	return Kept{t, s, t.width, t.first[s]}
 }
 
 // At is the j-th choice (0 ≤ j < Depth), or -1 past the end of a list shorter
 // than Depth.
 func (k Kept) At(j int) int {
-	e := k.first >> (16 * j)
-	if j >= 2 {
+	e := k.word >> (k.width * uint(j))
+	if k.width == 16 && j >= 2 {
 		e = k.t.rest[k.slot] >> (16 * (j - 2))
 	}
-	if i := int(e & none); i != none {
-		return i
+	ones := uint32(1)<<k.width - 1
+	if i := e & ones; i != ones {
+		return int(i)
 	}
 	return -1
 }
@@ -437,8 +493,8 @@ func (t *Table) Share(i int) float64 { return t.shares[i] }
 // countShares counts first choices over every slot: one pass, at build.
 func (t *Table) countShares() []float64 {
 	shares := make([]float64, len(t.names))
-	for _, e := range t.first {
-		if i := int(e & none); i != none {
+	for s := range uint64(t.Slots()) {
+		if i := t.keptSlot(s).At(0); i >= 0 {
 			shares[i]++
 		}
 	}

@@ -312,3 +312,43 @@ func TestSharesCountedAtBuild(t *testing.T) {
 		t.Error("changing what Shares returned changed the table")
 	}
 }
+
+// TestSlotWidths: a table keeps its indices in the narrowest of 4, 8 and 16
+// bits that holds its instances and "none", with the same answers at each
+// width, up to the last index below the one meaning none.
+func TestSlotWidths(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, tc := range []struct {
+		instances, bytesPerSlot int
+	}{
+		{1, 2}, {15, 2}, {16, 4}, {255, 4}, {256, 8},
+	} {
+		tb, err := NewWithOptions(randomInstances(r, tc.instances, 1, 1000), Options{SlotBits: 12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := tb.slotBytes(), tc.bytesPerSlot*tb.Slots(); got != want {
+			t.Errorf("N=%d: %d bytes of slots, want %d", tc.instances, got, want)
+		}
+		seen := make([]bool, tc.instances)
+		for s := range uint64(tb.Slots()) {
+			if got, want := tb.entry(s), tb.exactSlot(s); got != want {
+				t.Fatalf("N=%d slot %d: kept %#x, exact %#x", tc.instances, s, got, want)
+			}
+			k := tb.keptSlot(s)
+			for j := range Depth {
+				if i := k.At(j); i >= 0 {
+					seen[i] = true
+				}
+			}
+		}
+		if !seen[tc.instances-1] {
+			t.Errorf("N=%d: the last instance is in no slot's kept choices", tc.instances)
+		}
+	}
+	// The default table of a small deployment: 2 MiB, not 8.
+	tb := mustNew(t, randomInstances(r, 6, 1, 1000))
+	if got := tb.slotBytes(); got != 2<<20 {
+		t.Errorf("6 instances, 2^20 slots: %d bytes of slots, want 2 MiB", got)
+	}
+}

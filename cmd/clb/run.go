@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 
@@ -113,6 +114,12 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, hup <-chan 
 	}
 	n.sd = sd
 	log.Info("clb started", append(n.fields(), zap.String("config", cfg.File), zap.Int("instances", len(n.members.Instances())))...)
+	// What starting left behind (the config, the packages' registrations) is
+	// garbage, and the heap it grew is more than serving needs: the
+	// collector's two-minute cycle and the scavenger would give it back
+	// later; one collection now, before anything is served, gives it back at
+	// once.
+	debug.FreeOSMemory()
 	sd.ready()
 	stopped := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() { sd.stopping(); close(stopped) })
