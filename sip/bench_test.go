@@ -185,3 +185,52 @@ func BenchmarkServerUDP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkServerTCP is the whole TCP path on a loopback connection: a
+// client sends responses through clb in windows of 16, each with clb's
+// Via on top naming the client's connection (clb-src) and the client's
+// next, and clb relays them back on that connection.
+func BenchmarkServerTCP(b *testing.B) {
+	srv, err := NewServer(ServerOptions{
+		Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	clb := srv.transport("tcp").selves()[0].addr
+	client, err := net.Dial("tcp", clb.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	uac := localAddr(client.LocalAddr())
+	const window = 16
+	var out []byte
+	relayed := 0
+	for i := range window {
+		m := string(callMessages(i, clb, uac, uac, "k")[5])
+		m = strings.Replace(m, "Via: SIP/2.0/UDP", "Via: SIP/2.0/TCP", 2)
+		clbVia := m[strings.Index(m, "\r\n")+2:]
+		clbVia = clbVia[:strings.Index(clbVia, "\r\n")]
+		m = strings.Replace(m, clbVia, clbVia+";"+paramSource+"=tcp%2F"+policy.EscapeKey(uac.String()), 1)
+		out = append(out, m...)
+		relayed += len(m) - len(clbVia) - len(";"+paramSource+"=tcp%2F"+policy.EscapeKey(uac.String())) - 2
+	}
+	buf := make([]byte, relayed)
+	b.ResetTimer()
+	for b.Loop() {
+		if err := client.SetDeadline(time.Now().Add(wait)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := client.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/message")
+}
