@@ -144,15 +144,7 @@ func BenchmarkFloodRefused(b *testing.B) {
 func BenchmarkServerUDP(b *testing.B) {
 	for _, readers := range []int{1, 2} {
 		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
-			srv, err := NewServer(ServerOptions{Readers: readers,
-				Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}}}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			go func() { done <- srv.Serve(ctx) }()
-			defer func() { cancel(); <-done }()
+			srv := benchServer(b, "udp", readers)
 			client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
 				b.Fatal(err)
@@ -191,15 +183,7 @@ func BenchmarkServerUDP(b *testing.B) {
 // Via on top naming the client's connection (clb-src) and the client's
 // next, and clb relays them back on that connection.
 func BenchmarkServerTCP(b *testing.B) {
-	srv, err := NewServer(ServerOptions{
-		Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: "tcp", Host: "127.0.0.1"}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	srv := benchServer(b, "tcp", 1)
 	clb := srv.transport("tcp").selves()[0].addr
 	client, err := net.Dial("tcp", clb.String())
 	if err != nil {
@@ -233,4 +217,19 @@ func BenchmarkServerTCP(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/message")
+}
+
+// benchServer is a serving clb with one listener of transport on loopback,
+// stopped when the benchmark ends.
+func benchServer(b *testing.B, transport string, readers int) *Server {
+	srv, err := NewServer(ServerOptions{Readers: readers,
+		Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: transport, Host: "127.0.0.1"}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return srv
 }
