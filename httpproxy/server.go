@@ -391,6 +391,10 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		}
 		parking := canPark && !cc.woken && cc.br.Buffered() == 0
 		if parking && cc.served && !cc.busy {
+			if a, held := tlsPending(cc); held {
+				cc.woken = false
+				return a
+			}
 			if s.parkConn(cc, idleEnd) {
 				return parked
 			}
@@ -425,6 +429,31 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		canPark = false // wait the rest here
 	}
 }
+
+// tlsPending says whether a TLS connection about to park holds the next
+// request already (ready) or has failed (gone): crypto/tls reads every
+// record a segment holds with the first, so a request pipelined behind the
+// one served can be in its buffer rather than the socket's, where parking
+// would never see it. A read whose deadline has passed takes it from there
+// without a system call; held is false when there is nothing (or the
+// connection is not TLS), and the connection may park.
+func tlsPending(cc *clientConn) (a awaited, held bool) {
+	if _, ok := cc.c.(*tls.Conn); !ok {
+		return a, false
+	}
+	cc.dc.readFrom(pastDeadline, 1)
+	_, err := cc.br.Peek(1)
+	switch {
+	case err == nil:
+		return ready, true
+	case isTimeout(err):
+		return a, false
+	}
+	return gone, true
+}
+
+// pastDeadline is a moment long gone: a read bounded by it does not wait.
+var pastDeadline = time.Unix(1, 0)
 
 // parkConn hands cc, idle with nothing buffered, to the parker until
 // idleEnd; false: it could not be parked, and is as it was.

@@ -550,6 +550,10 @@ func TestDrainLosesNothing(t *testing.T) {
 			lost++
 			t.Errorf("a session lost its state: %s", s.lost)
 		}
+		if len(s.served) == 0 { // it failed before (it used to panic here)
+			t.Errorf("a session was never served")
+			continue
+		}
 		if len(s.served) > 1 && s.served[0] == victim {
 			moved++
 		}
