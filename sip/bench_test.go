@@ -144,15 +144,7 @@ func BenchmarkFloodRefused(b *testing.B) {
 func BenchmarkServerUDP(b *testing.B) {
 	for _, readers := range []int{1, 2} {
 		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
-			srv, err := NewServer(ServerOptions{Readers: readers,
-				Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: "udp", Host: "127.0.0.1"}}}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			go func() { done <- srv.Serve(ctx) }()
-			defer func() { cancel(); <-done }()
+			srv := benchServer(b, "udp", readers)
 			client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
 				b.Fatal(err)
@@ -184,4 +176,60 @@ func BenchmarkServerUDP(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/message")
 		})
 	}
+}
+
+// BenchmarkServerTCP is the whole TCP path on a loopback connection: a
+// client sends responses through clb in windows of 16, each with clb's
+// Via on top naming the client's connection (clb-src) and the client's
+// next, and clb relays them back on that connection.
+func BenchmarkServerTCP(b *testing.B) {
+	srv := benchServer(b, "tcp", 1)
+	clb := srv.transport("tcp").selves()[0].addr
+	client, err := net.Dial("tcp", clb.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	uac := localAddr(client.LocalAddr())
+	const window = 16
+	var out []byte
+	relayed := 0
+	for i := range window {
+		m := string(callMessages(i, clb, uac, uac, "k")[5])
+		m = strings.Replace(m, "Via: SIP/2.0/UDP", "Via: SIP/2.0/TCP", 2)
+		clbVia := m[strings.Index(m, "\r\n")+2:]
+		clbVia = clbVia[:strings.Index(clbVia, "\r\n")]
+		m = strings.Replace(m, clbVia, clbVia+";"+paramSource+"=tcp%2F"+policy.EscapeKey(uac.String()), 1)
+		out = append(out, m...)
+		relayed += len(m) - len(clbVia) - len(";"+paramSource+"=tcp%2F"+policy.EscapeKey(uac.String())) - 2
+	}
+	buf := make([]byte, relayed)
+	b.ResetTimer()
+	for b.Loop() {
+		if err := client.SetDeadline(time.Now().Add(wait)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := client.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/message")
+}
+
+// benchServer is a serving clb with one listener of transport on loopback,
+// stopped when the benchmark ends.
+func benchServer(b *testing.B, transport string, readers int) *Server {
+	srv, err := NewServer(ServerOptions{Readers: readers,
+		Listen: []config.SIPAddr{{Endpoint: config.Endpoint{Transport: transport, Host: "127.0.0.1"}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return srv
 }

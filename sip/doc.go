@@ -62,7 +62,11 @@
 // kept per transaction. A UDP reader takes up to udpBatch datagrams a
 // system call (recvmmsg) and queues the datagrams they produce in its own
 // batch, sent in one system call (sendmmsg) once it has handled them all;
-// nothing else touches that batch. A transport's send and a
+// nothing else touches that batch. On Linux those calls, and a TCP
+// connection's reads and writes, are raw system calls that cannot block,
+// made inside the socket's RawConn, which parks the goroutine on the
+// runtime's poller until the socket is ready (udpbatch_linux.go,
+// rawconn_linux.go). A transport's send and a
 // conn's write are safe for concurrent use (a connection's writes are
 // serialised, a message at a time, a WebSocket frame at a time); a stream
 // or WebSocket transport's connection table, bounded by its maximum, is

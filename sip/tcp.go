@@ -23,10 +23,25 @@ func (tcpNetwork) listen(addr netip.AddrPort) (net.Listener, error) {
 	if err != nil {
 		return nil, err // not a nil *TCPListener in a non-nil net.Listener
 	}
-	return ln, nil
+	return tcpListener{ln}, nil
 }
 
 func (tcpNetwork) dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", addr.String())
+	c, err := d.Dial("tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return rawTCP(c.(*net.TCPConn)), nil
+}
+
+// tcpListener accepts connections read and written by rawTCP.
+type tcpListener struct{ *net.TCPListener }
+
+func (l tcpListener) Accept() (net.Conn, error) {
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err // not a nil *TCPConn in a non-nil net.Conn
+	}
+	return rawTCP(c), nil
 }

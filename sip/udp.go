@@ -9,8 +9,6 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // udpBatch is how many datagrams a reader takes from its socket in one
@@ -33,17 +31,23 @@ type udpTransport struct {
 	self  []endpoint    // self[i] is listener i's
 }
 
-// udpSocket is one socket and its batch reader and writer over it.
+// udpSocket is one socket and what its batches of datagrams are read and
+// written with (udpbatch_linux.go: recvmmsg and sendmmsg).
 type udpSocket struct {
-	c *net.UDPConn
-	b batchConn
+	c   *net.UDPConn
+	sys sysSocket
 }
 
-// batchConn reads and writes several datagrams a system call: an
-// ipv4.PacketConn or an ipv6.PacketConn, whose Message is one type.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+// datagrams is a batch of datagrams for one system call.
+type datagrams struct {
+	bufs  [][]byte         // read into (each of its full length), or sent
+	n     []int            // read: the bytes in bufs[i]
+	peers []netip.AddrPort // read: the sender; sent: the destination
+	sys   sysBatch         // the system's headers, reused
+}
+
+func newDatagrams(n int) datagrams {
+	return datagrams{bufs: make([][]byte, n), n: make([]int, n), peers: make([]netip.AddrPort, n), sys: newSysBatch(n)}
 }
 
 func newUDPTransport(proxy *Proxy, log *zap.Logger, readers int, wg *sync.WaitGroup) *udpTransport {
@@ -91,11 +95,12 @@ func listenUDP(addr netip.AddrPort, shared bool) (udpSocket, error) {
 	c := pc.(*net.UDPConn)
 	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
 	_ = c.SetWriteBuffer(4 << 20)
-	var b batchConn = ipv4.NewPacketConn(c)
-	if addr.Addr().Is6() {
-		b = ipv6.NewPacketConn(c)
+	sys, err := newSysSocket(c)
+	if err != nil {
+		c.Close()
+		return udpSocket{}, err
 	}
-	return udpSocket{c, b}, nil
+	return udpSocket{c, sys}, nil
 }
 
 func (t *udpTransport) serve() {
@@ -127,15 +132,15 @@ func (t *udpTransport) send(addr netip.AddrPort, data []byte) error {
 
 // read is the reader of socket k of listener i.
 func (t *udpTransport) read(i, k int) {
-	c, self := t.socks[i][k].b, t.self[i]
+	s, self := &t.socks[i][k], t.self[i]
 	slab := make([]byte, udpBatch*maxMessage)
-	ms := make([]ipv4.Message, udpBatch)
-	for j := range ms {
-		ms[j].Buffers = [][]byte{slab[j*maxMessage : (j+1)*maxMessage]}
+	d := newDatagrams(udpBatch)
+	for j := range d.bufs {
+		d.bufs[j] = slab[j*maxMessage : (j+1)*maxMessage]
 	}
 	sc := scratch{batch: newSendBatch(t, i, k)}
 	for {
-		n, err := c.ReadBatch(ms, 0)
+		n, err := s.readBatch(&d)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -143,14 +148,12 @@ func (t *udpTransport) read(i, k int) {
 			t.log.Warn("udp read", zap.Error(err))
 			continue
 		}
-		for _, m := range ms[:n] {
-			data := m.Buffers[0][:m.N]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.N == 0 || isKeepAlive(data) {
+		for j := range n {
+			data := d.bufs[j][:d.n[j]]
+			if !d.peers[j].IsValid() || len(data) == 0 || isKeepAlive(data) {
 				continue
 			}
-			src := ua.AddrPort()
-			in := inbound{data: data, local: self, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
+			in := inbound{data: data, local: self, src: d.peers[j]}
 			t.proxy.handle(&in, &sc)
 		}
 		sc.batch.flush(t.proxy)
@@ -163,32 +166,23 @@ func (t *udpTransport) read(i, k int) {
 // the next message in.
 type sendBatch struct {
 	t       *udpTransport
-	own     [2]int         // the reader's listener and socket: what it sends from
-	n       int            // queued: ms[:n], pending[:n]
-	ms      []ipv4.Message // ms[j] refers to bufs[j] and addrs[j], reused
-	bufs    [][1][]byte
-	addrs   []net.UDPAddr
-	ips     [][16]byte // addrs[j].IP's bytes
+	own     [2]int    // the reader's listener and socket: what it sends from
+	n       int       // queued: out.bufs[:n], pending[:n]
+	out     datagrams // reused
 	pending []pendingSend
 	spare   [][]byte
 }
 
-// pendingSend is what a failure to send a queued datagram is reported
-// with.
+// pendingSend is the socket a queued datagram leaves by and what a
+// failure to send it is reported with.
 type pendingSend struct {
-	sock     batchConn
-	to       netip.AddrPort
+	sock     *udpSocket
 	instance string // the instance it goes to, "" if none
 	counted  bool   // a request forwarded: a failure counts as a send error
 }
 
 func newSendBatch(t *udpTransport, listener, socket int) *sendBatch {
-	b := &sendBatch{t: t, own: [2]int{listener, socket}, ms: make([]ipv4.Message, udpBatch), bufs: make([][1][]byte, udpBatch),
-		addrs: make([]net.UDPAddr, udpBatch), ips: make([][16]byte, udpBatch), pending: make([]pendingSend, udpBatch)}
-	for j := range b.ms {
-		b.ms[j].Buffers, b.ms[j].Addr = b.bufs[j][:], &b.addrs[j]
-	}
-	return b
+	return &sendBatch{t: t, own: [2]int{listener, socket}, out: newDatagrams(udpBatch), pending: make([]pendingSend, udpBatch)}
 }
 
 // queue takes data (the reader's out buffer) to send to addr at the next
@@ -200,24 +194,17 @@ func (b *sendBatch) queue(addr netip.AddrPort, data []byte, instance string, cou
 	if i < 0 || b.t.self[i].addr.Addr().Is4() != addr.Addr().Is4() {
 		return data, false
 	}
-	sock := b.t.socks[i][0].b
+	sock := &b.t.socks[i][0]
 	if i == b.own[0] {
-		sock = b.t.socks[i][b.own[1]].b
+		sock = &b.t.socks[i][b.own[1]]
 	}
-	if b.n == len(b.ms) {
+	if b.n == len(b.pending) {
 		b.flush(b.t.proxy)
 	}
 	j := b.n
 	b.n++
-	ua := &b.addrs[j]
-	b.ips[j] = addr.Addr().As16()
-	ua.IP = b.ips[j][:]
-	if addr.Addr().Is4() {
-		ua.IP = ua.IP[12:]
-	}
-	ua.Port = int(addr.Port())
-	b.bufs[j][0] = data
-	b.pending[j] = pendingSend{sock: sock, to: addr, instance: instance, counted: counted}
+	b.out.bufs[j], b.out.peers[j] = data, addr
+	b.pending[j] = pendingSend{sock: sock, instance: instance, counted: counted}
 	if n := len(b.spare); n > 0 {
 		next, b.spare = b.spare[n-1][:0], b.spare[:n-1]
 		return next, true
@@ -235,24 +222,24 @@ func (b *sendBatch) flush(p *Proxy) {
 			end++
 		}
 		for start < end {
-			n, err := sock.WriteBatch(b.ms[start:end], 0)
-			start += max(n, 0) // -1 with an error
+			n, err := sock.writeBatch(&b.out, start, end)
+			start += n
 			if start < end && (err != nil || n == 0) {
 				// sendmmsg stops at the first datagram it cannot send.
 				if err == nil {
 					err = errors.New("sendmmsg sent nothing")
 				}
 				ps := b.pending[start]
-				p.sendFailed(destination{endpoint: endpoint{"udp", ps.to}}, ps.instance, ps.counted, err)
+				p.sendFailed(destination{endpoint: endpoint{"udp", b.out.peers[start]}}, ps.instance, ps.counted, err)
 				start++
 			}
 		}
 	}
 	for j := range b.n {
-		if buf := b.bufs[j][0]; cap(buf) <= maxKeptBuffer {
+		if buf := b.out.bufs[j]; cap(buf) <= maxKeptBuffer {
 			b.spare = append(b.spare, buf)
 		}
-		b.bufs[j][0], b.pending[j] = nil, pendingSend{}
+		b.out.bufs[j], b.pending[j] = nil, pendingSend{}
 	}
 	b.n = 0
 }
