@@ -51,7 +51,8 @@
 // presented over another WebSocket are refused (403, 430).
 //
 // Concurrency: a Server's goroutines (a reader per UDP socket, where
-// ServerOptions.Readers sockets share each UDP listener's address; one per
+// ServerOptions.Readers sockets, by default one per CPU, share each UDP
+// listener's address; one per
 // TCP or TLS connection while it has bytes to frame, one per WebSocket
 // connection, one per stream listener accepting, one per TCP and TLS
 // transport waiting for its parked connections: an idle TCP or TLS

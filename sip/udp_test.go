@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +157,44 @@ func TestUDPReaders(t *testing.T) {
 		}
 	}
 	c.quiet()
+}
+
+// TestUDPReadersDefault: without Readers a UDP listener gets a socket (and
+// a reader) per CPU clb may use, up to maxReaders, on Linux, all on the
+// listener's address, and requests and responses of many peers (spread
+// among them by the kernel) all go through.
+func TestUDPReadersDefault(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("several readers need SO_REUSEPORT (Linux)")
+	}
+	for _, procs := range []int{1, 3, maxReaders + 4} {
+		prev := runtime.GOMAXPROCS(procs)
+		c := newCluster(t, clusterOptions{n: 1})
+		runtime.GOMAXPROCS(prev)
+		ut := c.server.transports[0].(*udpTransport)
+		if got, want := len(ut.socks[0]), min(procs, maxReaders); got != want {
+			t.Errorf("GOMAXPROCS %d: %d UDP sockets, want %d", procs, got, want)
+		}
+		uas := c.instances["inst1"]
+		for k, s := range ut.socks[0] {
+			if got := localAddr(s.c.LocalAddr()); got != c.udp {
+				t.Errorf("socket %d bound to %s, want %s", k, got, c.udp)
+			}
+		}
+		ps := make([]*peer, 4*len(ut.socks[0]))
+		for i := range ps {
+			ps[i] = newPeer(t, fmt.Sprintf("phone%d", i), "udp", nil)
+			ps[i].send(newInvite(ps[i], c.udp, "alice", fmt.Sprintf("default-%d-%d", procs, i)), c.udp)
+		}
+		for range ps {
+			_, inv := c.recvAny("INVITE")
+			uas.send(respond(uas, inv, 200, "OK", "uas"), c.udp)
+		}
+		for i, p := range ps {
+			if got, want := p.recvResponse(200).CallID().Value(), fmt.Sprintf("default-%d-%d", procs, i); got != want {
+				t.Errorf("GOMAXPROCS %d, phone %d: 200 of %s, want %s", procs, i, got, want)
+			}
+		}
+		c.quiet()
+	}
 }
