@@ -347,7 +347,11 @@ func (b *Balancer) SetHealth(name string, healthy bool, now time.Time) error {
 // Enable returns a disabled or draining instance to service; its load factor
 // ramps up from where it is (from start if it was disabled).
 func (b *Balancer) Enable(name string, now time.Time) error {
-	return b.change(name, func(m *member) bool {
+	return b.change(name, b.enable(now))
+}
+
+func (b *Balancer) enable(now time.Time) func(*member) bool {
+	return func(m *member) bool {
 		if m.admin == enabled {
 			return false
 		}
@@ -357,31 +361,37 @@ func (b *Balancer) Enable(name string, now time.Time) error {
 		}
 		m.admin, m.ramp = enabled, loadfactor.Up(b.params, f, now)
 		return true
-	})
+	}
 }
 
 // Disable takes an instance out at once: its keys go to their replica
 // partners.
 func (b *Balancer) Disable(name string, now time.Time) error {
-	return b.change(name, func(m *member) bool {
-		if m.admin == disabled {
-			return false
-		}
-		m.admin = disabled
-		return true
-	})
+	return b.change(name, disable)
+}
+
+func disable(m *member) bool {
+	if m.admin == disabled {
+		return false
+	}
+	m.admin = disabled
+	return true
 }
 
 // Drain runs an instance's load factor down to 0 from where it is, so its
 // keys move to their replica partners a slice at a time; then it is disabled.
 func (b *Balancer) Drain(name string, now time.Time) error {
-	return b.change(name, func(m *member) bool {
+	return b.change(name, b.drain(now))
+}
+
+func (b *Balancer) drain(now time.Time) func(*member) bool {
+	return func(m *member) bool {
 		if m.admin != enabled {
 			return false
 		}
 		m.admin, m.ramp = draining, loadfactor.Down(b.params, m.ramp.Factor(now), now)
 		return true
-	})
+	}
 }
 
 // Tick retires ramps that have ended by now: a finished ramp up leaves the
@@ -409,14 +419,21 @@ func (b *Balancer) Tick(now time.Time) {
 func (b *Balancer) change(name string, f func(*member) bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m, ok := b.members[name]
-	if !ok {
-		return fmt.Errorf("%w %q", ErrUnknownInstance, name)
-	}
-	if f(m) {
+	changed, err := b.changeLocked(name, f)
+	if changed {
 		b.publish()
 	}
-	return nil
+	return err
+}
+
+// changeLocked applies f to the named member, holding mu, and says whether
+// f changed it.
+func (b *Balancer) changeLocked(name string, f func(*member) bool) (bool, error) {
+	m, ok := b.members[name]
+	if !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownInstance, name)
+	}
+	return f(m), nil
 }
 
 // publish builds a Table from the current state and makes it current.

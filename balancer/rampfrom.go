@@ -56,7 +56,11 @@ func (b *Balancer) JoinRamp(name string, from, now time.Time) error {
 // drain before it ends up with the same ramp). A ramp over at now leaves it
 // Up.
 func (b *Balancer) EnableFrom(name string, from float64, at, now time.Time) error {
-	return b.change(name, func(m *member) bool {
+	return b.change(name, b.enableFrom(from, at, now))
+}
+
+func (b *Balancer) enableFrom(from float64, at, now time.Time) func(*member) bool {
+	return func(m *member) bool {
 		ramp := loadfactor.Up(b.params, from, at)
 		if ramp.Done(now) {
 			ramp = loadfactor.Full()
@@ -69,14 +73,18 @@ func (b *Balancer) EnableFrom(name string, from float64, at, now time.Time) erro
 			m.ramp = ramp
 		}
 		return true
-	})
+	}
 }
 
 // DrainFrom applies a drain decided on another clb node: the instance's
 // load factor runs down from from at at, as Drain made it there, whatever
 // its state here was; a drain over at now leaves it Disabled.
 func (b *Balancer) DrainFrom(name string, from float64, at, now time.Time) error {
-	return b.change(name, func(m *member) bool {
+	return b.change(name, b.drainFrom(from, at, now))
+}
+
+func (b *Balancer) drainFrom(from float64, at, now time.Time) func(*member) bool {
+	return func(m *member) bool {
 		admin, ramp := draining, loadfactor.Down(b.params, from, at)
 		if ramp.Done(now) {
 			admin, ramp = disabled, loadfactor.Full()
@@ -86,5 +94,5 @@ func (b *Balancer) DrainFrom(name string, from float64, at, now time.Time) error
 		}
 		m.admin, m.ramp = admin, ramp
 		return true
-	})
+	}
 }

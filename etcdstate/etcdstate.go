@@ -462,39 +462,50 @@ func (s *State) applyPending() {
 	s.applyPendingLocked()
 }
 
+// The actions pending go to the balancer in one batch, so one Table is
+// built for all a watch response brought; each is logged as applied once
+// that Table routes by it.
 func (s *State) applyPendingLocked() {
 	s.applyWeightsLocked()
-	for name, a := range s.actions {
-		if a.rev > s.applied[name] && s.known[name] {
-			s.applyLocked(name, a)
+	var applied []string
+	s.o.Balancer.Batch(func(w balancer.Writer) {
+		for name, a := range s.actions {
+			if a.rev > s.applied[name] && s.known[name] && s.applyLocked(w, name, a) {
+				applied = append(applied, name)
+			}
 		}
+	})
+	for _, name := range applied {
+		a := s.actions[name]
+		s.log.Info("admin action applied", zap.String("instance", name), zap.String("action", a.State),
+			zap.Time("at", a.At), zap.Int64("revision", a.rev))
 	}
 }
 
-// applyLocked gives the balancer an action, ramping from its at.
-func (s *State) applyLocked(name string, a action) {
+// applyLocked gives the balancer an action, ramping from its at, and says
+// whether the balancer took it.
+func (s *State) applyLocked(w balancer.Writer, name string, a action) bool {
 	var f func(string, time.Time) error
 	switch {
 	case a.State == "enable" && a.From != nil:
-		f = func(name string, at time.Time) error { return s.o.Balancer.EnableFrom(name, *a.From, at, s.o.Now()) }
+		f = func(name string, at time.Time) error { return w.EnableFrom(name, *a.From, at, s.o.Now()) }
 	case a.State == "drain" && a.From != nil:
-		f = func(name string, at time.Time) error { return s.o.Balancer.DrainFrom(name, *a.From, at, s.o.Now()) }
+		f = func(name string, at time.Time) error { return w.DrainFrom(name, *a.From, at, s.o.Now()) }
 	case a.State == "enable":
-		f = s.o.Balancer.Enable
+		f = w.Enable
 	case a.State == "disable":
-		f = s.o.Balancer.Disable
+		f = w.Disable
 	case a.State == "drain":
-		f = s.o.Balancer.Drain
+		f = w.Drain
 	}
 	if err := f(name, a.At); err != nil {
 		if !errors.Is(err, balancer.ErrUnknownInstance) {
 			s.log.Error("admin action from etcd", zap.String("instance", name), zap.String("action", a.State), zap.Error(err))
 		}
-		return // unknown: applied when the instance appears
+		return false // unknown: applied when the instance appears
 	}
 	s.applied[name] = a.rev
-	s.log.Info("admin action applied", zap.String("instance", name), zap.String("action", a.State),
-		zap.Time("at", a.At), zap.Int64("revision", a.rev))
+	return true
 }
 
 // Act writes an admin action for every node and applies it here, with now

@@ -22,6 +22,10 @@ type answered struct {
 	local  gosip.ToHeader   // the INVITE's To with the UAS's tag: the BYE's From
 	remote gosip.FromHeader // the INVITE's From: the BYE's To
 	cseq   uint32
+	// ack and ackTo, for a call the UAS placed, are the ACK of its 200
+	// and where it went: sent again if the 200 is.
+	ack   []byte
+	ackTo *net.UDPAddr
 }
 
 // maxAnswered bounds the dialogs the UAS remembers for hanging up; past
@@ -94,21 +98,14 @@ func (u *uas) hangup(ctx context.Context, callID string) (int, error) {
 	if len(a.routes) > 0 {
 		next = a.routes[0]
 	}
-	ip, err := netip.ParseAddr(strings.Trim(next.Host, "[]"))
+	dst, err := udpHop(next)
 	if err != nil {
-		return 0, errors.New("the next hop " + next.Host + " is not an IP address")
+		return 0, err
 	}
-	port := next.Port
-	if port == 0 {
-		port = 5060
-	}
-	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port)))
 
 	branch := gosip.GenerateBranch()
 	bye := gosip.NewRequest(gosip.BYE, a.target)
-	local := u.conn.LocalAddr().(*net.UDPAddr)
-	bye.AppendHeader(&gosip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-		Host: local.IP.String(), Port: local.Port, Params: gosip.HeaderParams{{K: "branch", V: branch}}})
+	u.via(bye, branch)
 	for _, r := range a.routes {
 		bye.AppendHeader(&gosip.RouteHeader{Address: r})
 	}
@@ -120,54 +117,97 @@ func (u *uas) hangup(ctx context.Context, callID string) (int, error) {
 	mf := gosip.MaxForwardsHeader(70)
 	bye.AppendHeader(&mf)
 	bye.SetBody(nil)
-	data := []byte(bye.String())
+	res, err := u.transact(ctx, []byte(bye.String()), dst, branch, false)
+	if err != nil {
+		return 0, err
+	}
+	u.forget(callID)
+	if sess, err := u.in.store.acquire(ctx, a.hd); err == nil {
+		if d := sess.state.Dialogs[callID]; d != nil {
+			d.State, d.Ended = "terminated", time.Now()
+		}
+		sess.commit(ctx, true)
+	}
+	return res.StatusCode, nil
+}
 
-	final := make(chan int, 1)
+// udpHop is the UDP address of a next hop: a URI with an IP address (clb).
+func udpHop(next gosip.Uri) (*net.UDPAddr, error) {
+	ip, err := netip.ParseAddr(strings.Trim(next.Host, "[]"))
+	if err != nil {
+		return nil, errors.New("the next hop " + next.Host + " is not an IP address")
+	}
+	port := next.Port
+	if port == 0 {
+		port = 5060
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))), nil
+}
+
+// transact sends a request the UAS makes (a BYE, an INVITE) as a client
+// transaction: again on the RFC 3261 timer (from 500 ms, doubling, at most
+// 4 s; an INVITE's only until a provisional response) until a final
+// response, which it returns, or ctx's end.
+func (u *uas) transact(ctx context.Context, data []byte, dst *net.UDPAddr, branch string, invite bool) (*gosip.Response, error) {
+	responses := make(chan *gosip.Response, 4)
 	u.mu.Lock()
-	u.pending[branch] = final
+	u.pending[branch] = responses
 	u.mu.Unlock()
 	defer func() {
 		u.mu.Lock()
 		delete(u.pending, branch)
 		u.mu.Unlock()
 	}()
+	resend := true
 	for interval := 500 * time.Millisecond; ; interval = min(2*interval, 4*time.Second) {
-		if _, err := u.conn.WriteToUDP(data, dst); err != nil {
-			return 0, err
+		if resend {
+			if _, err := u.conn.WriteToUDP(data, dst); err != nil {
+				return nil, err
+			}
 		}
 		t := time.NewTimer(interval)
-		select {
-		case code := <-final:
-			t.Stop()
-			u.forget(callID)
-			if sess, err := u.in.store.acquire(ctx, a.hd); err == nil {
-				if d := sess.state.Dialogs[callID]; d != nil {
-					d.State, d.Ended = "terminated", time.Now()
+		for waiting := true; waiting; {
+			select {
+			case res := <-responses:
+				if res.StatusCode < 200 {
+					resend = resend && !invite
+					continue
 				}
-				sess.commit(ctx, true)
+				t.Stop()
+				return res, nil
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+				waiting = false
 			}
-			return code, nil
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		case <-t.C:
 		}
 	}
 }
 
-// response hands a final response to a BYE the UAS sent to its waiter.
+// responseTo hands a response to a request the UAS sent to its waiter; a
+// 2xx to an INVITE of a call it placed, sent again because the ACK was
+// lost, gets the ACK again.
 func (u *uas) responseTo(res *gosip.Response) {
-	if res.StatusCode < 200 || res.Via() == nil {
+	if res.Via() == nil {
 		return
 	}
 	branch, _ := res.Via().Params.Get("branch")
 	u.mu.Lock()
 	c := u.pending[branch]
+	var ack []byte
+	var ackTo *net.UDPAddr
+	if a := u.answered[res.CallID().Value()]; c == nil && a != nil && res.StatusCode/100 == 2 && res.CSeq() != nil && res.CSeq().MethodName == gosip.INVITE {
+		ack, ackTo = a.ack, a.ackTo
+	}
 	u.mu.Unlock()
-	if c != nil {
+	switch {
+	case c != nil:
 		select {
-		case c <- res.StatusCode:
+		case c <- res:
 		default:
 		}
+	case ack != nil:
+		_, _ = u.conn.WriteToUDP(ack, ackTo)
 	}
 }

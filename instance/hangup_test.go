@@ -53,6 +53,32 @@ func recvSIP(t *testing.T, conn *net.UDPConn) gosip.Message {
 	return m
 }
 
+// routeList is req's Route entries, as <URI> joined by commas.
+func routeList(req *gosip.Request) string {
+	var routes []string
+	for _, h := range req.GetHeaders("Route") {
+		routes = append(routes, "<"+h.(*gosip.RouteHeader).Address.String()+">")
+	}
+	return strings.Join(routes, ",")
+}
+
+// postAsync POSTs to url in the background, decoding the JSON answer into
+// into; the channel gets the status once into is set (0: no answer).
+func postAsync(url string, into any) <-chan int {
+	done := make(chan int, 1)
+	go func() {
+		res, err := http.Post(url, "", nil)
+		if err != nil {
+			done <- 0
+			return
+		}
+		defer res.Body.Close()
+		_ = json.NewDecoder(res.Body).Decode(into)
+		done <- res.StatusCode
+	}()
+	return done
+}
+
 // TestHangupAndWebRTCAnswer: the instance answers a WebRTC offer with an
 // SDP answer a browser takes (ICE credentials, a DTLS fingerprint,
 // setup:active, rtcp-mux, the offer's mid, codec and BUNDLE group), and
@@ -93,22 +119,8 @@ func TestHangupAndWebRTCAnswer(t *testing.T) {
 	}
 	toTag, _ := ok.To().Params.Get("tag")
 
-	type result struct {
-		code   int
-		status map[string]int
-	}
-	done := make(chan result, 1)
-	go func() {
-		res, err := http.Post(in.HTTPAddr()+"/_clb/hangup?call-id=w1", "", nil)
-		if err != nil {
-			done <- result{}
-			return
-		}
-		defer res.Body.Close()
-		var st map[string]int
-		_ = json.NewDecoder(res.Body).Decode(&st)
-		done <- result{res.StatusCode, st}
-	}()
+	var status map[string]int
+	done := postAsync(in.HTTPAddr()+"/_clb/hangup?call-id=w1", &status)
 	bye, isReq := recvSIP(t, clb).(*gosip.Request)
 	if !isReq || bye.Method != gosip.BYE {
 		t.Fatalf("want the instance's BYE, got %v", bye)
@@ -116,11 +128,7 @@ func TestHangupAndWebRTCAnswer(t *testing.T) {
 	if got := bye.Recipient.String(); got != "sip:x@df7jal23ls0d.invalid;transport=wss" {
 		t.Errorf("BYE to %s, want the caller's Contact", got)
 	}
-	var routes []string
-	for _, h := range bye.GetHeaders("Route") {
-		routes = append(routes, "<"+h.(*gosip.RouteHeader).Address.String()+">")
-	}
-	if strings.Join(routes, ",") != rr1+","+rr2 {
+	if routes := routeList(bye); routes != rr1+","+rr2 {
 		t.Errorf("BYE Route %v, want the Record-Route in order %s,%s", routes, rr1, rr2)
 	}
 	if tag, _ := bye.From().Params.Get("tag"); tag != toTag {
@@ -133,8 +141,8 @@ func TestHangupAndWebRTCAnswer(t *testing.T) {
 	if _, err := clb.WriteToUDP([]byte(res.String()), sip); err != nil {
 		t.Fatal(err)
 	}
-	if r := <-done; r.code != 200 || r.status["w1"] != 200 {
-		t.Fatalf("hang-up answered %d %v, want 200 {w1: 200}", r.code, r.status)
+	if code := <-done; code != 200 || status["w1"] != 200 {
+		t.Fatalf("hang-up answered %d %v, want 200 {w1: 200}", code, status)
 	}
 	if res, err := http.Post(in.HTTPAddr()+"/_clb/hangup?call-id=w1", "", nil); err != nil || res.StatusCode != 404 {
 		t.Fatalf("a second hang-up: %v %v, want 404", res, err)

@@ -55,6 +55,7 @@ func (in *Instance) handler() http.Handler {
 		}{in.name, in.store.dump()})
 	}))
 	mux.HandleFunc("POST /_clb/hangup", in.internal(in.hangup))
+	mux.HandleFunc("POST /_clb/call", in.internal(in.call))
 	mux.HandleFunc("/counter", in.app(in.counter))
 	mux.HandleFunc("/tasks", in.app(in.tasks))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -100,6 +101,28 @@ func (in *Instance) hangup(w http.ResponseWriter, r *http.Request) {
 		status[id] = code
 	}
 	writeJSON(w, http.StatusOK, status)
+}
+
+// call places a call to the address of record ?aor names (registered with
+// the instance, through clb): the answer is its Call-ID and the INVITE's
+// final status (404: not registered; 504: no final answer in time).
+func (in *Instance) call(w http.ResponseWriter, r *http.Request) {
+	if in.uas == nil {
+		http.Error(w, "no SIP", http.StatusNotFound)
+		return
+	}
+	aor := r.URL.Query().Get("aor")
+	ctx, cancel := context.WithTimeout(r.Context(), 16*time.Second)
+	defer cancel()
+	id, code, err := in.uas.call(ctx, aor)
+	switch {
+	case errors.Is(err, errNotRegistered):
+		http.Error(w, aor+" is not registered", http.StatusNotFound)
+	case err != nil:
+		http.Error(w, "INVITE to "+aor+": "+err.Error(), http.StatusGatewayTimeout)
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"call_id": id, "status": code})
+	}
 }
 
 // internal guards the partners' endpoints: a request that came through clb

@@ -30,10 +30,11 @@ type uas struct {
 	ring    time.Duration
 
 	mu       sync.Mutex
-	ringing  map[string]chan struct{} // Call-ID → closed by CANCEL
-	answered map[string]*answered     // Call-ID → a dialog it can hang up (hangup.go)
-	pending  map[string]chan int      // Via branch of a BYE it sent → its final status
-	sem      chan struct{}            // bounds messages handled at once
+	ringing  map[string]chan struct{}        // Call-ID → closed by CANCEL
+	answered map[string]*answered            // Call-ID → a dialog it can hang up (hangup.go)
+	pending  map[string]chan *gosip.Response // Via branch of a request it sent → its responses
+	bindings map[string]*binding             // address of record → where it is registered (call.go)
+	sem      chan struct{}                   // bounds messages handled at once
 }
 
 func newUAS(in *Instance, conn *net.UDPConn, ring time.Duration) *uas {
@@ -44,7 +45,8 @@ func newUAS(in *Instance, conn *net.UDPConn, ring time.Duration) *uas {
 		ring:     ring,
 		ringing:  map[string]chan struct{}{},
 		answered: map[string]*answered{},
-		pending:  map[string]chan int{},
+		pending:  map[string]chan *gosip.Response{},
+		bindings: map[string]*binding{},
 		sem:      make(chan struct{}, 256),
 	}
 }
@@ -278,32 +280,36 @@ func (u *uas) okWith(req *gosip.Request, tag string, answer []byte) *gosip.Respo
 }
 
 // register accepts any registration for the time asked (600 s by default,
-// at most an hour) and keeps none: the instance reaches no one by it. The
-// 200 lists the registered Contact with its expiry, as a registrar does
-// (RFC 3261 10.3), which clients such as JsSIP look for.
+// at most an hour) and keeps the first contact of each address of record,
+// with its Path (call.go), so that the instance can call it. The 200 lists
+// the registered Contact with its expiry, as a registrar does (RFC 3261
+// 10.3), which clients such as JsSIP look for, and the Path (RFC 3327 5.3).
 func (u *uas) register(req *gosip.Request, from *net.UDPAddr) {
-	expires := 600
-	if h := req.GetHeader("Expires"); h != nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
-			expires = min(n, 3600)
-		}
-	}
 	res := u.response(req, 200, "OK", newTag())
+	bound := false
 	for _, h := range req.GetHeaders("Contact") {
 		c, ok := h.(*gosip.ContactHeader)
 		if !ok || c.Address.Wildcard {
 			continue
 		}
-		c = c.Clone()
-		n := expires
-		if v, ok := c.Params.Get("expires"); ok {
-			if e, err := strconv.Atoi(v); err == nil && e >= 0 {
-				n = min(e, 3600)
-			}
+		n := expiresOf(req, c)
+		if !bound {
+			u.bind(req, c, n)
+			bound = true
 		}
+		c = c.Clone()
 		c.Params.Remove("expires")
 		c.Params.Add("expires", strconv.Itoa(n))
 		res.AppendHeader(c)
+	}
+	for _, h := range req.GetHeaders("Path") {
+		res.AppendHeader(gosip.NewHeader("Path", h.Value()))
+	}
+	expires := 600
+	if h := req.GetHeader("Expires"); h != nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
+			expires = min(n, 3600)
+		}
 	}
 	res.AppendHeader(gosip.NewHeader("Expires", strconv.Itoa(expires)))
 	u.send(res, from)

@@ -87,6 +87,17 @@ func webrtcAnswer(offer []byte) ([]byte, bool) {
 	return []byte(b.String()), true
 }
 
+// newWebRTCOffer is an SDP offer a browser takes for a call to it: one audio
+// section as webrtcAnswer's, with a=setup:actpass (the offerer's) and Opus.
+func newWebRTCOffer() []byte {
+	return []byte("v=0\r\no=clb-instance " + randomDigits() + " 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" +
+		"a=group:BUNDLE 0\r\n" +
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n" +
+		"a=ice-ufrag:" + randomHex(4) + "\r\na=ice-pwd:" + randomHex(12) + "\r\n" +
+		"a=fingerprint:sha-256 " + colons(randomHex(32)) + "\r\na=setup:actpass\r\n" +
+		"a=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n")
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"strings"
 
 	gosip "github.com/emiago/sipgo/sip"
@@ -23,8 +24,17 @@ func isWebSocket(transport string) bool { return transport == "ws" || transport 
 // (RFC 7118 and RFC 5658 double record-routing, SPEC section 6a): the
 // entry facing the instance through self (clb's listener on the
 // instance's transport), then the one facing the client through the
-// client's listener, with the flow token of its connection.
-func (p *Proxy) appendRecordRoutes(dst []byte, self endpoint, in *inbound, rr dialogRoute) []byte {
+// client's listener, with the flow token of its connection. A dialog an
+// instance begins towards a WebSocket client (to connection to) gets the
+// same two entries the other way round: the client-facing one, through
+// self, first.
+func (p *Proxy) appendRecordRoutes(dst []byte, self endpoint, in *inbound, to conn, rr dialogRoute) []byte {
+	if f, ok := to.(flowConn); ok {
+		client := rr
+		client.flow = f.flowToken()
+		dst = appendRecordRoute(dst, p.named(self), client)
+		return appendRecordRoute(dst, p.named(in.local), rr)
+	}
 	f, ok := in.conn.(flowConn)
 	if !ok {
 		return appendRecordRoute(dst, p.named(in.local), rr)
@@ -32,6 +42,44 @@ func (p *Proxy) appendRecordRoutes(dst []byte, self endpoint, in *inbound, rr di
 	dst = appendRecordRoute(dst, p.named(self), rr)
 	rr.flow = f.flowToken()
 	return appendRecordRoute(dst, p.named(in.local), rr)
+}
+
+// appendPath appends the Path entry (RFC 3327, RFC 5626 5.2 edge proxy)
+// of a REGISTER from a WebSocket client that supports Path: clb's
+// listener self, which faces the instance, with the flow token of the
+// client's connection, so that a request the registrar later sends to the
+// client by that Path (an INVITE to a browser phone) reaches the client's
+// WebSocket, still with no state in clb. A client that does not support
+// Path gets none (RFC 3327 5.2).
+func (p *Proxy) appendPath(dst []byte, self endpoint, in *inbound, v *view) []byte {
+	f, ok := in.conn.(flowConn)
+	if !ok || !strings.EqualFold(v.method, "REGISTER") || !hasOptionTag(v.w.header("supported"), "path") {
+		return dst
+	}
+	dst = append(dst, "Path: <sip:"...)
+	dst = appendSelf(dst, p.named(self))
+	dst = append(dst, ";transport="...)
+	dst = append(dst, self.transport...)
+	dst = append(dst, ";lr;ob;"+paramFlow+"="...)
+	dst = append(dst, f.flowToken()...)
+	return append(dst, ">\r\n"...)
+}
+
+// hasOptionTag reports whether a Supported or Require value lists tag.
+func hasOptionTag(value []byte, tag string) bool {
+	for item := range bytes.SplitSeq(value, []byte(",")) {
+		if strings.EqualFold(string(bytes.Trim(item, " \t")), tag) {
+			return true
+		}
+	}
+	return false
+}
+
+// isPathRoute reports whether u, a Route to clb that is not a dialog's,
+// is the Path entry clb put in a WebSocket client's REGISTER.
+func isPathRoute(u *gosip.Uri) bool {
+	_, ok := param(u.UriParams, paramFlow)
+	return ok
 }
 
 // ourRoutes is how many of the request's top Route entries are clb's to
@@ -78,10 +126,20 @@ func (w *wire) manyRoutes() bool {
 }
 
 // flowOf is the connection a flow entry u names.
+// A Path entry faces the instance, so its transport is the instance's:
+// the token is then one of either WebSocket transport.
 func (p *Proxy) flowOf(u *gosip.Uri) (destination, flowState) {
 	tok, _ := param(u.UriParams, paramFlow)
 	tr, _ := param(u.UriParams, "transport")
-	return p.net.flow(strings.ToLower(tr), tok)
+	tr = strings.ToLower(tr)
+	if isWebSocket(tr) {
+		return p.net.flow(tr, tok)
+	}
+	dst, st := p.net.flow("ws", tok)
+	if st == flowForged {
+		dst, st = p.net.flow("wss", tok)
+	}
+	return dst, st
 }
 
 // ownFlow checks the flow token of a request a client sends into the
@@ -102,7 +160,7 @@ func (p *Proxy) ownFlow(in *inbound, sc *scratch, v *view, u *gosip.Uri) bool {
 // a request that itself came over a WebSocket (a client reaches no other
 // client's flow), 430 Flow Failed (RFC 5626 5.3) when the connection is
 // gone. clb keeps nothing per dialog: the token is all it needs.
-func (p *Proxy) toFlow(in *inbound, sc *scratch, v *view, e edits, u *gosip.Uri) {
+func (p *Proxy) toFlow(in *inbound, sc *scratch, v *view, e edits, u *gosip.Uri, rr *dialogRoute) {
 	dst, st := p.flowOf(u)
 	switch {
 	case st == flowForged || isWebSocket(in.local.transport):
@@ -112,7 +170,7 @@ func (p *Proxy) toFlow(in *inbound, sc *scratch, v *view, e edits, u *gosip.Uri)
 		p.reply(in, sc, v, refusal{code: 430, reason: "Flow Failed", kind: "flow", key: e.key})
 		return
 	}
-	p.forward(in, sc, v, dst, e, e.key, nil)
+	p.forward(in, sc, v, dst, e, e.key, rr)
 }
 
 // appendRoutesAfter appends Route field l without its first drop values,

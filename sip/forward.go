@@ -47,8 +47,9 @@ func (p *Proxy) forward(in *inbound, sc *scratch, v *view, dst destination, e ed
 	out := append(sc.out[:0], v.w.data[:v.w.startLine+2]...)
 	out = p.appendVia(out, self, v, in)
 	if rr != nil {
-		out = p.appendRecordRoutes(out, self, in, *rr)
+		out = p.appendRecordRoutes(out, self, in, dst.conn, *rr)
 	}
+	out = p.appendPath(out, self, in, v)
 	if e.decision != nil {
 		out = policy.AppendFields(out, e.key, e.decision)
 	}

@@ -246,9 +246,13 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 
 	var dr dialogRoute
 	ours := false
+	var path *gosip.Uri // clb's Path entry of a WebSocket client's registration
 	if rt := v.route; rt != nil && p.isSelfURI(&rt.Address) {
 		dr, ours = parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) })
-		if !ours {
+		switch {
+		case !ours && isPathRoute(&rt.Address):
+			path = &rt.Address
+		case !ours:
 			p.reply(in, sc, v, refusal{code: 400, reason: "Bad Route"})
 			return
 		}
@@ -274,7 +278,21 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 		// In dialog, from inside, towards a WebSocket client: over its
 		// connection, found by the flow token.
 		e.key = dr.key
-		p.toFlow(in, sc, v, e, flow)
+		p.toFlow(in, sc, v, e, flow, nil)
+	case path != nil && sender == nil:
+		// Only the cluster reaches a client by its registration.
+		p.reply(in, sc, v, refusal{code: 403, reason: "Forbidden", kind: "flow"})
+	case path != nil:
+		// An instance reaches a WebSocket client by the Path of its
+		// registration (a call to a browser phone): over the client's
+		// connection, Record-Routed as a dialog the instance began.
+		e.dropRoutes = 1
+		var rr *dialogRoute
+		if v.startsDialog() {
+			rr = &dialogRoute{key: p.requestKey(v), instance: sender.Name, ftag: v.fromTag(), outbound: true}
+			e.key = rr.key
+		}
+		p.toFlow(in, sc, v, e, path, rr)
 	case ours:
 		// In dialog, from inside: out, like any loose router.
 		e.key = dr.key // for the access log

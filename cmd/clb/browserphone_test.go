@@ -110,6 +110,18 @@ window.call = (n) => {
   window.sessions[n] = s;
   return true;
 };
+// Calls to the phone (by the Path of its registration) are answered.
+let incoming = 0;
+ua.on("newRTCSession", (e) => {
+  if (e.originator !== "remote") return;
+  const n = "in" + (++incoming), s = e.session;
+  window.sessions[n] = s;
+  note(n + ":incoming:" + e.request.getHeaders("record-route").join(" | "));
+  s.on("confirmed", () => note(n + ":confirmed"));
+  s.on("ended", (e) => note(n + ":ended:" + e.originator + ":" + e.cause + (e.message ? ":" + e.message.method + " via " + e.message.getHeader("via") : "")));
+  s.on("failed", (e) => note(n + ":failed:" + e.originator + ":" + e.cause));
+  s.answer({mediaConstraints: {audio: true, video: false}, pcConfig: {iceServers: []}});
+});
 ua.start();
 </script>`
 
@@ -119,7 +131,10 @@ ua.start();
 // UDP; the instance's SDP answer is taken, the call is confirmed (200,
 // ACK); the instance hangs up and its BYE reaches the browser over its
 // WebSocket by the flow token of clb's double Record-Route; a second call
-// is ended by the browser, and its BYE reaches the instance.
+// is ended by the browser, and its BYE reaches the instance. Then the
+// instance calls the browser by the Path clb put in its REGISTER: the
+// browser answers, the call is confirmed by the instance's ACK, and is
+// ended once by the instance and once by the browser.
 func TestBrowserPhone(t *testing.T) {
 	bundle := jssipBundle(t)
 	w := browsertest.Start(t, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--ignore-certificate-errors")
@@ -232,16 +247,64 @@ instances:
 	w.Do("POST", "/execute/sync", map[string]any{"script": "window.sessions[2].terminate(); return true", "args": []any{}}, nil)
 	until("2:ended:local", "2:ended", "error")
 	// JsSIP ends the call as it sends the BYE: poll the instance for it.
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for len(in.Calls()) > 0 {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("the browser's BYE did not reach the instance: calls %v; events:\n%s", in.Calls(), events())
+	noCalls := func() {
+		t.Helper()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(10 * time.Second)
+		for len(in.Calls()) > 0 {
+			select {
+			case <-tick.C:
+			case <-deadline:
+				t.Fatalf("the browser's BYE did not reach the instance: calls %v; events:\n%s", in.Calls(), events())
+			}
 		}
 	}
+	noCalls()
+
+	// Calls 3 and 4, from the instance to the browser by its
+	// registration's Path.
+	callBrowser := func() string {
+		t.Helper()
+		res, err := http.Post(in.HTTPAddr()+"/_clb/call?aor=sip:alice@example.com", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var answer struct {
+			CallID string `json:"call_id"`
+			Status int    `json:"status"`
+		}
+		_ = json.NewDecoder(res.Body).Decode(&answer)
+		res.Body.Close()
+		if res.StatusCode != 200 || answer.Status != 200 {
+			t.Fatalf("the instance's call to the browser: %d %+v; events:\n%s", res.StatusCode, answer, events())
+		}
+		return answer.CallID
+	}
+	id := callBrowser()
+	incoming := until("in1:incoming", "in1:failed", "error")
+	for _, want := range []string{"transport=udp", "transport=wss", ";flow=", "dir=out"} {
+		if !strings.Contains(incoming, want) {
+			t.Errorf("the INVITE's Record-Route at the browser lacks %s: %s", want, incoming)
+		}
+	}
+	until("in1:confirmed", "in1:failed", "in1:ended", "error")
+	res, err = http.Post(in.HTTPAddr()+"/_clb/hangup?call-id="+id, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("hang-up of the call to the browser: %d", res.StatusCode)
+	}
+	if ended := until("in1:ended:remote", "in1:ended", "error"); !strings.Contains(ended, "BYE via SIP/2.0/WSS") {
+		t.Errorf("the call to the browser ended by %s, want a BYE over clb's WSS", ended)
+	}
+	callBrowser()
+	until("in2:confirmed", "in2:failed", "in2:ended", "error")
+	w.Do("POST", "/execute/sync", map[string]any{"script": "window.sessions.in2.terminate(); return true", "args": []any{}}, nil)
+	until("in2:ended:local", "in2:ended", "error")
+	noCalls()
 	e := events()
 	if strings.Contains(e, "error:") || strings.Contains(e, "failed") {
 		t.Errorf("events:\n%s", e)
