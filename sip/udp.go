@@ -35,9 +35,16 @@ type udpTransport struct {
 
 // udpSocket is one socket and its batch reader and writer over it.
 type udpSocket struct {
-	c *net.UDPConn
-	b batchConn
+	c      *net.UDPConn
+	b      batchConn
+	rcvbuf int // receive buffer the kernel granted, bytes; 0 unknown
 }
+
+// udpReadBuffer is the receive buffer asked for each UDP socket: what
+// absorbs a burst while the reader is busy or not scheduled (some 100 ms of
+// 40,000 small datagrams a second). Past it the kernel drops datagrams,
+// legitimate ones with the flood.
+const udpReadBuffer = 4 << 20
 
 // batchConn reads and writes several datagrams a system call: an
 // ipv4.PacketConn or an ipv6.PacketConn, whose Message is one type.
@@ -61,6 +68,10 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 		return err
 	}
 	self := endpoint{"udp", localAddr(first.c.LocalAddr())}
+	if first.rcvbuf > 0 && first.rcvbuf < udpReadBuffer {
+		t.log.Warn("the kernel capped the UDP receive buffer: a burst past it is dropped; raise net.core.rmem_max (or run clb with CAP_NET_ADMIN)",
+			zap.Stringer("listener", self.addr), zap.Int("bytes", first.rcvbuf), zap.Int("asked", udpReadBuffer))
+	}
 	group := []udpSocket{first}
 	for len(group) < t.readers {
 		// The others on the first's address: its port once 0 is resolved.
@@ -89,13 +100,13 @@ func listenUDP(addr netip.AddrPort, shared bool) (udpSocket, error) {
 		return udpSocket{}, err
 	}
 	c := pc.(*net.UDPConn)
-	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
+	rcvbuf := setReadBuffer(c, udpReadBuffer)
 	_ = c.SetWriteBuffer(4 << 20)
 	var b batchConn = ipv4.NewPacketConn(c)
 	if addr.Addr().Is6() {
 		b = ipv6.NewPacketConn(c)
 	}
-	return udpSocket{c, b}, nil
+	return udpSocket{c, b, rcvbuf}, nil
 }
 
 func (t *udpTransport) serve() {
