@@ -22,6 +22,20 @@ func clientFrom(ip string) *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
 }
 
+// dialFrom is a TCP connection from ip to addr, closed when the test ends,
+// with a deadline so that a test cannot hang on it.
+func dialFrom(t *testing.T, ip, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	conn, err := d.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
+}
+
 func status(t *testing.T, cl *http.Client, url string) (int, string) {
 	t.Helper()
 	res, err := cl.Get(url)
@@ -87,16 +101,7 @@ func TestRequestRate(t *testing.T) {
 // closed connection frees its place.
 func TestConnectionsPerSource(t *testing.T) {
 	c := newCluster(t, clusterOptions{n: 1, flood: config.Limits{HTTP: config.HTTPLimits{Connections: 2}}})
-	dial := func(ip string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-		conn, err := d.DialContext(context.Background(), "tcp", c.server.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		return conn
-	}
+	dial := func(ip string) net.Conn { return dialFrom(t, ip, c.server.Addr()) }
 	// served says whether a request on conn is answered.
 	served := func(conn net.Conn) bool {
 		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
@@ -142,13 +147,7 @@ func TestRateLimitedKeepAlive(t *testing.T) {
 		flood: config.Limits{HTTP: config.HTTPLimits{Rate: 1, Burst: 1}},
 	})
 	dial := func(ip string) (net.Conn, *bufio.Reader) {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-		conn, err := d.DialContext(context.Background(), "tcp", c.server.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn := dialFrom(t, ip, c.server.Addr())
 		return conn, bufio.NewReader(conn)
 	}
 	do := func(conn net.Conn, br *bufio.Reader, req string) *http.Response {
