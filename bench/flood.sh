@@ -167,9 +167,21 @@ for _ in $(seq 50); do curl -fs "http://$admin/metrics" >/dev/null && break; sle
 sleep 1
 rss_start=$(rss_kb "$clb_pid")
 
-# RSS every second, in kB, after the name of the phase it was taken in
+# drops of the sockets bound to PORTs (the last column of /proc/net/udp) in FILE
+drops_in() {
+	local f=$1
+	shift
+	awk -v ports="$*" 'BEGIN {n = split(ports, p, " "); for (i = 1; i <= n; i++) want[sprintf("%04X", p[i])] = 1}
+	NR > 1 {split($2, a, ":"); if (a[2] in want) d += $NF} END {print d + 0}' "$f"
+}
+# Every second: the phase, clb's RSS in kB, and the datagrams the kernel has
+# dropped at clb's SIP sockets so far (when they are lost tells a stall
+# from a steady shortfall)
 echo start >"$tmp/phase"
-(while kill -0 "$clb_pid" 2>/dev/null; do echo "$(cat "$tmp/phase") $(rss_kb "$clb_pid" || echo 0)"; sleep 1; done >"$tmp/rss") &
+(while kill -0 "$clb_pid" 2>/dev/null; do
+	echo "$(cat "$tmp/phase") $(rss_kb "$clb_pid" || echo 0) $(drops_in /proc/net/udp $sip_port)"
+	sleep 1
+done >"$tmp/rss") &
 sampler=$!
 pids+=("$sampler")
 
@@ -267,16 +279,22 @@ wait "$clb_pid" 2>/dev/null || true
 [ -n "${FLOOD_KEEP:-}" ] && mkdir -p "$FLOOD_KEEP" && cp -r "$tmp"/* "$FLOOD_KEEP"/ && rm -f "$FLOOD_KEEP"/{clb,ft,backend}
 
 # --- figures
-# drops of the sockets bound to PORTs (the last column of /proc/net/udp) in FILE
-drops_in() {
-	local f=$1
-	shift
-	awk -v ports="$*" 'BEGIN {n = split(ports, p, " "); for (i = 1; i <= n; i++) want[sprintf("%04X", p[i])] = 1}
-	NR > 1 {split($2, a, ":"); if (a[2] in want) d += $NF} END {print d + 0}' "$f"
-}
 # the count of clb_errors_total of KIND and PROTOCOL in FILE
 metric() { awk -v k="kind=\"$2\"" -v p="protocol=\"$3\"" 'index($0, k) && index($0, p) {n = $2} END {print n + 0}' "$1"; }
 sipp_stat() { stat "$1/uac/stats.csv" "$2"; }
+# flood_figures TITLE FILE SENT_FIELD STATUS BURST RATE: prints a flooder's
+# line and its answers; sets flood to "rate with_retry_after all_of_status
+# wanted" (wanted: sent less the burst and the rate over the load)
+flood_figures() {
+	local n ra all want
+	echo "$1: $(cat "$2")"
+	n=$(field "$2" "$3")
+	ra=$(field "$2" "retry_after_$4")
+	all=$(answers "$2" "$4")
+	want=$((n - $(echo "$5 + $6 * $load_s" | bc | cut -d. -f1)))
+	printf '  %s with Retry-After: %d (%s in all %d); at least %d wanted (sent - burst - rate x %.1f s)\n' "$4" "$ra" "$4" "$all" "$want" "$load_s"
+	flood="$(field "$2" rate | tr -d /s) $ra $all $want"
+}
 verdicts=()
 check() { verdicts+=("$(verdict "$1") $2"); }
 
@@ -307,6 +325,9 @@ for ph in $phases; do
 	clb_drops=$(($(drops_in "$d/udp-mid" $sip_port) - $(drops_in "$d/udp_start" $sip_port)))
 	echo "kernel drops in the phase (until one second before its end): clb $clb_drops," \
 		"UAS $(($(drops_in "$d/udp-mid" "${uas_ports[@]}") - $(drops_in "$d/udp_start" "${uas_ports[@]}"))), UAC $(drops_in "$d/udp-mid" 25090)"
+	if [ "$clb_drops" -gt 0 ]; then
+		echo "  clb's drops by second of the phase (second:drops): $(awk -v ph="$ph" '$1 == ph {if (n++ && $3 > d) printf "%d:%d ", n - 1, $3 - d; d = $3}' "$tmp/rss")"
+	fi
 
 	calls=$((sipp_rate * secs))
 	sip_ok=$(sipp_stat "$d" "SuccessfulCall(C)")
@@ -328,27 +349,17 @@ for ph in $phases; do
 	check "$((sip_ok + sip_failed == calls && http_req * 100 >= http_rate * secs * 99))" \
 		"[$ph] legit load reached: SIPp $((sip_ok + sip_failed)) of $calls calls, HTTP $http_req of $((http_rate * secs)) requests"
 	if [ -s "$d/sip-flood" ]; then
-		echo "SIP flood (127.0.0.5): $(cat "$d/sip-flood")"
-		sf_sent=$(field "$d/sip-flood" sent)
-		sf_ra=$(field "$d/sip-flood" retry_after_503)
-		sf_503=$(answers "$d/sip-flood" 503)
-		sf_rate=$(field "$d/sip-flood" rate | tr -d /s)
 		# At most the burst plus the rate over the flood may pass; all the
-		# rest must be answered 503 with Retry-After.
-		sf_want=$((sf_sent - $(echo "$sip_burst + $sip_limit * $load_s" | bc | cut -d. -f1)))
-		printf '  503 with Retry-After: %d (503 in all %d); at least %d wanted (sent - burst - rate x %.1f s); clb counted %s refused\n' \
-			"$sf_ra" "$sf_503" "$sf_want" "$load_s" "$(($(metric "$d/metrics_after" rate_limited sip) - $(metric "$d/metrics_before" rate_limited sip)))"
-		echo "HTTP flood (127.0.0.4): $(cat "$d/http-flood")"
-		hf_req=$(field "$d/http-flood" requests)
-		hf_ra=$(field "$d/http-flood" retry_after_429)
-		hf_429=$(answers "$d/http-flood" 429)
-		hf_rate=$(field "$d/http-flood" rate | tr -d /s)
-		hf_want=$((hf_req - $(echo "$http_burst + $http_limit * $load_s" | bc | cut -d. -f1)))
-		printf '  429 with Retry-After: %d (429 in all %d); at least %d wanted\n' "$hf_ra" "$hf_429" "$hf_want"
+		# rest must be answered (503 or 429) with Retry-After.
+		flood_figures "SIP flood (127.0.0.5)" "$d/sip-flood" sent 503 "$sip_burst" "$sip_limit"
+		read -r sf_rate sf_ra sf_n sf_want <<<"$flood"
+		echo "  clb counted $(($(metric "$d/metrics_after" rate_limited sip) - $(metric "$d/metrics_before" rate_limited sip))) SIP requests refused"
+		flood_figures "HTTP flood (127.0.0.4)" "$d/http-flood" requests 429 "$http_burst" "$http_limit"
+		read -r hf_rate hf_ra hf_n hf_want <<<"$flood"
 		check "$((sf_rate * 100 >= sip_flood_rate * 99 && hf_rate * 100 >= http_flood_rate * 99))" \
 			"[$ph] flood load reached: SIP $sf_rate/s of $sip_flood_rate, HTTP $hf_rate/s of $http_flood_rate"
-		check "$((sf_ra >= sf_want && sf_ra == sf_503))" "[$ph] SIP flooder answered 503 with Retry-After ($sf_ra, >= $sf_want wanted)"
-		check "$((hf_ra >= hf_want && hf_ra == hf_429))" "[$ph] HTTP flooder answered 429 with Retry-After ($hf_ra, >= $hf_want wanted)"
+		check "$((sf_ra >= sf_want && sf_ra == sf_n))" "[$ph] SIP flooder answered 503 with Retry-After ($sf_ra, >= $sf_want wanted)"
+		check "$((hf_ra >= hf_want && hf_ra == hf_n))" "[$ph] HTTP flooder answered 429 with Retry-After ($hf_ra, >= $hf_want wanted)"
 	fi
 	if [ -s "$d/spoof" ]; then
 		echo "spoofed sources: $(cat "$d/spoof")"
