@@ -47,21 +47,6 @@ done
 lb_http=22080
 lb_sip=21060
 
-# kb FIELD PIDS...: a /proc/PID/status field (VmRSS, VmHWM) summed, in kB.
-kb() {
-	local f=$1 t=0 p
-	shift
-	for p in "$@"; do t=$((t + $(awk -v f="$f:" '$1 == f {print $2}' "/proc/$p/status"))); done
-	echo "$t"
-}
-# pss PIDS...: proportional set size summed, in kB.
-pss() {
-	local t=0 p
-	for p in "$@"; do t=$((t + $(awk '$1 == "Pss:" {print $2}' "/proc/$p/smaps_rollup"))); done
-	echo "$t"
-}
-mb() { echo "scale=1; $1 / 1024" | bc; }
-
 # up PID PORT LOG: waits (10 s at most) for the balancer PID to accept TCP
 # on PORT; false, with its log's end, if it died or never did.
 up() {
@@ -164,17 +149,7 @@ tcp_max_connections=20000
 tcp_connection_lifetime=3600
 listen=udp:127.0.0.1:$lb_sip
 listen=tcp:127.0.0.1:$lb_sip
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "dispatcher.so"
-modparam("dispatcher", "list_file", "$tmp/dispatcher.list")
-modparam("dispatcher", "ds_ping_interval", 0)
+$(kamailio_modules "$tmp/dispatcher.list")
 request_route {
 	if (!mf_process_maxfwd_header("10")) {
 		sl_send_reply("483", "Too Many Hops");

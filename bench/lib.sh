@@ -16,6 +16,20 @@
 #   ticks_all PID...       utime + stime of the processes, in clock ticks
 #   peak_rss PID...        the sum of their VmHWM, kB
 #   per_1k TICKS N         CPU-seconds per 1,000 of N
+#
+# For the memory benches (bench/idle-memory.sh, bench/wss-idle.sh):
+#
+#   kb FIELD PID...        a /proc/PID/status field (VmRSS, VmHWM) summed, kB
+#   pss PID...             proportional set size summed, kB (a forking
+#                          server's shared memory counted once)
+#   mb KB                  KB in MB, one decimal
+#
+# For the Kamailio comparisons:
+#
+#   kamailio_modules LIST  kamailio.cfg's module path and the modules of a
+#                          dispatcher front end (tm, sl, rr, maxfwd, textops,
+#                          pv, siputils, dispatcher on the list file LIST,
+#                          its OPTIONS pings off)
 #   wrk_stats OUTPUT       sets reqs, rps, p99, errors from wrk --latency output
 
 need() {
@@ -113,6 +127,37 @@ peak_rss() {
 	local kb=0 p
 	for p in "$@"; do kb=$((kb + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status"))); done
 	echo "$kb"
+}
+
+kb() {
+	local f=$1 t=0 p
+	shift
+	for p in "$@"; do t=$((t + $(awk -v f="$f:" '$1 == f {print $2}' "/proc/$p/status"))); done
+	echo "$t"
+}
+
+pss() {
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '$1 == "Pss:" {print $2}' "/proc/$p/smaps_rollup"))); done
+	echo "$t"
+}
+
+mb() { echo "scale=1; $1 / 1024" | bc; }
+
+kamailio_modules() {
+	cat <<EOF
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "dispatcher.so"
+modparam("dispatcher", "list_file", "$1")
+modparam("dispatcher", "ds_ping_interval", 0)
+EOF
 }
 
 per_1k() {

@@ -158,17 +158,7 @@ memlog=5
 children=2
 tcp_children=2
 listen=$transport:127.0.0.1:$kam_port
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "dispatcher.so"
-modparam("dispatcher", "list_file", "$tmp/dispatcher.list")
-modparam("dispatcher", "ds_ping_interval", 0)
+$(kamailio_modules "$tmp/dispatcher.list")
 
 request_route {
 	if (!mf_process_maxfwd_header("10")) {

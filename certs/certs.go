@@ -196,6 +196,10 @@ var errNone = errors.New("certs: no TLS material loaded")
 // its minimum version; the cipher suites are Go's defaults. Session tickets
 // are encrypted with the returned Config's own keys, kept across reloads.
 func (s *Store) ServerConfig(nextProtos ...string) *tls.Config {
+	// One Config per Material, not per handshake: every connection keeps
+	// its Config, and a Config is about 700 bytes (9,000 idle wss clients
+	// held 6 MB of copies).
+	var last atomic.Pointer[serverConfig]
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: nextProtos,
@@ -203,6 +207,9 @@ func (s *Store) ServerConfig(nextProtos ...string) *tls.Config {
 			m := s.cur.Load()
 			if m == nil || !m.hasCert() {
 				return nil, errNone
+			}
+			if sc := last.Load(); sc != nil && sc.m == m {
+				return sc.c, nil
 			}
 			c := &tls.Config{
 				Certificates: []tls.Certificate{m.cert},
@@ -212,9 +219,16 @@ func (s *Store) ServerConfig(nextProtos ...string) *tls.Config {
 			if m.clientCAs != nil {
 				c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, m.clientCAs
 			}
+			last.Store(&serverConfig{m, c})
 			return c, nil
 		},
 	}
+}
+
+// serverConfig is the Config a listener's handshakes get under m.
+type serverConfig struct {
+	m *Material
+	c *tls.Config
 }
 
 // ClientConfig is the configuration for dialing an instance at serverName

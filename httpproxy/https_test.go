@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -299,5 +301,101 @@ func TestHTTPSReload(t *testing.T) {
 		if got := peer(old, fmt.Sprintf("/old/%d", i)); got != "clb" {
 			t.Errorf("the old connection now shows %q", got)
 		}
+	}
+}
+
+// TestHTTPSResponseFraming: what an instance answers reaches an HTTP/2
+// client as it would an HTTP/1.1 one, whatever its framing: an interim
+// 103 before the final answer, a HEAD's answer without its body, 204 and
+// 304 without one, a chunked body unframed (its trailer dropped), a body of
+// 1 MB whole; several Set-Cookie fields stay several, and no hop-by-hop
+// field of HTTP/1.1 reaches the stream.
+func TestHTTPSResponseFraming(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1, https: true})
+	big := strings.Repeat("abcdefghij", 100_000)
+	c.backends[c.names[0]].handle = func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/hints":
+			h.Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Del("Link")
+			fmt.Fprint(w, "hinted")
+		case "/head":
+			h.Set("Content-Length", "5")
+			if r.Method != "HEAD" {
+				fmt.Fprint(w, "hello")
+			}
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		case "/chunked":
+			h.Set("Trailer", "X-Sum")
+			fmt.Fprint(w, "one,")
+			w.(http.Flusher).Flush()
+			fmt.Fprint(w, "two")
+			h.Set("X-Sum", "2")
+		case "/big":
+			h.Add("Set-Cookie", "a=1")
+			h.Add("Set-Cookie", "b=2")
+			fmt.Fprint(w, big)
+		}
+	}
+	cl := c.client()
+	hints := 0
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			if code == http.StatusEarlyHints && h.Get("Link") != "" {
+				hints++
+			}
+			return nil
+		},
+	})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/hints", 200, "hinted"},
+		{"HEAD", "/head", 200, ""},
+		{"GET", "/head", 200, "hello"},
+		{"GET", "/204", 204, ""},
+		{"GET", "/304", 304, ""},
+		{"GET", "/chunked", 200, "one,two"},
+		{"GET", "/big", 200, big},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, tc.method, c.url+tc.path, nil)
+		res, err := cl.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || res.ProtoMajor != 2 || res.StatusCode != tc.status || string(body) != tc.body {
+			t.Errorf("%s %s: %s %d, %d bytes (%v), want HTTP/2 %d and %d bytes", tc.method, tc.path, res.Proto, res.StatusCode, len(body), err, tc.status, len(tc.body))
+		}
+		for _, name := range []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Trailer"} {
+			if v := res.Header.Values(name); len(v) > 0 {
+				t.Errorf("%s %s: %s %v reached the stream", tc.method, tc.path, name, v)
+			}
+		}
+		if tc.path == "/head" && tc.method == "HEAD" && res.ContentLength != 5 {
+			t.Errorf("HEAD: Content-Length %d, want the instance's 5", res.ContentLength)
+		}
+		if tc.path == "/big" {
+			var cookies []string
+			for _, v := range res.Header.Values("Set-Cookie") {
+				if !strings.HasPrefix(v, "CLB") {
+					cookies = append(cookies, v)
+				}
+			}
+			if strings.Join(cookies, ",") != "a=1,b=2" {
+				t.Errorf("Set-Cookie %v, want the instance's a=1 and b=2 apart", res.Header.Values("Set-Cookie"))
+			}
+		}
+	}
+	if hints != 1 {
+		t.Errorf("%d 103 Early Hints with Link reached the client, want 1", hints)
 	}
 }

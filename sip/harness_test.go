@@ -296,7 +296,7 @@ type clusterOptions struct {
 	// certificate of a test CA for 127.0.0.1.
 	tls bool
 	// The stream transports' idle timeout, connection bound and linger
-	// before parking (0: the defaults).
+	// before parking (0: the defaults; linger is the WebSocket ones' too).
 	idleTimeout time.Duration
 	maxConns    int
 	linger      time.Duration
@@ -364,7 +364,10 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	if o.linger > 0 {
 		for _, tr := range srv.transports {
-			if st, ok := tr.(*streamTransport); ok {
+			switch st := tr.(type) {
+			case *streamTransport:
+				st.linger = o.linger
+			case *wsTransport:
 				st.linger = o.linger
 			}
 		}

@@ -292,9 +292,6 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 		return false
 	}
 	for {
-		if have == 0 && canPark && !woken && served && !busy && park() {
-			return
-		}
 		// Idle, the connection may wait IdleTimeout for its next message
 		// (parked, after linger here if it is busy); a message begun must
 		// end within MessageTimeout of its start.
@@ -306,8 +303,13 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 			deadline = partial.Add(t.opts.messageTimeout)
 		} else {
 			partial = time.Time{}
-			// linger from when it went idle, told by idleEnd
-			if d := idleEnd.Add(t.linger - t.opts.idleTimeout); canPark && !woken && d.Before(idleEnd) {
+			// linger from when it went idle, told by idleEnd; parked at
+			// once after a read with a deadline passed already, which
+			// costs no system call but takes what a TLS connection holds
+			// (a record that came with the last one) first
+			if d := idleEnd.Add(t.linger - t.opts.idleTimeout); canPark && !woken && served && !busy {
+				deadline, lingering = past, true
+			} else if canPark && !woken && d.Before(idleEnd) {
 				deadline, lingering = d, true
 			}
 		}
@@ -376,6 +378,9 @@ func (t *streamTransport) give(st *streamState, buf []byte) {
 	st.sc.line.Reset(true)
 	t.bufs.Put(st)
 }
+
+// past is a deadline that has passed.
+var past = time.Unix(1, 0)
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 

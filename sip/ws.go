@@ -22,12 +22,14 @@ import (
 	"go.uber.org/zap"
 
 	"clb/config"
+	"clb/netpark"
 	"clb/policy"
 )
 
 // wsTransport is SIP over WebSocket (RFC 7118), "ws" over plain TCP or
 // "wss" over TLS: listeners only (a browser cannot be dialed), a goroutine
-// per connection, one SIP message per WebSocket message. The handshake
+// per connection while it carries messages (an idle one is parked, package
+// netpark), one SIP message per WebSocket message. The handshake
 // (gobwas/ws's Upgrader on the raw connection, so no HTTP server's buffers
 // stay behind) must ask for subprotocol "sip", come from an allowed Origin
 // (ws.origins) and name the listener's path; the frames are clb's own
@@ -52,6 +54,9 @@ type wsTransport struct {
 	nextID atomic.Uint64
 	bufs   sync.Pool // *wsState
 
+	park   *netpark.Parker // nil where connections cannot be parked
+	linger time.Duration
+
 	mu     sync.Mutex // guards conns and closed
 	conns  map[netip.AddrPort]*wsConn
 	closed bool
@@ -67,6 +72,17 @@ func newWSTransport(token string, network streamNetwork, proxy *Proxy, log *zap.
 		opts: o, flows: flows, wg: wg, conns: map[netip.AddrPort]*wsConn{}}
 	t.bufs.New = func() any { return &wsState{buf: make([]byte, wsBuffer)} }
 	t.ws.Store(&w)
+	// Deadlines (pings, idle timeouts) are kept to a sixteenth of the
+	// shorter, within 10 ms to 1 s.
+	wait := w.IdleTimeout
+	if w.PingInterval > 0 {
+		wait = min(wait, w.PingInterval)
+	}
+	p, err := netpark.New(netpark.Options{Tick: min(max(wait/16, 10*time.Millisecond), time.Second)})
+	if err != nil && !errors.Is(err, netpark.ErrUnsupported) {
+		t.log.Warn("idle connections keep their goroutine: no parking", zap.Error(err))
+	}
+	t.park, t.linger = p, 100*time.Millisecond
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	t.nextID.Store(binary.BigEndian.Uint64(b[:]))
@@ -92,6 +108,7 @@ func (t *wsTransport) listenPath(addr netip.AddrPort, path string) error {
 func (t *wsTransport) listen(addr netip.AddrPort) error { return t.listenPath(addr, "") }
 
 func (t *wsTransport) serve() {
+	t.wg.Go(t.park.Run)
 	for i := range t.listeners {
 		t.wg.Go(func() { t.accept(i) })
 	}
@@ -101,6 +118,7 @@ func (t *wsTransport) close() {
 	for _, c := range shut(&t.mu, &t.closed, t.conns, t.listeners) {
 		c.closeWith(closeGoingAway)
 	}
+	t.park.Close() // its Run hands the parked ones, closed, to expired
 }
 
 // send: a WebSocket client is reached only on its open connection.
@@ -267,17 +285,27 @@ type wsState struct {
 // is not pooled again.
 const wsBuffer = 2048
 
-// read handles a connection's frames until it closes. A connection from
-// which nothing has come for ws.ping_interval is pinged; one from which
-// nothing, not even a pong, has come for ws.idle_timeout is closed (both
-// as in force at each read: a reload applies to open connections); a
-// frame begun must end within the message timeout. Idle, it waits on a few
-// bytes of its own; what it reads then is framed in a pooled wsState.
+// read serves a new connection: its handshake, then its frames.
 func (t *wsTransport) read(c *wsConn, path string) {
-	defer t.unregister(c)
 	if !t.handshake(c, path) {
+		t.unregister(c)
 		return
 	}
+	c.last = time.Now()
+	t.frames(c, false)
+}
+
+// frames handles a connection's frames until it closes or is parked
+// (woken: it was parked and is readable). A connection from which nothing
+// has come for ws.ping_interval is pinged; one from which nothing, not
+// even a pong, has come for ws.idle_timeout is closed (both as in force
+// when it goes idle, or parked when its wait ends: a reload applies to open
+// connections); a frame begun must end within the message timeout. Idle,
+// it waits on a few bytes of its own; what it reads then is framed in a
+// pooled wsState. Idle for linger between whole messages, it is parked
+// (package netpark) until it is readable or its next ping or idle
+// deadline, with neither goroutine nor buffer.
+func (t *wsTransport) frames(c *wsConn, woken bool) {
 	var st *wsState // nil while idle
 	defer func() {
 		if st != nil {
@@ -287,28 +315,29 @@ func (t *wsTransport) read(c *wsConn, path string) {
 	var first [16]byte
 	have := 0
 	var msg wsMessage
-	last := time.Now() // when the peer last sent anything
-	pinged := false
 	var partial time.Time
+	canPark := t.park != nil
+	idleSince := time.Now() // when it last had nothing to frame, for linger
 	for {
 		w := t.ws.Load()
-		now := time.Now()
 		var deadline time.Time
+		lingering := false
 		if have > 0 {
 			if partial.IsZero() {
-				partial = now
+				partial = time.Now()
 			}
 			deadline = partial.Add(t.opts.messageTimeout)
 		} else {
 			partial = time.Time{}
-			deadline = last.Add(w.IdleTimeout)
-			if w.PingInterval > 0 && !pinged {
-				if ping := last.Add(w.PingInterval); ping.Before(deadline) {
-					deadline = ping
-				}
+			deadline = c.idleDeadline(w)
+			// A woken connection reads what woke it first; one in the
+			// middle of a fragmented message is not parked.
+			if l := idleSince.Add(t.linger); canPark && !woken && !msg.open && l.Before(deadline) {
+				deadline, lingering = l, true
 			}
 		}
 		if err := c.c.SetReadDeadline(deadline); err != nil {
+			t.unregister(c)
 			return
 		}
 		var n int
@@ -327,12 +356,14 @@ func (t *wsTransport) read(c *wsConn, path string) {
 			n, err = c.c.Read(st.buf[have:])
 			have += n
 		}
+		woken = false // what woke it is read (a TLS record may carry no data)
 		if n > 0 {
-			last, pinged = time.Now(), false
+			c.last, c.pinged = time.Now(), false
 		}
 		for st != nil {
 			used, ok := t.frame(c, st.buf[:have], &msg, &st.sc)
 			if !ok {
+				t.unregister(c)
 				return
 			}
 			if used == 0 {
@@ -344,25 +375,81 @@ func (t *wsTransport) read(c *wsConn, path string) {
 			if len(st.buf) == wsBuffer {
 				t.bufs.Put(st)
 			}
-			st = nil
+			st, idleSince = nil, time.Now()
 		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && have == 0 && !pinged && w.PingInterval > 0 &&
-				time.Since(last) < w.IdleTimeout {
-				pinged = true
-				if c.writeFrame(opPing, nil) == nil {
-					continue
-				}
+		if err == nil {
+			continue
+		}
+		if lingering && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// Nothing came for linger, and the read that timed out left
+			// nothing in a TLS connection's buffers either: parked, the
+			// socket's readiness tells all.
+			if t.parkConn(c) {
+				return
 			}
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				t.debug("websocket read", c, err)
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.closeWith(closeGoingAway)
-			}
-			return
+			canPark = false
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && have == 0 && t.ping(c, w) {
+			continue
+		}
+		if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			t.debug("websocket read", c, err)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.closeWith(closeGoingAway)
+		}
+		t.unregister(c)
+		return
+	}
+}
+
+// idleDeadline is when an idle connection is next pinged, or closed if it
+// has been pinged (or pings are off).
+func (c *wsConn) idleDeadline(w *config.WS) time.Time {
+	deadline := c.last.Add(w.IdleTimeout)
+	if w.PingInterval > 0 && !c.pinged {
+		if ping := c.last.Add(w.PingInterval); ping.Before(deadline) {
+			return ping
 		}
 	}
+	return deadline
+}
+
+// ping pings a connection silent until its idle deadline if it is due a
+// ping (not pinged yet, pings on, its idle timeout not passed); false if
+// it is not, or the ping could not be sent: it is then to be closed.
+func (t *wsTransport) ping(c *wsConn, w *config.WS) bool {
+	if c.pinged || w.PingInterval <= 0 || time.Since(c.last) >= w.IdleTimeout {
+		return false
+	}
+	c.pinged = true
+	return c.writeFrame(opPing, nil) == nil
+}
+
+// parkConn parks an idle connection until it is readable or its idle
+// deadline passes; false leaves it with the caller.
+func (t *wsTransport) parkConn(c *wsConn) bool {
+	deadline := c.idleDeadline(t.ws.Load())
+	err := t.park.Park(c.c, deadline,
+		func() { t.wg.Go(func() { t.frames(c, true) }) },
+		func() { t.wg.Go(func() { t.expired(c, deadline) }) })
+	return err == nil
+}
+
+// expired handles a parked connection whose deadline passed: pinged and
+// parked again, or closed (1001) once its idle timeout has passed. Before
+// its deadline, the Parker is closing (clb shuts down): closed too.
+func (t *wsTransport) expired(c *wsConn, deadline time.Time) {
+	if !time.Now().Before(deadline) && t.ping(c, t.ws.Load()) {
+		if t.parkConn(c) {
+			return
+		}
+		t.frames(c, false)
+		return
+	}
+	c.closeWith(closeGoingAway)
+	t.unregister(c)
 }
 
 // frame handles the first frame in b. It returns the bytes used (0: need
@@ -450,6 +537,10 @@ type wsConn struct {
 	writeTimeout time.Duration
 	id           uint64
 	token        string // the flow token naming this connection
+
+	// Its reader's (frames', or expired's while parked), one at a time:
+	last   time.Time // when the peer last sent anything
+	pinged bool      // pinged since
 
 	mu     sync.Mutex
 	hdr    [maxFrameHeader]byte
