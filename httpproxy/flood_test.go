@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -19,6 +20,20 @@ import (
 func clientFrom(ip string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+// dialFrom is a TCP connection from ip to addr, closed when the test ends,
+// with a deadline so that a test cannot hang on it.
+func dialFrom(t *testing.T, ip, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	conn, err := d.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
 }
 
 func status(t *testing.T, cl *http.Client, url string) (int, string) {
@@ -86,16 +101,7 @@ func TestRequestRate(t *testing.T) {
 // closed connection frees its place.
 func TestConnectionsPerSource(t *testing.T) {
 	c := newCluster(t, clusterOptions{n: 1, flood: config.Limits{HTTP: config.HTTPLimits{Connections: 2}}})
-	dial := func(ip string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-		conn, err := d.DialContext(context.Background(), "tcp", c.server.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		return conn
-	}
+	dial := func(ip string) net.Conn { return dialFrom(t, ip, c.server.Addr()) }
 	// served says whether a request on conn is answered.
 	served := func(conn net.Conn) bool {
 		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
@@ -126,5 +132,74 @@ func TestConnectionsPerSource(t *testing.T) {
 	}
 	if !served(dial("127.0.0.1")) {
 		t.Error("after a connection closed, the source still could not connect")
+	}
+}
+
+// TestRateLimitedKeepAlive: a 429 to a request without a body leaves the
+// connection open (no Connection: close), and the next request on it is
+// served once the source has tokens again; a 429 to a request with a body
+// (not read) or one that asked to close ends the connection.
+func TestRateLimitedKeepAlive(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	c := newCluster(t, clusterOptions{n: 1,
+		now:   func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		flood: config.Limits{HTTP: config.HTTPLimits{Rate: 1, Burst: 1}},
+	})
+	dial := func(ip string) (net.Conn, *bufio.Reader) {
+		conn := dialFrom(t, ip, c.server.Addr())
+		return conn, bufio.NewReader(conn)
+	}
+	do := func(conn net.Conn, br *bufio.Reader, req string) *http.Response {
+		t.Helper()
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	advance := func() { mu.Lock(); now = now.Add(time.Second); mu.Unlock() }
+	const get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+	conn, br := dial("127.0.0.1")
+	if res := do(conn, br, get); res.StatusCode != 200 {
+		t.Fatalf("first request: %d", res.StatusCode)
+	}
+	before := c.total()
+	res := do(conn, br, get)
+	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || res.Close {
+		t.Fatalf("over the rate: %d, Retry-After %q, close %v; want 429 with Retry-After, kept open",
+			res.StatusCode, res.Header.Get("Retry-After"), res.Close)
+	}
+	advance()
+	if res := do(conn, br, get); res.StatusCode != 200 {
+		t.Errorf("on the same connection a second later: %d, want 200", res.StatusCode)
+	}
+	if got := c.total() - before; got != 1 {
+		t.Errorf("the instance got %d requests after the first, want 1 (the 429's did not reach it)", got)
+	}
+
+	// Over the rate again, with a body clb did not read: closed after the 429.
+	res = do(conn, br, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if res.StatusCode != 429 || !res.Close {
+		t.Errorf("POST with a body over the rate: %d, close %v; want 429 and close", res.StatusCode, res.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the 429 to a request with a body: read %v, want EOF", err)
+	}
+
+	// Connection: close is honoured on a 429 too.
+	conn, br = dial("127.0.0.1")
+	res = do(conn, br, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != 429 || !res.Close {
+		t.Errorf("GET with Connection: close over the rate: %d, close %v; want 429 and close", res.StatusCode, res.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the 429 to Connection: close: read %v, want EOF", err)
 	}
 }

@@ -31,8 +31,11 @@ func (s *Server) proxy(cc *clientConn) bool {
 		s.refuse(cc, 400, "missing or repeated Host")
 		return false
 	}
-	if !s.admitRequest(cc) {
-		return false
+	if !s.admitRequest(cc, f) {
+		// Kept open when the 429 ended the exchange cleanly (see
+		// admitRequest): a flooder then costs clb a read and a write a
+		// request rather than an accept and a close.
+		return cc.keep
 	}
 	if s.looped(h) {
 		// An instance address that leads back here: answer, do not

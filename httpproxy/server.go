@@ -297,6 +297,7 @@ type connState struct {
 	status  int
 	outcome string
 	line    accesslog.Line
+	keep    bool // a refusal of clb's own left the connection open
 }
 
 func (s *Server) serveConn(c net.Conn) bool {
@@ -609,18 +610,27 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 // refuse answers with a short error response and closes the connection: the
 // rest of what the client sent cannot be trusted to be framed right.
 func (s *Server) refuse(cc *clientConn, status int, msg string, extra ...string) {
+	s.answer(cc, status, msg, false, extra...)
+}
+
+// answer writes a short response of clb's own: with Connection: close
+// unless keep (the connection serves the next request).
+func (s *Server) answer(cc *clientConn, status int, msg string, keep bool, extra ...string) {
 	cc.status = status
-	cc.out = appendError(cc.out[:0], status, msg, extra...)
+	cc.out = appendError(cc.out[:0], status, msg, keep, extra...)
 	_, _ = cc.bw.Write(cc.out)
 	_ = cc.bw.Flush()
 }
 
-func appendError(dst []byte, status int, msg string, extra ...string) []byte {
+func appendError(dst []byte, status int, msg string, keep bool, extra ...string) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(dst, ' ')
 	dst = append(dst, statusText(status)...)
-	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"...)
+	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\n"...)
+	if !keep {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
 	for _, e := range extra {
 		dst = append(dst, e...)
 		dst = append(dst, "\r\n"...)

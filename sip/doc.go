@@ -51,12 +51,13 @@
 // presented over another WebSocket are refused (403, 430).
 //
 // Concurrency: a Server's goroutines (a reader per UDP socket, where
-// ServerOptions.Readers sockets share each UDP listener's address; one per
-// TCP, TLS or WebSocket connection while it has bytes to frame, one per
-// stream listener accepting, one per stream and WebSocket transport
-// waiting for its parked connections: an idle connection is parked,
-// package netpark, with no goroutine or buffer of its own until it is
-// readable again or, WebSocket, due a ping) share one Proxy, which is safe for
+// ServerOptions.Readers sockets, by default one per CPU, share each UDP
+// listener's address; one per TCP, TLS or WebSocket connection while it
+// has bytes to frame, one per stream listener accepting, one per stream
+// and WebSocket transport waiting for its parked connections: an idle
+// connection is parked, package netpark, with no goroutine or buffer of
+// its own until it is readable again or, WebSocket, due a ping) share one
+// Proxy, which is safe for
 // concurrent use: each goroutine brings its own scratch memory, the
 // routing state is read with one atomic load per message, and nothing is
 // kept per transaction. A UDP reader takes up to udpBatch datagrams a

@@ -12,3 +12,6 @@ import (
 func reusePort(_, _ string, _ syscall.RawConn) error {
 	return errors.New("several UDP readers per listener need Linux (SO_REUSEPORT)")
 }
+
+// defaultReaders: one reader per UDP listener without SO_REUSEPORT.
+func defaultReaders() int { return 1 }

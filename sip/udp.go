@@ -34,9 +34,16 @@ type udpTransport struct {
 // udpSocket is one socket and what its batches of datagrams are read and
 // written with (udpbatch_linux.go: recvmmsg and sendmmsg).
 type udpSocket struct {
-	c   *net.UDPConn
-	sys sysSocket
+	c      *net.UDPConn
+	sys    sysSocket
+	rcvbuf int // receive buffer the kernel granted, bytes; 0 unknown
 }
+
+// udpReadBuffer is the receive buffer asked for each UDP socket: what
+// absorbs a burst while the reader is busy or not scheduled (some 100 ms of
+// 40,000 small datagrams a second). Past it the kernel drops datagrams,
+// legitimate ones with the flood.
+const udpReadBuffer = 4 << 20
 
 // datagrams is a batch of datagrams for one system call.
 type datagrams struct {
@@ -65,6 +72,10 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 		return err
 	}
 	self := endpoint{"udp", localAddr(first.c.LocalAddr())}
+	if first.rcvbuf > 0 && first.rcvbuf < udpReadBuffer {
+		t.log.Warn("the kernel capped the UDP receive buffer: a burst past it is dropped; raise net.core.rmem_max (or run clb with CAP_NET_ADMIN)",
+			zap.Stringer("listener", self.addr), zap.Int("bytes", first.rcvbuf), zap.Int("asked", udpReadBuffer))
+	}
 	group := []udpSocket{first}
 	for len(group) < t.readers {
 		// The others on the first's address: its port once 0 is resolved.
@@ -93,14 +104,14 @@ func listenUDP(addr netip.AddrPort, shared bool) (udpSocket, error) {
 		return udpSocket{}, err
 	}
 	c := pc.(*net.UDPConn)
-	_ = c.SetReadBuffer(4 << 20) // absorb bursts; the kernel may cap it
+	rcvbuf := setReadBuffer(c, udpReadBuffer)
 	_ = c.SetWriteBuffer(4 << 20)
 	sys, err := newSysSocket(c)
 	if err != nil {
 		c.Close()
 		return udpSocket{}, err
 	}
-	return udpSocket{c, sys}, nil
+	return udpSocket{c, sys, rcvbuf}, nil
 }
 
 func (t *udpTransport) serve() {

@@ -4,9 +4,17 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"clb/config"
 )
@@ -156,4 +164,93 @@ func TestUDPReaders(t *testing.T) {
 		}
 	}
 	c.quiet()
+}
+
+// TestUDPReadersDefault: without Readers a UDP listener gets a socket (and
+// a reader) per CPU clb may use, up to maxReaders, on Linux, all on the
+// listener's address, and requests and responses of many peers (spread
+// among them by the kernel) all go through.
+func TestUDPReadersDefault(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("several readers need SO_REUSEPORT (Linux)")
+	}
+	for _, procs := range []int{1, 3, maxReaders + 4} {
+		prev := runtime.GOMAXPROCS(procs)
+		c := newCluster(t, clusterOptions{n: 1})
+		runtime.GOMAXPROCS(prev)
+		ut := c.server.transports[0].(*udpTransport)
+		if got, want := len(ut.socks[0]), min(procs, maxReaders); got != want {
+			t.Errorf("GOMAXPROCS %d: %d UDP sockets, want %d", procs, got, want)
+		}
+		uas := c.instances["inst1"]
+		for k, s := range ut.socks[0] {
+			if got := localAddr(s.c.LocalAddr()); got != c.udp {
+				t.Errorf("socket %d bound to %s, want %s", k, got, c.udp)
+			}
+		}
+		ps := make([]*peer, 4*len(ut.socks[0]))
+		for i := range ps {
+			ps[i] = newPeer(t, fmt.Sprintf("phone%d", i), "udp", nil)
+			ps[i].send(newInvite(ps[i], c.udp, "alice", fmt.Sprintf("default-%d-%d", procs, i)), c.udp)
+		}
+		for range ps {
+			_, inv := c.recvAny("INVITE")
+			uas.send(respond(uas, inv, 200, "OK", "uas"), c.udp)
+		}
+		for i, p := range ps {
+			if got, want := p.recvResponse(200).CallID().Value(), fmt.Sprintf("default-%d-%d", procs, i); got != want {
+				t.Errorf("GOMAXPROCS %d, phone %d: 200 of %s, want %s", procs, i, got, want)
+			}
+		}
+		c.quiet()
+	}
+}
+
+// TestUDPReceiveBuffer: a UDP socket gets udpReadBuffer of receive buffer
+// where clb may force it (root, CAP_NET_ADMIN), else what
+// net.core.rmem_max allows, and a listener whose buffer the kernel capped
+// is logged with the sysctl to raise.
+func TestUDPReceiveBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the granted size is read back on Linux only")
+	}
+	raw, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Skip(err)
+	}
+	rmemMax, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := udpReadBuffer
+	if os.Geteuid() != 0 {
+		want = min(udpReadBuffer, rmemMax)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	var wg sync.WaitGroup
+	tr := newUDPTransport(nil, zap.New(core), 1, &wg)
+	if err := tr.listen(netip.MustParseAddrPort("127.0.0.1:0")); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	if got := tr.socks[0][0].rcvbuf; got != want {
+		t.Errorf("receive buffer %d bytes, want %d (rmem_max %d, uid %d)", got, want, rmemMax, os.Geteuid())
+	}
+	warned := logs.FilterMessageSnippet("capped the UDP receive buffer").Len()
+	if capped := want < udpReadBuffer; (warned > 0) != capped {
+		t.Errorf("%d warnings with %d bytes granted of %d asked", warned, want, udpReadBuffer)
+	}
+	// Past rmem_max: granted where clb may force it, else capped at it.
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want = 2 * rmemMax
+	if os.Geteuid() != 0 {
+		want = rmemMax
+	}
+	if got := setReadBuffer(c, 2*rmemMax); got != want {
+		t.Errorf("asked %d bytes (rmem_max %d, uid %d): granted %d, want %d", 2*rmemMax, rmemMax, os.Geteuid(), got, want)
+	}
 }

@@ -14,6 +14,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 func main() {
@@ -45,15 +48,15 @@ func main() {
 	}
 }
 
-// pace calls send(n) about every millisecond with the number of requests
-// due at rate since start, until d has passed; it does not catch up more
+// pace calls send(n) with the number of requests due at rate since start,
+// until d has passed, waking when the next one is due but at most once a
+// millisecond (so a fast rate goes in batches); it does not catch up more
 // than maxLag of lag (a stalled generator must not burst).
 func pace(rate float64, d, maxLag time.Duration, send func(n int) bool) {
 	start := time.Now()
 	done := 0.0
 	for {
-		now := time.Now()
-		el := now.Sub(start)
+		el := time.Since(start)
 		if el >= d {
 			return
 		}
@@ -67,7 +70,8 @@ func pace(rate float64, d, maxLag time.Duration, send func(n int) bool) {
 			}
 			done += float64(n)
 		}
-		time.Sleep(time.Millisecond)
+		next := time.Duration((done + 1 - due) / rate * float64(time.Second))
+		time.Sleep(max(time.Millisecond, next))
 	}
 }
 
@@ -82,8 +86,15 @@ func options(via netip.AddrPort, dst string, branch string) []byte {
 		"Content-Length: 0\r\n\r\n", dst, via, branch, via.Addr(), branch, dst, branch)
 }
 
+// batch is how many datagrams a generator hands the kernel a system call
+// (sendmmsg, recvmmsg): a generator shares the cores with clb, so it must
+// cost little per datagram.
+const batch = 64
+
 // sipFlood sends OPTIONS at a rate from one source and counts the answers
-// by status, and the 503s that carry Retry-After.
+// by status, and the 503s that carry Retry-After. The datagrams are built
+// before the clock starts (distinct branches and Call-IDs, reused round
+// robin) and sent in batches.
 func sipFlood(args []string) error {
 	fs := flag.NewFlagSet("sipflood", flag.ExitOnError)
 	src := fs.String("src", "127.0.0.1", "source address")
@@ -102,7 +113,12 @@ func sipFlood(args []string) error {
 	defer c.Close()
 	_ = c.SetReadBuffer(4 << 20)
 	_ = c.SetWriteBuffer(4 << 20)
+	pc := ipv4.NewPacketConn(c)
 	self := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	msgs := make([][]byte, 4096)
+	for i := range msgs {
+		msgs[i] = options(self, *dst, "f"+strconv.Itoa(i))
+	}
 
 	var mu sync.Mutex
 	byStatus := map[string]int{}
@@ -110,34 +126,46 @@ func sipFlood(args []string) error {
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		buf := make([]byte, 65536)
+		ms := make([]ipv4.Message, batch)
+		for i := range ms {
+			ms[i].Buffers = [][]byte{make([]byte, 2048)}
+		}
 		for {
-			n, _, err := c.ReadFromUDP(buf)
+			n, err := pc.ReadBatch(ms, 0)
 			if err != nil {
 				return
 			}
-			m := buf[:n]
-			status := "other"
-			if bytes.HasPrefix(m, []byte("SIP/2.0 ")) && len(m) >= 11 {
-				status = string(m[8:11])
-			}
-			ra := bytes.Contains(bytes.ToLower(m), []byte("\r\nretry-after:"))
 			mu.Lock()
-			byStatus[status]++
-			if status == "503" && ra {
-				retryAfter++
+			for _, m := range ms[:n] {
+				b := m.Buffers[0][:m.N]
+				status := "other"
+				if bytes.HasPrefix(b, []byte("SIP/2.0 ")) && len(b) >= 11 {
+					status = string(b[8:11])
+				}
+				byStatus[status]++
+				if status == "503" && hasField(b, "retry-after") {
+					retryAfter++
+				}
 			}
 			mu.Unlock()
 		}
 	}()
 	sent, errs := 0, 0
+	ms := make([]ipv4.Message, batch)
 	start := time.Now()
 	pace(*rate, *d, 100*time.Millisecond, func(n int) bool {
-		for range n {
-			if _, err := c.WriteToUDP(options(self, *dst, "f"+strconv.Itoa(sent)), raddr); err != nil {
-				errs++
+		for n > 0 {
+			k := min(n, batch)
+			for j := range k {
+				ms[j] = ipv4.Message{Buffers: [][]byte{msgs[(sent+j)%len(msgs)]}, Addr: raddr}
 			}
-			sent++
+			w, err := pc.WriteBatch(ms[:k], 0)
+			if err != nil || w <= 0 {
+				errs++ // the one it stopped at; the rest go in the next call
+				w = 1
+			}
+			sent += w
+			n -= w
 		}
 		return true
 	})
@@ -147,15 +175,30 @@ func sipFlood(args []string) error {
 	<-readDone
 	mu.Lock()
 	defer mu.Unlock()
-	fmt.Printf("sent=%d send_errors=%d rate=%.0f/s answers=%s retry_after_503=%d\n",
-		sent, errs, float64(sent)/el.Seconds(), counts(byStatus), retryAfter)
+	fmt.Printf("sent=%d send_errors=%d rate=%.0f/s answers=%s retry_after_503=%d %s\n",
+		sent-errs, errs, float64(sent-errs)/el.Seconds(), counts(byStatus), retryAfter, cpu())
 	return nil
+}
+
+// hasField reports whether message m has a header field of the lower-case
+// name (case-insensitively, at the start of a line).
+func hasField(m []byte, name string) bool {
+	for line := range bytes.SplitSeq(m, []byte("\r\n")) {
+		if len(line) == 0 {
+			return false // the end of the head
+		}
+		k, _, ok := bytes.Cut(line, []byte(":"))
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // spoof sends one OPTIONS from each of n source addresses, 127.1.0.0
 // upwards, at rate (0: as fast as it can), stopping at d. With -raw (the
 // default) each datagram is written whole, IP header and all, on one raw
-// socket (root only), so that a source costs one system call; without it
+// socket (root only), a batch of them a system call (sendmmsg); without it
 // each source is a UDP socket bound to its address (socket, bind, send,
 // close), which takes a core here at some 30,000 sources a second.
 func spoof(args []string) error {
@@ -172,61 +215,77 @@ func spoof(args []string) error {
 		return err
 	}
 	to := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	send := func(a [4]byte, msg []byte) error { return sendFrom(a, *port, msg, to) }
+	addr := func(i int) [4]byte {
+		v := uint32(127)<<24 | 1<<16 + uint32(i)
+		return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+	}
+	msg := func(i int) []byte {
+		return options(netip.AddrPortFrom(netip.AddrFrom4(addr(i)), uint16(*port)), *dst, "s"+strconv.Itoa(i))
+	}
+	// sendN sends sources [from, from+k) and says how many went.
+	sendN := func(from, k int) (int, error) {
+		for j := range k {
+			if err := sendFrom(addr(from+j), *port, msg(from+j), to); err != nil {
+				return j, err
+			}
+		}
+		return k, nil
+	}
 	if *raw {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
+		// IPPROTO_RAW: the datagrams carry their own IP header.
+		c, err := net.ListenPacket("ip4:255", "127.0.0.1")
 		if err != nil {
 			return fmt.Errorf("raw socket (root only; -raw=false binds each address instead): %w", err)
 		}
-		defer syscall.Close(fd)
-		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20)
-		pkt := make([]byte, 0, 1500)
-		send = func(a [4]byte, msg []byte) error {
-			pkt = udpPacket(pkt[:0], a, *port, ap, msg)
+		defer c.Close()
+		if rc, ok := c.(*net.IPConn); ok {
+			_ = rc.SetWriteBuffer(4 << 20)
+		}
+		pc := ipv4.NewPacketConn(c)
+		slab := make([]byte, batch*1500)
+		ms := make([]ipv4.Message, batch)
+		dstIP := &net.IPAddr{IP: ap.Addr().AsSlice()}
+		sendN = func(from, k int) (int, error) {
+			k = min(k, batch)
+			for j := range k {
+				b := udpPacket(slab[j*1500:j*1500], addr(from+j), *port, ap, msg(from+j))
+				ms[j] = ipv4.Message{Buffers: [][]byte{b}, Addr: dstIP}
+			}
 			for {
-				err := syscall.Sendto(fd, pkt, 0, to)
-				if err != syscall.ENOBUFS && err != syscall.EAGAIN {
-					return err
+				w, err := pc.WriteBatch(ms[:k], 0)
+				if w > 0 || !errors.Is(err, syscall.ENOBUFS) {
+					return max(w, 0), err
 				}
-				time.Sleep(100 * time.Microsecond) // the send buffer is full: wait, do not lose it
+				time.Sleep(100 * time.Microsecond) // no buffer: wait, do not lose it
 			}
 		}
 	}
 	sent, errs := 0, 0
-	start := time.Now()
-	one := func() bool {
-		if sent+errs >= *n {
-			return false
-		}
-		i := sent + errs
-		v := uint32(127)<<24 | 1<<16 + uint32(i)
-		a := [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
-		msg := options(netip.AddrPortFrom(netip.AddrFrom4(a), uint16(*port)), *dst, "s"+strconv.Itoa(i))
-		if err := send(a, msg); err != nil {
-			errs++
-		} else {
-			sent++
+	// some sends as many of k more sources as it can; false when all n went
+	some := func(k int) bool {
+		for k > 0 {
+			if sent+errs >= *n {
+				return false
+			}
+			w, err := sendN(sent+errs, min(k, *n-sent-errs))
+			sent += w
+			k -= w
+			if err != nil {
+				errs++
+				k--
+			}
 		}
 		return true
 	}
+	start := time.Now()
 	if *rate > 0 {
-		pace(*rate, *d, *d, func(k int) bool { // a count to reach: catch up
-			for range k {
-				if !one() {
-					return false
-				}
-			}
-			return true
-		})
+		pace(*rate, *d, *d, some) // a count to reach: catch up
 	} else {
-		for deadline := start.Add(*d); (sent+errs)%1024 != 0 || time.Now().Before(deadline); {
-			if !one() {
-				break
-			}
+		for deadline := start.Add(*d); time.Now().Before(deadline) && some(batch); {
 		}
 	}
 	el := time.Since(start)
-	fmt.Printf("sources=%d errors=%d seconds=%.1f rate=%.0f/s\n", sent, errs, el.Seconds(), float64(sent)/el.Seconds())
+	fmt.Printf("sources=%d errors=%d seconds=%.1f rate=%.0f/s %s\n", sent, errs, el.Seconds(), float64(sent)/el.Seconds(), cpu())
 	return nil
 }
 
@@ -259,7 +318,9 @@ func sendFrom(a [4]byte, port int, msg []byte, to syscall.Sockaddr) error {
 
 // httpLoad sends GETs with the CLBKEY cookie of one of -sessions sessions
 // from one source address over -c connections, keep-alive, reconnecting
-// when the server closes, and counts the answers by status.
+// when the server closes, and counts the answers by status. A connection
+// waits for each answer before its next request, unless it has fallen
+// behind its rate: then it sends up to -window requests at once.
 func httpLoad(args []string) error {
 	fs := flag.NewFlagSet("http", flag.ExitOnError)
 	src := fs.String("src", "127.0.0.3", "source address")
@@ -267,6 +328,7 @@ func httpLoad(args []string) error {
 	rate := fs.Float64("rate", 500, "requests per second, all connections together")
 	conns := fs.Int("c", 8, "connections")
 	sessions := fs.Int("sessions", 10000, "distinct CLBKEY cookies")
+	window := fs.Int("window", 1, "at most this many requests sent on a connection before their answers (pipelined) when it is behind its rate")
 	d := fs.Duration("d", 30*time.Second, "duration")
 	fs.Parse(args)
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(*src)}, Timeout: 2 * time.Second}
@@ -282,31 +344,55 @@ func httpLoad(args []string) error {
 			var c net.Conn
 			var br *bufio.Reader
 			i := w
+			var reqs []byte
 			pace(*rate/float64(*conns), *d, 100*time.Millisecond, func(n int) bool {
-				for range n {
+				for n > 0 {
 					if c == nil {
 						var err error
 						nd++
 						if c, err = dialer.Dial("tcp4", *addr); err != nil {
 							by["dial_error"]++
 							c = nil
+							n--
 							continue
 						}
 						br = bufio.NewReaderSize(c, 4096)
 					}
-					i += *conns
-					req := "GET / HTTP/1.1\r\nHost: clb\r\nCookie: CLBKEY=session" + strconv.Itoa(i%*sessions) + "\r\n\r\n"
+					// Behind its rate a connection sends the requests due
+					// at once (up to -window, pipelined), then reads their
+					// answers; on time, one request and its answer.
+					k := min(n, *window)
+					n -= k
+					reqs = reqs[:0]
+					for range k {
+						i += *conns
+						reqs = fmt.Appendf(reqs, "GET / HTTP/1.1\r\nHost: clb\r\nCookie: CLBKEY=session%d\r\n\r\n", i%*sessions)
+					}
 					c.SetDeadline(time.Now().Add(5 * time.Second))
-					status, hasRA, closed, err := roundTrip(c, br, req)
-					if err != nil {
-						by[errKind(err)]++
-					} else {
+					_, err := c.Write(reqs)
+					for j := 0; j < k; j++ {
+						var status string
+						var hasRA, closed bool
+						if err == nil {
+							status, hasRA, closed, err = readAnswer(br)
+						}
+						if err != nil {
+							by[errKind(err)] += k - j // this one and those after it
+							break
+						}
 						by[status]++
 						if status == "429" && hasRA {
 							ra++
 						}
+						if closed {
+							if j < k-1 {
+								by["closed"] += k - 1 - j // sent, never answered
+							}
+							err = io.EOF
+							break
+						}
 					}
-					if err != nil || closed {
+					if err != nil {
 						c.Close()
 						c = nil
 					}
@@ -331,17 +417,14 @@ func httpLoad(args []string) error {
 	for _, v := range total {
 		n += v
 	}
-	fmt.Printf("requests=%d rate=%.0f/s connections=%d answers=%s retry_after_429=%d ok=%d\n",
-		n, float64(n)/el.Seconds(), dials, counts(total), retryAfter429, total["200"])
+	fmt.Printf("requests=%d rate=%.0f/s connections=%d answers=%s retry_after_429=%d ok=%d %s\n",
+		n, float64(n)/el.Seconds(), dials, counts(total), retryAfter429, total["200"], cpu())
 	return nil
 }
 
-// roundTrip writes req and reads one answer: its status, whether it has
-// Retry-After, and whether the server closes the connection after it.
-func roundTrip(c net.Conn, br *bufio.Reader, req string) (status string, retryAfter, closed bool, err error) {
-	if _, err = io.WriteString(c, req); err != nil {
-		return
-	}
+// readAnswer reads one answer: its status, whether it has Retry-After, and
+// whether the server closes the connection after it.
+func readAnswer(br *bufio.Reader) (status string, retryAfter, closed bool, err error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		return
@@ -418,6 +501,17 @@ func connCap(args []string) error {
 	}
 	fmt.Printf("opened=%d dial_errors=%d held=%d closed_at_once=%d\n", len(cs), dialErrs, open, closed)
 	return nil
+}
+
+// cpu is the CPU time this process has used (user + system), for each
+// tool's line: the generators share the cores with clb, so what they cost
+// is part of the proof.
+func cpu() string {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return "cpu=unknown"
+	}
+	return fmt.Sprintf("cpu=%.2fs", time.Duration(ru.Utime.Nano()+ru.Stime.Nano()).Seconds())
 }
 
 func counts(m map[string]int) string {
