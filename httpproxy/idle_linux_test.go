@@ -4,36 +4,12 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"clb/netpark/netparktest"
 )
-
-// cork sets TCP_CORK on conn's socket (under a *tls.Conn too): writes wait
-// in the kernel, to leave as one segment when it is cleared.
-func cork(t *testing.T, conn net.Conn, on int) {
-	t.Helper()
-	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		conn = w.NetConn()
-	}
-	rc, err := conn.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, on) }); err != nil {
-		t.Fatal(err)
-	}
-	if serr != nil {
-		t.Fatal(serr)
-	}
-}
 
 // TestHTTPSPipelinedParked: two HTTP/1.1 requests in two TLS records of one
 // segment over HTTPS. crypto/tls reads both records from the socket with
@@ -52,11 +28,11 @@ func TestHTTPSPipelinedParked(t *testing.T) {
 	defer conn.Close()
 	// A bound on the test, not a wait: the answers come at once or never.
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	cork(t, conn, 1)
+	netparktest.Cork(t, conn, 1)
 	for i := range 2 {
 		fmt.Fprintf(conn, "GET /p%d HTTP/1.1\r\nHost: x\r\nCookie: CLBKEY=pipelined\r\n\r\n", i)
 	}
-	cork(t, conn, 0)
+	netparktest.Cork(t, conn, 0)
 	br := bufio.NewReader(conn)
 	for i := range 2 {
 		res, err := http.ReadResponse(br, nil)

@@ -2,37 +2,14 @@ package sip
 
 import (
 	"io"
-	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 
 	"clb/netpark/netparktest"
 )
-
-// cork sets TCP_CORK on conn's socket (under a *tls.Conn too): writes
-// wait in the kernel, to leave as one segment when it is cleared.
-func cork(t *testing.T, conn net.Conn, on int) {
-	t.Helper()
-	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		conn = w.NetConn()
-	}
-	rc, err := conn.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, on) }); err != nil {
-		t.Fatal(err)
-	}
-	if serr != nil {
-		t.Fatal(serr)
-	}
-}
 
 // Two messages in one segment (so both in clb's first read, or, over TLS,
 // the second left in crypto/tls's buffer) are both answered before the
@@ -49,13 +26,13 @@ func TestWSParkingRaces(t *testing.T) {
 				return []byte(b.String())
 			}
 			// Two writes (over TLS, two records) corked into one segment.
-			cork(t, conn, 1)
+			netparktest.Cork(t, conn, 1)
 			for _, id := range []string{"race-1", "race-2"} {
 				if _, err := conn.Write(frame(id)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			cork(t, conn, 0)
+			netparktest.Cork(t, conn, 0)
 			expect483(t, conn, r)
 			expect483(t, conn, r)
 			netparktest.Until(t, "the connection is parked", func() bool { return c.wsParked(tr) == 1 })
@@ -83,13 +60,13 @@ func TestStreamParkedTLSPipelined(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cork(t, conn, 1)
+	netparktest.Cork(t, conn, 1)
 	for range 2 {
 		if _, err := io.WriteString(conn, "\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cork(t, conn, 0)
+	netparktest.Cork(t, conn, 0)
 	pongs := make([]byte, 4)
 	if _, err := io.ReadFull(conn, pongs); err != nil || string(pongs) != "\r\n\r\n" {
 		t.Fatalf("pongs %q, %v; want two", pongs, err)
