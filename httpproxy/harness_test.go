@@ -194,6 +194,20 @@ func (c *cluster) client() *http.Client {
 	return cl
 }
 
+// dialTLS1 opens a TLS connection to clb's HTTPS listener that offers
+// only http/1.1 by ALPN, closed at the test's end.
+func (c *cluster) dialTLS1(t *testing.T) *tls.Conn {
+	t.Helper()
+	cfg := c.ca.ClientConfig()
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", c.server.Addr(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // client1 is a client of clb's HTTPS listener speaking HTTP/1.1 (ALPN
 // http/1.1).
 func (c *cluster) client1() *http.Client {

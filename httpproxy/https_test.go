@@ -217,13 +217,7 @@ func TestHTTPSHTTP1AndWebSocket(t *testing.T) {
 	}
 	d := c.bal.Table().RouteFor(balancer.HTTP, "ws-user", "", time.Now())
 	before := c.backends[d.Owner.Name].count()
-	cfg := c.ca.ClientConfig()
-	cfg.NextProtos = []string{"http/1.1"}
-	conn, err := tls.Dial("tcp", c.server.Addr(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dialTLS1(t)
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(conn, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: CLBKEY=ws-user\r\n\r\n")

@@ -2,7 +2,6 @@ package httpproxy
 
 import (
 	"bufio"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"testing"
@@ -19,13 +18,7 @@ import (
 func TestHTTPSPipelinedParked(t *testing.T) {
 	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, https: true, linger: time.Hour})
-	cfg := c.ca.ClientConfig()
-	cfg.NextProtos = []string{"http/1.1"}
-	conn, err := tls.Dial("tcp", c.server.Addr(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dialTLS1(t)
 	// A bound on the test, not a wait: the answers come at once or never.
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	netparktest.Cork(t, conn, 1)

@@ -197,13 +197,7 @@ func TestIdleConnectionsNoGoroutines(t *testing.T) {
 func TestParkedTLSConnection(t *testing.T) {
 	netparktest.SkipUnsupported(t)
 	c := newCluster(t, clusterOptions{n: 1, https: true, linger: time.Millisecond})
-	cfg := c.ca.ClientConfig()
-	cfg.NextProtos = []string{"http/1.1"}
-	conn, err := tls.Dial("tcp", c.server.Addr(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dialTLS1(t)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
 	for range 3 {

@@ -191,19 +191,24 @@ func (u *uas) via(req *gosip.Request, branch string) {
 		Host: local.IP.String(), Port: local.Port, Params: gosip.HeaderParams{{K: "branch", V: branch}}})
 }
 
-// expiresOf is a Contact's registration time: its expires parameter, else
-// the request's Expires, else 600 s; at most an hour.
-func expiresOf(req *gosip.Request, c *gosip.ContactHeader) int {
-	n := 600
+// requestExpires is a REGISTER's registration time: its Expires, else
+// 600 s; at most an hour.
+func requestExpires(req *gosip.Request) int {
 	if h := req.GetHeader("Expires"); h != nil {
 		if e, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && e >= 0 {
-			n = e
+			return min(e, 3600)
 		}
 	}
+	return 600
+}
+
+// expiresOf is a Contact's registration time: its expires parameter, else
+// the request's; at most an hour.
+func expiresOf(req *gosip.Request, c *gosip.ContactHeader) int {
 	if v, ok := c.Params.Get("expires"); ok {
 		if e, err := strconv.Atoi(v); err == nil && e >= 0 {
-			n = e
+			return min(e, 3600)
 		}
 	}
-	return min(n, 3600)
+	return requestExpires(req)
 }

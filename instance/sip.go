@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -305,13 +304,7 @@ func (u *uas) register(req *gosip.Request, from *net.UDPAddr) {
 	for _, h := range req.GetHeaders("Path") {
 		res.AppendHeader(gosip.NewHeader("Path", h.Value()))
 	}
-	expires := 600
-	if h := req.GetHeader("Expires"); h != nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
-			expires = min(n, 3600)
-		}
-	}
-	res.AppendHeader(gosip.NewHeader("Expires", strconv.Itoa(expires)))
+	res.AppendHeader(gosip.NewHeader("Expires", strconv.Itoa(requestExpires(req))))
 	u.send(res, from)
 }
 
