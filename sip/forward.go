@@ -95,7 +95,7 @@ func (p *Proxy) logRequest(ce *zapcore.CheckedEntry, in *inbound, sc *scratch, v
 // same branch and reach the same instance as the INVITE did.
 func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
 	dst = append(dst, "Via: SIP/2.0/"...)
-	dst = append(dst, strings.ToUpper(self.transport)...)
+	dst = appendUpper(dst, self.transport)
 	dst = append(dst, ' ')
 	dst = appendSelf(dst, p.named(self))
 	dst = append(dst, ";branch="+branchPrefix...)
@@ -111,6 +111,18 @@ func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byt
 		dst = policy.AppendEscapedKey(dst, in.src.String())
 	}
 	return append(dst, crlf...)
+}
+
+// appendUpper appends s in upper case (ASCII), without allocating.
+func appendUpper(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // branchHash identifies the client transaction of req: its top Via's branch
