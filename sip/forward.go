@@ -204,7 +204,8 @@ func appendRestValues(dst []byte, w *wire, l line, name string) []byte {
 // appendSenderVia appends the sender's Via with received and rport set as
 // RFC 3261 18.2.1 and RFC 3581 say, so that responses find the way back.
 func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.AddrPort) []byte {
-	first := w.data[l.valueStart:w.firstValueEnd(l)]
+	comma := w.firstValueEnd(l)
+	first := w.data[l.valueStart:comma]
 	dst = append(dst, "Via: "...)
 	_, wantsRport := param(v.Params, "rport")
 	host := strings.Trim(v.Host, "[]")
@@ -244,7 +245,7 @@ func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.
 		dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
 	}
 	dst = append(dst, crlf...)
-	if comma := w.firstValueEnd(l); comma < l.valueEnd {
+	if comma < l.valueEnd {
 		dst = append(dst, "Via: "...)
 		dst = append(dst, w.data[w.restStart(l, comma):l.valueEnd]...)
 		dst = append(dst, crlf...)
