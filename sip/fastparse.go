@@ -20,7 +20,7 @@ import (
 // fieldSlots is the memory the fast parsers fill: one reader's, reused
 // for every message (reset by parse). When it runs out, sipgo parses.
 type fieldSlots struct {
-	vias   [3]gosip.ViaHeader
+	vias   [4]gosip.ViaHeader
 	routes [4]gosip.RouteHeader
 	from   gosip.FromHeader
 	to     gosip.ToHeader
@@ -39,59 +39,68 @@ func (s *fieldSlots) reset() {
 // that is while the message is handled. What outlives it is copied.
 func str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-// fast parses the value b of a field of kind f; ok false means sipgo must.
-func (s *fieldSlots) fast(f field, b []byte) (gosip.Header, bool) {
+// fast parses the value b of a field of kind f, appending what it holds
+// to out; ok false means sipgo must (out is then as it was).
+func (s *fieldSlots) fast(f field, b []byte, out []gosip.Header) (_ []gosip.Header, ok bool) {
 	if s == nil || len(b) == 0 {
-		return nil, false
+		return out, false
 	}
 	v := str(b)
 	switch f {
 	case fieldVia:
-		if s.nVia == len(s.vias) {
-			return nil, false
+		// A Via field may hold several values (SIPp's UAS echoes them
+		// so). sipgo ends a value at the comma after its parameters: one
+		// without any must be the last.
+		n, nVia, nKV := len(out), s.nVia, s.nKV
+		for {
+			value, rest, more := strings.Cut(v, ",")
+			if s.nVia == len(s.vias) || more && strings.IndexByte(value, ';') < 0 || !s.via(value, &s.vias[s.nVia]) {
+				s.nVia, s.nKV = nVia, nKV
+				return out[:n], false
+			}
+			out = append(out, &s.vias[s.nVia])
+			s.nVia++
+			if !more {
+				return out, true
+			}
+			v = strings.TrimLeft(rest, " \t")
 		}
-		h := &s.vias[s.nVia]
-		if !s.via(v, h) {
-			return nil, false
-		}
-		s.nVia++
-		return h, true
 	case fieldRoute:
 		if s.nRoute == len(s.routes) {
-			return nil, false
+			return out, false
 		}
 		h := &s.routes[s.nRoute]
 		var u gosip.Uri
 		if _, _, ok := s.nameAddr(v, &u, false); !ok {
-			return nil, false
+			return out, false
 		}
 		*h = gosip.RouteHeader{Address: u}
 		s.nRoute++
-		return h, true
+		return append(out, h), true
 	case fieldFrom:
 		if s.fromUsed {
-			return nil, false
+			return out, false
 		}
 		var u gosip.Uri
 		name, ps, ok := s.nameAddr(v, &u, true)
 		if !ok {
-			return nil, false
+			return out, false
 		}
 		s.from, s.fromUsed = gosip.FromHeader{DisplayName: name, Address: u, Params: ps}, true
-		return &s.from, true
+		return append(out, &s.from), true
 	case fieldTo:
 		if s.toUsed {
-			return nil, false
+			return out, false
 		}
 		var u gosip.Uri
 		name, ps, ok := s.nameAddr(v, &u, true)
 		if !ok {
-			return nil, false
+			return out, false
 		}
 		s.to, s.toUsed = gosip.ToHeader{DisplayName: name, Address: u, Params: ps}, true
-		return &s.to, true
+		return append(out, &s.to), true
 	}
-	return nil, false
+	return out, false
 }
 
 // via parses one Via value: protocol/version/transport SP host[:port]

@@ -237,9 +237,8 @@ func (p *Proxy) fieldValues(v *view, f field, n int) []gosip.Header {
 		if l.field != f {
 			continue
 		}
-		if h, ok := v.slots.fast(f, w.value(l)); ok {
-			out = append(out, h)
-		} else {
+		var ok bool
+		if out, ok = v.slots.fast(f, w.value(l), out); !ok {
 			var err error
 			if out, err = p.headers.ParseHeader(out, unfold(w.data[l.start:l.end-2])); err != nil {
 				return nil
