@@ -29,6 +29,7 @@ func requestKey(rules *policy.Rules, v *view) string {
 
 // KeySource parses msg, a SIP request, as the proxy does, for key rules
 // applied outside it (tools, and the test that SIP and HTTP give one key).
+// The source reads msg itself: msg must not change while it is used.
 func KeySource(msg []byte) (policy.Source, error) {
 	p := &Proxy{headers: gosip.DefaultHeadersParser()}
 	w, v := new(wire), new(view)
