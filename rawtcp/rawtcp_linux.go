@@ -1,4 +1,4 @@
-package sip
+package rawtcp
 
 import (
 	"io"
@@ -8,14 +8,10 @@ import (
 	"unsafe"
 )
 
-// rawTCPConn is a TCP connection whose reads and writes are raw read and
-// write system calls inside its RawConn, for the reason the UDP batches
-// are (udpbatch_linux.go): on a non-blocking socket they cannot block, and
-// going through entersyscall woke the runtime's sysmon thread after every
-// idle spell (runtime.sysmon was a fifth of clb's CPU in perf, TCP at
-// 2,000 calls/s). Deadlines, closing and parking are the TCPConn's: the
-// RawConn waits on the same poller.
-type rawTCPConn struct {
+// conn is a TCP connection whose reads and writes are raw read and write
+// system calls inside its RawConn. Deadlines, closing and parking are the
+// TCPConn's: the RawConn waits on the same poller.
+type conn struct {
 	*net.TCPConn
 	raw    syscall.RawConn
 	rd, wr *rawIO
@@ -59,16 +55,16 @@ func newRawIO(trap uintptr) *rawIO {
 	return o
 }
 
-// rawTCP wraps c; on a failure to reach its descriptor it is c as it is.
-func rawTCP(c *net.TCPConn) net.Conn {
+// Wrap wraps c; on a failure to reach its descriptor it is c as it is.
+func Wrap(c *net.TCPConn) net.Conn {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return c
 	}
-	return &rawTCPConn{TCPConn: c, raw: raw, rd: newRawIO(syscall.SYS_READ), wr: newRawIO(syscall.SYS_WRITE)}
+	return &conn{TCPConn: c, raw: raw, rd: newRawIO(syscall.SYS_READ), wr: newRawIO(syscall.SYS_WRITE)}
 }
 
-func (c *rawTCPConn) Read(b []byte) (int, error) {
+func (c *conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -79,7 +75,7 @@ func (c *rawTCPConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *rawTCPConn) Write(b []byte) (int, error) {
+func (c *conn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -88,7 +84,7 @@ func (c *rawTCPConn) Write(b []byte) (int, error) {
 
 // do runs o over b, with errors as net.Conn gives them: *net.OpError, the
 // poller's own (closed, deadline) inside it.
-func (c *rawTCPConn) do(o *rawIO, wait func(func(uintptr) bool) error, b []byte, op string) (int, error) {
+func (c *conn) do(o *rawIO, wait func(func(uintptr) bool) error, b []byte, op string) (int, error) {
 	o.buf, o.n, o.errno = b, 0, 0
 	err := wait(o.fn)
 	n := o.n
@@ -103,4 +99,4 @@ func (c *rawTCPConn) do(o *rawIO, wait func(func(uintptr) bool) error, b []byte,
 }
 
 // NetConn is the TCPConn (as tls.Conn's NetConn is its connection).
-func (c *rawTCPConn) NetConn() net.Conn { return c.TCPConn }
+func (c *conn) NetConn() net.Conn { return c.TCPConn }
