@@ -32,7 +32,7 @@ type rawIO struct {
 func (o *rawIO) run(fd uintptr) bool {
 	for {
 		rest := o.buf[o.n:]
-		r, _, e := syscall.RawSyscall(o.trap, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		r, e := o.call(fd, rest)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -47,6 +47,28 @@ func (o *rawIO) run(fd uintptr) bool {
 		o.errno = e
 		return true
 	}
+}
+
+// call is the system call. Under the race detector it is syscall's, whose
+// annotations tell the detector that what one goroutine wrote to a socket
+// happens before another's read of it; a raw call has none, and a test's
+// goroutines that synchronise only through sockets would look racy.
+func (o *rawIO) call(fd uintptr, b []byte) (uintptr, syscall.Errno) {
+	if raceEnabled {
+		var n int
+		var err error
+		if o.trap == syscall.SYS_WRITE {
+			n, err = syscall.Write(int(fd), b)
+		} else {
+			n, err = syscall.Read(int(fd), b)
+		}
+		if err != nil {
+			return 0, err.(syscall.Errno)
+		}
+		return uintptr(n), 0
+	}
+	r, _, e := syscall.RawSyscall(o.trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return r, e
 }
 
 func newRawIO(trap uintptr) *rawIO {
