@@ -32,14 +32,14 @@ type rawIO struct {
 func (o *rawIO) run(fd uintptr) bool {
 	for {
 		rest := o.buf[o.n:]
-		r, e := o.call(fd, rest)
+		r, e := call(o.trap, fd, rest)
 		switch e {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false
 		case 0:
-			o.n += int(r)
+			o.n += r
 			if o.trap == syscall.SYS_WRITE && o.n < len(o.buf) {
 				continue
 			}
@@ -49,26 +49,31 @@ func (o *rawIO) run(fd uintptr) bool {
 	}
 }
 
-// call is the system call. Under the race detector it is syscall's, whose
-// annotations tell the detector that what one goroutine wrote to a socket
-// happens before another's read of it; a raw call has none, and a test's
-// goroutines that synchronise only through sockets would look racy.
-func (o *rawIO) call(fd uintptr, b []byte) (uintptr, syscall.Errno) {
+// Read is one raw read of fd, for a caller inside a RawConn's Read of its
+// own (a probe of an idle socket, say).
+func Read(fd uintptr, b []byte) (int, syscall.Errno) { return call(syscall.SYS_READ, fd, b) }
+
+// call is the system call trap on fd with b. Under the race detector it is
+// syscall's, whose annotations tell the detector that what one goroutine
+// wrote to a socket happens before another's read of it; a raw call has
+// none, and goroutines that synchronise only through sockets (a test and
+// the server it talks to) would look racy.
+func call(trap, fd uintptr, b []byte) (int, syscall.Errno) {
 	if raceEnabled {
 		var n int
 		var err error
-		if o.trap == syscall.SYS_WRITE {
+		if trap == syscall.SYS_WRITE {
 			n, err = syscall.Write(int(fd), b)
 		} else {
 			n, err = syscall.Read(int(fd), b)
 		}
 		if err != nil {
-			return 0, err.(syscall.Errno)
+			return n, err.(syscall.Errno)
 		}
-		return uintptr(n), 0
+		return n, 0
 	}
-	r, _, e := syscall.RawSyscall(o.trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return r, e
+	r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(r), e
 }
 
 func newRawIO(trap uintptr) *rawIO {
