@@ -77,8 +77,12 @@ func (s *fieldSlots) fast(f field, b []byte, out []gosip.Header) (_ []gosip.Head
 		*h = gosip.RouteHeader{Address: u}
 		s.nRoute++
 		return append(out, h), true
-	case fieldFrom:
-		if s.fromUsed {
+	case fieldFrom, fieldTo:
+		used := &s.fromUsed
+		if f == fieldTo {
+			used = &s.toUsed
+		}
+		if *used {
 			return out, false
 		}
 		var u gosip.Uri
@@ -86,18 +90,12 @@ func (s *fieldSlots) fast(f field, b []byte, out []gosip.Header) (_ []gosip.Head
 		if !ok {
 			return out, false
 		}
-		s.from, s.fromUsed = gosip.FromHeader{DisplayName: name, Address: u, Params: ps}, true
-		return append(out, &s.from), true
-	case fieldTo:
-		if s.toUsed {
-			return out, false
+		*used = true
+		if f == fieldFrom {
+			s.from = gosip.FromHeader{DisplayName: name, Address: u, Params: ps}
+			return append(out, &s.from), true
 		}
-		var u gosip.Uri
-		name, ps, ok := s.nameAddr(v, &u, true)
-		if !ok {
-			return out, false
-		}
-		s.to, s.toUsed = gosip.ToHeader{DisplayName: name, Address: u, Params: ps}, true
+		s.to = gosip.ToHeader{DisplayName: name, Address: u, Params: ps}
 		return append(out, &s.to), true
 	}
 	return out, false
