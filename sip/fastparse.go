@@ -110,18 +110,21 @@ func (s *fieldSlots) via(v string, h *gosip.ViaHeader) bool {
 	if !ok1 || !ok2 || !ok3 || !isPlain(name, tokenChar) || !isPlain(version, tokenChar) || !isPlain(transport, tokenChar) {
 		return false
 	}
-	host, port, rest, ok := hostPort(rest)
+	host, port, ps, ok := s.hostPortParams(rest)
 	if !ok {
 		return false
 	}
-	var ps gosip.HeaderParams
-	if rest != "" {
-		if ps, ok = s.params(rest[1:]); !ok {
-			return false
-		}
-	}
 	*h = gosip.ViaHeader{ProtocolName: name, ProtocolVersion: version, Transport: transport, Host: host, Port: port, Params: ps}
 	return true
+}
+
+// hostPortParams reads host[:port][;params], as in a Via or a URI.
+func (s *fieldSlots) hostPortParams(v string) (host string, port int, ps gosip.HeaderParams, ok bool) {
+	host, port, rest, ok := hostPort(v)
+	if ok && rest != "" {
+		ps, ok = s.params(rest[1:])
+	}
+	return host, port, ps, ok
 }
 
 // hostPort reads host[:port] at the start of v: a host name or IPv4
@@ -170,15 +173,9 @@ func (s *fieldSlots) uri(v string, u *gosip.Uri) bool {
 			return false
 		}
 	}
-	host, port, rest, ok := hostPort(v)
+	host, port, ps, ok := s.hostPortParams(v)
 	if !ok {
 		return false
-	}
-	var ps gosip.HeaderParams
-	if rest != "" {
-		if ps, ok = s.params(rest[1:]); !ok {
-			return false
-		}
 	}
 	*u = gosip.Uri{Scheme: scheme, User: user, Host: host, Port: port, UriParams: ps}
 	return true

@@ -124,42 +124,9 @@ func fieldOf(name []byte) field {
 		}
 		return fieldOther
 	}
-	// By length first: most fields a message has are none of these.
-	switch len(name) {
-	case 2:
-		if policy.EqualFold(name, "to") {
-			return fieldTo
-		}
-	case 3:
-		if policy.EqualFold(name, "via") {
-			return fieldVia
-		}
-	case 4:
-		switch {
-		case policy.EqualFold(name, "from"):
-			return fieldFrom
-		case policy.EqualFold(name, "cseq"):
-			return fieldCSeq
-		}
-	case 5:
-		if policy.EqualFold(name, "route") {
-			return fieldRoute
-		}
-	case 7:
-		if policy.EqualFold(name, "call-id") {
-			return fieldCallID
-		}
-	case 12:
-		if policy.EqualFold(name, "max-forwards") {
-			return fieldMaxForwards
-		}
-	case 13:
-		if policy.EqualFold(name, "proxy-require") {
-			return fieldProxyRequire
-		}
-	case 14:
-		if policy.EqualFold(name, "content-length") {
-			return fieldContentLength
+	for _, n := range longNames {
+		if policy.EqualFold(name, n.name) { // lengths first
+			return n.f
 		}
 	}
 	if policy.IsCLBField(name) {
@@ -167,6 +134,13 @@ func fieldOf(name []byte) field {
 	}
 	return fieldOther
 }
+
+var longNames = [...]struct {
+	name string
+	f    field
+}{{"via", fieldVia}, {"from", fieldFrom}, {"to", fieldTo}, {"call-id", fieldCallID}, {"cseq", fieldCSeq},
+	{"max-forwards", fieldMaxForwards}, {"route", fieldRoute}, {"content-length", fieldContentLength},
+	{"proxy-require", fieldProxyRequire}}
 
 // value is a field's value bytes.
 func (w *wire) value(l line) []byte { return w.data[l.valueStart:l.valueEnd] }
