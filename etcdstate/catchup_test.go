@@ -58,3 +58,36 @@ func TestCatchUpAfterCompaction(t *testing.T) {
 	agree(t, a, b, "a", at)
 	agree(t, a, b, "b", at)
 }
+
+// TestWatchResumedAcrossRestart: an etcd restart breaks a node's watch,
+// which resumes from the revision after the last it had: the node does not
+// load the prefix again (it would hand the fan-out a list), and what is
+// written after the restart runs on it.
+func TestWatchResumedAcrossRestart(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	a, b := startNode(t, etcd.URL(), "a"), startNode(t, etcd.URL(), "b")
+	if err := a.state.Act("a", "drain", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b.log.Await(t, "admin action applied", 5*time.Second)
+
+	etcd.Stop()
+	b.log.Await(t, "etcd unreachable", 10*time.Second)
+	etcd.Start()
+	a.log.Await(t, "etcd reachable", 10*time.Second)
+	b.log.Await(t, "etcd reachable", 10*time.Second)
+	at := time.Now()
+	if err := a.state.Act("b", "drain", at); err != nil {
+		t.Fatal(err)
+	}
+	line := b.log.Await(t, "admin action applied", 5*time.Second)
+	if st := b.instance(t, "b", at); st.State != balancer.Draining {
+		t.Errorf("b on the node whose watch resumed: %v, want draining (%s)", st.State, line)
+	}
+	select {
+	case list := <-b.lists:
+		t.Errorf("the node handed on %s after etcd's restart: it loaded the prefix again", listNames(list))
+	default:
+	}
+	agree(t, a, b, "b", at)
+}
