@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"clb/certs/certstest"
 	"clb/etcdkv"
 	"clb/etcdstate/etcdtest"
 )
@@ -338,17 +340,45 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
-// TestHTTPSVerified: an https:// endpoint is spoken to over TLS and its
-// certificate verified against the system's roots, which do not hold a
-// test's.
-func TestHTTPSVerified(t *testing.T) {
-	srv := httptest.NewTLSServer(nil)
-	defer srv.Close()
-	c := newClient(t, etcdkv.Config{Endpoints: []string{srv.URL}})
+// TestHTTPS: an https:// endpoint is spoken to over TLS, its certificate
+// verified against the system's roots: refused while they lack its
+// authority, served once they hold it (SSL_CERT_FILE, in a process of its
+// own: a process reads the system's roots once).
+func TestHTTPS(t *testing.T) {
+	ca := certstest.NewCA(t, "etcd test CA")
+	dir := t.TempDir()
+	cert, key := ca.Issue(t, certstest.Leaf{Name: "etcd"}).Write(t, dir, "etcd")
+	etcd := etcdtest.StartTLS(t, cert, key)
+	c := newClient(t, etcdkv.Config{Endpoints: []string{etcd.URL()}})
 	_, err := c.Range(ctxFor(t), etcdkv.RangeRequest{Key: prefix})
 	var verr *tls.CertificateVerificationError
 	if !errors.As(err, &verr) {
-		t.Errorf("range of a member with a certificate of no known authority: %v, want a verification error", err)
+		t.Errorf("range of a member whose certificate's authority the system does not know: %v, want a verification error", err)
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHTTPSTrusted$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca.WriteCA(t, dir, "ca"), "ETCDKV_TEST_HTTPS="+etcd.URL())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestHTTPSTrusted") {
+		t.Errorf("with the authority in the system's roots: %v\n%s", err, out)
+	}
+}
+
+// TestHTTPSTrusted is TestHTTPS's process whose system roots hold the
+// member's authority.
+func TestHTTPSTrusted(t *testing.T) {
+	url := os.Getenv("ETCDKV_TEST_HTTPS")
+	if url == "" {
+		t.Skip("TestHTTPS runs it")
+	}
+	c := newClient(t, etcdkv.Config{Endpoints: []string{url}})
+	res, err := c.Put(ctxFor(t), etcdkv.PutRequest{Key: []byte("/t/tls"), Value: []byte("v")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Range(ctxFor(t), etcdkv.RangeRequest{Key: []byte("/t/tls")})
+	if err != nil || len(r.KVs) != 1 || string(r.KVs[0].Value) != "v" || r.KVs[0].ModRevision != res.Header.Revision {
+		t.Errorf("range over TLS: %+v, %v; want /t/tls=v at %d", r, err, res.Header.Revision)
 	}
 }
 

@@ -48,10 +48,11 @@ var ErrCompacted = errors.New("etcdserver: mvcc: required revision has been comp
 // canceled: an *Error or etcd's reason).
 //
 // A stream that breaks, or cannot be opened (no member reachable), is
-// opened again 100ms later, then up to RetryDelay apart, on the endpoint
-// that answers, from the revision after the last one delivered.
+// opened again 100ms later (RetryDelay if shorter), then up to RetryDelay
+// apart, on the endpoint that answers, from the revision after the last
+// one delivered.
 func (c *Client) Watch(ctx context.Context, req WatchRequest, deliver func(*WatchResponse) error) error {
-	delay := 100 * time.Millisecond
+	delay := min(100*time.Millisecond, c.retryDelay)
 	for {
 		opened, err := c.watchOnce(ctx, &req, deliver)
 		if ctx.Err() != nil {
@@ -62,7 +63,7 @@ func (c *Client) Watch(ctx context.Context, req WatchRequest, deliver func(*Watc
 			return err
 		}
 		if opened {
-			delay = 100 * time.Millisecond
+			delay = min(100*time.Millisecond, c.retryDelay)
 		}
 		t := time.NewTimer(delay)
 		select {
