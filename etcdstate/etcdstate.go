@@ -16,15 +16,15 @@
 //     registrations each time it changes, and a new one is ramped from its
 //     started time (balancer.RampFrom), which every node reads alike.
 //
-// Run loads the prefix once (Get), then follows it from the next revision
+// Run loads the prefix once (Range), then follows it from the next revision
 // (Watch); etcdkv resumes a watch broken by an etcd restart from the
-// revision after the last it delivered, so a return costs no reload. Only a watch that
-// ends (its revision compacted) loads the prefix again, and what is applied
-// again is applied idempotently: an action is applied once per name and
-// revision, and a snapshot of instances is diffed by its consumers. While
-// etcd is unreachable, the node routes on the last state it had; Act refuses
-// (ErrUnreachable) rather than change this node alone, and Status, the log
-// and clb_etcd_up say so.
+// revision after the last it delivered, so a return costs no reload. Only
+// a watch that ends (its revision compacted) loads the prefix again, and
+// what is applied again is applied idempotently: an action is applied once
+// per name and revision, and a snapshot of instances is diffed by its
+// consumers. While etcd is unreachable, the node routes on the last state
+// it had; Act refuses (ErrUnreachable) rather than change this node alone,
+// and Status, the log and clb_etcd_up say so.
 //
 // Concurrency: a State is safe for concurrent use. Run's goroutines (the
 // watch and the probe of reachability) end with Run's context. State.mu
