@@ -322,18 +322,16 @@ func (s *stream) next(res any) error {
 		if len(bytes.TrimSpace(s.line)) == 0 {
 			continue // a blank line between messages
 		}
-		var msg struct {
-			Result json.RawMessage `json:"result"`
+		// One pass: the result is decoded into res where it stands.
+		msg := struct {
+			Result any             `json:"result"`
 			Error  json.RawMessage `json:"error"`
-		}
+		}{Result: res}
 		if err := json.Unmarshal(s.line, &msg); err != nil {
 			return &messageError{fmt.Errorf("etcd %s: bad message: %w", s.endpoint, err)}
 		}
 		if msg.Error != nil {
 			return errorOf(s.endpoint, http.StatusOK, s.line)
-		}
-		if err := json.Unmarshal(msg.Result, res); err != nil {
-			return &messageError{fmt.Errorf("etcd %s: bad message: %w", s.endpoint, err)}
 		}
 		return nil
 	}
