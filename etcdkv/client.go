@@ -293,8 +293,10 @@ type stream struct {
 }
 
 func (c *Client) newStream(ep int, body io.ReadCloser) *stream {
-	return &stream{endpoint: c.endpoints[ep], body: body, r: bufio.NewReader(body), max: c.maxMessage}
+	return &stream{endpoint: c.endpoints[ep], body: body, r: newReader(body), max: c.maxMessage}
 }
+
+func newReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 4096) }
 
 // messageError is a message of a stream that cannot be read (too large,
 // not JSON): reading it again would fail again.
