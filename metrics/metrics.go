@@ -277,31 +277,29 @@ func (m *Metrics) instanceLabel(k counterKey) (string, bool) {
 }
 
 // Method is the label of a method given as bytes, without allocating for
-// the usual ones.
+// the known ones.
 func Method(b []byte) string {
-	switch string(b) {
-	case "GET":
-		return "GET"
-	case "POST":
-		return "POST"
-	case "PUT":
-		return "PUT"
-	case "HEAD":
-		return "HEAD"
-	case "DELETE":
-		return "DELETE"
+	for _, m := range methods {
+		if string(b) == m {
+			return m
+		}
 	}
 	return knownMethod(string(b))
 }
 
+// methods are the SIP and HTTP methods labelled as they are, the most
+// frequent first.
+var methods = [...]string{"INVITE", "ACK", "BYE", "GET", "POST", "CANCEL", "OPTIONS", "REGISTER",
+	"SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PRACK", "UPDATE", "PUBLISH",
+	"HEAD", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE"}
+
 // knownMethod bounds the method label: SIP and HTTP methods as they are,
 // anything else "other".
 func knownMethod(m string) string {
-	switch m {
-	case "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
-		"INFO", "MESSAGE", "PRACK", "UPDATE", "PUBLISH",
-		"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE":
-		return m
+	for _, k := range methods {
+		if m == k {
+			return k
+		}
 	}
 	if u := strings.ToUpper(m); u != m && knownMethod(u) != "other" {
 		return u

@@ -26,24 +26,33 @@ func UnescapeKey(s string) (key string, ok bool) {
 	if strings.IndexByte(s, '%') < 0 {
 		return s, true
 	}
-	b := make([]byte, 0, len(s))
+	b, ok := AppendUnescapedKey(make([]byte, 0, len(s)), s)
+	if !ok {
+		return "", false
+	}
+	return string(b), true
+}
+
+// AppendUnescapedKey appends s with its %XX sequences decoded; ok is false
+// on a malformed one.
+func AppendUnescapedKey(dst []byte, s string) ([]byte, bool) {
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' {
-			b = append(b, s[i])
+			dst = append(dst, s[i])
 			continue
 		}
 		if i+2 >= len(s) {
-			return "", false
+			return dst, false
 		}
 		hi, ok1 := unhex(s[i+1])
 		lo, ok2 := unhex(s[i+2])
 		if !ok1 || !ok2 {
-			return "", false
+			return dst, false
 		}
-		b = append(b, hi<<4|lo)
+		dst = append(dst, hi<<4|lo)
 		i += 2
 	}
-	return string(b), true
+	return dst, true
 }
 
 func unreserved(c byte) bool {

@@ -77,6 +77,18 @@ func BenchmarkCallAccessLog(b *testing.B) {
 }
 
 func benchmarkCall(b *testing.B, access *accesslog.Log) {
+	call := callProxy(b, access, 1024)
+	var sc scratch
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		call(i, &sc)
+	}
+}
+
+// callProxy is a proxy before three UDP instances, and a function that has
+// it handle the six messages of call i (callMessages; one of n calls,
+// i modulo n).
+func callProxy(tb testing.TB, access *accesslog.Log, n int) func(i int, sc *scratch) {
 	clb := netip.MustParseAddrPort("127.0.0.1:5060")
 	uac := netip.MustParseAddrPort("127.0.0.1:5061")
 	uasAddr := netip.MustParseAddrPort("127.0.0.1:5071")
@@ -87,24 +99,21 @@ func benchmarkCall(b *testing.B, access *accesslog.Log) {
 	}
 	bal, err := balancer.New(in, loadfactor.DefaultParams())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	p := newProxy(ProxyOptions{Balancer: bal, Instances: in, Access: access}, &discard{})
-	const calls = 1024
-	msgs := make([][][]byte, calls)
+	msgs := make([][][]byte, n)
 	for i := range msgs {
 		msgs[i] = callMessages(i, clb, uac, uasAddr, fmt.Sprintf("4242SIPpTag00%d%d-4242@127.0.0.1", i, i))
 	}
 	local := endpoint{"udp", clb}
-	var sc scratch
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		for j, m := range msgs[i%calls] {
+	return func(i int, sc *scratch) {
+		for j, m := range msgs[i%n] {
 			src := uac
 			if j == 1 || j == 2 || j == 5 {
 				src = uasAddr
 			}
-			p.handle(&inbound{data: m, local: local, src: src}, &sc)
+			p.handle(&inbound{data: m, local: local, src: src}, sc)
 		}
 	}
 }

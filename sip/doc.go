@@ -23,8 +23,11 @@
 //     lacks a field a proxy needs, 416, 420, 482 (clb's own Via: a loop), 483
 //     (Max-Forwards 0), 503 with Retry-After when no instance is live, 505.
 //
-// Messages are parsed with sipgo's parser, whose structured view drives every
-// decision; what is forwarded is the received bytes with the proxy's edits
+// Messages are parsed into sipgo's structures, whose view drives every
+// decision: the plain Via, From, To, Route values and Request-URI nearly
+// every message has by clb's own parsers, without allocating, strings
+// pointing into the message while it is handled (fastparse.go); anything
+// else by sipgo's parser, so that both read a message alike; what is forwarded is the received bytes with the proxy's edits
 // (wire.go), so that nothing else changes on the way. The Via branch clb adds
 // is derived from the request's own transaction identity, so that a
 // retransmission, a CANCEL and the ACK of a non-2xx answer reach the same

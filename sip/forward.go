@@ -95,7 +95,7 @@ func (p *Proxy) logRequest(ce *zapcore.CheckedEntry, in *inbound, sc *scratch, v
 // same branch and reach the same instance as the INVITE did.
 func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byte {
 	dst = append(dst, "Via: SIP/2.0/"...)
-	dst = append(dst, strings.ToUpper(self.transport)...)
+	dst = appendUpper(dst, self.transport)
 	dst = append(dst, ' ')
 	dst = appendSelf(dst, p.named(self))
 	dst = append(dst, ";branch="+branchPrefix...)
@@ -111,6 +111,18 @@ func (p *Proxy) appendVia(dst []byte, self endpoint, v *view, in *inbound) []byt
 		dst = policy.AppendEscapedKey(dst, in.src.String())
 	}
 	return append(dst, crlf...)
+}
+
+// appendUpper appends s in upper case (ASCII), without allocating.
+func appendUpper(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // branchHash identifies the client transaction of req: its top Via's branch
@@ -192,7 +204,8 @@ func appendRestValues(dst []byte, w *wire, l line, name string) []byte {
 // appendSenderVia appends the sender's Via with received and rport set as
 // RFC 3261 18.2.1 and RFC 3581 say, so that responses find the way back.
 func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.AddrPort) []byte {
-	first := w.data[l.valueStart:w.firstValueEnd(l)]
+	comma := w.firstValueEnd(l)
+	first := w.data[l.valueStart:comma]
 	dst = append(dst, "Via: "...)
 	_, wantsRport := param(v.Params, "rport")
 	host := strings.Trim(v.Host, "[]")
@@ -232,7 +245,7 @@ func appendSenderVia(dst []byte, w *wire, l line, v *gosip.ViaHeader, src netip.
 		dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
 	}
 	dst = append(dst, crlf...)
-	if comma := w.firstValueEnd(l); comma < l.valueEnd {
+	if comma < l.valueEnd {
 		dst = append(dst, "Via: "...)
 		dst = append(dst, w.data[w.restStart(l, comma):l.valueEnd]...)
 		dst = append(dst, crlf...)

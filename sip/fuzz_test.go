@@ -94,7 +94,7 @@ func FuzzRecordRoute(f *testing.F) {
 		if rt == nil {
 			t.Fatalf("no Route in\n%s", msg)
 		}
-		got, ok := parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) })
+		got, ok := parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) }, new([]byte))
 		if !ok || got != in {
 			t.Fatalf("decoded %+v (%v), want %+v", got, ok, in)
 		}

@@ -3,6 +3,7 @@ package sip
 import (
 	"bytes"
 	"fmt"
+	"strings"
 
 	gosip "github.com/emiago/sipgo/sip"
 
@@ -12,17 +13,23 @@ import (
 // requestKey is the BEKey of an out-of-dialog request (or an in-dialog one
 // without clb's Route): the first rule that gives a non-empty value, else the
 // default, From tag + Call-ID (SPEC section 5).
+// The key is the proxy's own copy: the view's strings point into the
+// message buffer, which the next message overwrites.
 func (p *Proxy) requestKey(v *view) string { return requestKey(p.settings.Load().rules, v) }
 
 func requestKey(rules *policy.Rules, v *view) string {
 	if k, ok := rules.Key(v); ok {
-		return k
+		return strings.Clone(k)
 	}
-	return v.fromTag() + v.callID
+	if tag := v.fromTag(); tag != "" {
+		return tag + v.callID // a new string
+	}
+	return strings.Clone(v.callID)
 }
 
 // KeySource parses msg, a SIP request, as the proxy does, for key rules
 // applied outside it (tools, and the test that SIP and HTTP give one key).
+// The source reads msg itself: msg must not change while it is used.
 func KeySource(msg []byte) (policy.Source, error) {
 	p := &Proxy{headers: gosip.DefaultHeadersParser()}
 	w, v := new(wire), new(view)

@@ -85,6 +85,8 @@ type scratch struct {
 	// admitted: flood control took this request's token already.
 	admitted bool
 	line     accesslog.Line
+	// route holds the decoded values of clb's Route (parseDialogRoute).
+	route []byte
 }
 
 // Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
@@ -248,7 +250,7 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 	ours := false
 	var path *gosip.Uri // clb's Path entry of a WebSocket client's registration
 	if rt := v.route; rt != nil && p.isSelfURI(&rt.Address) {
-		dr, ours = parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) })
+		dr, ours = parseDialogRoute(func(k string) (string, bool) { return param(rt.Address.UriParams, k) }, &sc.route)
 		switch {
 		case !ours && isPathRoute(&rt.Address):
 			path = &rt.Address

@@ -3,6 +3,7 @@ package sip
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"clb/policy"
 )
@@ -50,7 +51,9 @@ func appendRecordRoute(dst []byte, self namedEndpoint, r dialogRoute) []byte {
 
 // parseDialogRoute decodes clb's parameters from a Route URI's parameter
 // lookup; ok is false if the URI is not clb's or a value is malformed.
-func parseDialogRoute(get func(string) (string, bool)) (r dialogRoute, ok bool) {
+// Escaped values are decoded into *buf, which they then point into (as
+// the others point into the message): valid until *buf is used again.
+func parseDialogRoute(get func(string) (string, bool), buf *[]byte) (r dialogRoute, ok bool) {
 	key, hasKey := get(paramKey)
 	if !hasKey {
 		return r, false
@@ -58,10 +61,21 @@ func parseDialogRoute(get func(string) (string, bool)) (r dialogRoute, ok bool) 
 	inst, _ := get(paramRoute)
 	ftag, _ := get(paramFTag)
 	dir, _ := get(paramDir)
+	b := (*buf)[:0]
+	unescape := func(s string) (string, bool) {
+		if strings.IndexByte(s, '%') < 0 {
+			return s, true
+		}
+		start := len(b)
+		var ok bool
+		b, ok = policy.AppendUnescapedKey(b, s)
+		return str(b[start:]), ok
+	}
 	var ok1, ok2, ok3 bool
-	r.key, ok1 = policy.UnescapeKey(key)
-	r.instance, ok2 = policy.UnescapeKey(inst)
-	r.ftag, ok3 = policy.UnescapeKey(ftag)
+	r.key, ok1 = unescape(key)
+	r.instance, ok2 = unescape(inst)
+	r.ftag, ok3 = unescape(ftag)
+	*buf = b
 	r.outbound = dir == "out"
 	return r, ok1 && ok2 && ok3 && r.key != ""
 }

@@ -39,13 +39,22 @@ type view struct {
 	// headers back fieldValues' result, so that parsing a field does not
 	// allocate a slice for it.
 	headers [4]gosip.Header
+	// slots hold what the fast parsers read (fastparse.go): the fields
+	// above point into them and into w.data, valid while the message is
+	// handled.
+	slots *fieldSlots
 }
 
 // parse reads what the proxy needs of w into v. For a request it returns
 // the refusal to answer with when the request is not fit to forward; for a
 // response, ok false means drop it.
 func (p *Proxy) parse(w *wire, v *view) (r refusal, ok bool) {
-	*v = view{w: w, maxFwd: -1}
+	slots := v.slots
+	if slots == nil {
+		slots = new(fieldSlots)
+	}
+	slots.reset()
+	*v = view{w: w, maxFwd: -1, slots: slots}
 	start := w.data[:w.startLine]
 	if bytes.HasPrefix(start, []byte("SIP/")) {
 		return refusal{}, p.parseResponse(v, start)
@@ -103,8 +112,10 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 	if scheme, _, ok := bytes.Cut(uri, []byte(":")); ok && isToken(scheme) && !knownScheme(scheme) {
 		return refusal{code: 416, reason: "Unsupported URI Scheme"}
 	}
-	if err := gosip.ParseUri(string(uri), &v.uri); err != nil {
-		return bad("Malformed Request-URI")
+	if !v.slots.uri(str(uri), &v.uri) {
+		if err := gosip.ParseUri(string(uri), &v.uri); err != nil {
+			return bad("Malformed Request-URI")
+		}
 	}
 	if len(v.uri.Headers) > 0 {
 		return bad("Headers in Request-URI")
@@ -134,7 +145,7 @@ func (p *Proxy) parseRequest(v *view, start []byte) refusal {
 		return bad("Missing or Malformed Via, From or To")
 	}
 	if i := w.first(fieldCallID); i >= 0 {
-		v.callID = string(w.value(w.lines[i]))
+		v.callID = str(w.value(w.lines[i]))
 	}
 	if v.callID == "" {
 		return bad("Missing Call-ID")
@@ -226,9 +237,12 @@ func (p *Proxy) fieldValues(v *view, f field, n int) []gosip.Header {
 		if l.field != f {
 			continue
 		}
-		var err error
-		if out, err = p.headers.ParseHeader(out, unfold(w.data[l.start:l.end-2])); err != nil {
-			return nil
+		var ok bool
+		if out, ok = v.slots.fast(f, w.value(l), out); !ok {
+			var err error
+			if out, err = p.headers.ParseHeader(out, unfold(w.data[l.start:l.end-2])); err != nil {
+				return nil
+			}
 		}
 		if len(out) >= n {
 			break

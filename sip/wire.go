@@ -22,6 +22,7 @@ const (
 	fieldContentLength
 	fieldProxyRequire
 	fieldCLB // any X-CLB-* header
+	numFields
 )
 
 // line is one header field as it stands in the message: [start, end) spans
@@ -43,6 +44,10 @@ type wire struct {
 	startLine int // end of the start line, at its CRLF
 	lines     []line
 	bodyStart int // first byte after the empty line; len(data) if none
+	// firsts[f] is 1 + the index in lines of the first field of kind f (0:
+	// none), counts[f] how many there are: the proxy asks for both often.
+	firsts [numFields]int32
+	counts [numFields]int32
 }
 
 // scan indexes data. It never fails: a message it cannot index is indexed
@@ -66,7 +71,11 @@ func scan(data []byte, lines []line) wire {
 		if end < 0 {
 			return w // no CRLF: truncated
 		}
-		w.lines = append(w.lines, parseLine(data, pos, end))
+		l := parseLine(data, pos, end)
+		if w.counts[l.field]++; w.firsts[l.field] == 0 {
+			w.firsts[l.field] = int32(len(w.lines)) + 1
+		}
+		w.lines = append(w.lines, l)
 		pos = end
 	}
 	return w
@@ -81,8 +90,11 @@ func parseLine(data []byte, start, end int) line {
 		return l
 	}
 	l.nameEnd = start + colon
-	name := bytes.TrimRight(data[start:l.nameEnd], " \t")
-	l.field = fieldOf(name)
+	ne := l.nameEnd
+	for ne > start && (data[ne-1] == ' ' || data[ne-1] == '\t') {
+		ne--
+	}
+	l.field = fieldOf(data[start:ne])
 	vs, ve := l.nameEnd+1, end-2
 	for vs < ve && isLWS(data[vs]) {
 		vs++
@@ -112,59 +124,40 @@ func fieldOf(name []byte) field {
 		}
 		return fieldOther
 	}
-	switch {
-	case policy.EqualFold(name, "via"):
-		return fieldVia
-	case policy.EqualFold(name, "from"):
-		return fieldFrom
-	case policy.EqualFold(name, "to"):
-		return fieldTo
-	case policy.EqualFold(name, "call-id"):
-		return fieldCallID
-	case policy.EqualFold(name, "cseq"):
-		return fieldCSeq
-	case policy.EqualFold(name, "max-forwards"):
-		return fieldMaxForwards
-	case policy.EqualFold(name, "route"):
-		return fieldRoute
-	case policy.EqualFold(name, "content-length"):
-		return fieldContentLength
-	case policy.EqualFold(name, "proxy-require"):
-		return fieldProxyRequire
-	case policy.IsCLBField(name):
+	for _, n := range longNames {
+		if policy.EqualFold(name, n.name) { // lengths first
+			return n.f
+		}
+	}
+	if policy.IsCLBField(name) {
 		return fieldCLB
 	}
 	return fieldOther
 }
 
+var longNames = [...]struct {
+	name string
+	f    field
+}{{"via", fieldVia}, {"from", fieldFrom}, {"to", fieldTo}, {"call-id", fieldCallID}, {"cseq", fieldCSeq},
+	{"max-forwards", fieldMaxForwards}, {"route", fieldRoute}, {"content-length", fieldContentLength},
+	{"proxy-require", fieldProxyRequire}}
+
 // value is a field's value bytes.
 func (w *wire) value(l line) []byte { return w.data[l.valueStart:l.valueEnd] }
 
 // count is how many fields of kind f the message has.
-func (w *wire) count(f field) int {
-	n := 0
-	for _, l := range w.lines {
-		if l.field == f {
-			n++
-		}
-	}
-	return n
-}
+func (w *wire) count(f field) int { return int(w.counts[f]) }
 
 // first is the index in lines of the first field of kind f, or -1.
-func (w *wire) first(f field) int {
-	for i, l := range w.lines {
-		if l.field == f {
-			return i
-		}
-	}
-	return -1
-}
+func (w *wire) first(f field) int { return int(w.firsts[f]) - 1 }
 
 // firstValueEnd is the end of the first comma-separated value of a field
 // (Via and Route may carry several): the index of the comma, or valueEnd.
 // Commas inside quotes and angle brackets do not count.
 func (w *wire) firstValueEnd(l line) int {
+	if bytes.IndexByte(w.data[l.valueStart:l.valueEnd], ',') < 0 {
+		return l.valueEnd // one value: the common case, found at memchr's speed
+	}
 	quoted, angle := false, false
 	for i := l.valueStart; i < l.valueEnd; i++ {
 		switch c := w.data[i]; {
