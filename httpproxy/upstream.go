@@ -12,6 +12,7 @@ import (
 
 	"clb/certs"
 	"clb/config"
+	"clb/rawtcp"
 )
 
 // upConn is a keep-alive connection to an instance. Its reader and writer
@@ -27,7 +28,7 @@ type upConn struct {
 	// made per call, and what it captures, were five allocations a request.
 	probe    func(fd uintptr) bool
 	probeN   int
-	probeErr error
+	probeErr syscall.Errno
 	probeBuf [1]byte
 }
 
@@ -148,7 +149,7 @@ func newUpConn(conn net.Conn, e config.Endpoint) *upConn {
 	dc := newDeadlineConn(conn)
 	c := &upConn{c: conn, dc: dc, addr: e}
 	c.probe = func(fd uintptr) bool {
-		c.probeN, c.probeErr = syscall.Read(int(fd), c.probeBuf[:])
+		c.probeN, c.probeErr = rawtcp.Read(fd, c.probeBuf[:])
 		return true
 	}
 	return c

@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"clb/rawtcp"
 )
 
 // streamNetwork is what a stream transport runs on: how it listens and how
@@ -32,10 +34,10 @@ func (tcpNetwork) dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, er
 	if err != nil {
 		return nil, err
 	}
-	return rawTCP(c.(*net.TCPConn)), nil
+	return rawtcp.Wrap(c.(*net.TCPConn)), nil
 }
 
-// tcpListener accepts connections read and written by rawTCP.
+// tcpListener accepts connections read and written by rawtcp.
 type tcpListener struct{ *net.TCPListener }
 
 func (l tcpListener) Accept() (net.Conn, error) {
@@ -43,5 +45,5 @@ func (l tcpListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err // not a nil *TCPConn in a non-nil net.Conn
 	}
-	return rawTCP(c), nil
+	return rawtcp.Wrap(c), nil
 }

@@ -53,7 +53,7 @@ func main() {
 		}
 		p.ups = append(p.ups, a)
 	}
-	log.Fatal(gnet.Run(p, "tcp://"+*addr, gnet.WithMulticore(true), gnet.WithTCPNoDelay(gnet.TCPNoDelay)))
+	log.Fatal(gnet.Run(p, "tcp://"+*addr, gnet.WithMulticore(true), gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithReuseAddr(true)))
 }
 
 func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {

@@ -1,17 +1,19 @@
-package sip
+package rawtcp
 
 import (
 	"bytes"
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"testing"
 	"time"
 )
 
-// rawPair is a loopback TCP connection, clb's end wrapped by rawTCP.
+// wait bounds what a test waits for, on a loaded machine.
+const wait = 5 * time.Second
+
+// rawPair is a loopback TCP connection, one end wrapped by Wrap.
 func rawPair(t *testing.T) (raw net.Conn, peer net.Conn) {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -28,9 +30,9 @@ func rawPair(t *testing.T) (raw net.Conn, peer net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw = rawTCP(c)
-	if _, ok := raw.(*rawTCPConn); !ok {
-		t.Fatalf("rawTCP gave %T", raw)
+	raw = Wrap(c)
+	if _, ok := raw.(*conn); !ok {
+		t.Fatalf("Wrap gave %T", raw)
 	}
 	t.Cleanup(func() { raw.Close() })
 	return raw, peer
@@ -80,51 +82,5 @@ func TestRawTCPConn(t *testing.T) {
 	raw.Close()
 	if _, err := raw.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after close: %v", err)
-	}
-}
-
-// TestUDPReadBatchAllocatesNothing: reading a batch of datagrams, which a
-// UDP reader does for every one, allocates nothing, and gives each its
-// bytes and sender.
-func TestUDPReadBatchAllocatesNothing(t *testing.T) {
-	s, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.c.Close()
-	to := localAddr(s.c.LocalAddr())
-	client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	from := localAddr(client.LocalAddr())
-	d := newDatagrams(udpBatch)
-	for j := range d.bufs {
-		d.bufs[j] = make([]byte, 100)
-	}
-	msg := []byte("OPTIONS sip:clb SIP/2.0\r\n\r\n")
-	const runs = 10
-	for range (runs + 1) * udpBatch { // AllocsPerRun runs the function once more
-		if _, err := client.WriteToUDPAddrPort(msg, to); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.c.SetReadDeadline(time.Now().Add(wait)); err != nil {
-		t.Fatal(err)
-	}
-	allocs := testing.AllocsPerRun(runs, func() {
-		n, err := s.readBatch(&d)
-		if err != nil || n != udpBatch { // all sent before: a full batch
-			t.Fatalf("read %d: %v", n, err)
-		}
-		for j := range n {
-			if d.peers[j] != from || !bytes.Equal(d.bufs[j][:d.n[j]], msg) {
-				t.Fatalf("datagram %d: %q from %s", j, d.bufs[j][:d.n[j]], d.peers[j])
-			}
-		}
-	})
-	if allocs != 0 && !raceEnabled {
-		t.Errorf("%v allocations per batch read", allocs)
 	}
 }

@@ -1,0 +1,16 @@
+// Package rawtcp reads and writes TCP connections by raw read and write
+// system calls inside their RawConn, for SIP over TCP and plain HTTP.
+//
+// Why: on a non-blocking socket a read or write cannot block, and an
+// ordinary system call's entersyscall/exitsyscall woke the runtime's
+// sysmon thread after every idle spell: runtime.sysmon was a fifth of
+// clb's CPU in perf with SIP over TCP at 2,000 calls/s, and its context
+// switches 5.7 % of clb's CPU with plain HTTP under wrk. A raw call skips
+// that path; when the socket is not ready, the RawConn waits on Go's
+// poller as a TCPConn's Read would, with the TCPConn's deadlines.
+//
+// Concurrency: as a net.Conn, except that each direction has one state of
+// its own, so at most one Read and one Write may run at a time (a Read and
+// a Write may run together; Close may be called from anywhere). Outside
+// Linux, Wrap returns the TCPConn itself.
+package rawtcp
