@@ -288,33 +288,28 @@ func appendFloat(b []byte, v float64) []byte {
 	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }
 
-// counterVec is a counter family's series, created at their first count.
-type counterVec struct {
+// vec is a family's series, each created at its first use.
+type vec[T any] struct {
 	*desc
 	mu     sync.Mutex
-	series map[labelValues]*atomic.Uint64
-}
-
-func newCounterVec(r *registry, name, help string, labels ...string) *counterVec {
-	v := &counterVec{desc: newDesc(name, typeCounter, help, labels...), series: map[labelValues]*atomic.Uint64{}}
-	r.register(v.collect, v.desc)
-	return v
+	series map[labelValues]*T
+	new    func() *T
 }
 
 // with is the series of values, created if new.
-func (v *counterVec) with(values labelValues) *atomic.Uint64 {
+func (v *vec[T]) with(values labelValues) *T {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	c, ok := v.series[values]
+	s, ok := v.series[values]
 	if !ok {
-		c = new(atomic.Uint64)
-		v.series[values] = c
+		s = v.new()
+		v.series[values] = s
 	}
-	return c
+	return s
 }
 
 // deleteInstance drops the series labelled with instance name.
-func (v *counterVec) deleteInstance(name string) {
+func (v *vec[T]) deleteInstance(name string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for k := range v.series {
@@ -324,23 +319,35 @@ func (v *counterVec) deleteInstance(name string) {
 	}
 }
 
-func (v *counterVec) collect(add func(*desc, []series)) {
+// each calls f with every series, holding the lock: f only reads.
+func (v *vec[T]) each(f func(labelValues, *T)) {
 	v.mu.Lock()
-	ss := make([]series, 0, len(v.series))
-	for k, c := range v.series {
-		ss = append(ss, series{values: k, value: float64(c.Load())})
+	defer v.mu.Unlock()
+	for k, s := range v.series {
+		f(k, s)
 	}
-	v.mu.Unlock()
+}
+
+// counterVec is a counter family.
+type counterVec struct{ vec[atomic.Uint64] }
+
+func newCounterVec(r *registry, name, help string, labels ...string) *counterVec {
+	v := &counterVec{vec[atomic.Uint64]{desc: newDesc(name, typeCounter, help, labels...),
+		series: map[labelValues]*atomic.Uint64{}, new: func() *atomic.Uint64 { return new(atomic.Uint64) }}}
+	r.register(v.collect, v.desc)
+	return v
+}
+
+func (v *counterVec) collect(add func(*desc, []series)) {
+	var ss []series
+	v.each(func(k labelValues, c *atomic.Uint64) { ss = append(ss, series{values: k, value: float64(c.Load())}) })
 	add(v.desc, ss)
 }
 
-// histogramVec is a histogram family's series, created at their first
-// observation.
+// histogramVec is a histogram family.
 type histogramVec struct {
-	*desc
+	vec[histogram]
 	bounds []float64 // the buckets' upper bounds, ascending, without +Inf
-	mu     sync.Mutex
-	series map[labelValues]*histogram
 }
 
 // histogram is one series: lock-free, so that observing takes no lock. A
@@ -353,30 +360,10 @@ type histogram struct {
 }
 
 func newHistogramVec(r *registry, name, help string, bounds []float64, labels ...string) *histogramVec {
-	v := &histogramVec{desc: newDesc(name, typeHistogram, help, labels...), bounds: bounds, series: map[labelValues]*histogram{}}
+	v := &histogramVec{vec[histogram]{desc: newDesc(name, typeHistogram, help, labels...), series: map[labelValues]*histogram{},
+		new: func() *histogram { return &histogram{counts: make([]atomic.Uint64, len(bounds)+1)} }}, bounds}
 	r.register(v.collect, v.desc)
 	return v
-}
-
-func (v *histogramVec) with(values labelValues) *histogram {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	h, ok := v.series[values]
-	if !ok {
-		h = &histogram{counts: make([]atomic.Uint64, len(v.bounds)+1)}
-		v.series[values] = h
-	}
-	return h
-}
-
-func (v *histogramVec) deleteInstance(name string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for k := range v.series {
-		if k[v.instance] == name {
-			delete(v.series, k)
-		}
-	}
 }
 
 // observe counts x into h, whose bucket bounds are bounds.
@@ -392,14 +379,8 @@ func (h *histogram) observe(bounds []float64, x float64) {
 }
 
 func (v *histogramVec) collect(add func(*desc, []series)) {
-	v.mu.Lock()
-	hs := make(map[labelValues]*histogram, len(v.series))
-	for k, h := range v.series {
-		hs[k] = h
-	}
-	v.mu.Unlock()
-	ss := make([]series, 0, len(hs))
-	for k, h := range hs {
+	var ss []series
+	v.each(func(k labelValues, h *histogram) {
 		s := series{values: k, extraLabel: "le", points: make([]point, len(h.counts)), sum: math.Float64frombits(h.sum.Load())}
 		for i := range h.counts {
 			s.count += h.counts[i].Load()
@@ -410,7 +391,7 @@ func (v *histogramVec) collect(add func(*desc, []series)) {
 			s.points[i] = point{bound, float64(s.count)}
 		}
 		ss = append(ss, s)
-	}
+	})
 	add(v.desc, ss)
 }
 

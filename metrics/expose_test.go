@@ -326,17 +326,11 @@ func TestConcurrentScrapes(t *testing.T) {
 // are counted, the process started before now.
 func TestRuntimeMetrics(t *testing.T) {
 	m := New(nil)
-	srv := httptest.NewServer(m.Handler())
-	defer srv.Close()
-	scrapeAll := func() map[string]*dto.MetricFamily {
-		_, body := get(t, srv)
-		return parse(t, body)
-	}
 	one := func(fams map[string]*dto.MetricFamily, name string) float64 {
 		return value(t, fams, name, map[string]string{})
 	}
 
-	before := scrapeAll()
+	before := scrape(t, m)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 100 {
@@ -356,7 +350,7 @@ func TestRuntimeMetrics(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.GC()
-	after := scrapeAll()
+	after := scrape(t, m)
 	close(stop)
 	wg.Wait()
 	for _, f := range files {
