@@ -357,10 +357,11 @@ func TestRuntimeMetrics(t *testing.T) {
 		f.Close()
 	}
 
-	if d := one(after, "go_goroutines") - one(before, "go_goroutines"); d < 100 {
+	// A scrape's server and connections come and go: a few either way.
+	if d := one(after, "go_goroutines") - one(before, "go_goroutines"); d < 90 || d > 110 {
 		t.Errorf("go_goroutines rose by %v with 100 more", d)
 	}
-	if d := one(after, "process_open_fds") - one(before, "process_open_fds"); d < 50 || d > 60 {
+	if d := one(after, "process_open_fds") - one(before, "process_open_fds"); d < 45 || d > 55 {
 		t.Errorf("process_open_fds rose by %v with 50 files opened", d)
 	}
 	if v := one(after, "go_memstats_heap_alloc_bytes"); v < float64(len(kept)) {
