@@ -14,8 +14,9 @@ import (
 
 // The Prometheus text exposition format, version 0.0.4
 // (https://prometheus.io/docs/instrumenting/exposition_formats/), written by
-// clb itself: the client library, and the protobuf runtime it brings, made
-// up some 7 MB of clb's binary and 4 MB of its resident memory at start.
+// clb itself: the client library, and the protobuf runtime it brought, were
+// 5.4 MB of a 20.8 MB binary and 3.7 MB of its resident memory at start
+// (measured once etcd's gRPC client was gone).
 
 // contentType is what a scrape is answered with.
 const contentType = "text/plain; version=0.0.4; charset=utf-8"

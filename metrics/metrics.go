@@ -3,8 +3,8 @@
 // per-instance counts the admin API's status shows; and /metrics, which it
 // writes in the Prometheus text format (version 0.0.4) itself, under the
 // names, labels and help texts the Prometheus client library gave them
-// before (that library and the protobuf runtime it brought were a third of
-// clb's binary).
+// before (that library and the protobuf runtime it brought were a quarter
+// of clb's binary: expose.go).
 //
 // Concurrency: every method is safe for concurrent use; a nil *Metrics
 // counts nothing, so that a front end may run without one. A series is
