@@ -10,6 +10,7 @@
 #
 #   bench/http-vs-haproxy-nginx.sh [SECONDS] [ROUNDS]
 #   BASE=main bench/http-vs-haproxy-nginx.sh   # also clb as of git rev main
+#   BASE=main PEERS=0 bench/http-vs-haproxy-nginx.sh 10 6   # clb and clb@main only
 #
 # With BASE, clb built from that revision is measured in the same rounds
 # (clb@REV), so that a change is compared with what it changes side by side.
@@ -119,6 +120,10 @@ for round in $(seq "$rounds"); do
 		run_clb "clb@$base" "$tmp/clb-base"
 	fi
 
+	if [ "${PEERS:-1}" = 0 ]; then
+		ratio clb "clb@$base"
+		continue
+	fi
 	for floor in floor floorgnet; do
 		[ -x "$tmp/$floor" ] || continue
 		"$tmp/$floor" -addr "127.0.0.1:$lb" -backends "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" 2>/dev/null &

@@ -2,9 +2,6 @@ package etcdstate_test
 
 import (
 	"context"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,88 +11,16 @@ import (
 	"clb/etcdstate/etcdtest"
 )
 
-// cutProxy forwards loopback TCP to etcd until cut, and again once
-// restored, on the same port: a node's network path to etcd.
-type cutProxy struct {
-	t      *testing.T
-	addr   string
-	target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	p := &cutProxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *cutProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			p.wg.Go(func() { _, _ = io.Copy(u, c); u.Close() })
-			p.wg.Go(func() { _, _ = io.Copy(c, u); c.Close() })
-		}
-	})
-}
-
-// cut closes the listener and every connection, and waits for the copies.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *cutProxy) restore() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
-}
-
 // TestCatchUpAfterCompaction: a node cut off from etcd while actions were
 // written and the history compacted cannot resume its watch from the
 // revision it last saw; it loads the prefix again and applies the latest
 // action per instance, from that action's at, as the node that stayed did.
 func TestCatchUpAfterCompaction(t *testing.T) {
 	etcd := etcdtest.Start(t)
-	proxy := newCutProxy(t, etcd.URL()[len("http://"):])
-	a, b := startNode(t, etcd.URL(), "a"), startNode(t, "http://"+proxy.addr, "b")
+	proxy := etcdtest.NewProxy(t, etcd.URL()[len("http://"):])
+	a, b := startNode(t, etcd.URL(), "a"), startNode(t, proxy.URL(), "b")
 
-	proxy.cut()
+	proxy.Cut()
 	b.log.Await(t, "etcd unreachable", 10*time.Second)
 	at := time.Now()
 	if err := a.state.Act("a", "drain", at.Add(-time.Second)); err != nil {
@@ -123,7 +48,7 @@ func TestCatchUpAfterCompaction(t *testing.T) {
 	}
 
 	b.log.Mark()
-	proxy.restore()
+	proxy.Restore()
 	b.log.Await(t, "etcd watch ended; loading the prefix again", 10*time.Second)
 	b.log.Await(t, "admin action applied", 5*time.Second)
 	b.log.Await(t, "admin action applied", 5*time.Second)
@@ -131,5 +56,38 @@ func TestCatchUpAfterCompaction(t *testing.T) {
 		t.Errorf("b on the node that caught up: %v, want disabled", st.State)
 	}
 	agree(t, a, b, "a", at)
+	agree(t, a, b, "b", at)
+}
+
+// TestWatchResumedAcrossRestart: an etcd restart breaks a node's watch,
+// which resumes from the revision after the last it had: the node does not
+// load the prefix again (it would hand the fan-out a list), and what is
+// written after the restart runs on it.
+func TestWatchResumedAcrossRestart(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	a, b := startNode(t, etcd.URL(), "a"), startNode(t, etcd.URL(), "b")
+	if err := a.state.Act("a", "drain", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b.log.Await(t, "admin action applied", 5*time.Second)
+
+	etcd.Stop()
+	b.log.Await(t, "etcd unreachable", 10*time.Second)
+	etcd.Start()
+	a.log.Await(t, "etcd reachable", 10*time.Second)
+	b.log.Await(t, "etcd reachable", 10*time.Second)
+	at := time.Now()
+	if err := a.state.Act("b", "drain", at); err != nil {
+		t.Fatal(err)
+	}
+	line := b.log.Await(t, "admin action applied", 5*time.Second)
+	if st := b.instance(t, "b", at); st.State != balancer.Draining {
+		t.Errorf("b on the node whose watch resumed: %v, want draining (%s)", st.State, line)
+	}
+	select {
+	case list := <-b.lists:
+		t.Errorf("the node handed on %s after etcd's restart: it loaded the prefix again", listNames(list))
+	default:
+	}
 	agree(t, a, b, "b", at)
 }

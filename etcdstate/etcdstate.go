@@ -1,6 +1,6 @@
 // Package etcdstate owns a clb node's session with etcd, the state every clb
-// node shares (SPEC section 11), through the official client
-// (go.etcd.io/etcd/client/v3):
+// node shares (SPEC section 11), through etcd's JSON gateway (package
+// etcdkv):
 //
 //   - PREFIX/admin/NAME, {"state": "enable"|"disable"|"drain", "at": T}: the
 //     operator's last action on an instance. Act writes it (the admin API's
@@ -16,15 +16,15 @@
 //     registrations each time it changes, and a new one is ramped from its
 //     started time (balancer.RampFrom), which every node reads alike.
 //
-// Run loads the prefix once (Get), then follows it from the next revision
-// (Watch); the client resumes a watch broken by an etcd restart from the
-// last revision it delivered, so a return costs no reload. Only a watch that
-// ends (its revision compacted) loads the prefix again, and what is applied
-// again is applied idempotently: an action is applied once per name and
-// revision, and a snapshot of instances is diffed by its consumers. While
-// etcd is unreachable, the node routes on the last state it had; Act refuses
-// (ErrUnreachable) rather than change this node alone, and Status, the log
-// and clb_etcd_up say so.
+// Run loads the prefix once (Range), then follows it from the next revision
+// (Watch); etcdkv resumes a watch broken by an etcd restart from the
+// revision after the last it delivered, so a return costs no reload. Only
+// a watch that ends (its revision compacted) loads the prefix again, and
+// what is applied again is applied idempotently: an action is applied once
+// per name and revision, and a snapshot of instances is diffed by its
+// consumers. While etcd is unreachable, the node routes on the last state
+// it had; Act refuses (ErrUnreachable) rather than change this node alone,
+// and Status, the log and clb_etcd_up say so.
 //
 // Concurrency: a State is safe for concurrent use. Run's goroutines (the
 // watch and the probe of reachability) end with Run's context. State.mu
@@ -46,14 +46,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"gopkg.in/yaml.v3"
 
 	"clb/balancer"
 	"clb/config"
+	"clb/etcdkv"
 	"clb/membership"
 )
 
@@ -117,7 +115,7 @@ type Options struct {
 type State struct {
 	o      Options
 	log    *zap.Logger
-	client atomic.Pointer[clientv3.Client] // while Run runs
+	client atomic.Pointer[etcdkv.Client] // while Run runs
 
 	mu        sync.Mutex
 	reachable bool
@@ -184,20 +182,12 @@ func (s *State) Up() bool {
 	return s.reachable
 }
 
-// newClient connects to the configured endpoints; dialling does not block.
-// A lost connection is retried at most reconnectDelay apart, so a node
-// catches up within a second of etcd's return.
-func newClient(cfg config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		DialTimeout: cfg.DialTimeout,
-		// The client's own retries are warnings of what Status says.
-		Logger: log.Named("client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectDelay},
-			MinConnectTimeout: cfg.DialTimeout,
-		})},
-	})
+// newClient is a client of the configured endpoints; dialling does not
+// block (each call dials as it needs). A broken watch is opened again at
+// most reconnectDelay apart, so a node catches up within a second of
+// etcd's return.
+func newClient(cfg config.Etcd) (*etcdkv.Client, error) {
+	return etcdkv.New(etcdkv.Config{Endpoints: cfg.Endpoints, Timeout: cfg.DialTimeout, RetryDelay: reconnectDelay})
 }
 
 // Run connects to etcd and follows the prefix until ctx ends, publishing the
@@ -205,7 +195,7 @@ func newClient(cfg config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
 // It returns when its goroutines have, with an error only if the client
 // cannot be made (a bad endpoint).
 func (s *State) Run(ctx context.Context, publish membership.Publish) error {
-	client, err := newClient(s.o.Config, s.log)
+	client, err := newClient(s.o.Config)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -225,7 +215,7 @@ var _ membership.Source = (*State)(nil)
 
 // probe asks etcd every probeInterval whether it answers, every
 // probeRetry while it does not.
-func (s *State) probe(ctx context.Context, client *clientv3.Client) {
+func (s *State) probe(ctx context.Context, client *etcdkv.Client) {
 	t := time.NewTimer(probeInterval)
 	defer t.Stop()
 	for {
@@ -235,7 +225,7 @@ func (s *State) probe(ctx context.Context, client *clientv3.Client) {
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.o.Config.DialTimeout)
-		res, err := client.Get(cctx, s.o.Config.Prefix+adminDir, clientv3.WithCountOnly())
+		res, err := client.Range(cctx, etcdkv.RangeRequest{Key: []byte(s.o.Config.Prefix + adminDir), CountOnly: true})
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -281,7 +271,7 @@ func (s *State) unreachable(err error) {
 
 // follow loads the prefix and watches it from the next revision, again
 // whenever the watch ends (compaction), until ctx ends.
-func (s *State) follow(ctx context.Context, client *clientv3.Client, publish membership.Publish) {
+func (s *State) follow(ctx context.Context, client *etcdkv.Client, publish membership.Publish) {
 	retry := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		rev, err := s.load(ctx, client, publish)
@@ -306,9 +296,10 @@ func (s *State) follow(ctx context.Context, client *clientv3.Client, publish mem
 
 // load reads the whole prefix, publishes its registrations and applies its
 // actions, and returns the revision read.
-func (s *State) load(ctx context.Context, client *clientv3.Client, publish membership.Publish) (int64, error) {
+func (s *State) load(ctx context.Context, client *etcdkv.Client, publish membership.Publish) (int64, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.o.Config.DialTimeout)
-	res, err := client.Get(cctx, s.o.Config.Prefix, clientv3.WithPrefix())
+	prefix := []byte(s.o.Config.Prefix)
+	res, err := client.Range(cctx, etcdkv.RangeRequest{Key: prefix, RangeEnd: etcdkv.PrefixEnd(prefix)})
 	cancel()
 	if err != nil {
 		return 0, err
@@ -316,7 +307,7 @@ func (s *State) load(ctx context.Context, client *clientv3.Client, publish membe
 	s.mu.Lock()
 	s.reachedLocked(res.Header.Revision)
 	s.regs = map[string]registration{}
-	for _, kv := range res.Kvs {
+	for _, kv := range res.KVs {
 		s.putLocked(string(kv.Key), kv.Value, kv.ModRevision)
 	}
 	list := s.listLocked()
@@ -327,23 +318,20 @@ func (s *State) load(ctx context.Context, client *clientv3.Client, publish membe
 }
 
 // watch follows the prefix from rev until the watch ends.
-func (s *State) watch(ctx context.Context, client *clientv3.Client, publish membership.Publish, rev int64) error {
-	// Not WithRequireLeader: a member that restarts has no leader for a
-	// moment, and the watch would end (and the prefix be loaded again) at
-	// every return; the probe tells a member without quorum.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for res := range client.Watch(wctx, s.o.Config.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
-		if err := res.Err(); err != nil {
-			return err
-		}
+func (s *State) watch(ctx context.Context, client *etcdkv.Client, publish membership.Publish, rev int64) error {
+	// A member that restarts has no leader for a moment: the watch waits
+	// for it rather than end (and the prefix be loaded again) at every
+	// return; the probe tells a member without quorum.
+	prefix := []byte(s.o.Config.Prefix)
+	req := etcdkv.WatchRequest{Key: prefix, RangeEnd: etcdkv.PrefixEnd(prefix), StartRevision: rev}
+	return client.Watch(ctx, req, func(res *etcdkv.WatchResponse) error {
 		s.mu.Lock()
 		s.reachedLocked(res.Header.Revision)
 		instances := false
 		for _, ev := range res.Events {
 			key := string(ev.Kv.Key)
 			instances = instances || strings.HasPrefix(key, s.o.Config.Prefix+instancesDir)
-			if ev.Type == clientv3.EventTypeDelete {
+			if ev.Type == etcdkv.EventDelete {
 				s.deleteLocked(key)
 			} else {
 				s.putLocked(key, ev.Kv.Value, ev.Kv.ModRevision)
@@ -358,8 +346,8 @@ func (s *State) watch(ctx context.Context, client *clientv3.Client, publish memb
 			s.publish(publish, list)
 		}
 		s.applyPending()
-	}
-	return ctx.Err()
+		return nil
+	})
 }
 
 // putLocked takes in a key's value; a bad one is logged and ignored.
@@ -552,7 +540,7 @@ func (s *State) put(key string, v any) (int64, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.Config.DialTimeout)
 	defer cancel()
-	res, err := client.Put(ctx, s.o.Config.Prefix+key, string(value))
+	res, err := client.Put(ctx, etcdkv.PutRequest{Key: []byte(s.o.Config.Prefix + key), Value: value})
 	if err != nil {
 		s.unreachable(err)
 		return 0, fmt.Errorf("%w: %v", ErrUnreachable, err)

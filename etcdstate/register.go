@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"clb/config"
+	"clb/etcdkv"
 )
 
 // Registrant is an instance registering itself under PREFIX/instances/NAME.
@@ -51,7 +51,7 @@ func Register(ctx context.Context, r Registrant, registered func()) error {
 	if err != nil {
 		return err
 	}
-	client, err := newClient(config.Etcd{Endpoints: r.Endpoints, Prefix: r.Prefix, DialTimeout: r.Timeout}, r.Logger)
+	client, err := newClient(config.Etcd{Endpoints: r.Endpoints, Prefix: r.Prefix, DialTimeout: r.Timeout})
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -59,10 +59,10 @@ func Register(ctx context.Context, r Registrant, registered func()) error {
 	key := r.Prefix + instancesDir + r.Name
 	retry := 100 * time.Millisecond
 	for {
-		lease, err := r.register(ctx, client, key, string(value))
+		lease, err := r.register(ctx, client, key, value)
 		if err == nil {
 			retry = 100 * time.Millisecond
-			r.Logger.Info("registered in etcd", zap.String("key", key), zap.Int64("lease", int64(lease)))
+			r.Logger.Info("registered in etcd", zap.String("key", key), zap.Int64("lease", lease.ID))
 			if registered != nil {
 				registered()
 			}
@@ -82,36 +82,26 @@ func Register(ctx context.Context, r Registrant, registered func()) error {
 }
 
 // register grants a lease and writes key under it.
-func (r Registrant) register(ctx context.Context, client *clientv3.Client, key, value string) (clientv3.LeaseID, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.Timeout)
-	defer cancel()
-	lease, err := client.Grant(cctx, int64((r.TTL+time.Second-1)/time.Second))
+func (r Registrant) register(ctx context.Context, client *etcdkv.Client, key string, value []byte) (*etcdkv.Lease, error) {
+	lease, err := client.Grant(ctx, r.TTL)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if _, err := client.Put(cctx, key, value, clientv3.WithLease(lease.ID)); err != nil {
-		return 0, err
+	if _, err := client.Put(ctx, etcdkv.PutRequest{Key: []byte(key), Value: value, Lease: lease.ID}); err != nil {
+		return nil, err
 	}
-	return lease.ID, nil
+	return lease, nil
 }
 
 // keepAlive keeps the lease alive until ctx ends (then revokes it) or the
 // lease is lost.
-func (r Registrant) keepAlive(ctx context.Context, client *clientv3.Client, lease clientv3.LeaseID) error {
-	kctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch, err := client.KeepAlive(kctx, lease)
-	if err != nil {
+func (r Registrant) keepAlive(ctx context.Context, client *etcdkv.Client, lease *etcdkv.Lease) error {
+	if err := client.KeepAlive(ctx, lease.ID, time.Duration(lease.TTL)*time.Second); err != nil {
 		return err
-	}
-	for range ch {
-	}
-	if ctx.Err() == nil {
-		return fmt.Errorf("lease %x expired", int64(lease))
 	}
 	rctx, rcancel := context.WithTimeout(context.Background(), r.Timeout)
 	defer rcancel()
-	if _, err := client.Revoke(rctx, lease); err != nil {
+	if err := client.Revoke(rctx, lease.ID); err != nil {
 		r.Logger.Warn("etcd lease not revoked; the registration goes when it expires", zap.Error(err))
 	}
 	return nil

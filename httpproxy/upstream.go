@@ -125,18 +125,20 @@ func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reu
 		}
 		c.c.Close()
 	}
-	var conn net.Conn
 	ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout)
 	defer cancel()
-	if e.Transport == "https" {
-		d := tls.Dialer{NetDialer: &net.Dialer{}, Config: p.tls.ClientConfig(e.Host, "http/1.1")}
-		conn, err = d.DialContext(ctx, "tcp", e.Addr())
-	} else {
-		d := net.Dialer{}
-		conn, err = d.DialContext(ctx, "tcp", e.Addr())
-	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", e.Addr())
 	if err != nil {
 		return nil, false, &errDial{err}
+	}
+	if e.Transport == "https" {
+		// Over the raw connection (rawtcp), as a plain one is by newDeadlineConn.
+		tc := tls.Client(rawtcp.Wrap(conn.(*net.TCPConn)), p.tls.ClientConfig(e.Host, "http/1.1"))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			tc.Close()
+			return nil, false, &errDial{err}
+		}
+		conn = tc
 	}
 	c = newUpConn(conn, e)
 	p.takeBuffers(c)

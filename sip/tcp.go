@@ -25,7 +25,7 @@ func (tcpNetwork) listen(addr netip.AddrPort) (net.Listener, error) {
 	if err != nil {
 		return nil, err // not a nil *TCPListener in a non-nil net.Listener
 	}
-	return tcpListener{ln}, nil
+	return rawtcp.Listener{TCPListener: ln}, nil
 }
 
 func (tcpNetwork) dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
@@ -35,15 +35,4 @@ func (tcpNetwork) dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, er
 		return nil, err
 	}
 	return rawtcp.Wrap(c.(*net.TCPConn)), nil
-}
-
-// tcpListener accepts connections read and written by rawtcp.
-type tcpListener struct{ *net.TCPListener }
-
-func (l tcpListener) Accept() (net.Conn, error) {
-	c, err := l.AcceptTCP()
-	if err != nil {
-		return nil, err // not a nil *TCPConn in a non-nil net.Conn
-	}
-	return rawtcp.Wrap(c), nil
 }

@@ -24,6 +24,7 @@ import (
 	"clb/loadfactor"
 	"clb/membership"
 	"clb/metrics"
+	"clb/rawtcp"
 	"clb/sip"
 )
 
@@ -185,7 +186,8 @@ func newNode(cfg *config.Config, log *zap.Logger) (*node, error) {
 			n.close()
 			return nil, fmt.Errorf("https: %w", err)
 		}
-		n.https = httpproxy.New(tls.NewListener(ln, n.tls.ServerConfig("h2", "http/1.1")), "https", httpOptions("https"))
+		raw := rawtcp.Listener{TCPListener: ln.(*net.TCPListener)} // TLS records by raw system calls too
+		n.https = httpproxy.New(tls.NewListener(raw, n.tls.ServerConfig("h2", "http/1.1")), "https", httpOptions("https"))
 	}
 	if !cfg.Listen.Admin.IsZero() {
 		n.admin, err = admin.NewServer(cfg.Listen.Admin.Addr(), admin.Options{

@@ -33,12 +33,25 @@ type Server struct {
 	t                    testing.TB
 	bin, dir             string
 	clientPort, peerPort int
+	certFile, keyFile    string // serving clients over TLS if set
 	cmd                  *exec.Cmd
 	exited               chan struct{} // closed when cmd has been waited for
 }
 
 // Start runs etcd until the test ends.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, "", "")
+}
+
+// StartTLS runs etcd serving its clients over TLS (an https:// URL) with
+// the certificate and key in the files named, until the test ends.
+func StartTLS(t testing.TB, certFile, keyFile string) *Server {
+	t.Helper()
+	return start(t, certFile, keyFile)
+}
+
+func start(t testing.TB, certFile, keyFile string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
@@ -47,7 +60,8 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("etcd is not installed (Debian: apt-get install etcd-server): %v", err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), clientPort: FreePort(t), peerPort: FreePort(t)}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), clientPort: FreePort(t), peerPort: FreePort(t),
+		certFile: certFile, keyFile: keyFile}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -62,7 +76,13 @@ func Wanted() bool {
 }
 
 // URL is the member's client URL.
-func (s *Server) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.clientPort) }
+func (s *Server) URL() string {
+	scheme := "http"
+	if s.certFile != "" {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, s.clientPort)
+}
 
 // Start starts the member again after Stop, on the same ports and data, and
 // returns once it serves clients (its log says so).
@@ -72,10 +92,14 @@ func (s *Server) Start() {
 		s.t.Fatal("etcdtest: Start of a running etcd")
 	}
 	peer := fmt.Sprintf("http://127.0.0.1:%d", s.peerPort)
-	cmd := exec.Command(s.bin, "--data-dir", s.dir+"/data", "--name", "t",
+	args := []string{"--data-dir", s.dir + "/data", "--name", "t",
 		"--listen-client-urls", s.URL(), "--advertise-client-urls", s.URL(),
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "t="+peer, "--logger", "zap", "--log-outputs", "stderr")
+		"--initial-cluster", "t=" + peer, "--logger", "zap", "--log-outputs", "stderr"}
+	if s.certFile != "" {
+		args = append(args, "--cert-file", s.certFile, "--key-file", s.keyFile)
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = procAttr()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
