@@ -16,6 +16,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
+	"clb/metrics"
 )
 
 // benchAnswer is the back end's answer to every request of the benchmarks.
@@ -59,13 +60,14 @@ func benchBackend(b testing.TB) int {
 
 // BenchmarkRequest is one keep-alive GET through clb to an instance and
 // back, on loopback, with the access log off and on (JSON to a discarding
-// writer; every key, then one in a hundred).
+// writer; every key, then one in a hundred), and with metrics counted.
 func BenchmarkRequest(b *testing.B) {
 	for _, c := range []struct {
-		name   string
-		on     bool
-		sample float64
-	}{{"access=off", false, 1}, {"access=on", true, 1}, {"access=on,sample=0.01", true, 0.01}} {
+		name    string
+		on      bool
+		sample  float64
+		metrics bool
+	}{{"access=off", false, 1, false}, {"access=on", true, 1, false}, {"access=on,sample=0.01", true, 0.01, false}, {"access=off,metrics=on", false, 1, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			port := benchBackend(b)
 			in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
@@ -77,7 +79,11 @@ func BenchmarkRequest(b *testing.B) {
 			log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
 			access := accesslog.New(log)
 			access.Set(c.on, c.sample)
-			srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Access: access})
+			var m *metrics.Metrics
+			if c.metrics {
+				m = metrics.New(func() *balancer.Balancer { return bal })
+			}
+			srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Access: access, Metrics: m})
 			if err != nil {
 				b.Fatal(err)
 			}

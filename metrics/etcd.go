@@ -1,7 +1,5 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
-
 // EtcdUp registers clb_etcd_up, read from up at each scrape: 1 while etcd,
 // the state clb nodes share, answers; 0 while this node cannot reach it and
 // routes on the last state it had. Only a node with etcd configured has it.
@@ -22,10 +20,10 @@ func (m *Metrics) upGauge(name, help string, up func() bool) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+	gaugeFunc(m.reg, name, help, func() float64 {
 		if up() {
 			return 1
 		}
 		return 0
-	}))
+	})
 }

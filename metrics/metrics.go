@@ -1,14 +1,21 @@
-// Package metrics owns what clb counts: the Prometheus metrics of the front
-// ends and the health checks, on a registry of clb's own, and the
-// per-instance counts the admin API's status shows.
+// Package metrics owns what clb counts: the metrics of the front ends and
+// the health checks, the Go runtime's and the process's, and the
+// per-instance counts the admin API's status shows; and /metrics, which it
+// writes in the Prometheus text format (version 0.0.4) itself, under the
+// names, labels and help texts the Prometheus client library gave them
+// before (that library and the protobuf runtime it brought were a quarter
+// of clb's binary: expose.go).
 //
 // Concurrency: every method is safe for concurrent use; a nil *Metrics
-// counts nothing, so that a front end may run without one. Counters on the
-// per-message path are looked up once per label set and cached, so counting
-// takes a lock-free map read and an atomic add, and no allocation.
-// SetInstances drops what is counted of removed instances; a message being
-// counted for one as it is removed may bring a series of it back (until the
-// next removal), a count at worst, never a wrong one.
+// counts nothing, so that a front end may run without one. A series is
+// created at its first count, under its family's lock, and cached with the
+// instance's counts: counting then takes one lock-free map read and atomic
+// adds, and no allocation. A scrape reads each series atomically but not
+// all at one instant (a counter may move between two lines), and takes each
+// family's lock only to list its series. SetInstances drops what is
+// counted of removed instances; a message being counted for one as it is
+// removed may be lost or bring a series of it back (until the next
+// removal), a count at worst, never a wrong one.
 package metrics
 
 import (
@@ -19,29 +26,25 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"clb/balancer"
 	"clb/config"
 )
 
 // Metrics is clb's metrics.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg *registry
 
-	requests     *prometheus.CounterVec
-	sessions     *prometheus.CounterVec
-	repairs      *prometheus.CounterVec
-	retries      *prometheus.CounterVec
-	errors       *prometheus.CounterVec
-	probes       *prometheus.CounterVec
-	probeLatency *prometheus.HistogramVec
+	requests     *counterVec
+	sessions     *counterVec
+	repairs      *counterVec
+	retries      *counterVec
+	errors       *counterVec
+	probes       *counterVec
+	probeLatency *histogramVec
 
 	// Written once per label set or instance, then only read: sync.Map,
 	// so counting takes no lock that cores contend for.
-	cache  sync.Map // counterKey → prometheus.Counter
+	cache  sync.Map // seriesKey → *child
 	counts sync.Map // instance name → *Counts
 	recent sync.Map // cluster name → *recentKeys
 }
@@ -52,82 +55,66 @@ type Counts struct {
 	Sessions atomic.Int64 // dialogs and HTTP sessions it was given
 }
 
-type counterKey struct {
-	vec    *prometheus.CounterVec
-	a, b   string
-	c, d   string
-	labels int
+// seriesKey names a series: its family and label values.
+type seriesKey struct {
+	d      *desc
+	values labelValues
 }
+
+// child is a cached counter series, and the counts of its instance for
+// requests and sessions.
+type child struct {
+	counter *atomic.Uint64
+	counts  *Counts
+}
+
+// probeBuckets are clb_health_probe_seconds' upper bounds.
+var probeBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
 
 // New registers clb's metrics, and the Go runtime's and the process's, on a
 // new registry. bal, if not nil, is read at each scrape for instance state
 // and load factor.
 func New(bal func() *balancer.Balancer) *Metrics {
+	r := newRegistry()
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "clb_requests_total",
-			Help: "Requests by protocol, method, instance routed to and outcome.",
-		}, []string{"protocol", "method", "instance", "outcome"}),
-		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "clb_sessions_total",
-			Help: "Dialogs and HTTP sessions routed, by protocol and instance.",
-		}, []string{"protocol", "instance"}),
-		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "clb_sticky_repairs_total",
-			Help: "Requests whose session had been served by another instance than its owner now.",
-		}, []string{"protocol"}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "clb_retries_total",
-			Help: "Requests sent again to the replica partner after the owner could not be reached.",
-		}, []string{"protocol"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "clb_errors_total",
-			Help: "Errors by protocol and kind.",
-		}, []string{"protocol", "kind"}),
-		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "clb_health_probes_total",
-			Help: "Active health probes by instance, protocol and result.",
-		}, []string{"instance", "protocol", "result"}),
-		probeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "clb_health_probe_seconds",
-			Help:    "Time to the answer of an active health probe.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"instance", "protocol"}),
+		reg: r,
+		requests: newCounterVec(r, "clb_requests_total",
+			"Requests by protocol, method, instance routed to and outcome.", "protocol", "method", "instance", "outcome"),
+		sessions: newCounterVec(r, "clb_sessions_total",
+			"Dialogs and HTTP sessions routed, by protocol and instance.", "protocol", "instance"),
+		repairs: newCounterVec(r, "clb_sticky_repairs_total",
+			"Requests whose session had been served by another instance than its owner now.", "protocol"),
+		retries: newCounterVec(r, "clb_retries_total",
+			"Requests sent again to the replica partner after the owner could not be reached.", "protocol"),
+		errors: newCounterVec(r, "clb_errors_total", "Errors by protocol and kind.", "protocol", "kind"),
+		probes: newCounterVec(r, "clb_health_probes_total",
+			"Active health probes by instance, protocol and result.", "instance", "protocol", "result"),
+		probeLatency: newHistogramVec(r, "clb_health_probe_seconds",
+			"Time to the answer of an active health probe.", probeBuckets, "instance", "protocol"),
 	}
-	m.reg.MustRegister(m.requests, m.sessions, m.repairs, m.retries, m.errors, m.probes, m.probeLatency,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerGo(r)
+	registerProcess(r)
 	if bal != nil {
-		m.reg.MustRegister(newStateCollector(bal, m))
+		registerState(r, bal, m)
 	}
 	return m
 }
 
 // Handler serves the metrics in the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
-}
+func (m *Metrics) Handler() http.Handler { return m.reg }
 
-// counter is vec's counter for the labels, cached.
-func (m *Metrics) counter(vec *prometheus.CounterVec, labels ...string) prometheus.Counter {
-	k := counterKey{vec: vec, labels: len(labels)}
-	for i, l := range labels {
-		switch i {
-		case 0:
-			k.a = l
-		case 1:
-			k.b = l
-		case 2:
-			k.c = l
-		case 3:
-			k.d = l
-		}
-	}
+// counter is v's cached series of values, created at its first count.
+func (m *Metrics) counter(v *counterVec, values labelValues) *child {
+	k := seriesKey{v.desc, values}
 	if c, ok := m.cache.Load(k); ok {
-		return c.(prometheus.Counter)
+		return c.(*child)
 	}
-	c, _ := m.cache.LoadOrStore(k, vec.WithLabelValues(labels...))
-	return c.(prometheus.Counter)
+	c := &child{counter: v.with(values)}
+	if v == m.requests || v == m.sessions {
+		c.counts = m.Instance(values[v.instance])
+	}
+	got, _ := m.cache.LoadOrStore(k, c)
+	return got.(*child)
 }
 
 // Request counts a request: protocol "sip" or "http"; method as the request
@@ -140,9 +127,10 @@ func (m *Metrics) Request(protocol, method, instance, outcome string) {
 	if instance == "" {
 		instance = "none"
 	}
-	m.counter(m.requests, protocol, knownMethod(method), instance, outcome).Inc()
+	c := m.counter(m.requests, labelValues{protocol, knownMethod(method), instance, outcome})
+	c.counter.Add(1)
 	if instance != "none" {
-		m.Instance(instance).Requests.Add(1)
+		c.counts.Requests.Add(1)
 	}
 }
 
@@ -151,8 +139,9 @@ func (m *Metrics) Session(protocol, instance string) {
 	if m == nil {
 		return
 	}
-	m.counter(m.sessions, protocol, instance).Inc()
-	m.Instance(instance).Sessions.Add(1)
+	c := m.counter(m.sessions, labelValues{protocol, instance})
+	c.counter.Add(1)
+	c.counts.Sessions.Add(1)
 }
 
 // Routed counts the key of a request routed into cluster at now, for
@@ -184,21 +173,21 @@ func (m *Metrics) ClusterSessions(cluster string, now time.Time) int {
 // Repair counts a sticky repair.
 func (m *Metrics) Repair(protocol string) {
 	if m != nil {
-		m.counter(m.repairs, protocol).Inc()
+		m.counter(m.repairs, labelValues{protocol}).counter.Add(1)
 	}
 }
 
 // Retry counts a retry on the replica partner.
 func (m *Metrics) Retry(protocol string) {
 	if m != nil {
-		m.counter(m.retries, protocol).Inc()
+		m.counter(m.retries, labelValues{protocol}).counter.Add(1)
 	}
 }
 
 // Error counts an error of a kind (a short snake_case word).
 func (m *Metrics) Error(protocol, kind string) {
 	if m != nil {
-		m.counter(m.errors, protocol, kind).Inc()
+		m.counter(m.errors, labelValues{protocol, kind}).counter.Add(1)
 	}
 }
 
@@ -210,9 +199,10 @@ func (m *Metrics) Probe(instance, protocol string, ok bool, took time.Duration) 
 	result := "fail"
 	if ok {
 		result = "ok"
-		m.probeLatency.WithLabelValues(instance, protocol).Observe(took.Seconds())
+		// A probe a second or so: the family's lock is no contention.
+		m.probeLatency.with(labelValues{instance, protocol}).observe(m.probeLatency.bounds, took.Seconds())
 	}
-	m.counter(m.probes, instance, protocol, result).Inc()
+	m.counter(m.probes, labelValues{instance, protocol, result}).counter.Add(1)
 }
 
 // Instance is the counts of the instance named name.
@@ -238,42 +228,34 @@ func (m *Metrics) SetInstances(instances []config.Instance) {
 		keep[inst.Name] = true
 	}
 	gone := map[string]bool{}
-	m.cache.Range(func(k, _ any) bool {
-		if name, ok := m.instanceLabel(k.(counterKey)); ok && !keep[name] {
+	m.counts.Range(func(k, _ any) bool {
+		if name := k.(string); !keep[name] {
 			gone[name] = true
+		}
+		return true
+	})
+	m.cache.Range(func(k, _ any) bool {
+		if k := k.(seriesKey); k.d.instance >= 0 && !keep[k.values[k.d.instance]] {
+			gone[k.values[k.d.instance]] = true
+		}
+		return true
+	})
+	// The families' series first, then the counts, then the cache: a
+	// message counted meanwhile through the cache is lost, and one counted
+	// after it creates its series and counts afresh.
+	for name := range gone {
+		m.requests.deleteInstance(name)
+		m.sessions.deleteInstance(name)
+		m.probes.deleteInstance(name)
+		m.probeLatency.deleteInstance(name)
+		m.counts.Delete(name)
+	}
+	m.cache.Range(func(k, _ any) bool {
+		if k := k.(seriesKey); k.d.instance >= 0 && gone[k.values[k.d.instance]] {
 			m.cache.Delete(k)
 		}
 		return true
 	})
-	m.counts.Range(func(k, _ any) bool {
-		if name := k.(string); !keep[name] {
-			gone[name] = true
-			m.counts.Delete(k)
-		}
-		return true
-	})
-	for name := range gone {
-		labels := prometheus.Labels{"instance": name}
-		m.requests.DeletePartialMatch(labels)
-		m.sessions.DeletePartialMatch(labels)
-		m.probes.DeletePartialMatch(labels)
-		m.probeLatency.DeletePartialMatch(labels)
-	}
-}
-
-// instanceLabel is the instance label of a cached counter's labels, if its
-// vector has one. (A probe's latency is observed only with a probe's count,
-// so the cache names every instance with a series.)
-func (m *Metrics) instanceLabel(k counterKey) (string, bool) {
-	switch k.vec {
-	case m.requests:
-		return k.c, true
-	case m.sessions:
-		return k.b, true
-	case m.probes:
-		return k.a, true
-	}
-	return "", false
 }
 
 // Method is the label of a method given as bytes, without allocating for
@@ -307,71 +289,57 @@ func knownMethod(m string) string {
 	return "other"
 }
 
-// stateCollector reads instance state and load factor from the balancer at
-// each scrape.
-type stateCollector struct {
-	bal                          func() *balancer.Balancer
-	m                            *Metrics
-	stateDesc, factorDesc, wDesc *prometheus.Desc
-	clusterDesc                  *prometheus.Desc
-	cWeightDesc, cSessionsDesc   *prometheus.Desc
-	fpDesc                       *prometheus.Desc
-}
+var (
+	clusterDesc = newDesc("clb_instance_cluster", typeGauge,
+		"1 for the cluster the instance is in.", "instance", "cluster")
+	cWeightDesc = newDesc("clb_cluster_weight", typeGauge,
+		"The cluster's weight: its share of new sessions; 0 is closed to them.", "cluster")
+	cSessionsDesc = newDesc("clb_cluster_sessions", typeGauge,
+		"Sessions (distinct keys) routed into the cluster in the last minute, estimated.", "cluster")
+	stateDesc = newDesc("clb_instance_state", typeGauge,
+		"1 for the state the instance is in (up, ramping, draining, down, disabled), 0 for the others.", "instance", "state")
+	factorDesc = newDesc("clb_instance_load_factor", typeGauge,
+		"The instance's load factor: the share of its keys it admits.", "instance")
+	weightDesc  = newDesc("clb_instance_weight", typeGauge, "The instance's configured weight.", "instance")
+	fingerprint = newDesc("clb_routing_fingerprint", typeGauge,
+		"1, labelled with the hash of everything routing depends on now: clb nodes that route every key alike have one fingerprint.", "fingerprint")
+)
 
-func newStateCollector(bal func() *balancer.Balancer, m *Metrics) *stateCollector {
-	return &stateCollector{
-		bal: bal,
-		m:   m,
-		clusterDesc: prometheus.NewDesc("clb_instance_cluster",
-			"1 for the cluster the instance is in.", []string{"instance", "cluster"}, nil),
-		cWeightDesc: prometheus.NewDesc("clb_cluster_weight",
-			"The cluster's weight: its share of new sessions; 0 is closed to them.", []string{"cluster"}, nil),
-		cSessionsDesc: prometheus.NewDesc("clb_cluster_sessions",
-			"Sessions (distinct keys) routed into the cluster in the last minute, estimated.", []string{"cluster"}, nil),
-		stateDesc: prometheus.NewDesc("clb_instance_state",
-			"1 for the state the instance is in (up, ramping, draining, down, disabled), 0 for the others.",
-			[]string{"instance", "state"}, nil),
-		factorDesc: prometheus.NewDesc("clb_instance_load_factor",
-			"The instance's load factor: the share of its keys it admits.", []string{"instance"}, nil),
-		wDesc: prometheus.NewDesc("clb_instance_weight", "The instance's configured weight.", []string{"instance"}, nil),
-		fpDesc: prometheus.NewDesc("clb_routing_fingerprint",
-			"1, labelled with the hash of everything routing depends on now: clb nodes that route every key alike have one fingerprint.",
-			[]string{"fingerprint"}, nil),
-	}
-}
-
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.stateDesc
-	ch <- c.factorDesc
-	ch <- c.wDesc
-	ch <- c.clusterDesc
-	ch <- c.cWeightDesc
-	ch <- c.cSessionsDesc
-	ch <- c.fpDesc
-}
-
-func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	b := c.bal()
-	if b == nil {
-		return
-	}
-	now, t := time.Now(), b.Table()
-	for _, cl := range t.Clusters() {
-		ch <- prometheus.MustNewConstMetric(c.cWeightDesc, prometheus.GaugeValue, float64(cl.Weight), cl.Name)
-		ch <- prometheus.MustNewConstMetric(c.cSessionsDesc, prometheus.GaugeValue, float64(c.m.ClusterSessions(cl.Name, now)), cl.Name)
-	}
-	ch <- prometheus.MustNewConstMetric(c.fpDesc, prometheus.GaugeValue, 1, fmt.Sprintf("%016x", t.Fingerprint(now)))
-	for _, s := range t.Status(now) {
-		name := s.Instance.Name
-		ch <- prometheus.MustNewConstMetric(c.clusterDesc, prometheus.GaugeValue, 1, name, s.Instance.ClusterName())
-		for _, st := range []balancer.State{balancer.Up, balancer.Ramping, balancer.Draining, balancer.Down, balancer.Disabled} {
-			v := 0.0
-			if s.State == st {
-				v = 1
-			}
-			ch <- prometheus.MustNewConstMetric(c.stateDesc, prometheus.GaugeValue, v, name, st.String())
+// registerState registers the families read from the balancer at each
+// scrape, all from one table: instance state, load factor and weight, the
+// clusters' weights and sessions, the routing fingerprint.
+func registerState(r *registry, bal func() *balancer.Balancer, m *Metrics) {
+	r.register(func(add func(*desc, []series)) {
+		b := bal()
+		if b == nil {
+			return
 		}
-		ch <- prometheus.MustNewConstMetric(c.factorDesc, prometheus.GaugeValue, s.Factor, name)
-		ch <- prometheus.MustNewConstMetric(c.wDesc, prometheus.GaugeValue, float64(s.Instance.Weight), name)
-	}
+		now, t := time.Now(), b.Table()
+		var weights, sessions []series
+		for _, cl := range t.Clusters() {
+			weights = append(weights, series{values: labelValues{cl.Name}, value: float64(cl.Weight)})
+			sessions = append(sessions, series{values: labelValues{cl.Name}, value: float64(m.ClusterSessions(cl.Name, now))})
+		}
+		add(cWeightDesc, weights)
+		add(cSessionsDesc, sessions)
+		add(fingerprint, []series{{values: labelValues{fmt.Sprintf("%016x", t.Fingerprint(now))}, value: 1}})
+		var clusters, states, factors, instWeights []series
+		for _, s := range t.Status(now) {
+			name := s.Instance.Name
+			clusters = append(clusters, series{values: labelValues{name, s.Instance.ClusterName()}, value: 1})
+			for _, st := range []balancer.State{balancer.Up, balancer.Ramping, balancer.Draining, balancer.Down, balancer.Disabled} {
+				v := 0.0
+				if s.State == st {
+					v = 1
+				}
+				states = append(states, series{values: labelValues{name, st.String()}, value: v})
+			}
+			factors = append(factors, series{values: labelValues{name}, value: s.Factor})
+			instWeights = append(instWeights, series{values: labelValues{name}, value: float64(s.Instance.Weight)})
+		}
+		add(clusterDesc, clusters)
+		add(stateDesc, states)
+		add(factorDesc, factors)
+		add(weightDesc, instWeights)
+	}, clusterDesc, cWeightDesc, cSessionsDesc, stateDesc, factorDesc, weightDesc, fingerprint)
 }
