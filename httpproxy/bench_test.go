@@ -142,7 +142,7 @@ func BenchmarkHead(b *testing.B) {
 		"Cache-Control: private, max-age=0\r\nDate: Tue, 01 Dec 2026 12:00:00 GMT\r\nVary: Accept-Encoding\r\n\r\n"
 	owner := &config.Instance{Name: "app1", HTTP: config.HTTPAddr{Endpoint: config.Endpoint{Transport: "http", Host: "127.0.0.1", Port: 8081}}}
 	s := &Server{scheme: "http", via: newVia()}
-	cc := &clientConn{remote: "192.0.2.7"}
+	cc := &clientConn{remote: "192.0.2.7", connState: &connState{}}
 	reqb, resb := []byte(req), []byte(res)
 	rr, rs := bytes.NewReader(nil), bytes.NewReader(nil)
 	br, brs := bufio.NewReaderSize(rr, 4096), bufio.NewReaderSize(rs, 4096)
