@@ -254,6 +254,20 @@ func TestWSCalleeBye(t *testing.T) {
 	c.quiet()
 }
 
+// alterToken is tok with its i-th character replaced by another base64url
+// one: still a URI parameter's token, with another MAC. (A flipped bit can
+// make a character one a URI may not hold, '_' a backslash, and the answer
+// is then to a malformed Route, not to a forged token.)
+func alterToken(tok string, i int) string {
+	b := []byte(tok)
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
+}
+
 // withFlow is the route set routes with the flow token of the entry that
 // has one replaced.
 func withFlow(routes []gosip.Uri, flow string) []gosip.Uri {
@@ -287,15 +301,11 @@ func TestWSFlowRefused(t *testing.T) {
 			token = v
 		}
 	}
-	forged := []byte(token)
-	forged[3] ^= 'a' ^ 'b'
-	if forged[3] == token[3] {
-		forged[3] = 'x'
-	}
+	forged := alterToken(token, 3)
 
 	t.Run("altered token from an instance", func(t *testing.T) {
 		dd := *d
-		dd.routes = withFlow(d.routes, string(forged))
+		dd.routes = withFlow(d.routes, forged)
 		uas.send(inDialog(uas, &dd, gosip.BYE, false), c.udp)
 		uas.recvResponse(403)
 		// The genuine route set still works, and that BYE is the first
