@@ -141,7 +141,7 @@ func TestWSPath(t *testing.T) {
 	}
 	tok, _ := path.UriParams.Get(paramFlow)
 	refused(newPeer(t, "stranger", "udp", nil), "to-browser-2", tok) // from outside the cluster
-	refused(uas, "to-browser-3", alterToken(tok, 2)) // an altered token
+	refused(uas, "to-browser-3", alterToken(tok, 2))                 // an altered token
 }
 
 // parseURIValue parses a name-addr field value such as Path's.
