@@ -3,6 +3,7 @@ package etcdkv
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -41,7 +42,6 @@ type Client struct {
 	timeout    time.Duration
 	retryDelay time.Duration
 	maxMessage int
-	transport  *http.Transport
 	http       *http.Client
 	current    atomic.Int32 // the endpoint that answered last
 }
@@ -70,7 +70,7 @@ func New(cfg Config) (*Client, error) {
 		c.endpoints = append(c.endpoints, u.Scheme+"://"+u.Host)
 	}
 	dialer := &net.Dialer{Timeout: c.timeout}
-	c.transport = &http.Transport{
+	transport := &http.Transport{
 		// No proxy from the environment: etcd's members are the cluster's
 		// own, and a watch's stream must not sit in a proxy's buffer.
 		Proxy: nil,
@@ -89,14 +89,14 @@ func New(cfg Config) (*Client, error) {
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       time.Minute,
 	}
-	c.http = &http.Client{Transport: c.transport}
+	c.http = &http.Client{Transport: transport}
 	return c, nil
 }
 
 // Close closes the idle connections. The calls under way end with their
 // contexts; call Close once they have.
 func (c *Client) Close() error {
-	c.transport.CloseIdleConnections()
+	c.http.CloseIdleConnections()
 	return nil
 }
 
@@ -165,6 +165,20 @@ func (e *Error) unavailable() bool {
 // after it while repeat allows, within the client's timeout, and decodes
 // the answer into res.
 func (c *Client) call(ctx context.Context, path string, req, res any, idempotent bool) error {
+	return c.exchange(ctx, path, req, idempotent, func(ep int, body io.ReadCloser) error {
+		data, err := c.read(body)
+		if err != nil {
+			return fmt.Errorf("etcd %s: %s: %w", c.endpoints[ep], path, err)
+		}
+		if err := json.Unmarshal(data, res); err != nil {
+			return &messageError{fmt.Errorf("etcd %s: %s: bad answer: %w", c.endpoints[ep], path, err)}
+		}
+		return nil
+	})
+}
+
+// exchange is call with the answer's body read by decode.
+func (c *Client) exchange(ctx context.Context, path string, req any, idempotent bool, decode func(ep int, body io.ReadCloser) error) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -177,14 +191,7 @@ func (c *Client) call(ctx context.Context, path string, req, res any, idempotent
 			return err
 		}
 		defer resp.Body.Close()
-		data, err := c.read(resp.Body)
-		if err != nil {
-			return fmt.Errorf("etcd %s: %s: %w", c.endpoints[ep], path, err)
-		}
-		if err := json.Unmarshal(data, res); err != nil {
-			return &messageError{fmt.Errorf("etcd %s: %s: bad answer: %w", c.endpoints[ep], path, err)}
-		}
-		return nil
+		return decode(ep, resp.Body)
 	})
 }
 
@@ -262,7 +269,7 @@ func errorOf(endpoint string, status int, body []byte) *Error {
 	}
 	switch {
 	case json.Unmarshal(body, &flat) == nil && (flat.Message != "" || flat.Error != ""):
-		e.Code, e.Message = flat.Code, firstOf(flat.Message, flat.Error)
+		e.Code, e.Message = flat.Code, cmp.Or(flat.Message, flat.Error)
 	case json.Unmarshal(body, &nested) == nil && nested.Error.Message != "":
 		e.Code, e.Message = nested.Error.Code, nested.Error.Message
 		if nested.Error.Status != 0 {
@@ -273,13 +280,6 @@ func errorOf(endpoint string, status int, body []byte) *Error {
 		e.Message = strings.TrimSpace(fmt.Sprintf("%d %s %s", status, http.StatusText(status), text))
 	}
 	return e
-}
-
-func firstOf(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // stream reads the gateway's stream of messages, one JSON object a line:

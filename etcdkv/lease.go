@@ -2,9 +2,9 @@ package etcdkv
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -47,23 +47,12 @@ func (c *Client) Revoke(ctx context.Context, id int64) error {
 // KeepAliveOnce renews a lease and returns its TTL (seconds) from now; a
 // lease etcd no longer has is ErrLeaseNotFound.
 func (c *Client) KeepAliveOnce(ctx context.Context, id int64) (int64, error) {
-	body, err := json.Marshal(leaseRequest{ID: id})
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	var ttl int64
-	err = c.each(ctx, true, func(ep int) error {
-		// A stream on the gateway: the request's end closes it once etcd
-		// has answered the one renewal.
-		resp, err := c.post(ctx, ep, "/v3/lease/keepalive", body)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
+	// A stream on the gateway: the request's end closes it once etcd has
+	// answered the one renewal.
+	err := c.exchange(ctx, "/v3/lease/keepalive", leaseRequest{ID: id}, true, func(ep int, body io.ReadCloser) error {
 		var res Lease
-		if err := c.newStream(ep, resp.Body).next(&res); err != nil {
+		if err := c.newStream(ep, body).next(&res); err != nil {
 			return err
 		}
 		ttl = res.TTL

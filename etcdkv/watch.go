@@ -1,6 +1,7 @@
 package etcdkv
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -125,7 +126,7 @@ func (c *Client) watchOnce(ctx context.Context, req *WatchRequest, deliver func(
 		case res.CompactRevision != 0:
 			return opened, fmt.Errorf("watch from revision %d, compacted up to %d: %w", req.StartRevision, res.CompactRevision, ErrCompacted)
 		case res.Canceled:
-			return opened, fmt.Errorf("etcd %s: watch canceled: %s", s.endpoint, firstOf(res.CancelReason, "no reason given"))
+			return opened, fmt.Errorf("etcd %s: watch canceled: %s", s.endpoint, cmp.Or(res.CancelReason, "no reason given"))
 		case res.Created:
 			opened = true
 		}

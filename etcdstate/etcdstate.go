@@ -224,9 +224,8 @@ func (s *State) probe(ctx context.Context, client *etcdkv.Client) {
 			return
 		case <-t.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, s.o.Config.DialTimeout)
-		res, err := client.Range(cctx, etcdkv.RangeRequest{Key: []byte(s.o.Config.Prefix + adminDir), CountOnly: true})
-		cancel()
+		// Bounded by the client's timeout (DialTimeout), as every call is.
+		res, err := client.Range(ctx, etcdkv.RangeRequest{Key: []byte(s.o.Config.Prefix + adminDir), CountOnly: true})
 		if ctx.Err() != nil {
 			return
 		}
@@ -297,10 +296,8 @@ func (s *State) follow(ctx context.Context, client *etcdkv.Client, publish membe
 // load reads the whole prefix, publishes its registrations and applies its
 // actions, and returns the revision read.
 func (s *State) load(ctx context.Context, client *etcdkv.Client, publish membership.Publish) (int64, error) {
-	cctx, cancel := context.WithTimeout(ctx, s.o.Config.DialTimeout)
 	prefix := []byte(s.o.Config.Prefix)
-	res, err := client.Range(cctx, etcdkv.RangeRequest{Key: prefix, RangeEnd: etcdkv.PrefixEnd(prefix)})
-	cancel()
+	res, err := client.Range(ctx, etcdkv.RangeRequest{Key: prefix, RangeEnd: etcdkv.PrefixEnd(prefix)})
 	if err != nil {
 		return 0, err
 	}
@@ -538,9 +535,7 @@ func (s *State) put(key string, v any) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.o.Config.DialTimeout)
-	defer cancel()
-	res, err := client.Put(ctx, etcdkv.PutRequest{Key: []byte(s.o.Config.Prefix + key), Value: value})
+	res, err := client.Put(context.Background(), etcdkv.PutRequest{Key: []byte(s.o.Config.Prefix + key), Value: value})
 	if err != nil {
 		s.unreachable(err)
 		return 0, fmt.Errorf("%w: %v", ErrUnreachable, err)

@@ -51,7 +51,7 @@ func Register(ctx context.Context, r Registrant, registered func()) error {
 	if err != nil {
 		return err
 	}
-	client, err := newClient(config.Etcd{Endpoints: r.Endpoints, Prefix: r.Prefix, DialTimeout: r.Timeout})
+	client, err := newClient(config.Etcd{Endpoints: r.Endpoints, DialTimeout: r.Timeout})
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -99,9 +99,7 @@ func (r Registrant) keepAlive(ctx context.Context, client *etcdkv.Client, lease 
 	if err := client.KeepAlive(ctx, lease.ID, time.Duration(lease.TTL)*time.Second); err != nil {
 		return err
 	}
-	rctx, rcancel := context.WithTimeout(context.Background(), r.Timeout)
-	defer rcancel()
-	if err := client.Revoke(rctx, lease.ID); err != nil {
+	if err := client.Revoke(context.Background(), lease.ID); err != nil { // within the client's timeout
 		r.Logger.Warn("etcd lease not revoked; the registration goes when it expires", zap.Error(err))
 	}
 	return nil

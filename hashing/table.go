@@ -385,7 +385,7 @@ func (t *Table) Kept(h uint64) Kept { return t.keptSlot(h >> t.shift) }
 
 func (t *Table) keptSlot(s uint64) Kept {
 	if t.small != nil {
-		return Kept{t, s, 4, uint32(t.small[s])}
+		return Kept{t, s, t.width, uint32(t.small[s])}
 	}
 	return Kept{t, s, t.width, t.first[s]}
 }

@@ -40,9 +40,8 @@ type deadlineConn struct {
 	written    int64 // bytes written, for the access log
 }
 
-// newDeadlineConn wraps c; a plain TCP connection is read and written by
-// raw system calls (package rawtcp: with ordinary ones, the runtime's
-// sysmon thread's wake-ups were ~6 % of clb's CPU under wrk).
+// newDeadlineConn wraps c; a plain TCP connection (accepted, woken from
+// parking, or dialed) is read and written by raw system calls (rawtcp).
 func newDeadlineConn(c net.Conn) *deadlineConn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		c = rawtcp.Wrap(tc)

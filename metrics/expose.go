@@ -62,10 +62,9 @@ type series struct {
 	value  float64 // of a counter or gauge
 	// Of a histogram: the buckets' upper bounds and cumulative counts, the
 	// last +Inf; of a summary: the quantiles and their values.
-	points     []point
-	sum        float64
-	count      uint64
-	extraLabel string // for the points: "le" or "quantile"
+	points []point
+	sum    float64
+	count  uint64
 }
 
 type point struct{ bound, value float64 }
@@ -207,12 +206,12 @@ func (r *registry) appendFamily(b []byte, f family) []byte {
 		s := &f.series[i]
 		switch f.typ {
 		case typeHistogram, typeSummary:
-			suffix := ""
+			suffix, extra := "", "quantile"
 			if f.typ == typeHistogram {
-				suffix = "_bucket"
+				suffix, extra = "_bucket", "le"
 			}
 			for _, p := range s.points {
-				b = r.appendSample(b, f.desc, suffix, s, s.extraLabel, p.bound, p.value)
+				b = r.appendSample(b, f.desc, suffix, s, extra, p.bound, p.value)
 			}
 			b = r.appendSample(b, f.desc, "_sum", s, "", 0, s.sum)
 			b = r.appendSample(b, f.desc, "_count", s, "", 0, float64(s.count))
@@ -382,7 +381,7 @@ func (h *histogram) observe(bounds []float64, x float64) {
 func (v *histogramVec) collect(add func(*desc, []series)) {
 	var ss []series
 	v.each(func(k labelValues, h *histogram) {
-		s := series{values: k, extraLabel: "le", points: make([]point, len(h.counts)), sum: math.Float64frombits(h.sum.Load())}
+		s := series{values: k, points: make([]point, len(h.counts)), sum: math.Float64frombits(h.sum.Load())}
 		for i := range h.counts {
 			s.count += h.counts[i].Load()
 			bound := math.Inf(1)

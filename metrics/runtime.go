@@ -139,7 +139,7 @@ func collectGo(add func(*desc, []series)) {
 
 	gc := debug.GCStats{PauseQuantiles: make([]time.Duration, 5)} // min, quartiles, max
 	debug.ReadGCStats(&gc)
-	pauses := series{extraLabel: "quantile", sum: gc.PauseTotal.Seconds(), count: uint64(gc.NumGC)}
+	pauses := series{sum: gc.PauseTotal.Seconds(), count: uint64(gc.NumGC)}
 	for i, q := range gc.PauseQuantiles {
 		pauses.points = append(pauses.points, point{float64(i) / 4, q.Seconds()})
 	}
@@ -282,13 +282,18 @@ func readLimits() (files, space float64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	limits := [...]struct {
+		name string
+		v    *float64
+	}{{"Max open files", &files}, {"Max address space", &space}}
 	found := 0
 	for line := range strings.Lines(string(data)) {
-		for name, v := range map[string]*float64{"Max open files": &files, "Max address space": &space} {
-			rest, ok := strings.CutPrefix(line, name)
+		for _, l := range limits {
+			rest, ok := strings.CutPrefix(line, l.name)
 			if !ok {
 				continue
 			}
+			v := l.v
 			f := strings.Fields(rest)
 			if len(f) == 0 {
 				return 0, 0, errProcFormat

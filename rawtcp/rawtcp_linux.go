@@ -51,7 +51,12 @@ func (o *rawIO) run(fd uintptr) bool {
 
 // Read is one raw read of fd, for a caller inside a RawConn's Read of its
 // own (a probe of an idle socket, say).
-func Read(fd uintptr, b []byte) (int, syscall.Errno) { return call(syscall.SYS_READ, fd, b) }
+func Read(fd uintptr, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, 0 // a raw call needs &b[0]
+	}
+	return call(syscall.SYS_READ, fd, b)
+}
 
 // call is the system call trap on fd with b. Under the race detector it is
 // syscall's, whose annotations tell the detector that what one goroutine
