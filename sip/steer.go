@@ -24,9 +24,11 @@ import (
 //     on), or when it was busy for spreadBusy of a steerWindow;
 //   - spread → concentrated when all the readers together were busy for
 //     less than concentrateBusy of a steerWindow, at least a window after
-//     spreading: one reader carries that with room to spare (it is cheaper
+//     spreading: one reader carries that below spreadBusy (it is cheaper
 //     per datagram than several), so the two do not flap; at most one
-//     return per window.
+//     return per window. A streak of full batches alone (a reader
+//     preempted for a few ms at a moderate rate) thus spreads for about a
+//     window, not for good.
 //
 // Busy is the time from a read's return to the end of sending what it
 // brought, on the Proxy's clock (preemption counts as busy: that errs on
@@ -37,9 +39,9 @@ import (
 
 const (
 	steerWindow     = time.Second
-	spreadStreak    = 16
+	spreadStreak    = 32 // 512 datagrams behind; the buffer holds thousands
 	spreadBusy      = 0.6
-	concentrateBusy = 0.25
+	concentrateBusy = 0.45
 )
 
 // spreadIndex is what the spreading program returns: no socket of the
