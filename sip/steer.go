@@ -68,13 +68,9 @@ type readerStats struct {
 	_         [40]byte
 }
 
-// newSteer steers socks, concentrated to begin with; nil (the kernel's
-// spread, always) for a lone socket or where the program cannot be
-// attached.
+// newSteer steers socks (two or more), concentrated to begin with; nil
+// (the kernel's spread, always) where the program cannot be attached.
 func newSteer(socks []udpSocket, now func() time.Time, log *zap.Logger) *steer {
-	if len(socks) < 2 {
-		return nil
-	}
 	st := &steer{socks: socks, now: now, log: log, stats: make([]readerStats, len(socks))}
 	if err := st.attach(0); err != nil {
 		log.Warn("cannot steer UDP readers: the kernel spreads peers among them at every rate", zap.Error(err))

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -138,11 +139,32 @@ type streamConn struct {
 func (c *streamConn) write(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Nearly every message goes whole into the socket's buffer at once:
+	// the write deadline, a clock read and a timer reset, is set only when
+	// one must wait, and lifted after, so that it cannot fail the next.
+	tw, try := c.c.(tryWriter)
+	if try {
+		n, err := tw.TryWrite(b)
+		if err != nil || n == len(b) {
+			return err
+		}
+		b = b[n:]
+	}
 	if err := c.c.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
 		return err
 	}
 	_, err := c.c.Write(b)
+	if try {
+		// lifted even after a timeout: the next write gets its own, as
+		// when every write set one
+		err = cmp.Or(err, c.c.SetWriteDeadline(time.Time{}))
+	}
 	return err
+}
+
+// tryWriter is a connection that can write without waiting (rawtcp's).
+type tryWriter interface {
+	TryWrite(b []byte) (int, error)
 }
 
 func (t *streamTransport) connWith(a netip.AddrPort) conn {

@@ -90,7 +90,11 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 		group = append(group, s)
 	}
 	t.socks = append(t.socks, group)
-	t.steers = append(t.steers, newSteer(group, t.proxy.now, t.log))
+	var st *steer
+	if len(group) > 1 {
+		st = newSteer(group, t.proxy.now, t.log)
+	}
+	t.steers = append(t.steers, st)
 	t.self = append(t.self, self)
 	return nil
 }
