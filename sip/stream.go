@@ -295,6 +295,10 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 	st := t.bufs.Get().(*streamState)
 	buf, have := st.buf, 0
 	var partial time.Time // when the first byte of an unfinished message came
+	// The read deadline in force may be up to slack late, never early: it
+	// is moved once a slack, not at every read (a timer reset per message).
+	var set time.Time
+	slack := min(t.linger, t.opts.idleTimeout) / 4
 	woken := !idleEnd.IsZero()
 	if !woken {
 		idleEnd = time.Now().Add(t.opts.idleTimeout)
@@ -335,8 +339,11 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 				deadline, lingering = d, true
 			}
 		}
-		if err := c.c.SetReadDeadline(deadline); err != nil {
-			break
+		if set.Before(deadline) || set.Sub(deadline) > slack {
+			set = deadline.Add(slack)
+			if err := c.c.SetReadDeadline(set); err != nil {
+				break
+			}
 		}
 		if have == len(buf) {
 			if len(buf) >= maxMessage+4 {
