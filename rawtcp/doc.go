@@ -10,7 +10,7 @@
 // poller as a TCPConn's Read would, with the TCPConn's deadlines.
 //
 // Concurrency: as a net.Conn, except that each direction has one state of
-// its own, so at most one Read and one Write may run at a time (a Read and
-// a Write may run together; Close may be called from anywhere). Outside
-// Linux, Wrap returns the TCPConn itself.
+// its own, so at most one Read, one Write and one TryWrite may run at a
+// time (they may run together; Close may be called from anywhere).
+// Outside Linux, Wrap returns the TCPConn itself, which has no TryWrite.
 package rawtcp

@@ -13,8 +13,8 @@ import (
 // TCPConn's: the RawConn waits on the same poller.
 type conn struct {
 	*net.TCPConn
-	raw    syscall.RawConn
-	rd, wr *rawIO
+	raw         syscall.RawConn
+	rd, wr, try *rawIO
 }
 
 // rawIO is one direction's system call, as the function RawConn runs:
@@ -24,6 +24,7 @@ type rawIO struct {
 	buf   []byte
 	n     int // done so far
 	errno syscall.Errno
+	once  bool                  // no waiting: what the socket takes now (TryWrite)
 	fn    func(fd uintptr) bool // run, bound
 }
 
@@ -37,7 +38,7 @@ func (o *rawIO) run(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return false
+			return o.once
 		case 0:
 			o.n += r
 			if o.trap == syscall.SYS_WRITE && o.n < len(o.buf) {
@@ -93,7 +94,9 @@ func Wrap(c *net.TCPConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &conn{TCPConn: c, raw: raw, rd: newRawIO(syscall.SYS_READ), wr: newRawIO(syscall.SYS_WRITE)}
+	try := newRawIO(syscall.SYS_WRITE)
+	try.once = true
+	return &conn{TCPConn: c, raw: raw, rd: newRawIO(syscall.SYS_READ), wr: newRawIO(syscall.SYS_WRITE), try: try}
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -112,6 +115,18 @@ func (c *conn) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	return c.do(c.wr, c.raw.Write, b, "write")
+}
+
+// TryWrite writes what of b the socket takes now, without waiting for
+// it to take more, and returns how much that was: a caller whose writes
+// nearly always go whole into the socket's buffer need set a write
+// deadline (a timer each time) only for the rest. One TryWrite at a time,
+// as Write; a write deadline that has passed fails it.
+func (c *conn) TryWrite(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	return c.do(c.try, c.raw.Write, b, "write")
 }
 
 // do runs o over b, with errors as net.Conn gives them: *net.OpError, the

@@ -63,9 +63,15 @@
 // Proxy, which is safe for
 // concurrent use: each goroutine brings its own scratch memory, the
 // routing state is read with one atomic load per message, and nothing is
-// kept per transaction. A UDP reader takes up to udpBatch datagrams a
-// system call (recvmmsg) and queues the datagrams they produce in its own
-// batch, sent in one system call (sendmmsg) once it has handled them all;
+// kept per transaction. A UDP listener's sockets are steered (steer.go):
+// a classic BPF program on their SO_REUSEPORT group has the kernel put
+// every datagram on socket 0 while its reader keeps up, and is swapped for
+// one that lets the kernel spread peers among all the sockets when it does
+// not; the readers decide, after a read, from counters each keeps on its
+// own cache line (no timer, no lock but at a window's end), and every
+// reader always reads its own socket. A UDP reader takes up to udpBatch
+// datagrams a system call (recvmmsg) and queues the datagrams they produce
+// in its own batch, sent in one system call (sendmmsg) once it has handled them all;
 // nothing else touches that batch. On Linux those calls, and a TCP
 // connection's reads and writes, are raw system calls that cannot block,
 // made inside the socket's RawConn, which parks the goroutine on the

@@ -27,3 +27,20 @@ const maxReaders = 8
 // defaultReaders is ServerOptions.Readers' default: a reader per CPU clb
 // may use, up to maxReaders.
 func defaultReaders() int { return min(runtime.GOMAXPROCS(0), maxReaders) }
+
+// steerTo makes the kernel put every datagram of c's SO_REUSEPORT group
+// on the group's socket index (a classic BPF program of one instruction,
+// SO_ATTACH_REUSEPORT_CBPF); an index past the group's last socket makes
+// it fall back to its own spread by the peer's address. A program attached
+// replaces the one before it, for the whole group.
+func steerTo(c syscall.RawConn, index uint32) error {
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: index}}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		err = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}

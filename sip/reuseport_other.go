@@ -15,3 +15,8 @@ func reusePort(_, _ string, _ syscall.RawConn) error {
 
 // defaultReaders: one reader per UDP listener without SO_REUSEPORT.
 func defaultReaders() int { return 1 }
+
+// steerTo: no SO_REUSEPORT group to steer.
+func steerTo(syscall.RawConn, uint32) error {
+	return errors.New("steering UDP readers needs Linux (SO_ATTACH_REUSEPORT_CBPF)")
+}

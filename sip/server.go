@@ -30,8 +30,11 @@ type ServerOptions struct {
 	// on Linux, and 1 elsewhere. One reader is one core at most: under a
 	// flood on a machine with more, the kernel dropped datagrams at the
 	// socket (legitimate ones too) while the other cores idled. The
-	// kernel spreads peers among the sockets by address, so one peer's
-	// datagrams keep their order and a flooding source fills one queue.
+	// kernel puts every datagram on the first socket while its reader
+	// keeps up (fewer wake-ups per datagram), and spreads peers among all
+	// of them by address under load (steer.go), so that one peer's
+	// datagrams keep their order but at a switch, and a flooding source
+	// fills one queue.
 	Readers int
 	// DialTimeout bounds opening a TCP connection; 0 means 2 s.
 	DialTimeout time.Duration

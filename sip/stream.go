@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -138,11 +139,32 @@ type streamConn struct {
 func (c *streamConn) write(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Nearly every message goes whole into the socket's buffer at once:
+	// the write deadline, a clock read and a timer reset, is set only when
+	// one must wait, and lifted after, so that it cannot fail the next.
+	tw, try := c.c.(tryWriter)
+	if try {
+		n, err := tw.TryWrite(b)
+		if err != nil || n == len(b) {
+			return err
+		}
+		b = b[n:]
+	}
 	if err := c.c.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
 		return err
 	}
 	_, err := c.c.Write(b)
+	if try {
+		// lifted even after a timeout: the next write gets its own, as
+		// when every write set one
+		err = cmp.Or(err, c.c.SetWriteDeadline(time.Time{}))
+	}
 	return err
+}
+
+// tryWriter is a connection that can write without waiting (rawtcp's).
+type tryWriter interface {
+	TryWrite(b []byte) (int, error)
 }
 
 func (t *streamTransport) connWith(a netip.AddrPort) conn {
@@ -273,6 +295,10 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 	st := t.bufs.Get().(*streamState)
 	buf, have := st.buf, 0
 	var partial time.Time // when the first byte of an unfinished message came
+	// The read deadline in force may be up to slack late, never early: it
+	// is moved once a slack, not at every read (a timer reset per message).
+	var set time.Time
+	slack := min(t.linger, t.opts.idleTimeout) / 4
 	woken := !idleEnd.IsZero()
 	if !woken {
 		idleEnd = time.Now().Add(t.opts.idleTimeout)
@@ -313,8 +339,11 @@ func (t *streamTransport) frameConn(c *streamConn, idleEnd time.Time) {
 				deadline, lingering = d, true
 			}
 		}
-		if err := c.c.SetReadDeadline(deadline); err != nil {
-			break
+		if set.Before(deadline) || set.Sub(deadline) > slack {
+			set = deadline.Add(slack)
+			if err := c.c.SetReadDeadline(set); err != nil {
+				break
+			}
 		}
 		if have == len(buf) {
 			if len(buf) >= maxMessage+4 {

@@ -27,8 +27,9 @@ type udpTransport struct {
 	readers int
 	wg      *sync.WaitGroup // the Server's
 
-	socks [][]udpSocket // socks[i] serve listener i, a reader each
-	self  []endpoint    // self[i] is listener i's
+	socks  [][]udpSocket // socks[i] serve listener i, a reader each
+	steers []*steer      // steers[i] steers socks[i]; nil for one socket
+	self   []endpoint    // self[i] is listener i's
 }
 
 // udpSocket is one socket and what its batches of datagrams are read and
@@ -89,6 +90,11 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 		group = append(group, s)
 	}
 	t.socks = append(t.socks, group)
+	var st *steer
+	if len(group) > 1 {
+		st = newSteer(group, t.proxy.now, t.log)
+	}
+	t.steers = append(t.steers, st)
 	t.self = append(t.self, self)
 	return nil
 }
@@ -150,6 +156,7 @@ func (t *udpTransport) read(i, k int) {
 		d.bufs[j] = slab[j*maxMessage : (j+1)*maxMessage]
 	}
 	sc := scratch{batch: newSendBatch(t, i, k)}
+	st, streak := t.steers[i], 0
 	for {
 		n, err := s.readBatch(&d)
 		if err != nil {
@@ -158,6 +165,10 @@ func (t *udpTransport) read(i, k int) {
 			}
 			t.log.Warn("udp read", zap.Error(err))
 			continue
+		}
+		var woke int64
+		if st != nil {
+			woke = st.woke(k, n, &streak)
 		}
 		for j := range n {
 			data := d.bufs[j][:d.n[j]]
@@ -168,6 +179,9 @@ func (t *udpTransport) read(i, k int) {
 			t.proxy.handle(&in, &sc)
 		}
 		sc.batch.flush(t.proxy)
+		if st != nil {
+			st.done(k, woke)
+		}
 	}
 }
 
