@@ -90,10 +90,11 @@ type loop struct {
 }
 
 // loopOp is work for a loop from another goroutine: a connection to take
-// (adopt), one to close, or stop.
+// (adopt), one to close, a function to run there (do), or stop.
 type loopOp struct {
 	c           *fdConn
 	close, stop bool
+	fn          func()
 }
 
 // phase is where a loop's connection is.
@@ -160,18 +161,36 @@ func newLoops(s *Server) (*loops, error) {
 	for i := range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(s, ls, i+1)
 		if err != nil {
-			for _, l := range ls.all {
-				l.epf.Close()
-				unix.Close(l.efd)
-			}
+			ls.close()
 			return nil, err
 		}
 		ls.all = append(ls.all, l)
 	}
+	return ls, nil
+}
+
+// start runs the loops (Serve).
+func (ls *loops) start() {
+	if ls == nil {
+		return
+	}
 	for _, l := range ls.all {
+		if l.s.loopClock != nil {
+			l.clock = l.s.loopClock
+		}
 		go l.run()
 	}
-	return ls, nil
+}
+
+// close releases loops that never ran.
+func (ls *loops) close() {
+	if ls == nil {
+		return
+	}
+	for _, l := range ls.all {
+		l.epf.Close()
+		unix.Close(l.efd)
+	}
 }
 
 func newLoop(s *Server, ls *loops, idx int) (*loop, error) {
@@ -205,10 +224,7 @@ func newLoop(s *Server, ls *loops, idx int) (*loop, error) {
 	l := &loop{
 		s: s, ls: ls, idx: idx, epfd: epfd, efd: efd, epf: epf, rc: rc,
 		ev: make([]unix.EpollEvent, 128), conns: map[uint64]*fdConn{},
-		clock: s.loopClock, done: make(chan struct{}),
-	}
-	if l.clock == nil {
-		l.clock = time.Now
+		clock: time.Now, done: make(chan struct{}),
 	}
 	l.wait = l.poll
 	return l, nil
@@ -288,6 +304,20 @@ func (ls *loops) stop() {
 	}
 }
 
+// do runs f in each loop, one after another, and returns when all have:
+// what f reads of a loop's connections is then what the loop sees (tests).
+// False: the loops have stopped.
+func (ls *loops) do(f func(l *loop)) bool {
+	for _, l := range ls.all {
+		done := make(chan struct{})
+		if !l.enqueue(loopOp{fn: func() { f(l); close(done) }}) {
+			return false
+		}
+		<-done
+	}
+	return true
+}
+
 // enqueue hands op to the loop; false: it has stopped.
 func (l *loop) enqueue(op loopOp) bool {
 	l.mu.Lock()
@@ -343,6 +373,9 @@ func (l *loop) exit() {
 	unix.Close(l.efd)
 	l.mu.Unlock()
 	for _, op := range ops {
+		if op.fn != nil {
+			op.fn()
+		}
 		if op.c != nil && !op.close && op.c.cc != nil {
 			unix.Close(op.c.fd)
 			op.c.closed = true
@@ -371,6 +404,8 @@ func (l *loop) takeOps() (stop bool) {
 		switch {
 		case op.stop:
 			stop = true
+		case op.fn != nil:
+			op.fn()
 		case op.close:
 			l.closeReq(op.c)
 		default:

@@ -15,4 +15,8 @@ func newLoops(*Server) (*loops, error) { return nil, nil }
 
 func (*loops) adopt(*clientConn, *net.TCPConn, time.Time) bool { return false }
 
+func (*loops) start() {}
+
 func (*loops) stop() {}
+
+func (*loops) close() {}

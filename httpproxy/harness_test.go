@@ -89,6 +89,10 @@ type clusterOptions struct {
 	// linger, if set, is how long an idle connection keeps its goroutine
 	// before it is parked.
 	linger time.Duration
+	// noLoop serves plain HTTP with a goroutine per connection, not on the
+	// event loops; loopClock is the loops' clock.
+	noLoop    bool
+	loopClock func() time.Time
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -166,6 +170,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.linger > 0 {
 		srv.linger = o.linger
 	}
+	srv.noLoop, srv.loopClock = o.noLoop, o.loopClock
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop, c.stopped = cancel, make(chan struct{})
 	go func() {

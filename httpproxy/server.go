@@ -85,8 +85,8 @@ type Server struct {
 	bufs   sync.Pool // *connState
 
 	// Plain TCP connections are served by event loops (evloop_linux.go)
-	// where they are supported: nil elsewhere, with noLoop (tests), and
-	// until Serve.
+	// where they are supported: nil elsewhere, on HTTPS, and with noLoop
+	// (tests). New makes them, Serve runs them.
 	loops     *loops
 	noLoop    bool
 	loopClock func() time.Time // the loops' clock; nil: time.Now (tests set another)
@@ -156,6 +156,10 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 	s.Reload(o.Rules)
 	if scheme == "https" {
 		s.h2 = newH2Server(s)
+	} else if ls, err := newLoops(s); err != nil {
+		s.log.Warn("plain HTTP served by a goroutine per connection: no event loops", zap.Error(err))
+	} else {
+		s.loops = ls
 	}
 	return s
 }
@@ -183,13 +187,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	go func() { s.park.Run(); close(parked) }()
 	defer func() { <-parked }()
-	if !s.noLoop && s.scheme == "http" {
-		ls, err := newLoops(s)
-		if err != nil {
-			s.log.Warn("plain HTTP served by a goroutine per connection: no event loops", zap.Error(err))
-		}
-		s.loops = ls
+	if s.noLoop {
+		s.loops.close()
+		s.loops = nil
 	}
+	s.loops.start()
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
