@@ -273,9 +273,9 @@ func newFakeClock() *fakeClock {
 	return f
 }
 
-func (f *fakeClock) now() time.Time          { return time.Unix(0, f.ns.Load()) }
-func (f *fakeClock) add(d time.Duration)     { f.ns.Add(int64(d)) }
-func (c *cluster) poke(t *testing.T)         { c.loopConns(t) }
+func (f *fakeClock) now() time.Time      { return time.Unix(0, f.ns.Load()) }
+func (f *fakeClock) add(d time.Duration) { f.ns.Add(int64(d)) }
+func (c *cluster) poke(t *testing.T)     { c.loopConns(t) }
 func (c *cluster) advance(t *testing.T, f *fakeClock, d time.Duration) {
 	f.add(d)
 	c.poke(t) // a pass of each loop at the new time
@@ -471,4 +471,3 @@ func TestLoopSameBytesAsGoroutines(t *testing.T) {
 		t.Errorf("the sessions did not run as meant:\n%s\n%s", loopUp, loopDown)
 	}
 }
-
