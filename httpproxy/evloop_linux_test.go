@@ -31,23 +31,6 @@ func (c *cluster) handed(why handReason) int64 { return c.server.loops.handed[wh
 
 func (c *cluster) relays() int64 { return c.server.loops.relays.Load() }
 
-// sendRecv writes req on conn and reads one response, body included.
-func sendRecv(t *testing.T, conn net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
-	t.Helper()
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res, string(body)
-}
-
 func TestLoopServesCommonExchange(t *testing.T) {
 	c := newCluster(t, clusterOptions{n: 1})
 	conn := dialRaw(t, c.server.Addr())
@@ -370,35 +353,25 @@ func newRecorder(t *testing.T) *recorder {
 		t.Fatal(err)
 	}
 	r := &recorder{ln: ln}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	acceptAll(t, ln, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(io.TeeReader(c, writerFunc(func(p []byte) (int, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.got.Write(p)
+		})))
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(io.TeeReader(c, writerFunc(func(p []byte) (int, error) {
-					r.mu.Lock()
-					defer r.mu.Unlock()
-					return r.got.Write(p)
-				})))
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					answer := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Up: 1\r\nContent-Length: 2\r\n\r\nok"
-					if req.Method == "HEAD" {
-						answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
-					}
-					io.WriteString(c, answer)
-				}
-			})
+			io.Copy(io.Discard, req.Body)
+			answer := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Up: 1\r\nContent-Length: 2\r\n\r\nok"
+			if req.Method == "HEAD" {
+				answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+			}
+			io.WriteString(c, answer)
 		}
 	})
 	return r

@@ -318,6 +318,37 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	return conn
 }
 
+// sendRecv writes req on conn and reads one response, body included.
+func sendRecv(t *testing.T, conn net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
+	t.Helper()
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body) // what came of it: callers check it
+	res.Body.Close()
+	return res, string(body)
+}
+
+// acceptAll serves each connection ln accepts with serve, in a goroutine
+// of its own, until the test ends.
+func acceptAll(t *testing.T, ln net.Listener, serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serve(c) })
+		}
+	})
+}
+
 // readResponse reads one response, body included, from a connection that
 // has no other response queued.
 func readResponse(t *testing.T, conn net.Conn) *http.Response {
