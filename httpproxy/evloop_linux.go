@@ -53,8 +53,10 @@ const (
 	handReasons
 )
 
-// loops are a Server's event loops.
+// loops are a Server's event loops: none until Serve starts them.
 type loops struct {
+	s       *Server
+	started chan struct{} // closed once start has run
 	all    []*loop
 	next   atomic.Uint32
 	handed [handReasons]atomic.Int64 // hand-offs by reason
@@ -156,40 +158,36 @@ type fdConn struct {
 	probe  [1]byte
 }
 
-func newLoops(s *Server) (*loops, error) {
-	ls := &loops{}
+func newLoops(s *Server) *loops { return &loops{s: s, started: make(chan struct{})} }
+
+// start opens and runs the loops, one per GOMAXPROCS (Serve), if on;
+// where that fails, every connection has a goroutine.
+func (ls *loops) start(on bool) {
+	if ls == nil {
+		return
+	}
+	defer close(ls.started)
+	if !on {
+		return
+	}
 	for i := range runtime.GOMAXPROCS(0) {
-		l, err := newLoop(s, ls, i+1)
+		l, err := newLoop(ls.s, ls, i+1)
 		if err != nil {
-			ls.close()
-			return nil, err
+			ls.s.log.Warn("plain HTTP served by a goroutine per connection: no event loops", zap.Error(err))
+			for _, l := range ls.all {
+				l.epf.Close()
+				unix.Close(l.efd)
+			}
+			ls.all = nil
+			return
+		}
+		if ls.s.loopClock != nil {
+			l.clock = ls.s.loopClock
 		}
 		ls.all = append(ls.all, l)
 	}
-	return ls, nil
-}
-
-// start runs the loops (Serve).
-func (ls *loops) start() {
-	if ls == nil {
-		return
-	}
 	for _, l := range ls.all {
-		if l.s.loopClock != nil {
-			l.clock = l.s.loopClock
-		}
 		go l.run()
-	}
-}
-
-// close releases loops that never ran.
-func (ls *loops) close() {
-	if ls == nil {
-		return
-	}
-	for _, l := range ls.all {
-		l.epf.Close()
-		unix.Close(l.efd)
 	}
 }
 
@@ -252,7 +250,7 @@ func (l *loop) poll(fd uintptr) bool {
 // tc is closed, a duplicate of its socket goes to a loop. False: it could
 // not be taken, and tc is as it was.
 func (ls *loops) adopt(cc *clientConn, tc *net.TCPConn, idleEnd time.Time) bool {
-	if ls == nil {
+	if ls == nil || len(ls.all) == 0 {
 		return false
 	}
 	fd, err := dupFD(tc)
@@ -308,6 +306,10 @@ func (ls *loops) stop() {
 // what f reads of a loop's connections is then what the loop sees (tests).
 // False: the loops have stopped.
 func (ls *loops) do(f func(l *loop)) bool {
+	<-ls.started
+	if len(ls.all) == 0 {
+		return false
+	}
 	for _, l := range ls.all {
 		done := make(chan struct{})
 		if !l.enqueue(loopOp{fn: func() { f(l); close(done) }}) {

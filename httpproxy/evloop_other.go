@@ -11,12 +11,10 @@ import (
 // goroutine.
 type loops struct{}
 
-func newLoops(*Server) (*loops, error) { return nil, nil }
+func newLoops(*Server) *loops { return nil }
 
 func (*loops) adopt(*clientConn, *net.TCPConn, time.Time) bool { return false }
 
-func (*loops) start() {}
+func (*loops) start(bool) {}
 
 func (*loops) stop() {}
-
-func (*loops) close() {}

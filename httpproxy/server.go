@@ -85,8 +85,8 @@ type Server struct {
 	bufs   sync.Pool // *connState
 
 	// Plain TCP connections are served by event loops (evloop_linux.go)
-	// where they are supported: nil elsewhere, on HTTPS, and with noLoop
-	// (tests). New makes them, Serve runs them.
+	// where they are supported: none elsewhere, on HTTPS, and with noLoop
+	// (tests). Serve starts them.
 	loops     *loops
 	noLoop    bool
 	loopClock func() time.Time // the loops' clock; nil: time.Now (tests set another)
@@ -156,10 +156,8 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 	s.Reload(o.Rules)
 	if scheme == "https" {
 		s.h2 = newH2Server(s)
-	} else if ls, err := newLoops(s); err != nil {
-		s.log.Warn("plain HTTP served by a goroutine per connection: no event loops", zap.Error(err))
 	} else {
-		s.loops = ls
+		s.loops = newLoops(s)
 	}
 	return s
 }
@@ -187,11 +185,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	go func() { s.park.Run(); close(parked) }()
 	defer func() { <-parked }()
-	if s.noLoop {
-		s.loops.close()
-		s.loops = nil
-	}
-	s.loops.start()
+	s.loops.start(!s.noLoop)
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
