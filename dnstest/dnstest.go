@@ -1,11 +1,14 @@
 // Package dnstest runs a real DNS server for tests: Debian's dnsmasq on a
 // free loopback port, answering from a hosts file the test rewrites while
-// it runs (dnsmasq's --hostsdir re-reads it on change, told by inotify),
-// and SRV records (--srv-host), which dnsmasq reads only at start: SetSRV
-// restarts it on the same port. It answers only for the names it is given,
-// under test.: any other name of that domain is not found, and it asks no
-// other server. Pause and Resume stop and continue it (SIGSTOP, SIGCONT): a
-// server that stops answering.
+// it runs (dnsmasq's --hostsdir re-reads it on change, told by inotify).
+// SRV records (--srv-host) dnsmasq reads only at start, so they live in a
+// second dnsmasq the first forwards their names to (--servers-file, which
+// SIGHUP re-reads): SetSRV starts a new one, points the first at it and
+// only then ends the old one, so the address a test gives clb never stops
+// answering. It answers only for the names it is given, under test.: any
+// other name of that domain is not found, and it asks no other server.
+// Pause and Resume stop and continue it (SIGSTOP, SIGCONT): a server that
+// stops answering.
 //
 // Without dnsmasq the test is skipped, or fails when CLB_REQUIRE_DNSMASQ=1
 // (CI sets it, and installs dnsmasq-base).
@@ -24,22 +27,31 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// Server is one dnsmasq, ended (by its PID) when the test ends.
+// Server is a dnsmasq and the one holding its SRV records, ended (by their
+// PIDs) when the test ends.
 type Server struct {
 	t     testing.TB
 	bin   string
 	addr  netip.AddrPort
-	dir   string
-	srv   []SRV
+	dir   string // the hosts file's
+	front *proc  // answers at addr
+	back  *proc  // the SRV records and aliases
+	gen   int    // of the back, named in the servers file
 	cname []CNAME
-	lines chan string // dnsmasq's log
-	proc  *os.Process
-	stop  func() // ends proc and waits for it
+}
+
+// proc is one dnsmasq.
+type proc struct {
+	lines chan string // its log
+	p     *os.Process
+	stop  func() // ends p and waits for it
+	port  int
 }
 
 // Wanted reports whether a test should start dnsmasq: it is installed, or
@@ -57,7 +69,8 @@ type SRV struct {
 	Port, Priority, Weight int
 }
 
-// CNAME makes Alias a name for Target (--cname), which dnsmasq must know.
+// CNAME makes Alias a name for Target (--cname), an SRV name given with
+// it.
 type CNAME struct{ Alias, Target string }
 
 // TTL is the time to live of every answer, in seconds.
@@ -80,19 +93,25 @@ func StartSRV(t testing.TB, records map[string][]string, srv []SRV, cnames ...CN
 		}
 		t.Skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), srv: srv, cname: cnames}
-	// dnsmasq started by root reads the file as user nobody.
-	for _, dir := range []string{filepath.Dir(s.dir), s.dir} {
+	s := &Server{t: t, bin: bin, dir: filepath.Join(t.TempDir(), "hosts.d"), cname: cnames}
+	// dnsmasq started by root reads the files as user nobody.
+	if err := os.Mkdir(s.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Dir(filepath.Dir(s.dir)), filepath.Dir(s.dir)} {
 		if err := os.Chmod(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.write(records)
+	s.back = s.startBack(srv)
+	s.writeServers(srv)
 	// A free port may be taken between finding it and dnsmasq binding it.
 	for attempt := 0; ; attempt++ {
 		port := freePort(t)
-		if s.start(port) {
-			t.Cleanup(func() { s.stop() })
+		args := []string{"--port=" + strconv.Itoa(port), "--hostsdir=" + s.dir, "--servers-file=" + s.serversFile()}
+		if s.front = s.start(args, "read "+filepath.Join(s.dir, "hosts")); s.front != nil {
+			s.addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 			return s
 		}
 		if attempt == 4 {
@@ -101,17 +120,52 @@ func StartSRV(t testing.TB, records map[string][]string, srv []SRV, cnames ...CN
 	}
 }
 
-// start runs dnsmasq on port and reports whether it started.
-func (s *Server) start(port int) bool {
-	args := []string{"--no-daemon", "--port=" + strconv.Itoa(port), "--listen-address=127.0.0.1",
-		"--bind-interfaces", "--no-resolv", "--no-hosts", "--local=/test/", "--hostsdir=" + s.dir,
-		"--log-facility=-", "--pid-file=", "--local-ttl=" + strconv.Itoa(TTL)}
-	for _, r := range s.srv {
-		args = append(args, fmt.Sprintf("--srv-host=%s,%s,%d,%d,%d", r.Name, r.Target, r.Port, r.Priority, r.Weight))
+// startBack starts the dnsmasq that holds srv and the aliases.
+func (s *Server) startBack(srv []SRV) *proc {
+	for attempt := 0; ; attempt++ {
+		port := freePort(s.t)
+		args := []string{"--port=" + strconv.Itoa(port)}
+		for _, r := range srv {
+			args = append(args, fmt.Sprintf("--srv-host=%s,%s,%d,%d,%d", r.Name, r.Target, r.Port, r.Priority, r.Weight))
+		}
+		for _, c := range s.cname {
+			args = append(args, fmt.Sprintf("--cname=%s,%s", c.Alias, c.Target))
+		}
+		if p := s.start(args, "started"); p != nil {
+			s.gen++
+			p.port = port
+			return p
+		}
+		if attempt == 4 {
+			s.t.Fatal("dnsmasq (SRV records) did not start")
+		}
+	}
+}
+
+func (s *Server) serversFile() string { return filepath.Join(filepath.Dir(s.dir), "servers") }
+
+// writeServers points the front at the back for the names of srv and
+// the aliases, and for a name of the back's generation, whose line in the
+// front's log says it has read the file.
+func (s *Server) writeServers(srv []SRV) {
+	at := "127.0.0.1#" + strconv.Itoa(s.back.port)
+	lines := []string{fmt.Sprintf("server=/%s/%s", s.genName(), at)}
+	for _, r := range srv {
+		lines = append(lines, fmt.Sprintf("server=/%s/%s", r.Name, at))
 	}
 	for _, c := range s.cname {
-		args = append(args, fmt.Sprintf("--cname=%s,%s", c.Alias, c.Target))
+		lines = append(lines, fmt.Sprintf("server=/%s/%s", c.Alias, at))
 	}
+	s.writeFile(s.serversFile(), strings.Join(lines, "\n")+"\n")
+}
+
+func (s *Server) genName() string { return fmt.Sprintf("srv-%d.dnstest.test", s.gen) }
+
+// start runs dnsmasq with args, and returns it once its log has a line
+// holding ready; nil if it did not start. It is ended when the test ends.
+func (s *Server) start(args []string, ready string) *proc {
+	args = append([]string{"--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+		"--local=/test/", "--log-facility=-", "--pid-file=", "--local-ttl=" + strconv.Itoa(TTL)}, args...)
 	cmd := exec.Command(s.bin, args...)
 	out, err := cmd.StderrPipe()
 	if err != nil {
@@ -133,37 +187,40 @@ func (s *Server) start(port int) bool {
 		}
 		close(lines)
 	}()
-	stop := func() {
+	p := &proc{lines: lines, p: cmd.Process}
+	p.stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Kill() // the dnsmasq this test started, by its PID
 		<-done
 		_ = cmd.Wait()
+	})
+	if !s.await(lines, ready) {
+		p.stop()
+		return nil
 	}
-	if !s.await(lines, "read "+filepath.Join(s.dir, "hosts")) {
-		stop()
-		return false
-	}
-	s.addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	s.lines, s.proc, s.stop = lines, cmd.Process, stop
-	return true
+	s.t.Cleanup(p.stop)
+	return p
 }
 
-// SetSRV replaces the SRV records: dnsmasq is restarted on the same port
-// (it reads --srv-host only at start), and SetSRV returns once it answers
-// again. Meanwhile, for a moment, nothing answers.
+// SetSRV replaces the SRV records (aliases given at start stay): it
+// returns once the server answers with them. It answers throughout.
 func (s *Server) SetSRV(srv []SRV) {
 	s.t.Helper()
-	s.stop()
-	s.srv = srv
-	// The port was ours a moment ago; another program may take it between.
-	if !s.start(int(s.addr.Port())) {
-		s.t.Fatalf("dnsmasq did not start again on %s", s.addr)
+	old := s.back
+	s.back = s.startBack(srv)
+	s.writeServers(srv)
+	if err := s.front.p.Signal(syscall.SIGHUP); err != nil {
+		s.t.Fatal(err)
 	}
+	if !s.await(s.front.lines, "for domain "+s.genName()) {
+		s.t.Fatal("dnsmasq did not read the new servers file")
+	}
+	old.stop()
 }
 
 // Pause stops dnsmasq (SIGSTOP): questions go unanswered until Resume.
 func (s *Server) Pause() {
 	s.t.Helper()
-	if err := s.proc.Signal(syscall.SIGSTOP); err != nil {
+	if err := s.front.p.Signal(syscall.SIGSTOP); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -171,7 +228,7 @@ func (s *Server) Pause() {
 // Resume continues a paused dnsmasq (SIGCONT).
 func (s *Server) Resume() {
 	s.t.Helper()
-	if err := s.proc.Signal(syscall.SIGCONT); err != nil {
+	if err := s.front.p.Signal(syscall.SIGCONT); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -202,7 +259,7 @@ func (s *Server) Addr() netip.AddrPort { return s.addr }
 func (s *Server) Set(records map[string][]string) {
 	s.t.Helper()
 	s.write(records)
-	if !s.await(s.lines, "read "+filepath.Join(s.dir, "hosts")) {
+	if !s.await(s.front.lines, "read "+filepath.Join(s.dir, "hosts")) {
 		s.t.Fatal("dnsmasq did not read the new hosts file")
 	}
 }
@@ -216,11 +273,17 @@ func (s *Server) write(records map[string][]string) {
 			fmt.Fprintf(&b, "%s %s\n", a, name)
 		}
 	}
-	tmp := filepath.Join(filepath.Dir(s.dir), filepath.Base(s.dir)+".tmp")
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+	s.writeFile(filepath.Join(s.dir, "hosts"), b.String())
+}
+
+// writeFile replaces name's content at once (a rename, from outside the
+// hosts directory dnsmasq watches).
+func (s *Server) writeFile(name, content string) {
+	tmp := filepath.Join(filepath.Dir(s.dir), "new.tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, "hosts")); err != nil {
+	if err := os.Rename(tmp, name); err != nil {
 		s.t.Fatal(err)
 	}
 }
