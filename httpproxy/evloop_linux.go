@@ -57,10 +57,17 @@ const (
 type loops struct {
 	s       *Server
 	started chan struct{} // closed once start has run
-	all    []*loop
-	next   atomic.Uint32
-	handed [handReasons]atomic.Int64 // hand-offs by reason
-	relays atomic.Int64              // responses relayed in a loop
+	all     []*loop
+	next    atomic.Uint32
+	handed  [handReasons]atomic.Int64 // hand-offs by reason
+}
+
+// relays is the number of responses relayed in the loops.
+func (ls *loops) relays() (n int64) {
+	for _, l := range ls.all {
+		n += l.relays.Load()
+	}
+	return n
 }
 
 // loop is one event loop. Only its goroutine touches conns and the
@@ -80,9 +87,10 @@ type loop struct {
 	conns   map[uint64]*fdConn // by id, the epoll events' data
 	lastID  uint64
 	clock   func() time.Time
-	now     time.Time // read once per pass
-	sweepAt time.Time // the nearest deadline (zero: none)
-	armed   time.Time // the sweepAt the poller's deadline was set for
+	now     time.Time    // read once per pass
+	sweepAt time.Time    // the nearest deadline (zero: none)
+	armed   time.Time    // the sweepAt the poller's deadline was set for
+	relays  atomic.Int64 // responses relayed here (the loop's own line: no sharing)
 
 	mu      sync.Mutex
 	ops     []loopOp
@@ -1156,7 +1164,7 @@ func (l *loop) readResponse(u *fdConn) {
 func (l *loop) relay(c, u *fdConn) {
 	u.phase, u.deadline, u.reused = uIdle, time.Time{}, false
 	c.up, u.owner = nil, nil
-	l.ls.relays.Add(1)
+	l.relays.Add(1)
 	keep := c.x.relay(u.upc) // u back in the pool, or closed
 	l.s.endRequest(c.cc, c.r, c.logged)
 	l.answered(c, keep)

@@ -29,7 +29,10 @@ import (
 
 func (c *cluster) handed(why handReason) int64 { return c.server.loops.handed[why].Load() }
 
-func (c *cluster) relays() int64 { return c.server.loops.relays.Load() }
+func (c *cluster) relays() int64 {
+	<-c.server.loops.started
+	return c.server.loops.relays()
+}
 
 func TestLoopServesCommonExchange(t *testing.T) {
 	c := newCluster(t, clusterOptions{n: 1})
@@ -422,7 +425,7 @@ func TestLoopSameBytesAsGoroutines(t *testing.T) {
 			}
 			conn.Close()
 		}
-		if !noLoop && srv.loops.relays.Load() == 0 {
+		if !noLoop && srv.loops.relays() == 0 {
 			t.Error("nothing relayed in a loop")
 		}
 		cancel()
