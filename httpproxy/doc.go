@@ -26,11 +26,24 @@
 // or write (conn.go), and connections to instances are kept alive in a pool,
 // checked for a close by the instance before reuse.
 //
-// Concurrency: a Server runs a goroutine per client connection with a
-// request under way or just done (two for a WebSocket tunnel) and shares
-// its connection pool and the balancer's Table between them. A connection
-// idle for a moment (linger) is parked (package netpark): its goroutine
-// ends and its buffers go back to a pool, and the parker's one goroutine
-// starts a new one when the client speaks again. Serve owns them all and
-// returns once they have stopped.
+// Concurrency: on Linux, plain HTTP connections are served by event loops
+// (evloop_linux.go), one per GOMAXPROCS, each an epoll set its goroutine
+// polls and waits on through Go's poller. A loop owns its sockets
+// outright, client and instance alike (its instance connections sit in the
+// shared pool under a key of its own), and serves the common exchange
+// itself with the same functions as the goroutine path: it never blocks,
+// keeps the phases' timeouts on its own clock, and stops reading a client
+// while a response to it is pending. Any other exchange (a body to stream,
+// a tunnel, an https:// instance, a failed attempt, a response that is not
+// whole with a Content-Length) is handed, before anything unknown to that
+// code has been sent, to a goroutine that runs the goroutine path as it
+// is, and the connection returns to its loop when the request is done.
+// HTTPS (and elsewhere, every) connection runs a goroutine per connection
+// with a request under way or just done (two for a WebSocket tunnel); all
+// share the connection pool and the balancer's Table. A connection idle
+// for a moment (linger) is parked (package netpark): its goroutine or its
+// place in a loop ends and its buffers go back to a pool, and the parker's
+// one goroutine hands it back to its loop (or starts a goroutine) when the
+// client speaks again. Serve owns them all and returns once they have
+// stopped, and then stops the loops.
 package httpproxy

@@ -152,15 +152,7 @@ func TestRateLimitedKeepAlive(t *testing.T) {
 	}
 	do := func(conn net.Conn, br *bufio.Reader, req string) *http.Response {
 		t.Helper()
-		if _, err := io.WriteString(conn, req); err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
+		res, _ := sendRecv(t, conn, br, req)
 		return res
 	}
 	advance := func() { mu.Lock(); now = now.Add(time.Second); mu.Unlock() }

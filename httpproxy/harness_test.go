@@ -89,6 +89,10 @@ type clusterOptions struct {
 	// linger, if set, is how long an idle connection keeps its goroutine
 	// before it is parked.
 	linger time.Duration
+	// noLoop serves plain HTTP with a goroutine per connection, not on the
+	// event loops; loopClock is the loops' clock.
+	noLoop    bool
+	loopClock func() time.Time
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -166,6 +170,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.linger > 0 {
 		srv.linger = o.linger
 	}
+	srv.noLoop, srv.loopClock = o.noLoop, o.loopClock
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop, c.stopped = cancel, make(chan struct{})
 	go func() {
@@ -311,6 +316,37 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	return conn
+}
+
+// sendRecv writes req on conn and reads one response, body included.
+func sendRecv(t *testing.T, conn net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
+	t.Helper()
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body) // what came of it: callers check it
+	res.Body.Close()
+	return res, string(body)
+}
+
+// acceptAll serves each connection ln accepts with serve, in a goroutine
+// of its own, until the test ends.
+func acceptAll(t *testing.T, ln net.Listener, serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serve(c) })
+		}
+	})
 }
 
 // readResponse reads one response, body included, from a connection that

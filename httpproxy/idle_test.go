@@ -34,15 +34,8 @@ const getRequest = "GET /x HTTP/1.1\r\nHost: clb\r\n\r\n"
 
 func roundTrip(t *testing.T, conn net.Conn, br *bufio.Reader) {
 	t.Helper()
-	if _, err := io.WriteString(conn, getRequest); err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 || !strings.HasPrefix(string(body), "app1 /x") {
+	res, body := sendRecv(t, conn, br, getRequest)
+	if res.StatusCode != 200 || !strings.HasPrefix(body, "app1 /x") {
 		t.Fatalf("got %d %q", res.StatusCode, body)
 	}
 }

@@ -17,6 +17,17 @@ import (
 // proxy forwards the request in cc.req to the owner of its key and relays
 // the response; false closes the client connection.
 func (s *Server) proxy(cc *clientConn) bool {
+	x, keep := s.prepare(cc)
+	if x == nil {
+		return keep
+	}
+	return x.run()
+}
+
+// prepare checks the request in cc.req, admits and routes it: its
+// exchange, or nil when clb answered it itself (keep: the connection stays
+// open). Nothing has gone to an instance yet; the event loops run it too.
+func (s *Server) prepare(cc *clientConn) (x *exchange, keep bool) {
 	h := &cc.req
 	f, err := h.requestFraming()
 	if err != nil {
@@ -24,30 +35,30 @@ func (s *Server) proxy(cc *clientConn) bool {
 		errors.As(err, &eh)
 		s.refused(cc, "malformed_request")
 		s.refuse(cc, eh.status, eh.msg)
-		return false
+		return nil, false
 	}
 	if _, n := h.first(hostField); n > 1 || n == 0 && h.minor == 1 {
 		s.refused(cc, "malformed_request")
 		s.refuse(cc, 400, "missing or repeated Host")
-		return false
+		return nil, false
 	}
 	if !s.admitRequest(cc, f) {
 		// Kept open when the 429 ended the exchange cleanly (see
 		// admitRequest): a flooder then costs clb a read and a write a
 		// request rather than an accept and a close.
-		return cc.keep
+		return nil, cc.keep
 	}
 	if s.looped(h) {
 		// An instance address that leads back here: answer, do not
 		// forward again (each pass would add a connection and a request).
 		s.refused(cc, "loop")
 		s.refuse(cc, 508, "loop detected: the instance address leads back to clb")
-		return false
+		return nil, false
 	}
 	if err := h.checkTarget(); err != nil {
 		s.refused(cc, "malformed_request")
 		s.refuse(cc, 400, err.Error())
-		return false
+		return nil, false
 	}
 	// The session lives in cc for the access log to read once the request
 	// is done.
@@ -57,7 +68,7 @@ func (s *Server) proxy(cc *clientConn) bool {
 	if ss.d.Owner == nil {
 		s.refused(cc, "no_instance")
 		s.refuse(cc, 503, "no instance is available", "Retry-After: "+strconv.Itoa(policy.RetryAfterSeconds(s.o.RetryAfter)))
-		return false
+		return nil, false
 	}
 	s.o.Metrics.Routed(ss.d.Owner.ClusterName(), ss.key.key, now)
 	hasBody := f.chunked || f.length > 0
@@ -65,13 +76,14 @@ func (s *Server) proxy(cc *clientConn) bool {
 		// clb reads the body as soon as it has an instance: say so now
 		// rather than relay the instance's 100.
 		if _, err := cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || cc.bw.Flush() != nil {
-			return false
+			return nil, false
 		}
 	}
 
-	x := &cc.x // in cc, not on the heap per request (the tunnel's goroutine would put it there)
+	x = &cc.x // in cc, not on the heap per request (the tunnel's goroutine would put it there)
 	*x = exchange{s: s, cc: cc, h: h, f: f, session: ss, at: cc.at}
-	return x.run()
+	x.upgrade = h.conn.upgrade && h.has(upgradeField, "websocket")
+	return x, false
 }
 
 // exchange is one request's way through the instances.
@@ -88,9 +100,14 @@ type exchange struct {
 }
 
 func (x *exchange) run() bool {
-	x.upgrade = x.h.conn.upgrade && x.h.has(upgradeField, "websocket")
+	up, err := x.send(false)
+	return x.finish(up, err)
+}
+
+// finish relays the response on up or, with err, handles the failed
+// attempt: the replica partner, or an answer of clb's own.
+func (x *exchange) finish(up *upConn, err error) bool {
 	for {
-		up, err := x.send()
 		if err == nil {
 			return x.relay(up)
 		}
@@ -121,7 +138,20 @@ func (x *exchange) run() bool {
 			x.s.report(owner, false)
 			return x.fail(502, "instance failed", "instance")
 		}
+		up, err = x.send(false)
 	}
+}
+
+// retry finishes an exchange whose first attempt an event loop made on a
+// connection under k (reused: from the pool) and that failed with err
+// before any byte of a response: as send would have, once more on a new
+// connection when the request may be sent again, then as finish.
+func (x *exchange) retry(err error, reused bool, k poolKey) bool {
+	var up *upConn
+	if x.again(err, reused, k) {
+		up, err = x.send(true)
+	}
+	return x.finish(up, err)
 }
 
 // resendable reports whether a request that failed with err may go to
@@ -180,15 +210,14 @@ var (
 	errBeyondFraming = errors.New("bytes beyond the response's framing")
 )
 
-// send writes the request to its owner and reads the response head into
-// cc.res. A reused idle connection that turns out closed before anything
-// came back is retried once on a new connection when the request can be
-// sent again (no body, idempotent method); every other failure is returned
-// as it is.
-func (x *exchange) send() (*upConn, error) {
-	for fresh := false; ; fresh = true {
+// send writes the request to its owner (on a new connection with fresh)
+// and reads the response head into cc.res. A reused idle connection that
+// turns out closed before anything came back is retried once on a new
+// connection when the request can be sent again (no body, idempotent
+// method); every other failure is returned as it is.
+func (x *exchange) send(fresh bool) (*upConn, error) {
+	for ; ; fresh = true {
 		addr := x.d.Owner.HTTP.Endpoint
-		once := x.f.chunked || x.f.length > 0 || !x.idempotent()
 		up, reused, err := x.s.pool.get(addr, fresh, x.s.now(x.cc))
 		if err != nil {
 			return nil, err
@@ -198,14 +227,32 @@ func (x *exchange) send() (*upConn, error) {
 			return up, nil
 		}
 		up.c.Close()
-		if !errors.Is(err, errStale) || !reused {
-			return nil, err
-		}
-		x.s.pool.drop(addr)
-		if once {
+		if !x.again(err, reused, poolKey{e: addr}) {
 			return nil, err
 		}
 	}
+}
+
+// again reports whether a request whose attempt on a connection under k
+// failed with err goes once more, on a new connection: only when the
+// instance had closed a reused one (then its other idle ones under k are
+// likely closed too, and dropped) and the request can be sent again.
+func (x *exchange) again(err error, reused bool, k poolKey) bool {
+	if !errors.Is(err, errStale) || !reused {
+		return false
+	}
+	x.s.pool.drop(k)
+	return !x.f.chunked && x.f.length <= 0 && x.idempotent()
+}
+
+// staleErr marks a failure before any byte of the response: on a pooled
+// connection the instance had closed it; on a new one it died under the
+// request. A timeout stays a timeout.
+func staleErr(err error) error {
+	if isTimeout(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errStale, err)
 }
 
 // exchangeHead sends the request and reads the response head, skipping 1xx
@@ -222,40 +269,54 @@ func (x *exchange) exchangeHead(up *upConn) error {
 	x.at = time.Time{}
 	dc.writeProgress(sent, l.WriteTimeout)
 	dc.readFrom(time.Time{}, 0)
-	// A failure before any byte of the response: on a pooled connection
-	// the instance had closed it; on a new one it died under the request.
-	stale := func(err error) error {
-		if isTimeout(err) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errStale, err)
-	}
-	x.cc.out = x.appendRequestHead(x.cc.out[:0])
-	inline := false
-	if up.bw.Buffered() == 0 {
-		x.cc.out, inline = appendInline(x.cc.out, x.cc.br, x.f)
-	}
-	if inline {
+	if x.appendRequest(up.bw.Buffered() == 0) {
 		// The head and what body there is, in one write.
-		x.bodyRead = x.f.length > 0
 		if _, err := dc.Write(x.cc.out); err != nil {
-			if x.bodyRead {
-				return err
-			}
-			return stale(err)
+			return x.writeFailed(err)
 		}
-	} else if err := x.sendStreamed(up, stale); err != nil {
+	} else if err := x.sendStreamed(up); err != nil {
 		return err
 	}
 	if x.bodyRead {
 		sent = time.Now() // the body took its time
 	}
+	return x.awaitResponse(up, sent)
+}
+
+// appendRequest puts the request head in cc.out and, when it may (canInline)
+// and the body is small and all read (appendInline), the body after it:
+// then inline is true and the whole request is in cc.out.
+func (x *exchange) appendRequest(canInline bool) (inline bool) {
+	x.cc.out = x.appendRequestHead(x.cc.out[:0])
+	if canInline {
+		x.cc.out, inline = appendInline(x.cc.out, x.cc.br, x.f)
+	}
+	if inline {
+		x.bodyRead = x.f.length > 0
+	}
+	return inline
+}
+
+// writeFailed is the error of an inline request's failed write: stale
+// unless a body went with it.
+func (x *exchange) writeFailed(err error) error {
+	if x.bodyRead {
+		return err
+	}
+	return staleErr(err)
+}
+
+// awaitResponse reads the response head to a request sent at sent,
+// skipping 1xx (relayed to the client) but for 101.
+func (x *exchange) awaitResponse(up *upConn, sent time.Time) error {
+	l := x.s.o.Limits
+	dc := up.dc
 	dc.readFrom(sent, l.ResponseTimeout)
 	for interim := false; ; interim = true {
 		if err := readHead(up.br, &x.cc.res, 64<<10, 200, false); err != nil {
 			var nothing *errNothing
 			if !interim && (errors.Is(err, io.EOF) || errors.As(err, &nothing)) {
-				return stale(err)
+				return staleErr(err)
 			}
 			return err
 		}
@@ -271,20 +332,26 @@ func (x *exchange) exchangeHead(up *upConn) error {
 			_ = x.cc.bw.Flush()
 		}
 	}
+	x.responseCame(up)
+	return nil
+}
+
+// responseCame notes a response head received on up.
+func (x *exchange) responseCame(up *upConn) {
+	l := x.s.o.Limits
 	// The response's time: the client's writes and the body's reads start
 	// from it.
 	came := time.Now()
-	dc.readProgress(came, l.ResponseTimeout)
+	up.dc.readProgress(came, l.ResponseTimeout)
 	x.cc.dc.writeProgress(came, l.WriteTimeout)
 	x.s.report(x.d.Owner.Name, true)
-	return nil
 }
 
 // sendStreamed sends the request head in cc.out and its body through up's
 // writer.
-func (x *exchange) sendStreamed(up *upConn, stale func(error) error) error {
+func (x *exchange) sendStreamed(up *upConn) error {
 	if _, err := up.bw.Write(x.cc.out); err != nil {
-		return stale(err)
+		return staleErr(err)
 	}
 	if x.f.chunked || x.f.length > 0 {
 		x.bodyRead = true
@@ -296,10 +363,7 @@ func (x *exchange) sendStreamed(up *upConn, stale func(error) error) error {
 		}
 	}
 	if err := up.bw.Flush(); err != nil {
-		if x.bodyRead {
-			return err
-		}
-		return stale(err)
+		return x.writeFailed(err)
 	}
 	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,17 +39,9 @@ func newRawBackend(t *testing.T, answer func(int, *http.Request) string) *rawBac
 		t.Fatal(err)
 	}
 	b := &rawBackend{ln: ln, answer: answer, sent: make(chan struct{}, 16)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.conns.Add(1)
-			wg.Go(func() { b.serve(c) })
-		}
+	acceptAll(t, ln, func(c net.Conn) {
+		b.conns.Add(1)
+		b.serve(c)
 	})
 	return b
 }

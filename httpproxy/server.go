@@ -84,6 +84,13 @@ type Server struct {
 	linger time.Duration
 	bufs   sync.Pool // *connState
 
+	// Plain TCP connections are served by event loops (evloop_linux.go)
+	// where they are supported: none elsewhere, on HTTPS, and with noLoop
+	// (tests). Serve starts them.
+	loops     *loops
+	noLoop    bool
+	loopClock func() time.Time // the loops' clock; nil: time.Now (tests set another)
+
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	conns     map[*clientConn]struct{}
@@ -149,6 +156,8 @@ func New(ln net.Listener, scheme string, o Options) *Server {
 	s.Reload(o.Rules)
 	if scheme == "https" {
 		s.h2 = newH2Server(s)
+	} else {
+		s.loops = newLoops(s)
 	}
 	return s
 }
@@ -176,6 +185,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	go func() { s.park.Run(); close(parked) }()
 	defer func() { <-parked }()
+	s.loops.start(!s.noLoop)
 	accepted := make(chan struct{})
 	go func() {
 		defer close(accepted)
@@ -201,6 +211,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.ln.Close()
 	<-accepted
 	s.shutdown()
+	s.loops.stop()
 	return nil
 }
 
@@ -276,6 +287,7 @@ type clientConn struct {
 	// park before it (within linger of the response before); woken: the
 	// parker has just found it readable.
 	served, busy, woken bool
+	home                int       // the event loop (1-based) it was first adopted by; 0: none
 	at                  time.Time // when the request under way began (its head's first byte)
 	*connState
 }
@@ -319,6 +331,9 @@ func (s *Server) serveConn(c net.Conn) bool {
 	s.conns[cc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	if tc, ok := c.(*net.TCPConn); ok && s.loops.adopt(cc, tc, time.Now().Add(s.o.Limits.IdleTimeout)) {
+		return true
+	}
 	go func() {
 		if tc, ok := c.(*tls.Conn); ok {
 			if !s.handshake(tc) {
@@ -391,7 +406,7 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 			return gone
 		}
 		parking := canPark && !cc.woken && cc.br.Buffered() == 0
-		if parking && cc.served && !cc.busy {
+		if parking && cc.parkAtOnce() {
 			if a, held := tlsPending(cc); held {
 				cc.woken = false
 				return a
@@ -412,14 +427,7 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		_, err := cc.br.Peek(1)
 		switch {
 		case err == nil:
-			if cc.served { // a gap between requests, not since connect
-				// A woken one that spoke within linger of going idle is
-				// busy too: else one park (a scheduling hiccup) would have
-				// it parked and woken on every request after it, at about
-				// twice the CPU a request (bench/http-vs-haproxy-nginx.sh).
-				cc.busy = !cc.woken || time.Now().Before(idleEnd.Add(s.linger-s.o.Limits.IdleTimeout))
-			}
-			cc.woken = false
+			s.arrived(cc, idleEnd, time.Now())
 			return ready
 		case !parking || !isTimeout(err) || !time.Now().Before(idleEnd):
 			return gone
@@ -429,6 +437,23 @@ func (s *Server) await(cc *clientConn, idleEnd time.Time) awaited {
 		}
 		canPark = false // wait the rest here
 	}
+}
+
+// parkAtOnce: an idle connection with nothing buffered is parked without
+// waiting linger when it has been served and is not busy.
+func (cc *clientConn) parkAtOnce() bool { return cc.served && !cc.busy }
+
+// arrived notes that the next request on cc, idle until idleEnd, began at
+// now: whether the connection is busy.
+func (s *Server) arrived(cc *clientConn, idleEnd, now time.Time) {
+	if cc.served { // a gap between requests, not since connect
+		// A woken one that spoke within linger of going idle is busy too:
+		// else one park (a scheduling hiccup) would have it parked and
+		// woken on every request after it, at about twice the CPU a
+		// request (bench/http-vs-haproxy-nginx.sh).
+		cc.busy = !cc.woken || now.Before(idleEnd.Add(s.linger-s.o.Limits.IdleTimeout))
+	}
+	cc.woken = false
 }
 
 // tlsPending says whether a TLS connection about to park holds the next
@@ -467,12 +492,7 @@ func (s *Server) parkConn(cc *clientConn, idleEnd time.Time) bool {
 	c, dc := cc.c, cc.dc
 	s.setConn(cc, detachedConn{})
 	cc.dc = nil
-	err := s.park.ParkDetached(c, idleEnd, func(nc net.Conn) {
-		go func() {
-			s.reattach(cc, nc)
-			s.wake(cc, idleEnd)
-		}()
-	}, expire)
+	err := s.park.ParkDetached(c, idleEnd, func(nc net.Conn) { s.woken(cc, nc, idleEnd) }, expire)
 	if err != nil {
 		s.setConn(cc, c)
 		cc.dc = dc
@@ -487,6 +507,40 @@ func (s *Server) parkConn(cc *clientConn, idleEnd time.Time) bool {
 	}
 	s.takeBuffers(cc)
 	return false
+}
+
+// woken serves a connection parked detached that the parker found
+// readable, as nc: in an event loop where there are loops, else in a
+// goroutine of its own.
+func (s *Server) woken(cc *clientConn, nc net.Conn, idleEnd time.Time) {
+	cc.woken = true
+	if tc, ok := nc.(*net.TCPConn); ok && s.loops.adopt(cc, tc, idleEnd) {
+		return
+	}
+	go func() {
+		s.reattach(cc, nc)
+		s.wake(cc, idleEnd)
+	}()
+}
+
+// carryOn goes on with a connection an event loop handed to a goroutine
+// once its request is done (keep: the connection stays open): back to a
+// loop when nothing of a next request is buffered, else served here.
+func (s *Server) carryOn(cc *clientConn, keep bool) {
+	if !keep {
+		s.closeConn(cc)
+		return
+	}
+	cc.served = true
+	idleEnd := time.Now().Add(s.o.Limits.IdleTimeout)
+	if tc, ok := cc.c.(*net.TCPConn); ok && cc.br.Buffered() == 0 {
+		s.giveBuffers(cc)
+		if s.loops.adopt(cc, tc, idleEnd) {
+			return
+		}
+		s.takeBuffers(cc)
+	}
+	s.run(cc, idleEnd)
 }
 
 // initClientConn gives cc its deadlines and buffers.
@@ -572,21 +626,35 @@ func (s *Server) isClosing() bool { return s.closing.Load() }
 
 // serveRequest reads one request and answers it; false closes the
 // connection.
-func (s *Server) serveRequest(cc *clientConn) bool {
+func (s *Server) serveRequest(cc *clientConn) bool { return s.serveRequestFrom(cc, time.Now()) }
+
+// serveRequestFrom is serveRequest for a request whose first byte came at
+// at.
+func (s *Server) serveRequestFrom(cc *clientConn, at time.Time) bool {
 	l := s.o.Limits
+	r, logged := s.startRequest(cc, at)
+	err := readHead(cc.br, &cc.req, l.MaxHeaderBytes, l.MaxHeaders, true)
+	return s.headRead(cc, r, logged, err)
+}
+
+// startRequest begins a request whose first byte came at at: r and logged
+// are for its access log line.
+func (s *Server) startRequest(cc *clientConn, at time.Time) (r request, logged bool) {
 	cc.idle.Store(false)
 	// When the request began: its deadlines, routing, the pool and the
 	// access log take the time from here rather than read the clock again
 	// (a head already in the buffer arms no deadline at all).
-	cc.at = time.Now()
-	cc.dc.readFrom(cc.at, l.ReadHeaderTimeout)
-	logged := s.o.Access.On()
-	var r request
-	if logged {
+	cc.at = at
+	cc.dc.readFrom(cc.at, s.o.Limits.ReadHeaderTimeout)
+	if logged = s.o.Access.On(); logged {
 		r = s.beginRequest(cc)
 	}
-	err := readHead(cc.br, &cc.req, l.MaxHeaderBytes, l.MaxHeaders, true)
-	cc.dc.readProgress(time.Time{}, l.IdleTimeout) // body: no progress for IdleTimeout
+	return r, logged
+}
+
+// headRead answers the request whose head readHead read with err.
+func (s *Server) headRead(cc *clientConn, r request, logged bool, err error) bool {
+	cc.dc.readProgress(time.Time{}, s.o.Limits.IdleTimeout) // body: no progress for IdleTimeout
 	if err != nil {
 		var eh *errHead
 		if errors.As(err, &eh) {
@@ -594,17 +662,21 @@ func (s *Server) serveRequest(cc *clientConn) bool {
 			s.o.Metrics.Error("http", "malformed_request")
 			cc.outcome = "malformed_request"
 			s.refuse(cc, eh.status, eh.msg)
-			if logged {
-				s.logRequest(cc, r)
-			}
+			s.endRequest(cc, r, logged)
 		}
 		return false
 	}
 	keep := s.proxy(cc)
+	s.endRequest(cc, r, logged)
+	return keep
+}
+
+// endRequest writes the access log line of a request begun with
+// startRequest.
+func (s *Server) endRequest(cc *clientConn, r request, logged bool) {
 	if logged {
 		s.logRequest(cc, r)
 	}
-	return keep
 }
 
 // refuse answers with a short error response and closes the connection: the

@@ -19,9 +19,9 @@ import (
 // are the pool's while it is idle in the pool (nil then).
 type upConn struct {
 	c     net.Conn
-	dc    *deadlineConn   // c with the deadlines of the exchange under way
-	addr  config.Endpoint // the pool's key
-	since time.Time       // idle since
+	dc    *deadlineConn // c with the deadlines of the exchange under way
+	addr  poolKey       // the pool's key
+	since time.Time     // idle since
 	*rwBuffers
 
 	// alive's non-blocking read, made once per connection: a closure
@@ -56,7 +56,9 @@ func (b *rwBuffers) detach() {
 
 // pool keeps idle connections to instances, by address, newest first. The
 // address is the Endpoint itself, not its string: building that was two
-// allocations per request.
+// allocations per request. Each event loop keeps its own connections
+// under its own key (poolKey.loop): a loop's sockets are not Go's, and a
+// goroutine cannot block on them.
 type pool struct {
 	dialTimeout time.Duration
 	idleTimeout time.Duration
@@ -66,12 +68,19 @@ type pool struct {
 	bufs sync.Pool // *rwBuffers
 
 	mu     sync.Mutex
-	idle   map[config.Endpoint][]*upConn
+	idle   map[poolKey][]*upConn
 	closed bool
 }
 
+// poolKey is an instance's address and whose connections these are: 0
+// the goroutines', i the event loop i-1's.
+type poolKey struct {
+	e    config.Endpoint
+	loop int
+}
+
 func newPool(dial, idle time.Duration, maxIdle int) *pool {
-	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[config.Endpoint][]*upConn{}}
+	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[poolKey][]*upConn{}}
 	p.bufs.New = func() any {
 		b := newRWBuffers(16<<10, 16<<10)
 		return &b
@@ -114,16 +123,10 @@ func (e *errDial) Unwrap() error { return e.err }
 // already read: a raw read would take TLS records, such as TLS 1.3 session
 // tickets, from under the TLS layer.)
 func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reused bool, err error) {
-	for !fresh {
-		c := p.pop(e)
-		if c == nil {
-			break
-		}
-		if now.Sub(c.since) < p.idleTimeout && alive(c) {
-			p.takeBuffers(c)
+	if !fresh {
+		if c := p.popAlive(poolKey{e: e}, now); c != nil {
 			return c, true, nil
 		}
-		c.c.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout)
 	defer cancel()
@@ -140,16 +143,32 @@ func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reu
 		}
 		conn = tc
 	}
-	c = newUpConn(conn, e)
+	c = newUpConn(conn, poolKey{e: e})
 	p.takeBuffers(c)
 	return c, false, nil
 }
 
+// popAlive is the newest idle connection under k that is still good (not
+// idle too long, alive), with its buffers; nil: none.
+func (p *pool) popAlive(k poolKey, now time.Time) *upConn {
+	for {
+		c := p.pop(k)
+		if c == nil {
+			return nil
+		}
+		if now.Sub(c.since) < p.idleTimeout && alive(c) {
+			p.takeBuffers(c)
+			return c
+		}
+		c.c.Close()
+	}
+}
+
 // newUpConn is apart from get, whose result its closure would otherwise
 // move to the heap on every call.
-func newUpConn(conn net.Conn, e config.Endpoint) *upConn {
+func newUpConn(conn net.Conn, k poolKey) *upConn {
 	dc := newDeadlineConn(conn)
-	c := &upConn{c: conn, dc: dc, addr: e}
+	c := &upConn{c: conn, dc: dc, addr: k}
 	c.probe = func(fd uintptr) bool {
 		c.probeN, c.probeErr = rawtcp.Read(fd, c.probeBuf[:])
 		return true
@@ -157,7 +176,7 @@ func newUpConn(conn net.Conn, e config.Endpoint) *upConn {
 	return c
 }
 
-func (p *pool) pop(addr config.Endpoint) *upConn {
+func (p *pool) pop(addr poolKey) *upConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.idle[addr]
@@ -173,6 +192,9 @@ func (p *pool) pop(addr config.Endpoint) *upConn {
 // non-blocking read finds nothing to read. (It was pooled with nothing
 // buffered.)
 func alive(c *upConn) bool {
+	if lc, ok := c.c.(interface{ alive() bool }); ok {
+		return lc.alive() // an event loop's socket
+	}
 	if c.dc.raw == nil {
 		return true
 	}
@@ -201,7 +223,7 @@ func (p *pool) put(c *upConn, since time.Time) {
 // drop closes the idle connections to addr: one of them was found closed by
 // the instance, which probably restarted, so the others are likely closed
 // too.
-func (p *pool) drop(addr config.Endpoint) {
+func (p *pool) drop(addr poolKey) {
 	p.mu.Lock()
 	list := p.idle[addr]
 	delete(p.idle, addr)
@@ -209,6 +231,21 @@ func (p *pool) drop(addr config.Endpoint) {
 	for _, c := range list {
 		c.c.Close()
 	}
+}
+
+// remove takes c, idle under its key, out of the pool; false: it was not
+// there (taken, or dropped).
+func (p *pool) remove(c *upConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[c.addr]
+	for i, o := range list {
+		if o == c {
+			p.idle[c.addr] = append(list[:i], list[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // close closes every idle connection; later puts close theirs.
@@ -221,5 +258,5 @@ func (p *pool) close() {
 			c.c.Close()
 		}
 	}
-	p.idle = map[config.Endpoint][]*upConn{}
+	p.idle = map[poolKey][]*upConn{}
 }

@@ -109,12 +109,22 @@ func (p *Parker) ParkDetached(c net.Conn, deadline time.Time, wake func(net.Conn
 		return dupErr
 	}
 	c.Close()
-	e := &entry{fd: fd, expire: expire, wakeConn: wake}
-	if err := p.register(e, deadline); err != nil {
+	if err := p.ParkFD(fd, deadline, wake, expire); err != nil {
 		unix.Close(fd)
 		expire()
 	}
 	return nil
+}
+
+// ParkFD is ParkDetached for a socket the caller holds as a bare
+// descriptor (the HTTP event loops' connections): the Parker owns fd from
+// now on. An error leaves fd with the caller, and neither function is
+// called.
+func (p *Parker) ParkFD(fd int, deadline time.Time, wake func(net.Conn), expire func()) error {
+	if p == nil {
+		return ErrUnsupported
+	}
+	return p.register(&entry{fd: fd, expire: expire, wakeConn: wake}, deadline)
 }
 
 // register puts e's socket in the epoll set and e in the table, both

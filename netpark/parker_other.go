@@ -34,3 +34,8 @@ func Supported() bool { return false }
 func (p *Parker) ParkDetached(c net.Conn, deadline time.Time, wake func(net.Conn), expire func()) error {
 	return ErrUnsupported
 }
+
+// ParkFD returns ErrUnsupported.
+func (p *Parker) ParkFD(fd int, deadline time.Time, wake func(net.Conn), expire func()) error {
+	return ErrUnsupported
+}

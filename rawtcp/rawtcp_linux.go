@@ -59,6 +59,16 @@ func Read(fd uintptr, b []byte) (int, syscall.Errno) {
 	return call(syscall.SYS_READ, fd, b)
 }
 
+// Write is one raw write of fd (what the socket takes, maybe less than
+// b), for a caller that owns the descriptor outside Go's poller (the HTTP
+// event loops).
+func Write(fd uintptr, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	return call(syscall.SYS_WRITE, fd, b)
+}
+
 // call is the system call trap on fd with b. Under the race detector it is
 // syscall's, whose annotations tell the detector that what one goroutine
 // wrote to a socket happens before another's read of it; a raw call has

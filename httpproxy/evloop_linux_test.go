@@ -1,0 +1,449 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"clb/balancer"
+	"clb/config"
+	"clb/loadfactor"
+	"clb/netpark/netparktest"
+)
+
+// The event loops (evloop_linux.go): what they serve themselves, what they
+// hand to a goroutine, back-pressure, their timeouts, shutdown, and that
+// both paths send the same bytes.
+
+func (c *cluster) handed(why handReason) int64 { return c.server.loops.handed[why].Load() }
+
+func (c *cluster) relays() int64 {
+	<-c.server.loops.started
+	return c.server.loops.relays()
+}
+
+func TestLoopServesCommonExchange(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	res, body := sendRecv(t, conn, br, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	if res.StatusCode != 200 || body != "app1 /a" {
+		t.Fatalf("GET: %d %q", res.StatusCode, body)
+	}
+	res, body = sendRecv(t, conn, br, "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if res.StatusCode != 200 || body != "app1 /b" {
+		t.Fatalf("POST: %d %q", res.StatusCode, body)
+	}
+	if _, bodies := c.backends["app1"].requests(); bodies[1] != "hello" {
+		t.Errorf("the instance got body %q", bodies[1])
+	}
+	if n := c.relays(); n != 2 {
+		t.Errorf("%d responses relayed in a loop, want 2", n)
+	}
+	for why := range handReasons {
+		if n := c.handed(why); n != 0 {
+			t.Errorf("%d hand-offs (reason %d) for two plain requests", n, why)
+		}
+	}
+}
+
+// Each reason to leave the loop, and the request served all the same.
+func TestLoopHandOffs(t *testing.T) {
+	const cookie = "Cookie: CLBKEY=handoff\r\n"
+	big := strings.Repeat("b", 10000)
+	for _, tc := range []struct {
+		name   string
+		why    handReason
+		parts  []string // written one after another, each after the loop has seen the one before
+		status int
+		body   string // the instance got
+	}{
+		{"chunked body", handBody, []string{"POST /c HTTP/1.1\r\nHost: x\r\n" + cookie + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}, 200, "hello"},
+		{"large body", handBody, []string{"POST /l HTTP/1.1\r\nHost: x\r\n" + cookie + "Content-Length: 10000\r\n\r\n" + big}, 200, big},
+		{"body to come", handBody, []string{"POST /p HTTP/1.1\r\nHost: x\r\n" + cookie + "Content-Length: 5\r\n\r\nhe", "llo"}, 200, "hello"},
+		{"split head", handHead, []string{"GET /s HTTP/1.1\r\nHo", "st: x\r\n" + cookie + "\r\n"}, 200, ""},
+		{"head too large", handHead, []string{"GET /t HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("h", 40<<10) + "\r\n\r\n"}, 431, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, clusterOptions{n: 1})
+			conn := dialRaw(t, c.server.Addr())
+			for i, p := range tc.parts {
+				if _, err := io.WriteString(conn, p); err != nil {
+					t.Fatal(err)
+				}
+				if i < len(tc.parts)-1 {
+					netparktest.Until(t, "the loop hands the connection off", func() bool { return c.handed(tc.why) == 1 })
+				}
+			}
+			res := readResponse(t, conn)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.status)
+			}
+			if n := c.handed(tc.why); n != 1 {
+				t.Errorf("%d hand-offs for reason %d, want 1", n, tc.why)
+			}
+			if tc.status == 200 {
+				if _, bodies := c.backends["app1"].requests(); len(bodies) != 1 || bodies[0] != tc.body {
+					t.Errorf("the instance got %d bodies, the first %.20q", len(bodies), bodies)
+				}
+				// The connection is back in a loop for the next request.
+				before := c.relays()
+				res, _ := sendRecv(t, conn, bufio.NewReader(conn), "GET /next HTTP/1.1\r\nHost: x\r\n"+cookie+"\r\n")
+				if res.StatusCode != 200 || c.relays() != before+1 {
+					t.Errorf("next request: %d, %d relayed in a loop", res.StatusCode, c.relays()-before)
+				}
+			}
+		})
+	}
+}
+
+func TestLoopHandOffExpectAndUpgrade(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("%q %v, want 100 Continue", line, err)
+	}
+	br.ReadString('\n')
+	io.WriteString(conn, "hello")
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != 200 {
+		t.Fatalf("after 100: %v %v", res, err)
+	}
+	if n := c.handed(handBody); n != 1 {
+		t.Errorf("Expect: %d hand-offs, want 1", n)
+	}
+
+	c.backends["app1"].handle = echoWebSocket
+	ws := dialRaw(t, c.server.Addr())
+	wbr := bufio.NewReader(ws)
+	io.WriteString(ws, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	res, err := http.ReadResponse(wbr, nil)
+	if err != nil || res.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	io.WriteString(ws, "ping")
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(wbr, echo); err != nil || string(echo) != "ping" {
+		t.Fatalf("tunnel echoed %q %v", echo, err)
+	}
+	if n := c.handed(handUpgrade); n != 1 {
+		t.Errorf("upgrade: %d hand-offs, want 1", n)
+	}
+}
+
+// An owner whose port refuses: the loop's connect fails, and the
+// goroutine path sends the request to the replica partner.
+func TestLoopRefusedOwnerToPartner(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 2})
+	cl := c.client()
+	first := c.get(cl, "/one")
+	owner := servedBy(first)
+	c.backends[owner].srv.Close()
+	res := c.get(cl, "/two")
+	if res.StatusCode != 200 || servedBy(res) == owner || servedBy(res) == "" {
+		t.Fatalf("owner %s down: %d from %q, want 200 from its partner", owner, res.StatusCode, servedBy(res))
+	}
+	if n := c.handed(handFailed); n < 1 {
+		t.Errorf("%d hand-offs after a failed attempt, want at least 1", n)
+	}
+}
+
+// loopConns is what the loops see of their client connections.
+type loopConn struct {
+	phase   phase
+	pending int
+	events  uint32
+}
+
+func (c *cluster) loopConns(t *testing.T) []loopConn {
+	t.Helper()
+	var out []loopConn
+	if !c.server.loops.do(func(l *loop) {
+		for _, fc := range l.conns {
+			if fc.cc != nil {
+				out = append(out, loopConn{fc.phase, len(fc.pending), fc.events})
+			}
+		}
+	}) {
+		t.Fatal("the loops have stopped")
+	}
+	return out
+}
+
+// stallClient pipelines n requests for 12 KiB answers on a connection
+// whose receive buffer is small, and reads nothing until the loop holds a
+// response it cannot write: it returns the connection then.
+func stallClient(t *testing.T, c *cluster, n int) net.Conn {
+	t.Helper()
+	answer := strings.Repeat("z", 12<<10)
+	c.backends["app1"].handle = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(answer))) // not chunked: the loop relays it
+		io.WriteString(w, answer)
+	}
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", c.server.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() {
+		for range n {
+			if _, err := io.WriteString(conn, "GET /z HTTP/1.1\r\nHost: x\r\nCookie: CLBKEY=slow\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	}()
+	netparktest.Until(t, "a response waits for the client", func() bool {
+		lc := c.loopConns(t)
+		return len(lc) == 1 && lc[0].phase == cFlush && lc[0].pending > 0
+	})
+	return conn
+}
+
+// A client that does not read: the loop holds at most the response under
+// way, stops reading the client (no input interest: no busy loop on it)
+// and forwards no more requests until it drains.
+func TestLoopBackPressure(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1})
+	const n = 1000
+	conn := stallClient(t, c, n)
+	lc := c.loopConns(t)[0]
+	if lc.pending > 13<<10 {
+		t.Errorf("%d bytes pending for a slow client, want at most one response", lc.pending)
+	}
+	if lc.events&unix.EPOLLIN != 0 || lc.events&unix.EPOLLOUT == 0 {
+		t.Errorf("events %#x while stalled, want output only", lc.events)
+	}
+	if got := c.backends["app1"].count(); got >= n {
+		t.Errorf("all %d requests forwarded to a client that reads nothing", got)
+	}
+	br := bufio.NewReader(conn)
+	for i := range n {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 || len(body) != 12<<10 {
+			t.Fatalf("response %d: %d, %d bytes", i, res.StatusCode, len(body))
+		}
+	}
+	if got := c.backends["app1"].count(); got != n {
+		t.Errorf("the instance got %d requests, want %d", got, n)
+	}
+}
+
+// fakeClock is a loop clock a test moves.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	f := &fakeClock{}
+	f.ns.Store(time.Now().UnixNano())
+	return f
+}
+
+func (f *fakeClock) now() time.Time      { return time.Unix(0, f.ns.Load()) }
+func (f *fakeClock) add(d time.Duration) { f.ns.Add(int64(d)) }
+func (c *cluster) poke(t *testing.T)     { c.loopConns(t) }
+func (c *cluster) advance(t *testing.T, f *fakeClock, d time.Duration) {
+	f.add(d)
+	c.poke(t) // a pass of each loop at the new time
+}
+
+// A stalled client's write timeout, on the loop's clock.
+func TestLoopWriteTimeout(t *testing.T) {
+	clock := newFakeClock()
+	c := newCluster(t, clusterOptions{n: 1, loopClock: clock.now})
+	conn := stallClient(t, c, 1000)
+	c.advance(t, clock, config.Defaults().HTTP.WriteTimeout+time.Second)
+	netparktest.Until(t, "the stalled connection is closed", func() bool { return c.open() == 0 })
+	if _, err := io.Copy(io.Discard, conn); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("reading the rest: %v", err)
+	}
+}
+
+// An instance that does not answer: 504 once ResponseTimeout has passed
+// on the loop's clock.
+func TestLoopResponseTimeout(t *testing.T) {
+	clock := newFakeClock()
+	var reported atomic.Int32
+	c := newCluster(t, clusterOptions{n: 1, loopClock: clock.now, report: func(_ string, ok bool) {
+		if !ok {
+			reported.Add(1)
+		}
+	}})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c.backends["app1"].handle = func(w http.ResponseWriter, r *http.Request) { <-release }
+	conn := dialRaw(t, c.server.Addr())
+	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	netparktest.Until(t, "the request reaches the instance", func() bool { return c.backends["app1"].count() == 1 })
+	c.advance(t, clock, config.Defaults().HTTP.ResponseTimeout-time.Second)
+	if lc := c.loopConns(t); len(lc) != 1 || lc[0].phase != cExchange {
+		t.Fatalf("before the timeout: %+v, want the request under way", lc)
+	}
+	c.advance(t, clock, 2*time.Second)
+	res := readResponse(t, conn)
+	if res.StatusCode != 504 {
+		t.Fatalf("status %d, want 504", res.StatusCode)
+	}
+	if reported.Load() != 1 {
+		t.Errorf("%d failures reported, want 1", reported.Load())
+	}
+}
+
+// Shutdown with connections in the loops: an idle one is closed, the one
+// with a request under way gets its response (Connection: close), and
+// Serve returns.
+func TestLoopShutdown(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Hour})
+	idle := dialRaw(t, c.server.Addr())
+	ibr := bufio.NewReader(idle)
+	roundTrip(t, idle, ibr)
+	roundTrip(t, idle, ibr) // busy: it lingers in its loop, not parked
+	if lc := c.loopConns(t); len(lc) != 1 || lc[0].phase != cIdle {
+		t.Fatalf("%+v, want one idle connection in a loop", lc)
+	}
+	release := make(chan struct{})
+	c.backends["app1"].handle = func(w http.ResponseWriter, r *http.Request) { <-release; io.WriteString(w, "late") }
+	busy := dialRaw(t, c.server.Addr())
+	io.WriteString(busy, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	netparktest.Until(t, "the request reaches the instance", func() bool { return c.backends["app1"].count() == 3 })
+	c.stop()
+	if _, err := ibr.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: %v, want EOF", err)
+	}
+	close(release)
+	res := readResponse(t, busy)
+	if res.StatusCode != 200 || !res.Close {
+		t.Errorf("in flight: %d, close %v; want 200 and Connection: close", res.StatusCode, res.Close)
+	}
+	select {
+	case <-c.stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+// recorder is an instance that keeps every byte it receives and answers
+// each request with fixed bytes.
+type recorder struct {
+	ln  net.Listener
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func newRecorder(t *testing.T) *recorder {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{ln: ln}
+	acceptAll(t, ln, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(io.TeeReader(c, writerFunc(func(p []byte) (int, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.got.Write(p)
+		})))
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			answer := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Up: 1\r\nContent-Length: 2\r\n\r\nok"
+			if req.Method == "HEAD" {
+				answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+			}
+			io.WriteString(c, answer)
+		}
+	})
+	return r
+}
+
+// The loop and the goroutine path send an instance and a client the same
+// bytes for the same requests.
+func TestLoopSameBytesAsGoroutines(t *testing.T) {
+	const ck = "Cookie: CLBKEY=same; CLBROUTE=app1\r\n"
+	sessions := [][]string{{
+		"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n" + ck + "X-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive, X-Hop\r\nX-Hop: drop\r\nX-CLB-Key: forged\r\nUser-Agent: t\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: h\r\n" + ck + "Content-Length: 5\r\n\r\nhello",
+		"HEAD /h HTTP/1.1\r\nHost: h\r\n" + ck + "\r\n",
+		"GET /nokey HTTP/1.1\r\nHost: h\r\nCookie: CLBKEY=other\r\n\r\n",
+		"GET /10 HTTP/1.0\r\nHost: h\r\n" + ck + "\r\n",
+	}, {
+		"GET /bad HTTP/1.1\nHost: h\n\n",
+	}, {
+		"GET /cl HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+	}}
+	run := func(noLoop bool) (up, down string) {
+		rec := newRecorder(t)
+		in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
+			Transport: "http", Host: "127.0.0.1", Port: rec.ln.Addr().(*net.TCPAddr).Port}}}}
+		bal, err := balancer.New(in, loadfactor.DefaultParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.noLoop = noLoop
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = srv.Serve(ctx); close(done) }()
+		var client bytes.Buffer
+		for _, reqs := range sessions {
+			conn := dialRaw(t, srv.Addr())
+			br := bufio.NewReader(conn)
+			for _, req := range reqs {
+				io.WriteString(conn, req)
+				res, err := http.ReadResponse(bufio.NewReader(io.TeeReader(br, &client)), &http.Request{Method: strings.Fields(req)[0]})
+				if err != nil {
+					t.Fatalf("%q: %v", req, err)
+				}
+				io.ReadAll(res.Body)
+			}
+			conn.Close()
+		}
+		if !noLoop && srv.loops.relays() == 0 {
+			t.Error("nothing relayed in a loop")
+		}
+		cancel()
+		<-done
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		norm := func(s string) string { return strings.ReplaceAll(s, srv.via, "VIA") }
+		return norm(rec.got.String()), norm(client.String())
+	}
+	loopUp, loopDown := run(false)
+	goUp, goDown := run(true)
+	if loopUp != goUp {
+		t.Errorf("to the instance, loop:\n%s\ngoroutines:\n%s", loopUp, goUp)
+	}
+	if loopDown != goDown {
+		t.Errorf("to the client, loop:\n%s\ngoroutines:\n%s", loopDown, goDown)
+	}
+	if !strings.Contains(loopUp, "POST /p") || !strings.Contains(loopDown, "400 Bad Request") {
+		t.Errorf("the sessions did not run as meant:\n%s\n%s", loopUp, loopDown)
+	}
+}
