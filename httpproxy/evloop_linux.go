@@ -1184,6 +1184,8 @@ func (l *loop) handBoth(c, u *fdConn, rest func(up *upConn) bool) {
 		return
 	}
 	up := newUpConn(nc, poolKey{e: u.key.e})
+	// The body goes on under the same no-progress bound as in the loop.
+	up.dc.readProgress(time.Time{}, l.s.o.Limits.ResponseTimeout)
 	up.rwBuffers = old.rwBuffers
 	rebind(up.rwBuffers, up.dc)
 	l.handExchange(c, handResponse, func() bool { return rest(up) })
