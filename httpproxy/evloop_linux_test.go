@@ -447,3 +447,40 @@ func TestLoopSameBytesAsGoroutines(t *testing.T) {
 		t.Errorf("the sessions did not run as meant:\n%s\n%s", loopUp, loopDown)
 	}
 }
+
+// A response handed to a goroutine in mid-body goes on under
+// ResponseTimeout's no-progress bound: an instance that stalls after its
+// first chunk is cut off, and the client sees the response cut short.
+func TestLoopHandedResponseStalls(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1, limits: func(l *config.HTTP) { l.ResponseTimeout = 300 * time.Millisecond }})
+	release, cut := make(chan struct{}), make(chan struct{}, 1)
+	t.Cleanup(func() { close(release) })
+	c.backends["app1"].handle = func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "one ")
+		w.(http.Flusher).Flush() // chunked: handed to a goroutine
+		select {
+		case <-release:
+		case <-r.Context().Done(): // clb closed the instance connection
+			cut <- struct{}{}
+		}
+	}
+	conn := dialRaw(t, c.server.Addr())
+	io.WriteString(conn, "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	if err == nil || string(body) != "one " {
+		t.Errorf("body %q, error %v; want %q cut short", body, err, "one ")
+	}
+	if n := c.handed(handResponse); n != 1 {
+		t.Errorf("%d responses handed off, want 1", n)
+	}
+	select {
+	case <-cut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the instance connection was not closed")
+	}
+}
