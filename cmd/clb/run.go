@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"clb/config"
+	"clb/procs"
 )
 
 // runServe is clb run: serve until SIGINT or SIGTERM.
@@ -74,6 +75,9 @@ func runServe(args []string, stderr io.Writer) int {
 			}
 		}
 	}()
+	if !procs.Chosen() {
+		go procs.Run(ctx, procs.Options{}, log)
+	}
 	sd := notifier{socket: os.Getenv("NOTIFY_SOCKET"), log: log}
 	if err := serve(ctx, cfg, log, hup, sd); err != nil {
 		log.Error("clb stopped", zap.Error(err))
