@@ -79,9 +79,11 @@ type scratch struct {
 	wire wire
 	view view
 	out  []byte
-	// batch, on a UDP reader, queues the datagrams it sends (nil: each
-	// message is sent at once).
-	batch *sendBatch
+	// batch, on a UDP reader, queues the datagrams it sends; streams, on a
+	// stream connection's goroutine, what it sends to open connections (nil:
+	// each message is sent at once).
+	batch   *sendBatch
+	streams *streamBatch
 	// admitted: flood control took this request's token already.
 	admitted bool
 	line     accesslog.Line
@@ -599,7 +601,8 @@ func (p *Proxy) deliver(sc *scratch, dst destination) {
 
 // transmit sends sc.out to dst: a datagram into the reader's batch, sent
 // once the reader has handled what it read (sc.out is then another
-// buffer), anything else at once. instance, and whether a failure counts
+// buffer), a message on an open stream connection into its goroutine's
+// batch (a copy), likewise, anything else at once. instance, and whether a failure counts
 // as a send error (counted), are for a failure found when the batch goes.
 func (p *Proxy) transmit(sc *scratch, dst destination, instance string, counted bool) error {
 	if b := sc.batch; b != nil && dst.conn == nil && dst.transport == "udp" {
@@ -607,6 +610,9 @@ func (p *Proxy) transmit(sc *scratch, dst destination, instance string, counted 
 			sc.out = next
 			return nil
 		}
+	}
+	if b := sc.streams; b != nil && b.queue(dst, sc.out, instance, counted) {
+		return nil
 	}
 	return p.net.send(dst, sc.out)
 }
