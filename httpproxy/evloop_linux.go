@@ -82,6 +82,7 @@ type loop struct {
 	rc   syscall.RawConn
 	wait func(fd uintptr) bool
 	ev   []unix.EpollEvent
+	evc  []*fdConn // ev's connections, found in a pass's first round
 	nev  int
 
 	conns   map[uint64]*fdConn // by id, the epoll events' data
@@ -91,6 +92,9 @@ type loop struct {
 	sweepAt time.Time    // the nearest deadline (zero: none)
 	armed   time.Time    // the sweepAt the poller's deadline was set for
 	relays  atomic.Int64 // responses relayed here (the loop's own line: no sharing)
+	// emptyReads are reads of an instance connection that found nothing:
+	// each a system call for nothing (tests: no probe before reuse).
+	emptyReads int64
 
 	mu      sync.Mutex
 	ops     []loopOp
@@ -163,7 +167,6 @@ type fdConn struct {
 	sent   time.Time
 	rf     framing
 	rfErr  error
-	probe  [1]byte
 }
 
 func newLoops(s *Server) *loops { return &loops{s: s, started: make(chan struct{})} }
@@ -229,7 +232,7 @@ func newLoop(s *Server, ls *loops, idx int) (*loop, error) {
 	}
 	l := &loop{
 		s: s, ls: ls, idx: idx, epfd: epfd, efd: efd, epf: epf, rc: rc,
-		ev: make([]unix.EpollEvent, 128), conns: map[uint64]*fdConn{},
+		ev: make([]unix.EpollEvent, 128), evc: make([]*fdConn, 128), conns: map[uint64]*fdConn{},
 		clock: time.Now, done: make(chan struct{}),
 	}
 	l.wait = l.poll
@@ -352,10 +355,7 @@ func (l *loop) run() {
 			l.s.log.Error("http event loop failed: its connections are closed", zap.Error(err))
 			return
 		}
-		for _, ev := range l.ev[:l.nev] {
-			l.event(ev)
-		}
-		l.nev = 0
+		l.events()
 		if l.takeOps() {
 			return
 		}
@@ -452,24 +452,53 @@ func (l *loop) add(c *fdConn) {
 	l.serve(c)
 }
 
-func (l *loop) event(ev unix.EpollEvent) {
-	id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-	if id == 0 {
-		var b [8]byte
-		_, _ = unix.Read(l.efd, b[:])
-		return
+// events acts on a pass's events in two rounds: first those of idle
+// pooled instance connections (closed by the instance, or bytes no
+// request asked for: out of the pool, closed), then the rest. So a
+// request of this pass never takes a pooled connection whose end the
+// set has already reported, and the pool hands them out without a probe
+// read. One the instance closes after the set was read is the same race
+// as after a probe: the attempt fails before any byte of a response, and
+// is retried on a new connection as a reused one (attemptFailed, retry).
+func (l *loop) events() {
+	evs, evc := l.ev[:l.nev], l.evc[:l.nev]
+	l.nev = 0
+	for i, ev := range evs {
+		id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+		evc[i] = nil
+		if id == 0 {
+			var b [8]byte
+			_, _ = unix.Read(l.efd, b[:])
+			continue
+		}
+		c := l.conns[id]
+		switch {
+		case c == nil || c.closing.Load():
+		case c.cc == nil && c.phase == uIdle:
+			l.upEvent(c, ev.Events)
+		default:
+			evc[i] = c
+		}
 	}
-	c := l.conns[id]
-	if c == nil || c.closing.Load() {
-		return
+	for i, c := range evc {
+		if c != nil {
+			l.event(c, evs[i].Events)
+			evc[i] = nil
+		}
+	}
+}
+
+func (l *loop) event(c *fdConn, events uint32) {
+	if c.closed || c.closing.Load() {
+		return // closed by an event before it in this pass
 	}
 	if c.cc != nil {
-		l.clientEvent(c, ev.Events)
+		l.clientEvent(c, events)
 		l.serve(c)
 		return
 	}
 	owner := c.owner
-	l.upEvent(c, ev.Events)
+	l.upEvent(c, events)
 	if owner != nil {
 		l.serve(owner)
 	}
@@ -868,7 +897,7 @@ func (l *loop) exchange(c *fdConn) {
 	s, x := l.s, c.x
 	e := x.d.Owner.HTTP.Endpoint
 	k := poolKey{e: e, loop: l.idx}
-	if up := s.pool.popAlive(k, s.now(c.cc)); up != nil {
+	if up := s.pool.popAlive(k, s.now(c.cc), false); up != nil { // no probe: see run
 		u := up.c.(*fdConn)
 		u.reused = true
 		l.bind(c, u)
@@ -1207,6 +1236,9 @@ func (c *fdConn) Read(b []byte) (int, error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if c.cc == nil {
+				c.l.emptyReads++
+			}
 			return 0, errAgain
 		}
 		return 0, c.opError("read", e)
@@ -1262,12 +1294,6 @@ func (c *fdConn) flush() (done bool, err error) {
 		return true, nil
 	}
 	return false, nil
-}
-
-// alive is the pool's check of an idle connection: nothing to read.
-func (c *fdConn) alive() bool {
-	_, e := rawtcp.Read(uintptr(c.fd), c.probe[:])
-	return e == syscall.EAGAIN
 }
 
 func (c *fdConn) opError(op string, e syscall.Errno) error {

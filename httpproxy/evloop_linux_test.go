@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -482,5 +484,121 @@ func TestLoopHandedResponseStalls(t *testing.T) {
 	case <-cut:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the instance connection was not closed")
+	}
+}
+
+// emptyReads is the loops' reads of an instance connection that found
+// nothing.
+func (c *cluster) emptyReads(t *testing.T) (n int64) {
+	t.Helper()
+	if !c.server.loops.do(func(l *loop) { n += l.emptyReads }) {
+		t.Fatal("the loops have stopped")
+	}
+	return n
+}
+
+// A pooled instance connection is reused without a read to probe it
+// first: the reads of instance connections are the responses' own.
+func TestLoopReuseWithoutProbe(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1})
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	const n = 5
+	for i := range n {
+		if res, body := sendRecv(t, conn, br, "GET /r HTTP/1.1\r\nHost: x\r\n\r\n"); res.StatusCode != 200 {
+			t.Fatalf("request %d: %d %q", i+1, res.StatusCode, body)
+		}
+	}
+	if got := c.backends["app1"].conns.Load(); got != 1 {
+		t.Fatalf("%d connections to the instance, want 1: the pooled one reused", got)
+	}
+	if got := c.relays(); got != n {
+		t.Errorf("%d responses relayed in a loop, want %d", got, n)
+	}
+	if got := c.emptyReads(t); got != 0 {
+		t.Errorf("%d reads of an instance connection found nothing, want 0: no probe before a reuse", got)
+	}
+}
+
+// An instance that closes an idle pooled connection costs the next request
+// nothing, even when the request comes in the same pass as the close and
+// ahead of it: the loop evicts the connection first, and the request goes
+// on a new one, with no failed attempt on the closed one.
+func TestLoopIdleCloseSeenBeforeReuse(t *testing.T) {
+	c := newCluster(t, clusterOptions{n: 1, linger: time.Hour})
+	app := c.backends["app1"]
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	const get = "GET /i HTTP/1.1\r\nHost: x\r\n\r\n"
+	for range 2 { // busy: it lingers in its loop, not parked
+		if res, body := sendRecv(t, conn, br, get); res.StatusCode != 200 {
+			t.Fatalf("request: %d %q", res.StatusCode, body)
+		}
+	}
+	// Hold the client's loop until the next request and then the instance's
+	// close are both on its sockets.
+	held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		var err error
+		c.server.loops.do(func(l *loop) {
+			if len(l.conns) == 0 {
+				return
+			}
+			var fds []unix.PollFd
+			for _, fc := range l.conns {
+				if fc.phase != cIdle && fc.phase != uIdle {
+					err = fmt.Errorf("a connection in phase %d, want idle ones", fc.phase)
+				}
+				fds = append(fds, unix.PollFd{Fd: int32(fc.fd), Events: unix.POLLIN})
+			}
+			if len(fds) != 2 {
+				err = fmt.Errorf("%d connections in the loop, want the client and the pooled one", len(fds))
+			}
+			close(held)
+			<-release
+			for err == nil && len(fds) > 0 {
+				n, perr := unix.Poll(fds, 10000)
+				switch {
+				case perr == unix.EINTR:
+					continue
+				case perr != nil:
+					err = perr
+				case n == 0:
+					err = errors.New("the request or the close did not reach the loop's sockets")
+				}
+				fds = slices.DeleteFunc(fds, func(f unix.PollFd) bool { return f.Revents != 0 })
+			}
+		})
+		done <- err
+	}()
+	<-held
+	if _, err := io.WriteString(conn, get); err != nil {
+		t.Fatal(err)
+	}
+	app.srv.CloseClientConnections() // returns once closed
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := io.ReadAll(res.Body); res.StatusCode != 200 {
+		t.Fatalf("request after the close: %d %q", res.StatusCode, body)
+	}
+	if got := app.conns.Load(); got != 2 {
+		t.Errorf("%d connections to the instance, want 2", got)
+	}
+	if got := app.count(); got != 3 {
+		t.Errorf("the instance got %d requests, want 3", got)
+	}
+	if got := c.relays(); got != 3 {
+		t.Errorf("%d responses relayed in a loop, want 3", got)
+	}
+	for why := range handReasons {
+		if got := c.handed(why); got != 0 {
+			t.Errorf("%d hand-offs (reason %d): the request cost a failed attempt", got, why)
+		}
 	}
 }
