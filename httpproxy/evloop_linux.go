@@ -643,13 +643,15 @@ func (l *loop) clientEvent(c *fdConn, ev uint32) {
 		return
 	}
 	if ev&unix.EPOLLOUT != 0 && len(c.pending) > 0 {
-		done, err := c.flush()
+		wrote, err := c.flush()
 		switch {
 		case err != nil:
 			l.closeClient(c)
 			return
-		case !done:
-			l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout)) // no progress for WriteTimeout
+		case len(c.pending) > 0:
+			if wrote > 0 { // no progress for WriteTimeout: a wake-up that wrote nothing moves nothing
+				l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout))
+			}
 		case c.phase == cClosing:
 			l.closeClient(c)
 			return
@@ -1131,13 +1133,13 @@ func (l *loop) upEvent(u *fdConn, ev uint32) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		done, err := u.flush()
+		wrote, err := u.flush()
 		switch {
 		case err != nil:
 			l.attemptFailed(c, u, c.x.writeFailed(err))
-		case done:
+		case len(u.pending) == 0:
 			l.awaitResponse(u)
-		default:
+		case wrote > 0:
 			l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout))
 		}
 	case uAwait, uBody:
@@ -1152,7 +1154,9 @@ func (l *loop) readResponse(u *fdConn) {
 	c := u.owner
 	x := c.x
 	br := u.upc.br
+	had := br.Buffered()
 	ended := !fill(br)
+	came := br.Buffered() > had
 	if u.phase == uAwait {
 		buf, _ := br.Peek(br.Buffered())
 		if len(buf) == 0 && !ended {
@@ -1184,8 +1188,8 @@ func (l *loop) readResponse(u *fdConn) {
 		l.relay(c, u)
 	case rf.chunked || rf.length < 0 || ended || br.Buffered() == br.Size():
 		l.handBoth(c, u, func(up *upConn) bool { return x.relay(up) })
-	default:
-		l.setDeadline(u, l.now.Add(l.s.o.Limits.ResponseTimeout)) // no progress for ResponseTimeout
+	case came: // no progress for ResponseTimeout: a wake-up that read nothing moves nothing
+		l.setDeadline(u, l.now.Add(l.s.o.Limits.ResponseTimeout))
 	}
 }
 
@@ -1283,17 +1287,17 @@ func (c *fdConn) write(b []byte) (int, error) {
 	}
 }
 
-// flush writes what is pending; done: nothing is left.
-func (c *fdConn) flush() (done bool, err error) {
+// flush writes what is pending, wrote bytes of it (0: the socket took
+// nothing, no progress).
+func (c *fdConn) flush() (wrote int, err error) {
 	m, err := c.write(c.pending)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if c.pending = c.pending[m:]; len(c.pending) == 0 {
 		c.pending = nil
-		return true, nil
 	}
-	return false, nil
+	return m, nil
 }
 
 func (c *fdConn) opError(op string, e syscall.Errno) error {

@@ -602,3 +602,189 @@ func TestLoopIdleCloseSeenBeforeReuse(t *testing.T) {
 		}
 	}
 }
+
+// instanceConn runs f in the loop on its instance connection in phase p,
+// if there is one; false: none.
+func (c *cluster) instanceConn(t *testing.T, p phase, f func(l *loop, u *fdConn)) (found bool) {
+	t.Helper()
+	if !c.server.loops.do(func(l *loop) {
+		for _, u := range l.conns {
+			if u.cc == nil && u.phase == p && !found {
+				found = true
+				f(l, u)
+			}
+		}
+	}) {
+		t.Fatal("the loops have stopped")
+	}
+	return found
+}
+
+// wakeIdly moves the loops' clock on a second and has the loop act on ev
+// for the connection find picks as on an epoll event, until a wake-up
+// finds nothing to do (progress, what it has pending or buffered,
+// unchanged): the connection's deadline before and after that one.
+func (c *cluster) wakeIdly(t *testing.T, clock *fakeClock, ev uint32, find func(l *loop) *fdConn, progress func(*fdConn) int) (before, after time.Time) {
+	t.Helper()
+	for range 100 {
+		c.advance(t, clock, time.Second)
+		found, moved := false, false
+		c.server.loops.do(func(l *loop) {
+			if fc := find(l); fc != nil {
+				p := progress(fc)
+				found, before = true, fc.deadline
+				l.event(fc, ev)
+				moved, after = progress(fc) != p, fc.deadline
+			}
+		})
+		if !found {
+			t.Fatal("no connection to wake")
+		}
+		if !moved {
+			return before, after
+		}
+	}
+	t.Fatal("every wake-up made progress")
+	return
+}
+
+// inPhase finds a connection of the loop in phase p.
+func inPhase(p phase) func(l *loop) *fdConn {
+	return func(l *loop) *fdConn {
+		for _, fc := range l.conns {
+			if fc.phase == p {
+				return fc
+			}
+		}
+		return nil
+	}
+}
+
+func pending(fc *fdConn) int { return len(fc.pending) }
+
+// A wake-up for output that finds a stalled client's socket still full
+// moves its write deadline no later: WriteTimeout is a bound on no
+// progress, and the connection is closed WriteTimeout after the last.
+func TestLoopClientWriteDeadlineOnProgress(t *testing.T) {
+	clock := newFakeClock()
+	c := newCluster(t, clusterOptions{n: 1, loopClock: clock.now})
+	conn := stallClient(t, c, 1000)
+	before, after := c.wakeIdly(t, clock, unix.EPOLLOUT, inPhase(cFlush), pending)
+	if !after.Equal(before) {
+		t.Fatalf("a wake-up that wrote nothing: deadline %v, was %v", after, before)
+	}
+	c.advance(t, clock, after.Sub(clock.now())+time.Second) // past the last progress's
+	netparktest.Until(t, "the stalled connection is closed", func() bool { return c.open() == 0 })
+	if _, err := io.Copy(io.Discard, conn); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("reading the rest: %v", err)
+	}
+}
+
+// The same for a request going out to an instance that reads nothing: a
+// wake-up that writes nothing leaves the deadline, and the attempt fails
+// (504) WriteTimeout after its last progress.
+func TestLoopInstanceWriteDeadlineOnProgress(t *testing.T) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	acceptAll(t, ln, func(conn net.Conn) {
+		defer conn.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(conn)); err != nil {
+			return
+		}
+		io.WriteString(conn, okAnswer)
+		<-stop // reads nothing more: the next request fills its socket
+	})
+	t.Cleanup(func() { close(stop) })
+	clock := newFakeClock()
+	c := &cluster{t: t, server: loopServer(t, ln.Addr().(*net.TCPAddr).Port, clock.now)}
+	conn := dialRaw(t, c.server.Addr())
+	br := bufio.NewReader(conn)
+	if res, body := sendRecv(t, conn, br, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"); res.StatusCode != 200 {
+		t.Fatalf("first request: %d %q", res.StatusCode, body)
+	}
+	// The pooled connection's send buffer as small as it goes, so that the
+	// next request does not all fit.
+	if !c.instanceConn(t, uIdle, func(_ *loop, u *fdConn) { _ = unix.SetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1) }) {
+		t.Fatal("no pooled instance connection")
+	}
+	io.WriteString(conn, "GET /2 HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("b", 20<<10)+"\r\n\r\n")
+	netparktest.Until(t, "the request waits for the instance", func() bool {
+		waiting := false
+		c.instanceConn(t, uWrite, func(_ *loop, u *fdConn) { waiting = len(u.pending) > 0 })
+		return waiting
+	})
+	before, after := c.wakeIdly(t, clock, unix.EPOLLOUT, inPhase(uWrite), pending)
+	if !after.Equal(before) {
+		t.Fatalf("a wake-up that wrote nothing: deadline %v, was %v", after, before)
+	}
+	c.advance(t, clock, after.Sub(clock.now())+time.Second)
+	if res := readResponse(t, conn); res.StatusCode != 504 {
+		t.Fatalf("status %d, want 504", res.StatusCode)
+	}
+}
+
+// A wake-up that reads nothing of a response body coming leaves its
+// deadline: ResponseTimeout after the last bytes, the loop hands it to a
+// goroutine, which relays the rest when it comes.
+func TestLoopBodyDeadlineOnProgress(t *testing.T) {
+	clock := newFakeClock()
+	c := newCluster(t, clusterOptions{n: 1, loopClock: clock.now})
+	ch := make(chan struct{})
+	release := sync.OnceFunc(func() { close(ch) })
+	t.Cleanup(release)
+	c.backends["app1"].handle = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10") // not chunked: the loop reads it
+		io.WriteString(w, "hello")
+		w.(http.Flusher).Flush()
+		<-ch
+		io.WriteString(w, "world")
+	}
+	conn := dialRaw(t, c.server.Addr())
+	io.WriteString(conn, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	netparktest.Until(t, "the loop has part of the body", func() bool { return c.instanceConn(t, uBody, func(*loop, *fdConn) {}) })
+	before, after := c.wakeIdly(t, clock, unix.EPOLLIN, inPhase(uBody), func(u *fdConn) int { return u.upc.br.Buffered() })
+	if !after.Equal(before) {
+		t.Fatalf("a wake-up that read nothing: deadline %v, was %v", after, before)
+	}
+	if n := c.handed(handResponse); n != 0 {
+		t.Fatalf("%d responses handed off before the deadline", n)
+	}
+	c.advance(t, clock, after.Sub(clock.now())+time.Second)
+	netparktest.Until(t, "the response is handed to a goroutine", func() bool { return c.handed(handResponse) == 1 })
+	release()
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := io.ReadAll(res.Body); err != nil || res.StatusCode != 200 || string(body) != "helloworld" {
+		t.Fatalf("%d %q %v, want 200 helloworld", res.StatusCode, body, err)
+	}
+}
+
+// loopServer is clb on the event loops, their clock clock, before one
+// instance on port.
+func loopServer(t *testing.T, port int, clock func() time.Time) *Server {
+	t.Helper()
+	in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
+		Transport: "http", Host: "127.0.0.1", Port: port}}}}
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.loopClock = clock
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv
+}
