@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"clb/metrics"
 	"clb/rawtcp"
 )
 
@@ -743,6 +744,7 @@ func (l *loop) request(c *fdConn) {
 		return
 	}
 	if why, ok := simple(cc); !ok {
+		c.r, c.logged = r, logged // for handOffFailed
 		l.handOff(c, why, func() bool { return s.headRead(cc, r, logged, nil) })
 		return
 	}
@@ -939,8 +941,7 @@ func (l *loop) handOff(c *fdConn, why handReason, rest func() bool) {
 	s, cc := l.s, c.cc
 	nc, err := l.release(c)
 	if err != nil {
-		s.log.Warn("http: a connection could not leave its event loop", zap.Error(err))
-		s.closeConn(cc)
+		l.handOffFailed(c, why, err)
 		return
 	}
 	c.handed = nc
@@ -955,6 +956,29 @@ func (l *loop) handOff(c *fdConn, why handReason, rest func() bool) {
 		rebind(&cc.rwBuffers, cc.dc)
 	}
 	go func() { s.carryOn(cc, rest()) }()
+}
+
+// handOffFailed ends the request of client c, whose hand-off for why
+// failed with err (net.FileConn: EMFILE, say), as a failed request: logged,
+// counted, its access log line written, the connection closed (its socket
+// already is: nothing can answer).
+func (l *loop) handOffFailed(c *fdConn, why handReason, err error) {
+	s, cc := l.s, c.cc
+	s.log.Warn("http: a connection could not leave its event loop", zap.Error(err))
+	r, logged := c.r, c.logged
+	method, instance := metrics.Method(cc.req.method), ""
+	switch why {
+	case handHead: // no head read: the request starts here
+		r, logged = s.startRequest(cc, c.headStart)
+		method = "other"
+	case handInstance, handFailed, handResponse: // routed
+		instance = cc.ss.d.Owner.Name
+	}
+	s.o.Metrics.Request("http", method, instance, "failed")
+	s.o.Metrics.Error("http", "hand_off")
+	cc.status, cc.outcome = 0, "hand_off"
+	s.endRequest(cc, r, logged)
+	s.closeConn(cc)
 }
 
 // release takes c out of the loop as a net.Conn of Go's.

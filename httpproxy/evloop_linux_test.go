@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,7 @@ import (
 	"clb/balancer"
 	"clb/config"
 	"clb/loadfactor"
+	"clb/metrics"
 	"clb/netpark/netparktest"
 )
 
@@ -787,4 +790,103 @@ func loopServer(t *testing.T, port int, clock func() time.Time) *Server {
 	go func() { _ = srv.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return srv
+}
+
+// metricsLine is the value of m's sample named so (a name and its labels,
+// in name order); 0 for none.
+func metricsLine(t *testing.T, m *metrics.Metrics, prefix string) int {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix+" "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("metrics line %q", line)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// noFiles has the process open no more files until the returned function
+// undoes it: the soft limit at the lowest free descriptor, and any below it
+// freed meanwhile taken.
+func noFiles(t *testing.T) (undo func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(low)
+	lim := old
+	lim.Cur = uint64(low)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	var held []int
+	for {
+		fd, err := unix.Dup(0)
+		if err != nil {
+			break
+		}
+		held = append(held, fd)
+	}
+	return sync.OnceFunc(func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// A connection whose hand-off to a goroutine fails (no descriptor for Go's
+// net.Conn) is closed as a failed request: counted, and its access log
+// line written, like any other.
+func TestLoopHandOffFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name, req, method, path string
+	}{
+		{"chunked body", "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", "POST", "/c"},
+		{"split head", "GET /s HTTP/1.1\r\nHo", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			access, lines := accessLines(t)
+			m := metrics.New(nil)
+			c := newCluster(t, clusterOptions{n: 1, access: access, metrics: m})
+			conn := dialRaw(t, c.server.Addr())
+			netparktest.Until(t, "the connection is in a loop", func() bool { return len(c.loopConns(t)) == 1 })
+			undo := noFiles(t)
+			t.Cleanup(undo)
+			if _, err := io.WriteString(conn, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			_, err := io.ReadAll(conn)
+			undo()
+			if err != nil && !strings.Contains(err.Error(), "reset") {
+				t.Fatalf("the client read %v, want the connection closed", err)
+			}
+			expectLine(t, nextLine(t, lines), map[string]any{"method": tc.method, "path": tc.path, "outcome": "hand_off"})
+			if n := metricsLine(t, m, `clb_errors_total{kind="hand_off",protocol="http"}`); n != 1 {
+				t.Errorf("%d hand-off errors counted, want 1", n)
+			}
+			method := tc.method
+			if method == "" {
+				method = "other"
+			}
+			if n := metricsLine(t, m, `clb_requests_total{instance="none",method="`+method+`",outcome="failed",protocol="http"}`); n != 1 {
+				t.Errorf("%d failed requests counted, want 1", n)
+			}
+			if n := c.backends["app1"].count(); n != 0 {
+				t.Errorf("the instance got %d requests", n)
+			}
+		})
+	}
 }
