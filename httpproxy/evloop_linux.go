@@ -89,13 +89,15 @@ type loop struct {
 	conns   map[uint64]*fdConn // by id, the epoll events' data
 	lastID  uint64
 	clock   func() time.Time
-	now     time.Time    // read once per pass
-	sweepAt time.Time    // the nearest deadline (zero: none)
+	now     time.Time // read once per pass
+	timers  [timers]timerList
+	sweepAt time.Time    // the nearest deadline, or one before it (zero: none)
 	armed   time.Time    // the sweepAt the poller's deadline was set for
 	relays  atomic.Int64 // responses relayed here (the loop's own line: no sharing)
 	// emptyReads are reads of an instance connection that found nothing:
 	// each a system call for nothing (tests: no probe before reuse).
 	emptyReads int64
+	swept      int64 // connections a sweep looked at (tests: not all of them)
 
 	mu      sync.Mutex
 	ops     []loopOp
@@ -146,6 +148,8 @@ type fdConn struct {
 	phase   phase
 
 	deadline      time.Time
+	timer         *timerList // the list deadline is in; nil: none
+	tprev, tnext  *fdConn
 	local, remote net.Addr
 
 	// A client's.
@@ -528,7 +532,7 @@ func (l *loop) closeClient(c *fdConn) {
 	}
 	c.closed = true
 	c.closing.Store(true)
-	delete(l.conns, c.id)
+	l.forget(c)
 	unix.Close(c.fd)
 	c.pending = nil
 	l.s.closeConn(c.cc)
@@ -540,7 +544,7 @@ func (l *loop) closeUp(u *fdConn) {
 	}
 	u.closed = true
 	u.closing.Store(true)
-	delete(l.conns, u.id)
+	l.forget(u)
 	unix.Close(u.fd)
 	if u.upc != nil && u.upc.rwBuffers != nil {
 		l.s.pool.giveBuffers(u.upc)
@@ -551,22 +555,90 @@ func (l *loop) closeUp(u *fdConn) {
 	}
 }
 
-// setDeadline sets c's deadline, and the loop's nearest.
-func (l *loop) setDeadline(c *fdConn, t time.Time) {
+// forget takes c out of the loop's connections and deadlines.
+func (l *loop) forget(c *fdConn) {
+	delete(l.conns, c.id)
+	l.clearDeadline(c)
+}
+
+// A loop keeps its deadlines in one list per timeout, each in the order
+// they fall: a timeout's deadlines are set mostly in that order (now plus
+// the timeout), so putting one in its place from the list's tail is a
+// step or none as a rule, and a sweep takes only what has passed, from the
+// heads, where walking every connection at each deadline was O(n) (libev's
+// lists for timeouts alike).
+type timer uint8
+
+const (
+	tIdle     timer = iota // a client's IdleTimeout
+	tLinger                // a client's linger before it is parked
+	tWrite                 // WriteTimeout, to a client or an instance
+	tDial                  // DialTimeout
+	tResponse              // ResponseTimeout: the head, then each read of the body
+	timers
+)
+
+// timerList is the connections with a deadline of one timeout, the
+// nearest first.
+type timerList struct{ head, tail *fdConn }
+
+// setDeadline sets c's deadline of timeout k, and the loop's nearest.
+func (l *loop) setDeadline(c *fdConn, t time.Time, k timer) {
+	l.clearDeadline(c)
+	if t.IsZero() {
+		return
+	}
 	c.deadline = t
-	if !t.IsZero() && (l.sweepAt.IsZero() || t.Before(l.sweepAt)) {
+	list := &l.timers[k]
+	at := list.tail
+	for at != nil && t.Before(at.deadline) {
+		at = at.tprev
+	}
+	// After at (nil: first).
+	c.timer, c.tprev = list, at
+	if at == nil {
+		c.tnext, list.head = list.head, c
+	} else {
+		c.tnext, at.tnext = at.tnext, c
+	}
+	if c.tnext == nil {
+		list.tail = c
+	} else {
+		c.tnext.tprev = c
+	}
+	if l.sweepAt.IsZero() || t.Before(l.sweepAt) {
 		l.sweepAt = t
 	}
+}
+
+// clearDeadline takes c's deadline away, if it has one.
+func (l *loop) clearDeadline(c *fdConn) {
+	list := c.timer
+	c.deadline = time.Time{}
+	if list == nil {
+		return
+	}
+	if c.tprev == nil {
+		list.head = c.tnext
+	} else {
+		c.tprev.tnext = c.tnext
+	}
+	if c.tnext == nil {
+		list.tail = c.tprev
+	} else {
+		c.tnext.tprev = c.tprev
+	}
+	c.timer, c.tprev, c.tnext = nil, nil, nil
 }
 
 // sweep acts on the deadlines passed and finds the nearest one left.
 func (l *loop) sweep() {
 	l.sweepAt = time.Time{}
-	for _, c := range l.conns {
-		switch {
-		case c.deadline.IsZero() || c.closed:
-		case !l.now.Before(c.deadline):
-			c.deadline = time.Time{}
+	for k := range l.timers {
+		list := &l.timers[k]
+		for c := list.head; c != nil && !l.now.Before(c.deadline); c = list.head {
+			l.swept++
+			l.clearDeadline(c)
 			owner := c.owner
 			l.expired(c)
 			if c.cc != nil {
@@ -574,7 +646,12 @@ func (l *loop) sweep() {
 			} else if owner != nil {
 				l.serve(owner)
 			}
-		case l.sweepAt.IsZero() || c.deadline.Before(l.sweepAt):
+		}
+	}
+	// Acting on one may have set another's: the nearest of all is known
+	// once all have been.
+	for k := range l.timers {
+		if c := l.timers[k].head; c != nil && (l.sweepAt.IsZero() || c.deadline.Before(l.sweepAt)) {
 			l.sweepAt = c.deadline
 		}
 	}
@@ -592,7 +669,7 @@ func (l *loop) expired(c *fdConn) {
 			c.parkAt = time.Time{}
 			if !l.park(c) {
 				c.canPark = false
-				l.setDeadline(c, c.idleEnd)
+				l.setDeadline(c, c.idleEnd, tIdle)
 			}
 			return
 		}
@@ -651,7 +728,7 @@ func (l *loop) clientEvent(c *fdConn, ev uint32) {
 			return
 		case len(c.pending) > 0:
 			if wrote > 0 { // no progress for WriteTimeout: a wake-up that wrote nothing moves nothing
-				l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout))
+				l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 			}
 		case c.phase == cClosing:
 			l.closeClient(c)
@@ -714,7 +791,8 @@ func (l *loop) begin(c *fdConn) {
 	cc := c.cc
 	l.s.arrived(cc, c.idleEnd, l.now)
 	cc.idle.Store(false)
-	c.phase, c.headStart, c.parkAt, c.deadline = cHead, l.now, time.Time{}, time.Time{}
+	c.phase, c.headStart, c.parkAt = cHead, l.now, time.Time{}
+	l.clearDeadline(c)
 }
 
 // serve runs the requests c has buffered, one after another.
@@ -812,7 +890,7 @@ func (l *loop) answered(c *fdConn, keep bool) {
 		if !keep {
 			c.phase = cClosing
 		}
-		l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout))
+		l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 		l.interest(c)
 		return
 	}
@@ -834,7 +912,8 @@ func (l *loop) next(c *fdConn) {
 // idleEnd, parked (netpark) at once or after linger as there.
 func (l *loop) await(c *fdConn) {
 	s, cc := l.s, c.cc
-	c.phase, c.deadline = cIdle, time.Time{}
+	c.phase = cIdle
+	l.clearDeadline(c)
 	cc.idle.Store(true)
 	if s.isClosing() {
 		l.closeClient(c)
@@ -859,12 +938,12 @@ func (l *loop) await(c *fdConn) {
 		c.canPark, parking = false, false
 	}
 	c.parkAt = time.Time{}
-	end := c.idleEnd
 	if parking {
 		c.parkAt = c.idleEnd.Add(s.linger - s.o.Limits.IdleTimeout) // linger from when it went idle
-		end = c.parkAt
+		l.setDeadline(c, c.parkAt, tLinger)
+	} else {
+		l.setDeadline(c, c.idleEnd, tIdle)
 	}
-	l.setDeadline(c, end)
 	l.interest(c)
 }
 
@@ -888,7 +967,7 @@ func (l *loop) park(c *fdConn) bool {
 	}
 	// The parker owns the socket now, and may wake it at once: nothing of
 	// cc is touched here from now on.
-	delete(l.conns, c.id)
+	l.forget(c)
 	c.closed = true
 	c.closing.Store(true)
 	c.fd = -1
@@ -984,7 +1063,7 @@ func (l *loop) handOffFailed(c *fdConn, why handReason, err error) {
 // release takes c out of the loop as a net.Conn of Go's.
 func (l *loop) release(c *fdConn) (net.Conn, error) {
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-	delete(l.conns, c.id)
+	l.forget(c)
 	if c.up != nil && c.cc != nil {
 		l.closeUp(c.up)
 	}
@@ -1064,7 +1143,7 @@ func (l *loop) dial(c *fdConn, ip netip.Addr, port int, k poolKey) {
 	l.conns[u.id] = u
 	l.bind(c, u)
 	u.phase = uConnect
-	l.setDeadline(u, l.now.Add(l.s.o.Limits.DialTimeout))
+	l.setDeadline(u, l.now.Add(l.s.o.Limits.DialTimeout), tDial)
 }
 
 // connected starts the request on a new connection.
@@ -1074,7 +1153,8 @@ func (l *loop) connected(u *fdConn) {
 	}
 	u.upc = newUpConn(u, u.key)
 	l.s.pool.takeBuffers(u.upc)
-	u.phase, u.deadline = uWrite, time.Time{}
+	u.phase = uWrite
+	l.clearDeadline(u)
 	l.interest(u)
 	l.sendRequest(u.owner)
 }
@@ -1108,7 +1188,7 @@ func (l *loop) sendRequest(c *fdConn) {
 		return
 	}
 	if len(u.pending) > 0 {
-		l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout))
+		l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 		return
 	}
 	l.awaitResponse(u)
@@ -1116,7 +1196,7 @@ func (l *loop) sendRequest(c *fdConn) {
 
 func (l *loop) awaitResponse(u *fdConn) {
 	u.phase = uAwait
-	l.setDeadline(u, u.sent.Add(l.s.o.Limits.ResponseTimeout))
+	l.setDeadline(u, u.sent.Add(l.s.o.Limits.ResponseTimeout), tResponse)
 	l.interest(u)
 }
 
@@ -1164,7 +1244,7 @@ func (l *loop) upEvent(u *fdConn, ev uint32) {
 		case len(u.pending) == 0:
 			l.awaitResponse(u)
 		case wrote > 0:
-			l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout))
+			l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 		}
 	case uAwait, uBody:
 		l.readResponse(u)
@@ -1213,13 +1293,14 @@ func (l *loop) readResponse(u *fdConn) {
 	case rf.chunked || rf.length < 0 || ended || br.Buffered() == br.Size():
 		l.handBoth(c, u, func(up *upConn) bool { return x.relay(up) })
 	case came: // no progress for ResponseTimeout: a wake-up that read nothing moves nothing
-		l.setDeadline(u, l.now.Add(l.s.o.Limits.ResponseTimeout))
+		l.setDeadline(u, l.now.Add(l.s.o.Limits.ResponseTimeout), tResponse)
 	}
 }
 
 // relay relays a response all read, in the loop.
 func (l *loop) relay(c, u *fdConn) {
-	u.phase, u.deadline, u.reused = uIdle, time.Time{}, false
+	u.phase, u.reused = uIdle, false
+	l.clearDeadline(u)
 	c.up, u.owner = nil, nil
 	l.relays.Add(1)
 	keep := c.x.relay(u.upc) // u back in the pool, or closed

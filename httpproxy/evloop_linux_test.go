@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -888,5 +889,100 @@ func TestLoopHandOffFailed(t *testing.T) {
 				t.Errorf("the instance got %d requests", n)
 			}
 		})
+	}
+}
+
+// A loop's deadline lists stay in deadline order, linked both ways, under
+// deadlines set in and out of order, moved and cleared; the loop's nearest
+// is never after the first of them.
+func TestLoopTimerLists(t *testing.T) {
+	l := &loop{}
+	conns := make([]*fdConn, 40)
+	for i := range conns {
+		conns[i] = &fdConn{id: uint64(i + 1)}
+	}
+	base := time.Unix(1000, 0)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for step := range 2000 {
+		c := conns[rnd.IntN(len(conns))]
+		k := timer(rnd.IntN(int(timers)))
+		switch rnd.IntN(4) {
+		case 0:
+			l.clearDeadline(c)
+		case 1: // mostly later than the ones before, as now+timeout is
+			l.setDeadline(c, base.Add(time.Duration(step+rnd.IntN(20))*time.Millisecond), k)
+		default:
+			l.setDeadline(c, base.Add(time.Duration(rnd.IntN(3000))*time.Millisecond), k)
+		}
+		var in []uint64
+		for k := range l.timers {
+			list := &l.timers[k]
+			var prev *fdConn
+			for c := list.head; c != nil; prev, c = c, c.tnext {
+				if c.tprev != prev || c.timer != list {
+					t.Fatalf("step %d: list %d broken at connection %d", step, k, c.id)
+				}
+				if prev != nil && c.deadline.Before(prev.deadline) {
+					t.Fatalf("step %d: list %d out of order at connection %d", step, k, c.id)
+				}
+				if !l.sweepAt.IsZero() && c.deadline.Before(l.sweepAt) || l.sweepAt.IsZero() {
+					t.Fatalf("step %d: nearest %v after a deadline %v", step, l.sweepAt, c.deadline)
+				}
+				in = append(in, c.id)
+			}
+			if list.tail != prev {
+				t.Fatalf("step %d: list %d's tail is not its last", step, k)
+			}
+		}
+		n := 0
+		for _, c := range conns {
+			if c.timer != nil {
+				n++
+			} else if !c.deadline.IsZero() {
+				t.Fatalf("step %d: connection %d has a deadline and no list", step, c.id)
+			}
+		}
+		if n != len(in) {
+			t.Fatalf("step %d: %d connections with a deadline, %d in the lists", step, n, len(in))
+		}
+	}
+}
+
+// A deadline passing has the loop look at that connection, not at every
+// one it holds.
+func TestLoopSweepLooksAtWhatIsDue(t *testing.T) {
+	clock := newFakeClock()
+	c := newCluster(t, clusterOptions{n: 1, loopClock: clock.now, linger: time.Hour})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c.backends["app1"].handle = func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		fmt.Fprintf(w, "app1 %s", r.URL.Path)
+	}
+	const n = 30
+	for range n { // busy: each lingers in its loop, not parked
+		conn := dialRaw(t, c.server.Addr())
+		br := bufio.NewReader(conn)
+		roundTrip(t, conn, br)
+		roundTrip(t, conn, br)
+	}
+	slow := dialRaw(t, c.server.Addr())
+	io.WriteString(slow, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	netparktest.Until(t, "the request reaches the instance", func() bool { return c.backends["app1"].count() == 2*n+1 })
+	held := 0
+	c.server.loops.do(func(l *loop) { held += len(l.conns); l.swept = 0 })
+	if held <= n {
+		t.Fatalf("%d connections in the loops, want the %d clients lingering and more", held, n)
+	}
+	c.advance(t, clock, config.Defaults().HTTP.ResponseTimeout+time.Second)
+	if res := readResponse(t, slow); res.StatusCode != 504 {
+		t.Fatalf("status %d, want 504", res.StatusCode)
+	}
+	var swept int64
+	c.server.loops.do(func(l *loop) { swept += l.swept })
+	if swept != 1 {
+		t.Errorf("the sweeps looked at %d of the %d connections, want the one due", swept, held)
 	}
 }
