@@ -4,6 +4,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -839,6 +840,22 @@ func (l *loop) request(c *fdConn) {
 // headReady reports whether readHead can read the head buf begins without
 // reading more: buf holds its end, or a line readHead refuses.
 func headReady(buf []byte, request bool) bool {
+	// The common case without a walk: a request without a body, all read,
+	// ends the buffer. An empty line after the first, reached line by
+	// line, ends the head or is refused (unless empty lines come first,
+	// which a request may skip). (Searching the whole buffer for one,
+	// which responses would need, costs more than the walk: every line
+	// has a CR.)
+	if len(buf) > 0 && buf[0] != '\r' && bytes.HasSuffix(buf, crlfcrlf) {
+		return true
+	}
+	return headReadyLines(buf, request)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// headReadyLines is headReady line by line.
+func headReadyLines(buf []byte, request bool) bool {
 	skipped, first := 0, true
 	for {
 		i := 0
@@ -1282,7 +1299,7 @@ func (l *loop) readResponse(u *fdConn) {
 			l.attemptFailed(c, u, err)
 			return
 		}
-		x.responseCame(u.upc)
+		x.responseCame(u.upc, l.now)
 		u.phase = uBody
 		u.rf, u.rfErr = c.cc.res.responseFraming(x.h.method)
 	}

@@ -986,3 +986,21 @@ func TestLoopSweepLooksAtWhatIsDue(t *testing.T) {
 		t.Errorf("the sweeps looked at %d of the %d connections, want the one due", swept, held)
 	}
 }
+
+// headReady's look at the buffer's end answers as its walk line by line
+// does, on heads whole, cut, with empty lines first and with bare LFs.
+func TestHeadReadyFastPath(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte("\r\n\r\na: ")
+	for range 200000 {
+		buf := make([]byte, rnd.IntN(24))
+		for i := range buf {
+			buf[i] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		for _, request := range []bool{true, false} {
+			if got, want := headReady(buf, request), headReadyLines(buf, request); got != want {
+				t.Fatalf("headReady(%q, %v) = %v, line by line %v", buf, request, got, want)
+			}
+		}
+	}
+}
