@@ -4,6 +4,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"clb/metrics"
 	"clb/rawtcp"
 )
 
@@ -82,15 +84,21 @@ type loop struct {
 	rc   syscall.RawConn
 	wait func(fd uintptr) bool
 	ev   []unix.EpollEvent
+	evc  []*fdConn // ev's connections, found in a pass's first round
 	nev  int
 
 	conns   map[uint64]*fdConn // by id, the epoll events' data
 	lastID  uint64
 	clock   func() time.Time
-	now     time.Time    // read once per pass
-	sweepAt time.Time    // the nearest deadline (zero: none)
+	now     time.Time // read once per pass
+	timers  [timers]timerList
+	sweepAt time.Time    // the nearest deadline, or one before it (zero: none)
 	armed   time.Time    // the sweepAt the poller's deadline was set for
 	relays  atomic.Int64 // responses relayed here (the loop's own line: no sharing)
+	// emptyReads are reads of an instance connection that found nothing:
+	// each a system call for nothing (tests: no probe before reuse).
+	emptyReads int64
+	swept      int64 // connections a sweep looked at (tests: not all of them)
 
 	mu      sync.Mutex
 	ops     []loopOp
@@ -141,6 +149,8 @@ type fdConn struct {
 	phase   phase
 
 	deadline      time.Time
+	timer         *timerList // the list deadline is in; nil: none
+	tprev, tnext  *fdConn
 	local, remote net.Addr
 
 	// A client's.
@@ -163,7 +173,6 @@ type fdConn struct {
 	sent   time.Time
 	rf     framing
 	rfErr  error
-	probe  [1]byte
 }
 
 func newLoops(s *Server) *loops { return &loops{s: s, started: make(chan struct{})} }
@@ -229,7 +238,7 @@ func newLoop(s *Server, ls *loops, idx int) (*loop, error) {
 	}
 	l := &loop{
 		s: s, ls: ls, idx: idx, epfd: epfd, efd: efd, epf: epf, rc: rc,
-		ev: make([]unix.EpollEvent, 128), conns: map[uint64]*fdConn{},
+		ev: make([]unix.EpollEvent, 128), evc: make([]*fdConn, 128), conns: map[uint64]*fdConn{},
 		clock: time.Now, done: make(chan struct{}),
 	}
 	l.wait = l.poll
@@ -352,10 +361,7 @@ func (l *loop) run() {
 			l.s.log.Error("http event loop failed: its connections are closed", zap.Error(err))
 			return
 		}
-		for _, ev := range l.ev[:l.nev] {
-			l.event(ev)
-		}
-		l.nev = 0
+		l.events()
 		if l.takeOps() {
 			return
 		}
@@ -452,24 +458,53 @@ func (l *loop) add(c *fdConn) {
 	l.serve(c)
 }
 
-func (l *loop) event(ev unix.EpollEvent) {
-	id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-	if id == 0 {
-		var b [8]byte
-		_, _ = unix.Read(l.efd, b[:])
-		return
+// events acts on a pass's events in two rounds: first those of idle
+// pooled instance connections (closed by the instance, or bytes no
+// request asked for: out of the pool, closed), then the rest. So a
+// request of this pass never takes a pooled connection whose end the
+// set has already reported, and the pool hands them out without a probe
+// read. One the instance closes after the set was read is the same race
+// as after a probe: the attempt fails before any byte of a response, and
+// is retried on a new connection as a reused one (attemptFailed, retry).
+func (l *loop) events() {
+	evs, evc := l.ev[:l.nev], l.evc[:l.nev]
+	l.nev = 0
+	for i, ev := range evs {
+		id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+		evc[i] = nil
+		if id == 0 {
+			var b [8]byte
+			_, _ = unix.Read(l.efd, b[:])
+			continue
+		}
+		c := l.conns[id]
+		switch {
+		case c == nil || c.closing.Load():
+		case c.cc == nil && c.phase == uIdle:
+			l.upEvent(c, ev.Events)
+		default:
+			evc[i] = c
+		}
 	}
-	c := l.conns[id]
-	if c == nil || c.closing.Load() {
-		return
+	for i, c := range evc {
+		if c != nil {
+			l.event(c, evs[i].Events)
+			evc[i] = nil
+		}
+	}
+}
+
+func (l *loop) event(c *fdConn, events uint32) {
+	if c.closed || c.closing.Load() {
+		return // closed by an event before it in this pass
 	}
 	if c.cc != nil {
-		l.clientEvent(c, ev.Events)
+		l.clientEvent(c, events)
 		l.serve(c)
 		return
 	}
 	owner := c.owner
-	l.upEvent(c, ev.Events)
+	l.upEvent(c, events)
 	if owner != nil {
 		l.serve(owner)
 	}
@@ -498,7 +533,7 @@ func (l *loop) closeClient(c *fdConn) {
 	}
 	c.closed = true
 	c.closing.Store(true)
-	delete(l.conns, c.id)
+	l.forget(c)
 	unix.Close(c.fd)
 	c.pending = nil
 	l.s.closeConn(c.cc)
@@ -510,7 +545,7 @@ func (l *loop) closeUp(u *fdConn) {
 	}
 	u.closed = true
 	u.closing.Store(true)
-	delete(l.conns, u.id)
+	l.forget(u)
 	unix.Close(u.fd)
 	if u.upc != nil && u.upc.rwBuffers != nil {
 		l.s.pool.giveBuffers(u.upc)
@@ -521,22 +556,90 @@ func (l *loop) closeUp(u *fdConn) {
 	}
 }
 
-// setDeadline sets c's deadline, and the loop's nearest.
-func (l *loop) setDeadline(c *fdConn, t time.Time) {
+// forget takes c out of the loop's connections and deadlines.
+func (l *loop) forget(c *fdConn) {
+	delete(l.conns, c.id)
+	l.clearDeadline(c)
+}
+
+// A loop keeps its deadlines in one list per timeout, each in the order
+// they fall: a timeout's deadlines are set mostly in that order (now plus
+// the timeout), so putting one in its place from the list's tail is a
+// step or none as a rule, and a sweep takes only what has passed, from the
+// heads, where walking every connection at each deadline was O(n) (libev's
+// lists for timeouts alike).
+type timer uint8
+
+const (
+	tIdle     timer = iota // a client's IdleTimeout
+	tLinger                // a client's linger before it is parked
+	tWrite                 // WriteTimeout, to a client or an instance
+	tDial                  // DialTimeout
+	tResponse              // ResponseTimeout: the head, then each read of the body
+	timers
+)
+
+// timerList is the connections with a deadline of one timeout, the
+// nearest first.
+type timerList struct{ head, tail *fdConn }
+
+// setDeadline sets c's deadline of timeout k, and the loop's nearest.
+func (l *loop) setDeadline(c *fdConn, t time.Time, k timer) {
+	l.clearDeadline(c)
+	if t.IsZero() {
+		return
+	}
 	c.deadline = t
-	if !t.IsZero() && (l.sweepAt.IsZero() || t.Before(l.sweepAt)) {
+	list := &l.timers[k]
+	at := list.tail
+	for at != nil && t.Before(at.deadline) {
+		at = at.tprev
+	}
+	// After at (nil: first).
+	c.timer, c.tprev = list, at
+	if at == nil {
+		c.tnext, list.head = list.head, c
+	} else {
+		c.tnext, at.tnext = at.tnext, c
+	}
+	if c.tnext == nil {
+		list.tail = c
+	} else {
+		c.tnext.tprev = c
+	}
+	if l.sweepAt.IsZero() || t.Before(l.sweepAt) {
 		l.sweepAt = t
 	}
+}
+
+// clearDeadline takes c's deadline away, if it has one.
+func (l *loop) clearDeadline(c *fdConn) {
+	list := c.timer
+	c.deadline = time.Time{}
+	if list == nil {
+		return
+	}
+	if c.tprev == nil {
+		list.head = c.tnext
+	} else {
+		c.tprev.tnext = c.tnext
+	}
+	if c.tnext == nil {
+		list.tail = c.tprev
+	} else {
+		c.tnext.tprev = c.tprev
+	}
+	c.timer, c.tprev, c.tnext = nil, nil, nil
 }
 
 // sweep acts on the deadlines passed and finds the nearest one left.
 func (l *loop) sweep() {
 	l.sweepAt = time.Time{}
-	for _, c := range l.conns {
-		switch {
-		case c.deadline.IsZero() || c.closed:
-		case !l.now.Before(c.deadline):
-			c.deadline = time.Time{}
+	for k := range l.timers {
+		list := &l.timers[k]
+		for c := list.head; c != nil && !l.now.Before(c.deadline); c = list.head {
+			l.swept++
+			l.clearDeadline(c)
 			owner := c.owner
 			l.expired(c)
 			if c.cc != nil {
@@ -544,7 +647,12 @@ func (l *loop) sweep() {
 			} else if owner != nil {
 				l.serve(owner)
 			}
-		case l.sweepAt.IsZero() || c.deadline.Before(l.sweepAt):
+		}
+	}
+	// Acting on one may have set another's: the nearest of all is known
+	// once all have been.
+	for k := range l.timers {
+		if c := l.timers[k].head; c != nil && (l.sweepAt.IsZero() || c.deadline.Before(l.sweepAt)) {
 			l.sweepAt = c.deadline
 		}
 	}
@@ -562,7 +670,7 @@ func (l *loop) expired(c *fdConn) {
 			c.parkAt = time.Time{}
 			if !l.park(c) {
 				c.canPark = false
-				l.setDeadline(c, c.idleEnd)
+				l.setDeadline(c, c.idleEnd, tIdle)
 			}
 			return
 		}
@@ -614,13 +722,15 @@ func (l *loop) clientEvent(c *fdConn, ev uint32) {
 		return
 	}
 	if ev&unix.EPOLLOUT != 0 && len(c.pending) > 0 {
-		done, err := c.flush()
+		wrote, err := c.flush()
 		switch {
 		case err != nil:
 			l.closeClient(c)
 			return
-		case !done:
-			l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout)) // no progress for WriteTimeout
+		case len(c.pending) > 0:
+			if wrote > 0 { // no progress for WriteTimeout: a wake-up that wrote nothing moves nothing
+				l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
+			}
 		case c.phase == cClosing:
 			l.closeClient(c)
 			return
@@ -682,7 +792,8 @@ func (l *loop) begin(c *fdConn) {
 	cc := c.cc
 	l.s.arrived(cc, c.idleEnd, l.now)
 	cc.idle.Store(false)
-	c.phase, c.headStart, c.parkAt, c.deadline = cHead, l.now, time.Time{}, time.Time{}
+	c.phase, c.headStart, c.parkAt = cHead, l.now, time.Time{}
+	l.clearDeadline(c)
 }
 
 // serve runs the requests c has buffered, one after another.
@@ -712,6 +823,7 @@ func (l *loop) request(c *fdConn) {
 		return
 	}
 	if why, ok := simple(cc); !ok {
+		c.r, c.logged = r, logged // for handOffFailed
 		l.handOff(c, why, func() bool { return s.headRead(cc, r, logged, nil) })
 		return
 	}
@@ -728,6 +840,22 @@ func (l *loop) request(c *fdConn) {
 // headReady reports whether readHead can read the head buf begins without
 // reading more: buf holds its end, or a line readHead refuses.
 func headReady(buf []byte, request bool) bool {
+	// The common case without a walk: a request without a body, all read,
+	// ends the buffer. An empty line after the first, reached line by
+	// line, ends the head or is refused (unless empty lines come first,
+	// which a request may skip). (Searching the whole buffer for one,
+	// which responses would need, costs more than the walk: every line
+	// has a CR.)
+	if len(buf) > 0 && buf[0] != '\r' && bytes.HasSuffix(buf, crlfcrlf) {
+		return true
+	}
+	return headReadyLines(buf, request)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// headReadyLines is headReady line by line.
+func headReadyLines(buf []byte, request bool) bool {
 	skipped, first := 0, true
 	for {
 		i := 0
@@ -779,7 +907,7 @@ func (l *loop) answered(c *fdConn, keep bool) {
 		if !keep {
 			c.phase = cClosing
 		}
-		l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout))
+		l.setDeadline(c, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 		l.interest(c)
 		return
 	}
@@ -801,7 +929,8 @@ func (l *loop) next(c *fdConn) {
 // idleEnd, parked (netpark) at once or after linger as there.
 func (l *loop) await(c *fdConn) {
 	s, cc := l.s, c.cc
-	c.phase, c.deadline = cIdle, time.Time{}
+	c.phase = cIdle
+	l.clearDeadline(c)
 	cc.idle.Store(true)
 	if s.isClosing() {
 		l.closeClient(c)
@@ -826,12 +955,12 @@ func (l *loop) await(c *fdConn) {
 		c.canPark, parking = false, false
 	}
 	c.parkAt = time.Time{}
-	end := c.idleEnd
 	if parking {
 		c.parkAt = c.idleEnd.Add(s.linger - s.o.Limits.IdleTimeout) // linger from when it went idle
-		end = c.parkAt
+		l.setDeadline(c, c.parkAt, tLinger)
+	} else {
+		l.setDeadline(c, c.idleEnd, tIdle)
 	}
-	l.setDeadline(c, end)
 	l.interest(c)
 }
 
@@ -855,7 +984,7 @@ func (l *loop) park(c *fdConn) bool {
 	}
 	// The parker owns the socket now, and may wake it at once: nothing of
 	// cc is touched here from now on.
-	delete(l.conns, c.id)
+	l.forget(c)
 	c.closed = true
 	c.closing.Store(true)
 	c.fd = -1
@@ -868,7 +997,7 @@ func (l *loop) exchange(c *fdConn) {
 	s, x := l.s, c.x
 	e := x.d.Owner.HTTP.Endpoint
 	k := poolKey{e: e, loop: l.idx}
-	if up := s.pool.popAlive(k, s.now(c.cc)); up != nil {
+	if up := s.pool.popAlive(k, s.now(c.cc), false); up != nil { // no probe: see run
 		u := up.c.(*fdConn)
 		u.reused = true
 		l.bind(c, u)
@@ -908,8 +1037,7 @@ func (l *loop) handOff(c *fdConn, why handReason, rest func() bool) {
 	s, cc := l.s, c.cc
 	nc, err := l.release(c)
 	if err != nil {
-		s.log.Warn("http: a connection could not leave its event loop", zap.Error(err))
-		s.closeConn(cc)
+		l.handOffFailed(c, why, err)
 		return
 	}
 	c.handed = nc
@@ -926,10 +1054,33 @@ func (l *loop) handOff(c *fdConn, why handReason, rest func() bool) {
 	go func() { s.carryOn(cc, rest()) }()
 }
 
+// handOffFailed ends the request of client c, whose hand-off for why
+// failed with err (net.FileConn: EMFILE, say), as a failed request: logged,
+// counted, its access log line written, the connection closed (its socket
+// already is: nothing can answer).
+func (l *loop) handOffFailed(c *fdConn, why handReason, err error) {
+	s, cc := l.s, c.cc
+	s.log.Warn("http: a connection could not leave its event loop", zap.Error(err))
+	r, logged := c.r, c.logged
+	method, instance := metrics.Method(cc.req.method), ""
+	switch why {
+	case handHead: // no head read: the request starts here
+		r, logged = s.startRequest(cc, c.headStart)
+		method = "other"
+	case handInstance, handFailed, handResponse: // routed
+		instance = cc.ss.d.Owner.Name
+	}
+	s.o.Metrics.Request("http", method, instance, "failed")
+	s.o.Metrics.Error("http", "hand_off")
+	cc.status, cc.outcome = 0, "hand_off"
+	s.endRequest(cc, r, logged)
+	s.closeConn(cc)
+}
+
 // release takes c out of the loop as a net.Conn of Go's.
 func (l *loop) release(c *fdConn) (net.Conn, error) {
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-	delete(l.conns, c.id)
+	l.forget(c)
 	if c.up != nil && c.cc != nil {
 		l.closeUp(c.up)
 	}
@@ -1009,7 +1160,7 @@ func (l *loop) dial(c *fdConn, ip netip.Addr, port int, k poolKey) {
 	l.conns[u.id] = u
 	l.bind(c, u)
 	u.phase = uConnect
-	l.setDeadline(u, l.now.Add(l.s.o.Limits.DialTimeout))
+	l.setDeadline(u, l.now.Add(l.s.o.Limits.DialTimeout), tDial)
 }
 
 // connected starts the request on a new connection.
@@ -1019,7 +1170,8 @@ func (l *loop) connected(u *fdConn) {
 	}
 	u.upc = newUpConn(u, u.key)
 	l.s.pool.takeBuffers(u.upc)
-	u.phase, u.deadline = uWrite, time.Time{}
+	u.phase = uWrite
+	l.clearDeadline(u)
 	l.interest(u)
 	l.sendRequest(u.owner)
 }
@@ -1053,7 +1205,7 @@ func (l *loop) sendRequest(c *fdConn) {
 		return
 	}
 	if len(u.pending) > 0 {
-		l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout))
+		l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 		return
 	}
 	l.awaitResponse(u)
@@ -1061,7 +1213,7 @@ func (l *loop) sendRequest(c *fdConn) {
 
 func (l *loop) awaitResponse(u *fdConn) {
 	u.phase = uAwait
-	l.setDeadline(u, u.sent.Add(l.s.o.Limits.ResponseTimeout))
+	l.setDeadline(u, u.sent.Add(l.s.o.Limits.ResponseTimeout), tResponse)
 	l.interest(u)
 }
 
@@ -1102,14 +1254,14 @@ func (l *loop) upEvent(u *fdConn, ev uint32) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		done, err := u.flush()
+		wrote, err := u.flush()
 		switch {
 		case err != nil:
 			l.attemptFailed(c, u, c.x.writeFailed(err))
-		case done:
+		case len(u.pending) == 0:
 			l.awaitResponse(u)
-		default:
-			l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout))
+		case wrote > 0:
+			l.setDeadline(u, l.now.Add(l.s.o.Limits.WriteTimeout), tWrite)
 		}
 	case uAwait, uBody:
 		l.readResponse(u)
@@ -1123,7 +1275,9 @@ func (l *loop) readResponse(u *fdConn) {
 	c := u.owner
 	x := c.x
 	br := u.upc.br
+	had := br.Buffered()
 	ended := !fill(br)
+	came := br.Buffered() > had
 	if u.phase == uAwait {
 		buf, _ := br.Peek(br.Buffered())
 		if len(buf) == 0 && !ended {
@@ -1145,7 +1299,7 @@ func (l *loop) readResponse(u *fdConn) {
 			l.attemptFailed(c, u, err)
 			return
 		}
-		x.responseCame(u.upc)
+		x.responseCame(u.upc, l.now)
 		u.phase = uBody
 		u.rf, u.rfErr = c.cc.res.responseFraming(x.h.method)
 	}
@@ -1155,14 +1309,15 @@ func (l *loop) readResponse(u *fdConn) {
 		l.relay(c, u)
 	case rf.chunked || rf.length < 0 || ended || br.Buffered() == br.Size():
 		l.handBoth(c, u, func(up *upConn) bool { return x.relay(up) })
-	default:
-		l.setDeadline(u, l.now.Add(l.s.o.Limits.ResponseTimeout)) // no progress for ResponseTimeout
+	case came: // no progress for ResponseTimeout: a wake-up that read nothing moves nothing
+		l.setDeadline(u, l.now.Add(l.s.o.Limits.ResponseTimeout), tResponse)
 	}
 }
 
 // relay relays a response all read, in the loop.
 func (l *loop) relay(c, u *fdConn) {
-	u.phase, u.deadline, u.reused = uIdle, time.Time{}, false
+	u.phase, u.reused = uIdle, false
+	l.clearDeadline(u)
 	c.up, u.owner = nil, nil
 	l.relays.Add(1)
 	keep := c.x.relay(u.upc) // u back in the pool, or closed
@@ -1207,6 +1362,9 @@ func (c *fdConn) Read(b []byte) (int, error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if c.cc == nil {
+				c.l.emptyReads++
+			}
 			return 0, errAgain
 		}
 		return 0, c.opError("read", e)
@@ -1251,23 +1409,17 @@ func (c *fdConn) write(b []byte) (int, error) {
 	}
 }
 
-// flush writes what is pending; done: nothing is left.
-func (c *fdConn) flush() (done bool, err error) {
+// flush writes what is pending, wrote bytes of it (0: the socket took
+// nothing, no progress).
+func (c *fdConn) flush() (wrote int, err error) {
 	m, err := c.write(c.pending)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if c.pending = c.pending[m:]; len(c.pending) == 0 {
 		c.pending = nil
-		return true, nil
 	}
-	return false, nil
-}
-
-// alive is the pool's check of an idle connection: nothing to read.
-func (c *fdConn) alive() bool {
-	_, e := rawtcp.Read(uintptr(c.fd), c.probe[:])
-	return e == syscall.EAGAIN
+	return m, nil
 }
 
 func (c *fdConn) opError(op string, e syscall.Errno) error {

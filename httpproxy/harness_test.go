@@ -28,6 +28,7 @@ import (
 	"clb/certs/certstest"
 	"clb/config"
 	"clb/loadfactor"
+	"clb/metrics"
 )
 
 // backend is one instance: an httptest server that records what reaches it
@@ -80,6 +81,8 @@ type clusterOptions struct {
 	flood  config.Limits
 	now    func() time.Time
 	access *accesslog.Log
+	// metrics, if set, counts.
+	metrics *metrics.Metrics
 	// https serves clb on a TLS listener offering h2 and http/1.1, with a
 	// certificate of a test CA; client() then speaks HTTP/2.
 	https bool
@@ -150,7 +153,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		o.limits(&limits)
 	}
 	opts := Options{Balancer: bal, Rules: o.rules, Limits: limits, Report: o.report, Logger: o.logger,
-		FloodLimits: o.flood, Now: o.now, Access: o.access, TLS: c.store}
+		FloodLimits: o.flood, Now: o.now, Access: o.access, TLS: c.store, Metrics: o.metrics}
 	var srv *Server
 	if o.https {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

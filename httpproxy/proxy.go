@@ -332,16 +332,15 @@ func (x *exchange) awaitResponse(up *upConn, sent time.Time) error {
 			_ = x.cc.bw.Flush()
 		}
 	}
-	x.responseCame(up)
+	x.responseCame(up, time.Now())
 	return nil
 }
 
-// responseCame notes a response head received on up.
-func (x *exchange) responseCame(up *upConn) {
+// responseCame notes a response head received on up at came: the client's
+// writes and the body's reads start from it. (A loop gives the time of its
+// pass, read already.)
+func (x *exchange) responseCame(up *upConn, came time.Time) {
 	l := x.s.o.Limits
-	// The response's time: the client's writes and the body's reads start
-	// from it.
-	came := time.Now()
 	up.dc.readProgress(came, l.ResponseTimeout)
 	x.cc.dc.writeProgress(came, l.WriteTimeout)
 	x.s.report(x.d.Owner.Name, true)

@@ -236,3 +236,33 @@ func TestBytesBeyondLengthNotPooled(t *testing.T) {
 		})
 	}
 }
+
+// TestReusedClosedUnderRequestResent: a pooled connection the instance
+// closes once the request is on it, before any byte of a response (the
+// close raced the reuse: no probe or event could have seen it), has a GET
+// sent again to the same instance on a new connection, and the replica
+// partner gets nothing.
+func TestReusedClosedUnderRequestResent(t *testing.T) {
+	raw := newRawBackend(t, func(n int, _ *http.Request) string {
+		if n == 2 {
+			return "" // closed, no answer
+		}
+		return okAnswer
+	})
+	rc := newRawCluster(t, raw)
+	cl := &http.Client{Timeout: 10 * time.Second}
+	for i := range 2 {
+		if st, body := rc.do(t, cl, "GET"); st != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q, want 200 ok", i+1, st, body)
+		}
+	}
+	if n := raw.requests.Load(); n != 3 {
+		t.Errorf("the instance got %d requests, want 3 (the second twice)", n)
+	}
+	if n := raw.conns.Load(); n != 2 {
+		t.Errorf("%d connections to the instance, want 2: the resend on a new one", n)
+	}
+	if n := rc.good.Load(); n != 0 {
+		t.Errorf("the replica partner got %d requests, want none", n)
+	}
+}

@@ -124,7 +124,7 @@ func (e *errDial) Unwrap() error { return e.err }
 // tickets, from under the TLS layer.)
 func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reused bool, err error) {
 	if !fresh {
-		if c := p.popAlive(poolKey{e: e}, now); c != nil {
+		if c := p.popAlive(poolKey{e: e}, now, true); c != nil {
 			return c, true, nil
 		}
 	}
@@ -149,14 +149,17 @@ func (p *pool) get(e config.Endpoint, fresh bool, now time.Time) (c *upConn, reu
 }
 
 // popAlive is the newest idle connection under k that is still good (not
-// idle too long, alive), with its buffers; nil: none.
-func (p *pool) popAlive(k poolKey, now time.Time) *upConn {
+// idle too long and, with probe, alive), with its buffers; nil: none. An
+// event loop takes its own without the probe: its epoll set reports a
+// close or stray bytes on an idle one, which it evicts before it serves
+// the requests of the same pass (loop.run).
+func (p *pool) popAlive(k poolKey, now time.Time, probe bool) *upConn {
 	for {
 		c := p.pop(k)
 		if c == nil {
 			return nil
 		}
-		if now.Sub(c.since) < p.idleTimeout && alive(c) {
+		if now.Sub(c.since) < p.idleTimeout && (!probe || alive(c)) {
 			p.takeBuffers(c)
 			return c
 		}
@@ -192,9 +195,6 @@ func (p *pool) pop(addr poolKey) *upConn {
 // non-blocking read finds nothing to read. (It was pooled with nothing
 // buffered.)
 func alive(c *upConn) bool {
-	if lc, ok := c.c.(interface{ alive() bool }); ok {
-		return lc.alive() // an event loop's socket
-	}
 	if c.dc.raw == nil {
 		return true
 	}
