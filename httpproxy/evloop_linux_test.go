@@ -403,20 +403,7 @@ func TestLoopSameBytesAsGoroutines(t *testing.T) {
 	}}
 	run := func(noLoop bool) (up, down string) {
 		rec := newRecorder(t)
-		in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
-			Transport: "http", Host: "127.0.0.1", Port: rec.ln.Addr().(*net.TCPAddr).Port}}}}
-		bal, err := balancer.New(in, loadfactor.DefaultParams())
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.noLoop = noLoop
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = srv.Serve(ctx); close(done) }()
+		srv, stop := loopServer(t, rec.ln.Addr().(*net.TCPAddr).Port, func(s *Server) { s.noLoop = noLoop })
 		var client bytes.Buffer
 		for _, reqs := range sessions {
 			conn := dialRaw(t, srv.Addr())
@@ -434,8 +421,7 @@ func TestLoopSameBytesAsGoroutines(t *testing.T) {
 		if !noLoop && srv.loops.relays() == 0 {
 			t.Error("nothing relayed in a loop")
 		}
-		cancel()
-		<-done
+		stop()
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		norm := func(s string) string { return strings.ReplaceAll(s, srv.via, "VIA") }
@@ -706,7 +692,8 @@ func TestLoopInstanceWriteDeadlineOnProgress(t *testing.T) {
 	})
 	t.Cleanup(func() { close(stop) })
 	clock := newFakeClock()
-	c := &cluster{t: t, server: loopServer(t, ln.Addr().(*net.TCPAddr).Port, clock.now)}
+	srv, _ := loopServer(t, ln.Addr().(*net.TCPAddr).Port, func(s *Server) { s.loopClock = clock.now })
+	c := &cluster{t: t, server: srv}
 	conn := dialRaw(t, c.server.Addr())
 	br := bufio.NewReader(conn)
 	if res, body := sendRecv(t, conn, br, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"); res.StatusCode != 200 {
@@ -771,9 +758,9 @@ func TestLoopBodyDeadlineOnProgress(t *testing.T) {
 	}
 }
 
-// loopServer is clb on the event loops, their clock clock, before one
-// instance on port.
-func loopServer(t *testing.T, port int, clock func() time.Time) *Server {
+// loopServer is clb before one instance on port, set as set says before
+// it serves; stop ends Serve and waits for it (also done at the test's end).
+func loopServer(t *testing.T, port int, set func(*Server)) (srv *Server, stop func()) {
 	t.Helper()
 	in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
 		Transport: "http", Host: "127.0.0.1", Port: port}}}}
@@ -781,16 +768,17 @@ func loopServer(t *testing.T, port int, clock func() time.Time) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal})
+	srv, err = NewServer("127.0.0.1:0", Options{Balancer: bal})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.loopClock = clock
+	set(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return srv, stop
 }
 
 // metricsLine is the value of m's sample named so (a name and its labels,
