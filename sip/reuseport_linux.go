@@ -20,10 +20,6 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return err
 }
 
-// maxReaders bounds the default number of readers of a UDP listener: past
-// a few, more sockets only split the same traffic finer.
-const maxReaders = 8
-
 // defaultReaders is ServerOptions.Readers' default: a reader per CPU clb
 // may use, up to maxReaders.
 func defaultReaders() int { return min(runtime.GOMAXPROCS(0), maxReaders) }

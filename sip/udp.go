@@ -185,6 +185,10 @@ func (t *udpTransport) read(i, k int) {
 	}
 }
 
+// maxReaders bounds the default number of readers of a UDP listener: past
+// a few, more sockets only split the same traffic finer.
+const maxReaders = 8
+
 // sendBatch is a reader's datagrams to send, queued while it handles what
 // one read brought and sent together (sendmmsg) when it is done. It owns
 // the buffers they are in: queueing one gives the reader another to build
