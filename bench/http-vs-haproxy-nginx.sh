@@ -6,7 +6,8 @@
 # three Go back ends, side by side in one run. Prints req/s, p99 and the
 # balancer's CPU-seconds per 1,000 requests (utime + stime of all its
 # processes, from /proc), its peak resident memory (VmHWM, summed over its
-# processes) and, per round, clb's ratios to HAProxy and nginx.
+# processes) and, per round, clb's ratios to HAProxy and nginx; at the end
+# each ratio's median and range over the rounds.
 #
 #   bench/http-vs-haproxy-nginx.sh [SECONDS] [ROUNDS]
 #   BASE=main bench/http-vs-haproxy-nginx.sh   # also clb as of git rev main
@@ -62,12 +63,37 @@ measure() {
 		"${cpu_of[$name]}" "$(($(peak_rss "$@") / 1024))" "$errors"
 }
 
-# ratio NAME PEER: NAME's CPU per request, req/s and p99 over PEER's.
+# ratio NAME PEER: NAME's CPU per request, req/s and p99 over PEER's; each
+# is kept in ratios[NAME / PEER] for the summary.
+declare -A ratios
 ratio() {
-	printf '%-12s / %-8s CPU %s  req/s %s  p99 %s\n' "$1" "$2" \
-		"$(echo "scale=2; ${cpu_of[$1]} / ${cpu_of[$2]}" | bc)" \
-		"$(echo "scale=2; ${rps_of[$1]} / ${rps_of[$2]}" | bc)" \
-		"$(echo "scale=2; $(ms "${p99_of[$1]}") / $(ms "${p99_of[$2]}")" | bc)"
+	local c r l
+	c=$(echo "scale=2; ${cpu_of[$1]} / ${cpu_of[$2]}" | bc)
+	r=$(echo "scale=2; ${rps_of[$1]} / ${rps_of[$2]}" | bc)
+	l=$(echo "scale=2; $(ms "${p99_of[$1]}") / $(ms "${p99_of[$2]}")" | bc)
+	printf '%-12s / %-8s CPU %s  req/s %s  p99 %s\n' "$1" "$2" "$c" "$r" "$l"
+	ratios["$1 / $2"]+="$c $r $l;"
+}
+
+# summary: per pair, each ratio's median over the rounds and its range (a
+# shared machine swings a round by a third: read the median).
+summary() {
+	local k
+	echo "summary ($rounds round(s), ${seconds} s each): ratio medians over rounds [min-max]"
+	for k in "${!ratios[@]}"; do
+		awk -v name="$k" -v all="${ratios[$k]}" '
+			function stat(col,   n, i, a, j, t) {
+				n = 0
+				for (i = 1; i <= rows; i++) a[++n] = v[i, col] + 0
+				for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+				return sprintf("%.2f [%.2f-%.2f]", (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2, a[1], a[n])
+			}
+			BEGIN {
+				rows = split(all, r, ";") - 1
+				for (i = 1; i <= rows; i++) { split(r[i], f, " "); for (c = 1; c <= 3; c++) v[i, c] = f[c] }
+				printf "%-24s CPU %s  req/s %s  p99 %s\n", name, stat(1), stat(2), stat(3)
+			}'
+	done | sort
 }
 # ms: a wrk latency (850.00us, 4.90ms, 1.02s) in milliseconds
 ms() { awk -v v="$1" 'BEGIN { u = v; sub(/[0-9.]+/, "", u); n = v + 0; if (u == "us") n /= 1000; else if (u == "s") n *= 1000; print n }'; }
@@ -160,3 +186,4 @@ for round in $(seq "$rounds"); do
 		ratio clb "clb@$base"
 	fi
 done
+summary
