@@ -163,12 +163,7 @@ func exchange(ctx context.Context, network string, server netip.AddrPort, msg []
 		return nil, err
 	}
 	if network == "udp" {
-		buf := make([]byte, maxUDP)
-		n, err := conn.Read(buf)
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
+		return readUDP(ctx, conn, msg)
 	}
 	var l [2]byte
 	if _, err := io.ReadFull(conn, l[:]); err != nil {
@@ -179,6 +174,39 @@ func exchange(ctx context.Context, network string, server netip.AddrPort, msg []
 		return nil, err
 	}
 	return buf, nil
+}
+
+// udpResend is how long a UDP question waits for its answer before it is
+// sent again, doubling each time, within the look-up's deadline: a
+// datagram lost either way (a server restarting, a forwarder's upstream
+// gone mid-question) costs that, not the whole look-up.
+const udpResend = 500 * time.Millisecond
+
+// readUDP reads the answer to msg, sent on conn, sending msg again while
+// none comes.
+func readUDP(ctx context.Context, conn net.Conn, msg []byte) ([]byte, error) {
+	buf := make([]byte, maxUDP)
+	for wait := udpResend; ; wait *= 2 {
+		next := time.Now().Add(wait)
+		dl, bounded := ctx.Deadline()
+		if bounded && dl.Before(next) {
+			next = dl
+		}
+		_ = conn.SetReadDeadline(next)
+		if err := ctx.Err(); err != nil { // ended before the deadline was set
+			return nil, err
+		}
+		n, err := conn.Read(buf)
+		if err == nil {
+			return buf[:n], nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || ctx.Err() != nil || next.Equal(dl) {
+			return nil, err
+		}
+		if _, err := conn.Write(msg); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // parseSRV reads the answer to question: its SRV records for the name

@@ -3,9 +3,11 @@ package membership
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,6 +63,61 @@ func records(ans SRVAnswer) string {
 	}
 	slices.Sort(s)
 	return strings.Join(s, " ")
+}
+
+// TestDNSClientResendsLostQuestion: a UDP question lost on its way (here
+// by a relay in front of a real dnsmasq that drops the first datagram) is
+// sent again, and the look-up is answered well within its deadline.
+func TestDNSClientResendsLostQuestion(t *testing.T) {
+	dns := dnstest.StartSRV(t, nil, []dnstest.SRV{{Name: "_sip._udp.app.test", Target: "a.test", Port: 5071, Weight: 1}})
+	relay, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dns.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	var questions atomic.Int32
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := relay.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if questions.Add(1) == 1 {
+				continue // lost
+			}
+			_ = up.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := up.Write(buf[:n]); err != nil {
+				return
+			}
+			if n, err = up.Read(buf); err != nil {
+				return
+			}
+			_, _ = relay.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	ans, err := DNSClient{Servers: []netip.AddrPort{localAddrPort(relay)}}.LookupSRV(ctx, "_sip._udp.app.test")
+	if err != nil || records(ans) != "a.test:5071/0/1" {
+		t.Fatalf("through a relay that lost the first question: %s, %v", records(ans), err)
+	}
+	if q := questions.Load(); q != 2 {
+		t.Errorf("the relay saw %d questions, want 2 (one lost, one resent)", q)
+	}
+	if took := time.Since(start); took >= 2*udpResend+time.Second {
+		t.Errorf("answered after %v: resent later than after %v", took, udpResend)
+	}
+}
+
+func localAddrPort(c *net.UDPConn) netip.AddrPort {
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 // TestDNSClientTCP: an answer too large for UDP (80 records) is asked
