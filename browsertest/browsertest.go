@@ -96,15 +96,27 @@ func Start(t testing.TB, args ...string) *Driver {
 	var session struct {
 		SessionID string `json:"sessionId"`
 	}
-	w.Do("POST", "/session", map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
-		"browserName": "chrome",
-		"goog:chromeOptions": map[string]any{
-			"binary": chromium,
-			"args": append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-				"--no-first-run", "--window-size=1400,1000", "--disable-dev-shm-usage", "--disable-extensions", "--no-default-browser-check"}, args...),
-		},
-		"goog:loggingPrefs": map[string]string{"browser": "ALL"},
-	}}}, &session)
+	// Chromium started while other test processes load the machine
+	// sometimes exits at once ("session not created: Chrome instance
+	// exited", seen in CI): what is tested is clb, so a browser that did
+	// not start is started again, each time with a profile of its own.
+	for attempt := 1; ; attempt++ {
+		status, data := w.call("POST", "/session", map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
+			"browserName": "chrome",
+			"goog:chromeOptions": map[string]any{
+				"binary": chromium,
+				"args": append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+					"--disable-component-update", "--disable-sync", "--user-data-dir=" + t.TempDir(),
+					"--no-first-run", "--window-size=1400,1000", "--disable-dev-shm-usage", "--disable-extensions", "--no-default-browser-check"}, args...),
+			},
+			"goog:loggingPrefs": map[string]string{"browser": "ALL"},
+		}}})
+		if status == 200 || attempt == 3 || !bytes.Contains(data, []byte("session not created")) {
+			w.decode("POST", "/session", status, data, &session)
+			break
+		}
+		t.Logf("WebDriver POST /session, attempt %d: %d %s", attempt, status, data)
+	}
 	if session.SessionID == "" {
 		t.Fatal("no WebDriver session")
 	}
@@ -116,6 +128,13 @@ func Start(t testing.TB, args ...string) *Driver {
 
 // Do sends a WebDriver command and decodes its value into out.
 func (w *Driver) Do(method, path string, body, out any) {
+	w.t.Helper()
+	status, data := w.call(method, path, body)
+	w.decode(method, path, status, data, out)
+}
+
+// call sends a WebDriver command and returns the answer's status and body.
+func (w *Driver) call(method, path string, body any) (int, []byte) {
 	w.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -135,11 +154,18 @@ func (w *Driver) Do(method, path string, body, out any) {
 	}
 	defer res.Body.Close()
 	data, _ := io.ReadAll(res.Body)
+	return res.StatusCode, data
+}
+
+// decode fails the test unless the answer is a success, and decodes its
+// value into out.
+func (w *Driver) decode(method, path string, status int, data []byte, out any) {
+	w.t.Helper()
 	var answer struct {
 		Value json.RawMessage `json:"value"`
 	}
-	if err := json.Unmarshal(data, &answer); err != nil || res.StatusCode != 200 {
-		w.t.Fatalf("WebDriver %s %s: %d %s", method, path, res.StatusCode, data)
+	if err := json.Unmarshal(data, &answer); err != nil || status != 200 {
+		w.t.Fatalf("WebDriver %s %s: %d %s", method, path, status, data)
 	}
 	if out != nil {
 		if err := json.Unmarshal(answer.Value, out); err != nil {
