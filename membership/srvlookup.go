@@ -186,9 +186,9 @@ const udpResend = 500 * time.Millisecond
 // none comes.
 func readUDP(ctx context.Context, conn net.Conn, msg []byte) ([]byte, error) {
 	buf := make([]byte, maxUDP)
+	dl, bounded := ctx.Deadline()
 	for wait := udpResend; ; wait *= 2 {
 		next := time.Now().Add(wait)
-		dl, bounded := ctx.Deadline()
 		if bounded && dl.Before(next) {
 			next = dl
 		}

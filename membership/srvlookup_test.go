@@ -104,7 +104,7 @@ func TestDNSClientResendsLostQuestion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	ans, err := DNSClient{Servers: []netip.AddrPort{localAddrPort(relay)}}.LookupSRV(ctx, "_sip._udp.app.test")
+	ans, err := DNSClient{Servers: []netip.AddrPort{relay.LocalAddr().(*net.UDPAddr).AddrPort()}}.LookupSRV(ctx, "_sip._udp.app.test")
 	if err != nil || records(ans) != "a.test:5071/0/1" {
 		t.Fatalf("through a relay that lost the first question: %s, %v", records(ans), err)
 	}
@@ -114,10 +114,6 @@ func TestDNSClientResendsLostQuestion(t *testing.T) {
 	if took := time.Since(start); took >= 2*udpResend+time.Second {
 		t.Errorf("answered after %v: resent later than after %v", took, udpResend)
 	}
-}
-
-func localAddrPort(c *net.UDPConn) netip.AddrPort {
-	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 // TestDNSClientTCP: an answer too large for UDP (80 records) is asked
