@@ -71,11 +71,14 @@ func scan(data []byte, lines []line) wire {
 		if end < 0 {
 			return w // no CRLF: truncated
 		}
-		l := parseLine(data, pos, end)
+		// Indexed in place: a line is six words, and copying it out of a
+		// constructor showed in the profile.
+		w.lines = append(w.lines, line{})
+		l := &w.lines[len(w.lines)-1]
+		parseLine(l, data, pos, end)
 		if w.counts[l.field]++; w.firsts[l.field] == 0 {
-			w.firsts[l.field] = int32(len(w.lines)) + 1
+			w.firsts[l.field] = int32(len(w.lines))
 		}
-		w.lines = append(w.lines, l)
 		pos = end
 	}
 	return w
@@ -83,11 +86,11 @@ func scan(data []byte, lines []line) wire {
 
 var crlf = []byte("\r\n")
 
-func parseLine(data []byte, start, end int) line {
-	l := line{start: start, end: end, nameEnd: start, valueStart: end - 2, valueEnd: end - 2}
+func parseLine(l *line, data []byte, start, end int) {
+	*l = line{start: start, end: end, nameEnd: start, valueStart: end - 2, valueEnd: end - 2}
 	colon := bytes.IndexByte(data[start:end], ':')
 	if colon < 0 {
-		return l
+		return
 	}
 	l.nameEnd = start + colon
 	ne := l.nameEnd
@@ -103,7 +106,6 @@ func parseLine(data []byte, start, end int) line {
 		ve--
 	}
 	l.valueStart, l.valueEnd = vs, ve
-	return l
 }
 
 func isLWS(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
@@ -124,10 +126,30 @@ func fieldOf(name []byte) field {
 		}
 		return fieldOther
 	}
-	for _, n := range longNames {
-		if policy.EqualFold(name, n.name) { // lengths first
-			return n.f
+	// By length first: one comparison a field, not one a known name.
+	var f field
+	switch len(name) {
+	case 2:
+		f = fieldTo
+	case 3:
+		f = fieldVia
+	case 4:
+		if f = fieldFrom; name[0]|0x20 == 'c' {
+			f = fieldCSeq
 		}
+	case 5:
+		f = fieldRoute
+	case 7:
+		f = fieldCallID
+	case 12:
+		f = fieldMaxForwards
+	case 13:
+		f = fieldProxyRequire
+	case 14:
+		f = fieldContentLength
+	}
+	if f != fieldOther && policy.EqualFold(name, longNames[f]) {
+		return f
 	}
 	if policy.IsCLBField(name) {
 		return fieldCLB
@@ -135,12 +157,10 @@ func fieldOf(name []byte) field {
 	return fieldOther
 }
 
-var longNames = [...]struct {
-	name string
-	f    field
-}{{"via", fieldVia}, {"from", fieldFrom}, {"to", fieldTo}, {"call-id", fieldCallID}, {"cseq", fieldCSeq},
-	{"max-forwards", fieldMaxForwards}, {"route", fieldRoute}, {"content-length", fieldContentLength},
-	{"proxy-require", fieldProxyRequire}}
+// longNames are the fields' full names, lower case, by field.
+var longNames = [numFields]string{fieldVia: "via", fieldFrom: "from", fieldTo: "to", fieldCallID: "call-id",
+	fieldCSeq: "cseq", fieldMaxForwards: "max-forwards", fieldRoute: "route",
+	fieldContentLength: "content-length", fieldProxyRequire: "proxy-require"}
 
 // value is a field's value bytes.
 func (w *wire) value(l line) []byte { return w.data[l.valueStart:l.valueEnd] }

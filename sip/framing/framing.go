@@ -117,16 +117,24 @@ func ContentLength(head []byte) (n int, ok bool) {
 // continuation lines and after its final CRLF; -1 if it has no CRLF. The
 // proxy's field index uses it too, so that both read a field alike.
 func FieldEnd(b []byte, pos int) int {
-	for {
-		i := bytes.Index(b[pos:], crlf)
+	from := pos // a CRLF's CR is at from or after
+	for from+1 < len(b) {
+		// memchr for the LF, then a look back for its CR: half the cost
+		// of searching for the pair, and this runs on every line.
+		i := bytes.IndexByte(b[from+1:], '\n')
 		if i < 0 {
 			return -1
 		}
-		pos += i + 2
-		if pos >= len(b) || (b[pos] != ' ' && b[pos] != '\t') {
-			return pos
+		lf := from + 1 + i
+		from = lf
+		if b[lf-1] != '\r' {
+			continue
+		}
+		if lf+1 >= len(b) || (b[lf+1] != ' ' && b[lf+1] != '\t') {
+			return lf + 1
 		}
 	}
+	return -1
 }
 
 // contentLengthValue is the trimmed value of f, one header field with its

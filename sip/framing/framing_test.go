@@ -51,3 +51,32 @@ func TestNextAllocatesNothing(t *testing.T) {
 		t.Errorf("Next allocates %v times", n)
 	}
 }
+
+// FuzzFieldEnd holds FieldEnd to the plain reading of a field's end: the
+// first CRLF at or after pos not followed by a space or tab.
+func FuzzFieldEnd(f *testing.F) {
+	for _, s := range []string{"", "\r", "\n", "\r\n", "a\r\n", "a\n\r\n", "a\r\n b\r\nc", "a\r\n\tb\r\n", "\r\r\n", "a\r\n ", "a\nb\r\r\n"} {
+		f.Add([]byte(s), 0)
+		f.Add([]byte(s), 1)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, pos int) {
+		if pos < 0 || pos > len(b) {
+			return
+		}
+		want := -1
+		for p := pos; ; {
+			i := strings.Index(string(b[p:]), "\r\n")
+			if i < 0 {
+				break
+			}
+			p += i + 2
+			if p >= len(b) || b[p] != ' ' && b[p] != '\t' {
+				want = p
+				break
+			}
+		}
+		if got := FieldEnd(b, pos); got != want {
+			t.Fatalf("FieldEnd(%q, %d) = %d, want %d", b, pos, got, want)
+		}
+	})
+}
