@@ -104,10 +104,10 @@ func (s *fieldSlots) fast(f field, b []byte, out []gosip.Header) (_ []gosip.Head
 // via parses one Via value: protocol/version/transport SP host[:port]
 // [;params].
 func (s *fieldSlots) via(v string, h *gosip.ViaHeader) bool {
-	name, rest, ok1 := strings.Cut(v, "/")
-	version, rest, ok2 := strings.Cut(rest, "/")
-	transport, rest, ok3 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || !ok3 || !isPlain(name, tokenChar) || !isPlain(version, tokenChar) || !isPlain(transport, tokenChar) {
+	name, rest, ok1 := cutToken(v, '/')
+	version, rest, ok2 := cutToken(rest, '/')
+	transport, rest, ok3 := cutToken(rest, ' ')
+	if !ok1 || !ok2 || !ok3 {
 		return false
 	}
 	host, port, ps, ok := s.hostPortParams(rest)
@@ -232,9 +232,19 @@ func (s *fieldSlots) params(v string) (gosip.HeaderParams, bool) {
 	start := s.nKV
 	ps := gosip.HeaderParams(s.kv[start:start:len(s.kv)])
 	for {
-		part, next, more := strings.Cut(v, ";")
-		key, val, hasVal := strings.Cut(part, "=")
-		if !isPlain(key, tokenChar) || hasVal && !isPlain(val, tokenChar) {
+		// key[=val] then ';' or the end, in one pass: '=' and ';' are
+		// not token characters.
+		i := tokenEnd(v)
+		key, val, rest := v[:i], "", v[i:]
+		if rest != "" && rest[0] == '=' {
+			j := 1 + tokenEnd(rest[1:])
+			if j == 1 {
+				return nil, false
+			}
+			val, rest = rest[1:j], rest[j:]
+		}
+		more := rest != ""
+		if key == "" || more && rest[0] != ';' {
 			return nil, false
 		}
 		dup := false
@@ -253,10 +263,29 @@ func (s *fieldSlots) params(v string) (gosip.HeaderParams, bool) {
 		if !more {
 			break
 		}
-		v = next
+		v = rest[1:]
 	}
 	s.nKV += len(ps)
 	return ps[:len(ps):len(ps)], true
+}
+
+// tokenEnd is the length of the run of token characters v starts with.
+func tokenEnd(v string) int {
+	i := 0
+	for i < len(v) && tokenChar[v[i]] {
+		i++
+	}
+	return i
+}
+
+// cutToken splits v at sep, which must end a non-empty token v starts
+// with: strings.Cut and isPlain in one pass.
+func cutToken(v string, sep byte) (token, rest string, ok bool) {
+	i := tokenEnd(v)
+	if i == 0 || i == len(v) || v[i] != sep {
+		return "", "", false
+	}
+	return v[:i], v[i+1:], true
 }
 
 // isPlain reports whether v is non-empty and all of class.
