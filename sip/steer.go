@@ -63,9 +63,10 @@ type steer struct {
 // reader adds to them once a batch.
 type readerStats struct {
 	datagrams atomic.Uint64
-	batches   atomic.Uint64
-	busy      atomic.Int64 // ns, since the window began
-	_         [40]byte
+	batches   atomic.Uint64 // reads counted by woke
+	finished  atomic.Uint64 // of them, those done has seen sent
+	busy      atomic.Int64  // ns, since the window began
+	_         [32]byte
 }
 
 // newSteer steers socks (two or more), concentrated to begin with; nil
@@ -119,6 +120,7 @@ func (st *steer) woke(k, n int, streak *int) int64 {
 // done is called by reader k when it has sent what the read brought.
 func (st *steer) done(k int, woke int64) {
 	st.stats[k].busy.Add(st.now().UnixNano() - woke)
+	st.stats[k].finished.Add(1)
 }
 
 // decide ends the window at now (st.mu held): spread if socket 0's reader
