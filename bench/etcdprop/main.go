@@ -1,6 +1,9 @@
+//go:build linux
+
 // Command etcdprop measures how fast clb nodes that share etcd (SPEC
 // section 11) take up a change, for bench/etcd-propagation.sh. It is a
-// benchmark tool, not part of clb and not a test.
+// benchmark tool, not part of clb and not a test; Linux only, as the
+// benches are (its children die with it: Pdeathsig).
 //
 //	etcdprop -clb ./clb [-nodes 3] [-actions 100] [-rates 500,1000,2000,0] [-batch 1] [-d 3s]
 //

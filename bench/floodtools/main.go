@@ -1,7 +1,10 @@
+//go:build linux
+
 // Command floodtools holds the load generators of bench/flood.sh, the proof
 // of clb's flood control (SPEC section 12): each binds the source address it
 // is told, so that one machine's loopback plays several clients. It is a
-// benchmark tool, not part of clb and not a test.
+// benchmark tool, not part of clb and not a test; Linux only, as the
+// benches are (raw sockets with SOCK_CLOEXEC).
 //
 //	floodtools sipflood -src 127.0.0.1 -dst 127.0.0.1:25060 -rate 20000 -d 30s
 //	floodtools spoof    -dst 127.0.0.1:25060 -n 1000000 -d 30s
