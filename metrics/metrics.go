@@ -25,6 +25,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"clb/balancer"
 	"clb/config"
@@ -46,6 +47,14 @@ type Metrics struct {
 	// so counting takes no lock that cores contend for.
 	cache  sync.Map // seriesKey → *child
 	counts sync.Map // instance name → *Counts
+
+	// front is a direct-mapped cache in front of cache, indexed by where
+	// the label values' bytes are (constants and instance names, the same
+	// strings on every call) and checked by comparing them: a hit is a few
+	// loads, not hashing four strings for the sync.Map. gen is bumped by
+	// SetInstances: a child from before it is not taken from front.
+	front  [frontSlots]atomic.Pointer[child]
+	gen    atomic.Uint64
 	recent sync.Map // cluster name → *recentKeys
 }
 
@@ -66,6 +75,22 @@ type seriesKey struct {
 type child struct {
 	counter *atomic.Uint64
 	counts  *Counts
+	key     seriesKey
+	gen     atomic.Uint64 // Metrics.gen when it was last found in cache
+}
+
+const frontBits = 8
+const frontSlots = 1 << frontBits
+
+// frontIndex is k's slot in front: a mix of its family's and its values'
+// addresses and lengths. Any slot is correct (a hit is checked), so an
+// empty string's address, which may vary, costs a miss at worst.
+func frontIndex(k *seriesKey) uint {
+	h := uint64(uintptr(unsafe.Pointer(k.d)))
+	for _, v := range k.values {
+		h = (h ^ uint64(uintptr(unsafe.Pointer(unsafe.StringData(v)))) ^ uint64(len(v))<<48) * 0x9e3779b97f4a7c15
+	}
+	return uint(h >> (64 - frontBits))
 }
 
 // probeBuckets are clb_health_probe_seconds' upper bounds.
@@ -106,15 +131,25 @@ func (m *Metrics) Handler() http.Handler { return m.reg }
 // counter is v's cached series of values, created at its first count.
 func (m *Metrics) counter(v *counterVec, values labelValues) *child {
 	k := seriesKey{v.desc, values}
-	if c, ok := m.cache.Load(k); ok {
-		return c.(*child)
+	slot := &m.front[frontIndex(&k)]
+	gen := m.gen.Load()
+	if c := slot.Load(); c != nil && c.gen.Load() == gen && c.key == k {
+		return c
 	}
-	c := &child{counter: v.with(values)}
-	if v == m.requests || v == m.sessions {
-		c.counts = m.Instance(values[v.instance])
+	got, ok := m.cache.Load(k)
+	if !ok {
+		c := &child{counter: v.with(values), key: k}
+		if v == m.requests || v == m.sessions {
+			c.counts = m.Instance(values[v.instance])
+		}
+		got, _ = m.cache.LoadOrStore(k, c)
 	}
-	got, _ := m.cache.LoadOrStore(k, c)
-	return got.(*child)
+	// In cache after gen was read, so not dropped since: current. (gen is
+	// read first, and SetInstances bumps it after its deletes.)
+	c := got.(*child)
+	c.gen.Store(gen)
+	slot.Store(c)
+	return c
 }
 
 // Request counts a request: protocol "sip" or "http"; method as the request
@@ -256,6 +291,9 @@ func (m *Metrics) SetInstances(instances []config.Instance) {
 		}
 		return true
 	})
+	if len(gone) > 0 {
+		m.gen.Add(1) // the children in front may be of gone instances
+	}
 }
 
 // Method is the label of a method given as bytes, without allocating for
