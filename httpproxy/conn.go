@@ -29,8 +29,9 @@ import (
 // when a raw read begins, and the wait would outlast data already there.)
 type deadlineConn struct {
 	net.Conn
-	raw   syscall.RawConn  // nil if the connection has none
-	clock func() time.Time // time.Now; tests set another
+	raw     syscall.RawConn  // nil if the connection has none
+	clock   func() time.Time // time.Now; tests set another
+	untimed bool             // an event loop's: the loop keeps its timeouts
 
 	rd, wr     time.Duration // the phase's timeouts; 0: none
 	rdFixed    bool          // reads end by rdAt+rd whatever their progress
@@ -46,7 +47,8 @@ func newDeadlineConn(c net.Conn) *deadlineConn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		c = rawtcp.Wrap(tc)
 	}
-	dc := &deadlineConn{Conn: c, clock: time.Now}
+	_, untimed := c.(untimedConn)
+	dc := &deadlineConn{Conn: c, clock: time.Now, untimed: untimed}
 	if sc, ok := c.(syscall.Conn); ok {
 		dc.raw, _ = sc.SyscallConn()
 	}
@@ -70,8 +72,13 @@ func (c *deadlineConn) writeProgress(start time.Time, timeout time.Duration) {
 	c.wr, c.wrAt = timeout, start
 }
 
+// untimedConn is a connection whose owner keeps its timeouts (an event
+// loop's, whose Set*Deadline do nothing): arming them is skipped, and
+// with it a clock read per read.
+type untimedConn interface{ untimed() }
+
 func (c *deadlineConn) Read(b []byte) (int, error) {
-	if c.rd > 0 || !c.readSet.IsZero() {
+	if !c.untimed && (c.rd > 0 || !c.readSet.IsZero()) {
 		var want time.Time
 		if c.rd > 0 {
 			at := c.rdAt
@@ -91,7 +98,7 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
-	if c.wr > 0 || !c.writeSet.IsZero() {
+	if !c.untimed && (c.wr > 0 || !c.writeSet.IsZero()) {
 		var want time.Time
 		if c.wr > 0 {
 			at := c.wrAt

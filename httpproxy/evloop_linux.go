@@ -1438,7 +1438,9 @@ func (c *fdConn) Close() error {
 func (c *fdConn) LocalAddr() net.Addr  { return c.local }
 func (c *fdConn) RemoteAddr() net.Addr { return c.remote }
 
-// The loop keeps the deadlines itself.
+// The loop keeps a connection's timeouts on its own clock (setDeadline):
+// an untimedConn.
+func (c *fdConn) untimed()                         {}
 func (c *fdConn) SetDeadline(time.Time) error      { return nil }
 func (c *fdConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *fdConn) SetWriteDeadline(time.Time) error { return nil }
