@@ -9,8 +9,8 @@
 // Concurrency: every method is safe for concurrent use; a nil *Metrics
 // counts nothing, so that a front end may run without one. A series is
 // created at its first count, under its family's lock, and cached with the
-// instance's counts: counting then takes one lock-free map read and atomic
-// adds, and no allocation. A scrape reads each series atomically but not
+// instance's counts: counting then takes a load from a direct-mapped front
+// cache (else one lock-free map read) and atomic adds, and no allocation. A scrape reads each series atomically but not
 // all at one instant (a counter may move between two lines), and takes each
 // family's lock only to list its series. SetInstances drops what is
 // counted of removed instances; a message being counted for one as it is
