@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -171,5 +172,30 @@ func BenchmarkHead(b *testing.B) {
 			b.Fatal(err)
 		}
 		cc.out = x.appendResponseHead(cc.out[:0], false, rf)
+	}
+}
+
+// BenchmarkPoolPopPut is an idle instance connection taken from the pool
+// and put back, with its buffers, as a loop does per request: three
+// instances, twenty connections each.
+func BenchmarkPoolPopPut(b *testing.B) {
+	p := newPool(time.Second, time.Minute, 64)
+	var ks []poolKey
+	for i := range 3 {
+		ks = append(ks, poolKey{e: config.Endpoint{Transport: "http", Host: "127.0.0.1", Port: 18081 + i}, loop: 1})
+	}
+	now := time.Now()
+	for _, k := range ks {
+		for range 20 {
+			c := &upConn{addr: k}
+			b := newRWBuffers(16, 16)
+			c.rwBuffers = &b
+			p.put(c, now)
+		}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c := p.popAlive(ks[i%3], now, false)
+		p.put(c, now)
 	}
 }

@@ -342,7 +342,7 @@ func TestPooledUpstreamHoldsNoBuffers(t *testing.T) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for _, list := range p.idle {
-			for _, up := range list {
+			for _, up := range list.conns {
 				idle++
 				if up.rwBuffers != nil {
 					withBuffers++

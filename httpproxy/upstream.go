@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -68,9 +69,13 @@ type pool struct {
 	bufs sync.Pool // *rwBuffers
 
 	mu     sync.Mutex
-	idle   map[poolKey][]*upConn
+	idle   map[poolKey]*idleList
 	closed bool
 }
+
+// idleList is one key's idle connections, oldest first: behind a pointer,
+// so that taking and putting back look the key up once.
+type idleList struct{ conns []*upConn }
 
 // poolKey is an instance's address and whose connections these are: 0
 // the goroutines', i the event loop i-1's.
@@ -80,7 +85,7 @@ type poolKey struct {
 }
 
 func newPool(dial, idle time.Duration, maxIdle int) *pool {
-	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[poolKey][]*upConn{}}
+	p := &pool{dialTimeout: dial, idleTimeout: idle, maxIdle: maxIdle, idle: map[poolKey]*idleList{}}
 	p.bufs.New = func() any {
 		b := newRWBuffers(16<<10, 16<<10)
 		return &b
@@ -182,12 +187,14 @@ func newUpConn(conn net.Conn, k poolKey) *upConn {
 func (p *pool) pop(addr poolKey) *upConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	list := p.idle[addr]
-	if len(list) == 0 {
+	l := p.idle[addr]
+	if l == nil || len(l.conns) == 0 {
 		return nil
 	}
-	c := list[len(list)-1]
-	p.idle[addr] = list[:len(list)-1]
+	n := len(l.conns) - 1
+	c := l.conns[n]
+	l.conns[n] = nil
+	l.conns = l.conns[:n]
 	return c
 }
 
@@ -210,9 +217,16 @@ func (p *pool) put(c *upConn, since time.Time) {
 	c.since = since
 	p.giveBuffers(c)
 	p.mu.Lock()
-	if !p.closed && len(p.idle[c.addr]) < p.maxIdle {
-		p.idle[c.addr] = append(p.idle[c.addr], c)
-		c = nil
+	if !p.closed {
+		l := p.idle[c.addr]
+		if l == nil {
+			l = &idleList{}
+			p.idle[c.addr] = l
+		}
+		if len(l.conns) < p.maxIdle {
+			l.conns = append(l.conns, c)
+			c = nil
+		}
 	}
 	p.mu.Unlock()
 	if c != nil {
@@ -225,10 +239,13 @@ func (p *pool) put(c *upConn, since time.Time) {
 // too.
 func (p *pool) drop(addr poolKey) {
 	p.mu.Lock()
-	list := p.idle[addr]
+	l := p.idle[addr]
 	delete(p.idle, addr)
 	p.mu.Unlock()
-	for _, c := range list {
+	if l == nil {
+		return
+	}
+	for _, c := range l.conns {
 		c.c.Close()
 	}
 }
@@ -238,10 +255,13 @@ func (p *pool) drop(addr poolKey) {
 func (p *pool) remove(c *upConn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	list := p.idle[c.addr]
-	for i, o := range list {
+	l := p.idle[c.addr]
+	if l == nil {
+		return false
+	}
+	for i, o := range l.conns {
 		if o == c {
-			p.idle[c.addr] = append(list[:i], list[i+1:]...)
+			l.conns = slices.Delete(l.conns, i, i+1)
 			return true
 		}
 	}
@@ -253,10 +273,10 @@ func (p *pool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for _, list := range p.idle {
-		for _, c := range list {
+	for _, l := range p.idle {
+		for _, c := range l.conns {
 			c.c.Close()
 		}
 	}
-	p.idle = map[poolKey][]*upConn{}
+	p.idle = map[poolKey]*idleList{}
 }
