@@ -1,6 +1,10 @@
 package metrics
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+	"time"
+)
 
 // BenchmarkRequest: counting a request of a label set already seen, and
 // its session, as the HTTP path does per request; from every core at once.
@@ -14,4 +18,19 @@ func BenchmarkRequest(b *testing.B) {
 			m.Session("http", "app2")
 		}
 	})
+}
+
+// BenchmarkRouted: counting a routed key in its cluster's sketch, as every
+// request does, for one of 10,000 keys.
+func BenchmarkRouted(b *testing.B) {
+	m := New(nil)
+	keys := make([]string, 10000)
+	for i := range keys {
+		keys[i] = fmt.Sprint("session", i)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		m.Routed("default", keys[i%len(keys)], now)
+	}
 }

@@ -53,9 +53,10 @@ type Metrics struct {
 	// strings on every call) and checked by comparing them: a hit is a few
 	// loads, not hashing four strings for the sync.Map. gen is bumped by
 	// SetInstances: a child from before it is not taken from front.
-	front  [frontSlots]atomic.Pointer[child]
-	gen    atomic.Uint64
-	recent sync.Map // cluster name → *recentKeys
+	front      [frontSlots]atomic.Pointer[child]
+	gen        atomic.Uint64
+	recent     sync.Map // cluster name → *recentKeys
+	lastRecent atomic.Pointer[recentKeys]
 }
 
 // Counts are one instance's totals since clb started.
@@ -185,10 +186,18 @@ func (m *Metrics) Routed(cluster, key string, now time.Time) {
 	if m == nil {
 		return
 	}
+	// The last cluster's sketches first: a string compare (its bytes are
+	// the instance's cluster name, the same on every call) rather than a
+	// hash for the sync.Map. recent only grows, so it is never stale.
+	if r := m.lastRecent.Load(); r != nil && r.cluster == cluster {
+		r.add(key, now)
+		return
+	}
 	r, ok := m.recent.Load(cluster)
 	if !ok {
-		r, _ = m.recent.LoadOrStore(cluster, &recentKeys{})
+		r, _ = m.recent.LoadOrStore(cluster, &recentKeys{cluster: cluster})
 	}
+	m.lastRecent.Store(r.(*recentKeys))
 	r.(*recentKeys).add(key, now)
 }
 

@@ -29,6 +29,7 @@ const (
 // only the first key of a new window takes a lock, to clear the window it
 // reuses.
 type recentKeys struct {
+	cluster string
 	windows [recentWindows]recentWindowSketch
 }
 

@@ -44,3 +44,23 @@ func TestRecentSessions(t *testing.T) {
 		t.Errorf("one key in a reused window: %d", got)
 	}
 }
+
+// TestRoutedByCluster: keys routed into clusters in turn are counted in
+// each one's own sketch, whichever cluster was counted last.
+func TestRoutedByCluster(t *testing.T) {
+	m := New(nil)
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for i := range 300 {
+		m.Routed("blue", fmt.Sprint("b", i), now)
+		if i%3 == 0 {
+			m.Routed("green", fmt.Sprint("g", i), now)
+		}
+		m.Routed(string([]byte("blue")), fmt.Sprint("b", i), now) // the same name, other bytes
+	}
+	if b, g := m.ClusterSessions("blue", now), m.ClusterSessions("green", now); math.Abs(float64(b-300)) > 15 || math.Abs(float64(g-100)) > 5 {
+		t.Errorf("blue %d sessions (want about 300), green %d (about 100)", b, g)
+	}
+	if n := m.ClusterSessions("red", now); n != 0 {
+		t.Errorf("a cluster never routed into: %d", n)
+	}
+}
