@@ -858,11 +858,8 @@ var crlfcrlf = []byte("\r\n\r\n")
 func headReadyLines(buf []byte, request bool) bool {
 	skipped, first := 0, true
 	for {
-		i := 0
-		for i < len(buf) && buf[i] != '\n' {
-			i++
-		}
-		if i == len(buf) {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
 			return false
 		}
 		line := buf[:i+1]
