@@ -8,7 +8,13 @@
 # the calls and requests completed and failed, and the memory and goroutine
 # growth after the first minute (the target: flat, and 0 failed).
 #
-#   DURATION=1800 SIP_RATE=2800 SOURCES=100000 HTTP_CONNS=16 bench/soak.sh
+#   DURATION=1800 SIP_RATE=2800 SOURCES=100000 HTTP_CONNS=16 HTTP_PIPELINE=1 bench/soak.sh
+#
+# HTTP_PIPELINE=N has wrk pipeline N requests a connection (bench/sessions.lua):
+# clb parses and forwards each as it would one at a time, but wrk spends
+# less CPU a request, which on a 2-core machine goes to the load under test.
+# HTTP_BACKEND=nginx serves the three back ends from one nginx worker
+# (a fixed answer) instead of three Go net/http servers, for the same reason.
 #
 # 30 minutes at 2,800 calls/s is the 5 million calls; HTTP then gets
 # what CPU is left. A measurement, not a test: run it under
@@ -19,6 +25,8 @@ duration=${DURATION:-1800}
 rate=${SIP_RATE:-2800}
 sources=${SOURCES:-100000}
 conns=${HTTP_CONNS:-16}
+pipeline=${HTTP_PIPELINE:-1}
+backend=${HTTP_BACKEND:-go}
 root=$(pwd)
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -30,10 +38,25 @@ go build -o "$tmp/backend" ./bench/httpbackend
 go build -o "$tmp/soakcalls" ./bench/soakcalls
 
 http_ports=(22081 22082 22083)
-for i in 0 1 2; do
-	"$tmp/backend" -addr "127.0.0.1:${http_ports[$i]}" -name "app$((i + 1))" &
+if [ "$backend" = nginx ]; then
+	need nginx:nginx
+	{
+		echo "worker_processes 1; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;"
+		echo "events { worker_connections 1024; }"
+		echo "http { access_log off; keepalive_requests 100000000; keepalive_timeout 60s;"
+		for i in 0 1 2; do
+			printf '  server { listen 127.0.0.1:%s; location / { default_type text/plain; return 200 "served by app%d\\n"; } }\n' "${http_ports[$i]}" "$((i + 1))"
+		done
+		echo "}"
+	} >"$tmp/nginx.conf"
+	nginx -c "$tmp/nginx.conf" -g 'daemon off;' &
 	pids+=("$!")
-done
+else
+	for i in 0 1 2; do
+		"$tmp/backend" -addr "127.0.0.1:${http_ports[$i]}" -name "app$((i + 1))" &
+		pids+=("$!")
+	done
+fi
 uas_ports=(21071 21072 21073)
 for i in 0 1 2; do
 	mkdir -p "$tmp/uas$i"
@@ -70,7 +93,7 @@ rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
 calls=$!
 pids+=("$calls")
 if [ "$conns" -gt 0 ]; then # HTTP_CONNS=0: SIP alone
-	wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:22080/" >"$tmp/wrk.out" 2>&1 &
+	wrk -t1 -c"$conns" -d"${duration}s" -s "$root/bench/sessions.lua" "http://127.0.0.1:22080/" -- "$pipeline" >"$tmp/wrk.out" 2>&1 &
 else
 	: >"$tmp/wrk.out"
 	sleep 0 &
@@ -78,7 +101,7 @@ fi
 wrkp=$!
 pids+=("$wrkp")
 
-echo "soak: $duration s, SIP $rate calls/s from $sources sources, HTTP wrk -c$conns"
+echo "soak: $duration s, SIP $rate calls/s from $sources sources, HTTP wrk -c$conns, $pipeline a connection at once, $backend back ends"
 printf '%6s %8s %10s %11s %s\n' "t(s)" "RSS MB" goroutines "heap MB" "calls (ok/failed so far)"
 start=$(date +%s)
 : >"$tmp/samples"

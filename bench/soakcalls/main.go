@@ -35,7 +35,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	var ok, failed, started atomic.Int64
+	var ok, failed, started, late atomic.Int64 // late: ticks that found every worker busy
 	var firstErr sync.Once
 	tickets := make(chan int, *workers)
 	var wg sync.WaitGroup
@@ -59,14 +59,13 @@ func main() {
 		for {
 			select {
 			case <-t.C:
-				fmt.Fprintf(os.Stderr, "progress started=%d ok=%d failed=%d\n", started.Load(), ok.Load(), failed.Load())
+				fmt.Fprintf(os.Stderr, "progress started=%d ok=%d failed=%d late=%d\n", started.Load(), ok.Load(), failed.Load(), late.Load())
 			case <-stop:
 				return
 			}
 		}
 	}()
 	start := time.Now()
-	late := 0
 	for i := 0; ; i++ {
 		due := start.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
 		if due.Sub(start) >= *d {
@@ -79,7 +78,7 @@ func main() {
 		case tickets <- i:
 			started.Add(1)
 		default:
-			late++ // every worker busy: the rate is not kept, counted
+			late.Add(1) // every worker busy: the rate is not kept, counted
 			tickets <- i
 			started.Add(1)
 		}
@@ -87,7 +86,7 @@ func main() {
 	close(tickets)
 	wg.Wait()
 	close(stop)
-	fmt.Printf("calls=%d ok=%d failed=%d late=%d seconds=%.0f\n", started.Load(), ok.Load(), failed.Load(), late, time.Since(start).Seconds())
+	fmt.Printf("calls=%d ok=%d failed=%d late=%d seconds=%.0f\n", started.Load(), ok.Load(), failed.Load(), late.Load(), time.Since(start).Seconds())
 }
 
 // source is the i-th source address: 127.1.0.0 + i, skipping .0 and .255.
