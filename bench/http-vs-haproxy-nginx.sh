@@ -59,7 +59,7 @@ measure() {
 	rps_of[$name]=$rps
 	p99_of[$name]=$p99
 	cpu_of[$name]=$(per_1k "$((after - before))" "$reqs")
-	printf '%-12s %10s req/s  p99 %8s  CPU-s/1k req %s  peak RSS %4s MB  %s\n' "$name" "${rps_of[$name]}" "${p99_of[$name]}" \
+	printf '%-12s %10s req/s  p50 %8s  p99 %8s  CPU-s/1k req %s  peak RSS %4s MB  %s\n' "$name" "${rps_of[$name]}" "$p50" "${p99_of[$name]}" \
 		"${cpu_of[$name]}" "$(($(peak_rss "$@") / 1024))" "$errors"
 }
 

@@ -30,7 +30,7 @@
 #                          dispatcher front end (tm, sl, rr, maxfwd, textops,
 #                          pv, siputils, dispatcher on the list file LIST,
 #                          its OPTIONS pings off)
-#   wrk_stats OUTPUT       sets reqs, rps, p99, errors from wrk --latency output
+#   wrk_stats OUTPUT       sets reqs, rps, p50, p99, errors from wrk --latency output
 
 need() {
 	local pkg
@@ -168,6 +168,7 @@ per_1k() {
 wrk_stats() {
 	reqs=$(echo "$1" | awk '/requests in/ {print $1}')
 	rps=$(echo "$1" | awk '/Requests\/sec/ {print $2}')
+	p50=$(echo "$1" | awk '$1 == "50%" {print $2}')
 	p99=$(echo "$1" | awk '$1 == "99%" {print $2}')
 	errors=$(echo "$1" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
 }

@@ -8,7 +8,8 @@
 # the balancer's CPU-seconds per 1,000 calls (utime + stime of all its
 # processes, from /proc); at the end, per rate, every sweep's CPU per 1k
 # calls, their median, the ratio of each clb to Kamailio, and the highest
-# rate each balancer carried with 0 failed calls in every sweep.
+# rate each balancer carried with 0 failed calls in every sweep. Over UDP a
+# run that lost datagrams says how many the kernel dropped, and where.
 #
 #   bench/sip-vs-kamailio.sh [RATES] [SECONDS]
 #   e.g. SWEEPS=3 bench/sip-vs-kamailio.sh "2000 4000 8000 10000" 10
@@ -20,6 +21,9 @@
 #   CLB_BASE=PATH   a second clb binary measured alongside, as "clb-base"
 #                   (a commit before a change, say), or as CLB_BASE_NAME
 #   KAMAILIO=0      leave Kamailio out
+#   PERF=1          also count, per call, each balancer's context switches,
+#                   migrations and system calls of the kinds either makes
+#                   (perf stat on its processes; PERF_EVENTS=LIST for others)
 #
 # A measurement, not a test: run it on a quiet machine, under
 # `flock /tmp/clb-bench.lock`, and repeat. Needs sipp (sip-tester) and
@@ -36,6 +40,14 @@ root=$(pwd)
 . bench/lib.sh
 need sipp:sip-tester
 [ "${KAMAILIO:-1}" = 0 ] || need kamailio:kamailio
+perf_events=${PERF_EVENTS:-}
+if [ "${PERF:-0}" = 1 ] && [ -z "$perf_events" ]; then
+	need perf:linux-perf
+	perf_events=task-clock,context-switches,cpu-migrations
+	for sc in recvmmsg sendmmsg recvfrom sendto read write epoll_pwait epoll_wait futex; do
+		perf_events+=,syscalls:sys_enter_$sc
+	done
+fi
 
 case $transport in
 udp) sipp_t=u1 ;;
@@ -82,6 +94,12 @@ stop_uas() {
 	for p in "${uas_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 
+# UDP datagrams the kernel dropped for a full receive buffer: on the
+# sockets bound to port $1 (the balancer's, which outlive a run), and on
+# all sockets (SIPp's go with their processes, so theirs are the rest).
+udp_drops_port() { awk -v p=":$(printf '%04X' "$1")" 'NR > 1 && substr($2, length($2) - 4) == p {n += $NF} END {print n + 0}' /proc/net/udp; }
+udp_drops_all() { awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
+
 # last value of a column of a SIPp statistics file
 stat() { awk -F';' -v col="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==col) c=i} END{print $c}' "$1"; }
 
@@ -92,15 +110,35 @@ run_one() {
 	shift 4
 	start_uas
 	local calls=$((rate * seconds))
-	local before
+	local before lb_drops all_drops
+	lb_drops=$(udp_drops_port "$port") all_drops=$(udp_drops_all)
 	before=$(ticks_all "$@")
 	mkdir -p "$tmp/uac"
+	local perf=""
+	if [ -n "$perf_events" ]; then
+		perf stat -x, -e "$perf_events" -p "$(echo "$@" | tr ' ' ,)" -o "$tmp/perf.out" &
+		perf=$!
+	fi
 	(cd "$tmp/uac" && timeout -s KILL $((seconds * 4 + 15)) sipp -sf "$root/testdata/sipp/uac.xml" -t "$sipp_t" -i 127.0.0.1 -p 15090 -m "$calls" -r "$rate" \
 		-l $((rate * 2)) -nostdin -buff_size 2097152 -trace_stat -stf stats.csv -fd 1 \
 		-timeout $((seconds * 4))s "127.0.0.1:$port" >/dev/null 2>&1) || true
 	local after
 	after=$(ticks_all "$@")
+	if [ -n "$perf" ]; then
+		kill -INT "$perf"
+		wait "$perf" || true
+		# task-clock is in ms: per call, µs
+		awk -F, -v c="$calls" '!/^#/ && NF > 2 && $1 + 0 > 0 {
+			v = $1 / c; if ($3 == "task-clock") { v *= 1000; $3 = "task-clock-us" }
+			sub(/^syscalls:sys_enter_/, "", $3); line = line sprintf(" %s %.2f", $3, v) }
+			END { print "  per call:" line }' "$tmp/perf.out"
+	fi
 	stop_uas
+	if [ "$transport" = udp ]; then
+		lb_drops=$(($(udp_drops_port "$port") - lb_drops))
+		all_drops=$(($(udp_drops_all) - all_drops))
+		[ "$all_drops" = 0 ] || echo "  UDP datagrams dropped (receive buffer full): $lb_drops at the balancer, $((all_drops - lb_drops)) at SIPp"
+	fi
 	local ok failed uas_failed=0 uas_ok=0
 	ok=$(stat "$tmp/uac/stats.csv" "SuccessfulCall(C)")
 	failed=$(stat "$tmp/uac/stats.csv" "FailedCall(C)")

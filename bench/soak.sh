@@ -131,9 +131,10 @@ wait "$calls" "$wrkp" || true
 
 echo "SIP:  $(cat "$tmp/calls.out")"
 grep -v '^progress' "$tmp/calls.err" | head -3 || true
-uas_errors=0
-for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && uas_errors=$((uas_errors + $(wc -l <"$tmp/uas$i/errors.log"))); done
-echo "SIPp UAS: $uas_errors lines of unexpected messages or errors"
+# SIPp's error log: an event is a line stamped "date<TAB>time<TAB>epoch:",
+# followed by the message it was about (many lines)
+events=$(cat "$tmp"/uas?/errors.log 2>/dev/null | awk -F'\t' -v s="$start" '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]\t/ {n++; t = t sprintf(" %d", $3 - s)} END {printf "%d", n; if (n) printf " (at%s s)", t}')
+echo "SIPp UAS: $events unexpected messages or errors"
 for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && grep -v '^$' "$tmp/uas$i/errors.log" | head -4 && break; done
 reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
 echo "HTTP: $reqs requests, $(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out") req/s; $(grep -E 'Non-2xx|Socket errors' "$tmp/wrk.out" | tr '\n' ' ' || true)"
