@@ -3,7 +3,7 @@
 # sessions per request, through clb, HAProxy 2.6 (balance hash
 # req.cook(CLBKEY), hash-type consistent, nbthread 2) and nginx 1.22 (hash
 # $cookie_CLBKEY consistent, upstream keepalive, 2 workers), against the same
-# three Go back ends, side by side in one run. Prints req/s, p99 and the
+# three Go back ends, side by side in one run. Prints req/s, p50, p99 and the
 # balancer's CPU-seconds per 1,000 requests (utime + stime of all its
 # processes, from /proc), its peak resident memory (VmHWM, summed over its
 # processes) and, per round, clb's ratios to HAProxy and nginx; at the end

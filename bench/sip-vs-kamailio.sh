@@ -23,7 +23,10 @@
 #   KAMAILIO=0      leave Kamailio out
 #   PERF=1          also count, per call, each balancer's context switches,
 #                   migrations and system calls of the kinds either makes
-#                   (perf stat on its processes; PERF_EVENTS=LIST for others)
+#                   (perf stat on its processes; PERF_EVENTS=LIST for other
+#                   events). Its tracepoints put every process's system
+#                   calls on a slower path while on: CPU figures of such a
+#                   run are not those of one without
 #
 # A measurement, not a test: run it on a quiet machine, under
 # `flock /tmp/clb-bench.lock`, and repeat. Needs sipp (sip-tester) and
@@ -40,13 +43,15 @@ root=$(pwd)
 . bench/lib.sh
 need sipp:sip-tester
 [ "${KAMAILIO:-1}" = 0 ] || need kamailio:kamailio
-perf_events=${PERF_EVENTS:-}
-if [ "${PERF:-0}" = 1 ] && [ -z "$perf_events" ]; then
+perf_events=""
+if [ "${PERF:-0}" = 1 ]; then
 	need perf:linux-perf
-	perf_events=task-clock,context-switches,cpu-migrations
-	for sc in recvmmsg sendmmsg recvfrom sendto read write epoll_pwait epoll_wait futex; do
-		perf_events+=,syscalls:sys_enter_$sc
-	done
+	perf_events=${PERF_EVENTS:-task-clock,context-switches,cpu-migrations}
+	if [ -z "${PERF_EVENTS:-}" ]; then
+		for sc in recvmmsg sendmmsg recvfrom sendto read write epoll_pwait epoll_wait futex; do
+			perf_events+=,syscalls:sys_enter_$sc
+		done
+	fi
 fi
 
 case $transport in
@@ -125,19 +130,13 @@ run_one() {
 	local after
 	after=$(ticks_all "$@")
 	if [ -n "$perf" ]; then
-		kill -INT "$perf"
+		kill -INT "$perf" 2>/dev/null || true # perf may have failed at start
 		wait "$perf" || true
-		# task-clock is in ms: per call, µs
-		awk -F, -v c="$calls" '!/^#/ && NF > 2 && $1 + 0 > 0 {
-			v = $1 / c; if ($3 == "task-clock") { v *= 1000; $3 = "task-clock-us" }
-			sub(/^syscalls:sys_enter_/, "", $3); line = line sprintf(" %s %.2f", $3, v) }
-			END { print "  per call:" line }' "$tmp/perf.out"
 	fi
 	stop_uas
 	if [ "$transport" = udp ]; then
 		lb_drops=$(($(udp_drops_port "$port") - lb_drops))
 		all_drops=$(($(udp_drops_all) - all_drops))
-		[ "$all_drops" = 0 ] || echo "  UDP datagrams dropped (receive buffer full): $lb_drops at the balancer, $((all_drops - lb_drops)) at SIPp"
 	fi
 	local ok failed uas_failed=0 uas_ok=0
 	ok=$(stat "$tmp/uac/stats.csv" "SuccessfulCall(C)")
@@ -152,6 +151,17 @@ run_one() {
 	printf '%-9s %s sweep %d rate %6d/s  calls %6d  failed UAC %5d  UAS ok %6d failed %4d  CPU-s/1k calls %s\n' \
 		"$name" "$transport" "$sweep" "$rate" "$ok" "$failed" "$uas_ok" "$uas_failed" "$cpu"
 	echo "$name $rate $sweep ${cpu:--} $((failed + uas_failed + calls - ok))" >>"$tmp/results"
+	if [ "$transport" = udp ] && [ "$all_drops" != 0 ]; then
+		echo "  UDP datagrams dropped (receive buffer full): $lb_drops at the balancer's sockets, $((all_drops - lb_drops)) elsewhere (SIPp's, or others')"
+	fi
+	if [ -s "$tmp/perf.out" ] && [ "$ok" -gt 0 ]; then
+		# per completed call, as the CPU figure; task-clock is in ms: µs
+		awk -F, -v c="$ok" '!/^#/ && NF > 2 && $1 + 0 > 0 {
+			v = $1 / c; if ($3 == "task-clock") { v *= 1000; $3 = "task-clock-us" }
+			sub(/^syscalls:sys_enter_/, "", $3); line = line sprintf(" %s %.2f", $3, v) }
+			END { print "  per call:" line }' "$tmp/perf.out" || true
+	fi
+	rm -f "$tmp/perf.out"
 	rm -rf "$tmp/uac" "$tmp"/uas?
 }
 

@@ -14,8 +14,9 @@
 #   DURATION=1800 SIP_RATE=2800 SOURCES=100000 HTTP_CONNS=16 HTTP_PIPELINE=1 bench/soak.sh
 #
 # HTTP_PIPELINE=N has wrk pipeline N requests a connection (bench/sessions.lua):
-# clb parses and forwards each as it would one at a time, but wrk spends
-# less CPU a request, which on a 2-core machine goes to the load under test.
+# clb still parses, routes and forwards each request on its own (its reads
+# and writes to the client are batched), and wrk spends less CPU a request,
+# which on a 2-core machine goes to the load under test.
 # HTTP_BACKEND=nginx serves the three back ends from one nginx worker
 # (a fixed answer) instead of three Go net/http servers, for the same reason.
 #
@@ -92,7 +93,8 @@ metric() { curl -sf "http://127.0.0.1:22099/metrics" | awk -v m="$1" '$1 == m {p
 rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
 # HTTP requests clb has answered; the machine's steal and total CPU ticks
 http_reqs() { curl -sf "http://127.0.0.1:22099/metrics" | awk '/^clb_requests_total\{.*protocol="http"/ {n += $NF} END {printf "%d", n}'; }
-cpu_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t}' /proc/stat; }
+# (user..steal: guest time is inside user already)
+cpu_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
 
 "$tmp/soakcalls" -lb 127.0.0.1:21060 -rate "$rate" -sources "$sources" -d "${duration}s" \
 	>"$tmp/calls.out" 2>"$tmp/calls.err" &
@@ -133,7 +135,7 @@ echo "SIP:  $(cat "$tmp/calls.out")"
 grep -v '^progress' "$tmp/calls.err" | head -3 || true
 # SIPp's error log: an event is a line stamped "date<TAB>time<TAB>epoch:",
 # followed by the message it was about (many lines)
-events=$(cat "$tmp"/uas?/errors.log 2>/dev/null | awk -F'\t' -v s="$start" '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]\t/ {n++; t = t sprintf(" %d", $3 - s)} END {printf "%d", n; if (n) printf " (at%s s)", t}')
+events=$({ cat "$tmp"/uas?/errors.log 2>/dev/null || true; } | awk -F'\t' -v s="$start" '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]\t/ {n++; t = t sprintf(" %d", $3 - s)} END {printf "%d", n; if (n) printf " (at%s s)", t}')
 echo "SIPp UAS: $events unexpected messages or errors"
 for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && grep -v '^$' "$tmp/uas$i/errors.log" | head -4 && break; done
 reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
