@@ -7,9 +7,10 @@
 # goroutines and Go heap (from /metrics), and the calls so far; at the end
 # the calls and requests completed and failed, and the memory and goroutine
 # growth after the first minute (the target: flat, and 0 failed). Each line
-# also has the interval's HTTP requests a second (clb's counters) and the
-# machine's steal time (CPU a VM's host gave to others), for reading a slow
-# interval.
+# also has what the Go runtime holds from the system (all it mapped, less
+# the heap it gave back: at most the part of RSS that is Go's), the
+# interval's HTTP requests a second (clb's counters) and the machine's
+# steal time (CPU a VM's host gave to others), for reading a slow interval.
 #
 #   DURATION=1800 SIP_RATE=2800 SOURCES=100000 HTTP_CONNS=16 HTTP_PIPELINE=1 bench/soak.sh
 #
@@ -110,7 +111,7 @@ wrkp=$!
 pids+=("$wrkp")
 
 echo "soak: $duration s, SIP $rate calls/s from $sources sources, HTTP wrk -c$conns, $pipeline a connection at once, $backend back ends"
-printf '%6s %8s %10s %11s %9s %6s %s\n' "t(s)" "RSS MB" goroutines "heap MB" "HTTP/s" steal% "calls (ok/failed so far)"
+printf '%6s %8s %10s %11s %7s %9s %6s %s\n' "t(s)" "RSS MB" goroutines "heap MB" "Go MB" "HTTP/s" steal% "calls (ok/failed so far)"
 start=$(date +%s)
 last_t=0 last_reqs=0
 read -r last_steal last_total < <(cpu_ticks)
@@ -121,11 +122,12 @@ while kill -0 "$calls" 2>/dev/null || kill -0 "$wrkp" 2>/dev/null; do
 	rss=$(rss_kb)
 	g=$(metric go_goroutines)
 	heap=$(metric go_memstats_heap_inuse_bytes)
+	gomem=$(($(metric go_memstats_sys_bytes) - $(metric go_memstats_heap_released_bytes)))
 	progress=$(tail -1 "$tmp/calls.err" 2>/dev/null | sed -n 's/^progress //p')
 	reqs=$(http_reqs)
 	read -r steal total < <(cpu_ticks)
 	echo "$t $rss $g" >>"$tmp/samples"
-	printf '%6d %8.1f %10s %11.1f %9d %6.1f %s\n' "$t" "$(echo "$rss / 1024" | bc -l)" "$g" "$(echo "${heap:-0} / 1048576" | bc -l)" \
+	printf '%6d %8.1f %10s %11.1f %7.1f %9d %6.1f %s\n' "$t" "$(echo "$rss / 1024" | bc -l)" "$g" "$(echo "${heap:-0} / 1048576" | bc -l)" "$(echo "$gomem / 1048576" | bc -l)" \
 		"$(((${reqs:-0} - last_reqs) / (t > last_t ? t - last_t : 1)))" "$(echo "100 * ($steal - $last_steal) / ($total - $last_total + 1)" | bc -l)" "$progress"
 	last_t=$t last_reqs=${reqs:-0} last_steal=$steal last_total=$total
 done
