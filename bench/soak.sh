@@ -142,6 +142,7 @@ echo "SIPp UAS: $events unexpected messages or errors"
 for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && grep -v '^$' "$tmp/uas$i/errors.log" | head -4 && break; done
 reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
 echo "HTTP: $reqs requests, $(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out") req/s; $(grep -E 'Non-2xx|Socket errors' "$tmp/wrk.out" | tr '\n' ' ' || true)"
-awk 'NR == 1 || $1 <= 60 {base = $2; gbase = $3} $1 > 60 {if ($2 > max) max = $2; if ($3 > gmax) gmax = $3; last = $2; glast = $3}
-	END {if (max) printf "after the first minute: RSS %.1f MB at 60 s, max %.1f MB, last %.1f MB (growth %+.1f MB); goroutines %d at 60 s, max %d, last %d\n",
-		base / 1024, max / 1024, last / 1024, (last - base) / 1024, gbase, gmax, glast}' "$tmp/samples"
+# from the first sample at 60 s or later
+awk '!bt && $1 >= 60 {base = $2; gbase = $3; bt = $1; next} bt {if ($2 > max) max = $2; if ($3 > gmax) gmax = $3; last = $2; glast = $3}
+	END {if (max) printf "after the first minute: RSS %.1f MB at %d s, max %.1f MB, last %.1f MB (growth %+.1f MB); goroutines %d at %d s, max %d, last %d\n",
+		base / 1024, bt, max / 1024, last / 1024, (last - base) / 1024, gbase, bt, gmax, glast}' "$tmp/samples"
