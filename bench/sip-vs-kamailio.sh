@@ -134,10 +134,7 @@ run_one() {
 		wait "$perf" || true
 	fi
 	stop_uas
-	if [ "$transport" = udp ]; then
-		lb_drops=$(($(udp_drops_port "$port") - lb_drops))
-		all_drops=$(($(udp_drops_all) - all_drops))
-	fi
+	lb_drops=$(($(udp_drops_port "$port") - lb_drops)) all_drops=$(($(udp_drops_all) - all_drops))
 	local ok failed uas_failed=0 uas_ok=0
 	ok=$(stat "$tmp/uac/stats.csv" "SuccessfulCall(C)")
 	failed=$(stat "$tmp/uac/stats.csv" "FailedCall(C)")

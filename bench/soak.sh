@@ -90,11 +90,14 @@ clb=$!
 pids+=("$clb")
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:22099/metrics" >/dev/null && break; sleep 0.1; done
 
-metric() { curl -sf "http://127.0.0.1:22099/metrics" | awk -v m="$1" '$1 == m {printf "%d", $2}'; }
+# metric NAME: its value in $scrape, clb's /metrics read once a sample
+scrape() { scrape=$(curl -sf "http://127.0.0.1:22099/metrics"); }
+metric() { awk -v m="$1" '$1 == m {printf "%d", $2}' <<<"$scrape"; }
+# HTTP requests clb has answered
+http_reqs() { awk '/^clb_requests_total\{.*protocol="http"/ {n += $NF} END {printf "%d", n}' <<<"$scrape"; }
 rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
-# HTTP requests clb has answered; the machine's steal and total CPU ticks
-http_reqs() { curl -sf "http://127.0.0.1:22099/metrics" | awk '/^clb_requests_total\{.*protocol="http"/ {n += $NF} END {printf "%d", n}'; }
-# (user..steal: guest time is inside user already)
+# the machine's steal and total CPU ticks (user..steal: guest time is
+# inside user already)
 cpu_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
 
 "$tmp/soakcalls" -lb 127.0.0.1:21060 -rate "$rate" -sources "$sources" -d "${duration}s" \
@@ -120,6 +123,7 @@ while kill -0 "$calls" 2>/dev/null || kill -0 "$wrkp" 2>/dev/null; do
 	sleep 10
 	t=$(($(date +%s) - start))
 	rss=$(rss_kb)
+	scrape
 	g=$(metric go_goroutines)
 	heap=$(metric go_memstats_heap_inuse_bytes)
 	gomem=$(($(metric go_memstats_sys_bytes) - $(metric go_memstats_heap_released_bytes)))
