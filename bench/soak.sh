@@ -11,6 +11,9 @@
 # the heap it gave back: at most the part of RSS that is Go's), the
 # interval's HTTP requests a second (clb's counters) and the machine's
 # steal time (CPU a VM's host gave to others), for reading a slow interval.
+# RSS is split into its anonymous part (heap, stacks) and its file-backed
+# part (the binary's pages, faulted in as code first runs), beside clb's
+# OS threads: a rise in RSS shows in one of them.
 #
 #   DURATION=1800 SIP_RATE=2800 SOURCES=100000 HTTP_CONNS=16 HTTP_PIPELINE=1 bench/soak.sh
 #
@@ -62,6 +65,10 @@ else
 		pids+=("$!")
 	done
 fi
+# the back ends answer before clb sends them anything
+for port in "${http_ports[@]}"; do
+	for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
 uas_ports=(21071 21072 21073)
 for i in 0 1 2; do
 	mkdir -p "$tmp/uas$i"
@@ -91,11 +98,13 @@ pids+=("$clb")
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:22099/metrics" >/dev/null && break; sleep 0.1; done
 
 # metric NAME: its value in $scrape, clb's /metrics read once a sample
-scrape() { scrape=$(curl -sf "http://127.0.0.1:22099/metrics"); }
+# (one failed read leaves the sample's columns at 0 rather than ending the soak)
+scrape() { scrape=$(curl -sf --max-time 5 "http://127.0.0.1:22099/metrics") || scrape=; }
 metric() { awk -v m="$1" '$1 == m {printf "%d", $2}' <<<"$scrape"; }
 # HTTP requests clb has answered
 http_reqs() { awk '/^clb_requests_total\{.*protocol="http"/ {n += $NF} END {printf "%d", n}' <<<"$scrape"; }
-rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$clb/status"; }
+# clb's VmRSS, RssAnon and RssFile (kB) and its threads
+proc_status() { awk '$1 == "VmRSS:" {r = $2} $1 == "RssAnon:" {a = $2} $1 == "RssFile:" {f = $2} $1 == "Threads:" {n = $2} END {print r, a, f, n}' "/proc/$clb/status"; }
 # the machine's steal and total CPU ticks (user..steal: guest time is
 # inside user already)
 cpu_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
@@ -114,7 +123,7 @@ wrkp=$!
 pids+=("$wrkp")
 
 echo "soak: $duration s, SIP $rate calls/s from $sources sources, HTTP wrk -c$conns, $pipeline a connection at once, $backend back ends"
-printf '%6s %8s %10s %11s %7s %9s %6s %s\n' "t(s)" "RSS MB" goroutines "heap MB" "Go MB" "HTTP/s" steal% "calls (ok/failed so far)"
+printf '%6s %8s %7s %7s %7s %10s %11s %7s %9s %6s %s\n' "t(s)" "RSS MB" anon file threads goroutines "heap MB" "Go MB" "HTTP/s" steal% "calls (ok/failed so far)"
 start=$(date +%s)
 last_t=0 last_reqs=0
 read -r last_steal last_total < <(cpu_ticks)
@@ -122,16 +131,17 @@ read -r last_steal last_total < <(cpu_ticks)
 while kill -0 "$calls" 2>/dev/null || kill -0 "$wrkp" 2>/dev/null; do
 	sleep 10
 	t=$(($(date +%s) - start))
-	rss=$(rss_kb)
+	read -r rss anon file threads < <(proc_status)
 	scrape
 	g=$(metric go_goroutines)
 	heap=$(metric go_memstats_heap_inuse_bytes)
-	gomem=$(($(metric go_memstats_sys_bytes) - $(metric go_memstats_heap_released_bytes)))
+	sys=$(metric go_memstats_sys_bytes) released=$(metric go_memstats_heap_released_bytes)
+	gomem=$((${sys:-0} - ${released:-0}))
 	progress=$(tail -1 "$tmp/calls.err" 2>/dev/null | sed -n 's/^progress //p')
 	reqs=$(http_reqs)
 	read -r steal total < <(cpu_ticks)
-	echo "$t $rss $g" >>"$tmp/samples"
-	printf '%6d %8.1f %10s %11.1f %7.1f %9d %6.1f %s\n' "$t" "$(echo "$rss / 1024" | bc -l)" "$g" "$(echo "${heap:-0} / 1048576" | bc -l)" "$(echo "$gomem / 1048576" | bc -l)" \
+	echo "$t $rss ${g:-0} $anon $file $threads" >>"$tmp/samples"
+	printf '%6d %8.1f %7.1f %7.1f %7s %10s %11.1f %7.1f %9d %6.1f %s\n' "$t" "$(echo "$rss / 1024" | bc -l)" "$(echo "${anon:-0} / 1024" | bc -l)" "$(echo "${file:-0} / 1024" | bc -l)" "$threads" "$g" "$(echo "${heap:-0} / 1048576" | bc -l)" "$(echo "$gomem / 1048576" | bc -l)" \
 		"$(((${reqs:-0} - last_reqs) / (t > last_t ? t - last_t : 1)))" "$(echo "100 * ($steal - $last_steal) / ($total - $last_total + 1)" | bc -l)" "$progress"
 	last_t=$t last_reqs=${reqs:-0} last_steal=$steal last_total=$total
 done
@@ -147,6 +157,8 @@ for i in 0 1 2; do [ -s "$tmp/uas$i/errors.log" ] && grep -v '^$' "$tmp/uas$i/er
 reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
 echo "HTTP: $reqs requests, $(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out") req/s; $(grep -E 'Non-2xx|Socket errors' "$tmp/wrk.out" | tr '\n' ' ' || true)"
 # from the first sample at 60 s or later
-awk '!bt && $1 >= 60 {base = $2; gbase = $3; bt = $1; next} bt {if ($2 > max) max = $2; if ($3 > gmax) gmax = $3; last = $2; glast = $3}
-	END {if (max) printf "after the first minute: RSS %.1f MB at %d s, max %.1f MB, last %.1f MB (growth %+.1f MB); goroutines %d at %d s, max %d, last %d\n",
-		base / 1024, bt, max / 1024, last / 1024, (last - base) / 1024, gbase, bt, gmax, glast}' "$tmp/samples"
+awk '!bt && $1 >= 60 {base = $2; gbase = $3; abase = $4; fbase = $5; tbase = $6; bt = $1; next}
+	bt {if ($2 > max) max = $2; if ($3 > gmax) gmax = $3; if ($6 > tmax) tmax = $6; last = $2; glast = $3; alast = $4; flast = $5; tlast = $6}
+	END {if (max) {printf "after the first minute: RSS %.1f MB at %d s, max %.1f MB, last %.1f MB (growth %+.1f MB: anonymous %+.1f, file %+.1f); goroutines %d at %d s, max %d, last %d\n",
+		base / 1024, bt, max / 1024, last / 1024, (last - base) / 1024, (alast - abase) / 1024, (flast - fbase) / 1024, gbase, bt, gmax, glast
+		printf "threads %d at %d s, max %d, last %d\n", tbase, bt, tmax, tlast}}' "$tmp/samples"
