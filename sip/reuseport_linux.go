@@ -1,6 +1,11 @@
 package sip
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
 	"runtime"
 	"syscall"
 
@@ -18,6 +23,24 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 		return cerr
 	}
 	return err
+}
+
+// claimGroup holds addr's SO_REUSEPORT group for this Server: an abstract
+// Unix socket named after addr, which the kernel frees when it is closed or
+// the process ends. Without it a second clb on the same address, run by the
+// same user, would join the group unnoticed and take a share of the
+// datagrams (and its steering program would replace this one's); with it
+// the second fails to bind the name, and so to start.
+func claimGroup(addr netip.AddrPort) (io.Closer, error) {
+	name := "@clb/sip/udp/" + addr.String()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("udp %s: another clb listens on this address (its SO_REUSEPORT group would share the datagrams)", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("udp %s: claiming the address: %w", addr, err)
+	}
+	return c, nil
 }
 
 // defaultReaders is ServerOptions.Readers' default: a reader per CPU clb

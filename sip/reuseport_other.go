@@ -4,6 +4,8 @@ package sip
 
 import (
 	"errors"
+	"io"
+	"net/netip"
 	"syscall"
 )
 
@@ -12,6 +14,10 @@ import (
 func reusePort(_, _ string, _ syscall.RawConn) error {
 	return errors.New("several UDP readers per listener need Linux (SO_REUSEPORT)")
 }
+
+// claimGroup: no SO_REUSEPORT group to claim (a UDP listener has one
+// socket, whose bind is exclusive).
+func claimGroup(netip.AddrPort) (io.Closer, error) { return io.NopCloser(nil), nil }
 
 // defaultReaders: one reader per UDP listener without SO_REUSEPORT.
 func defaultReaders() int { return 1 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -30,6 +31,7 @@ type udpTransport struct {
 	socks  [][]udpSocket // socks[i] serve listener i, a reader each
 	steers []*steer      // steers[i] steers socks[i]; nil for one socket
 	self   []endpoint    // self[i] is listener i's
+	claims []io.Closer   // the SO_REUSEPORT groups this transport holds
 }
 
 // udpSocket is one socket and what its batches of datagrams are read and
@@ -68,14 +70,35 @@ func (t *udpTransport) selves() []endpoint { return t.self }
 
 func (t *udpTransport) listen(addr netip.AddrPort) error {
 	shared := t.readers > 1
+	// A known port is claimed before any socket joins its group; port 0
+	// once the kernel has chosen it (no other process can know it yet).
+	var claim io.Closer
+	var err error
+	if shared && addr.Port() != 0 {
+		if claim, err = claimGroup(addr); err != nil {
+			return err
+		}
+	}
+	release := func() {
+		if claim != nil {
+			claim.Close()
+		}
+	}
 	first, err := listenUDP(addr, shared)
 	if err != nil {
+		release()
 		return err
 	}
 	self := endpoint{"udp", localAddr(first.c.LocalAddr())}
 	if first.rcvbuf > 0 && first.rcvbuf < udpReadBuffer {
 		t.log.Warn("the kernel capped the UDP receive buffer: a burst past it is dropped; raise net.core.rmem_max (or run clb with CAP_NET_ADMIN)",
 			zap.Stringer("listener", self.addr), zap.Int("bytes", first.rcvbuf), zap.Int("asked", udpReadBuffer))
+	}
+	if shared && claim == nil {
+		if claim, err = claimGroup(self.addr); err != nil {
+			first.c.Close()
+			return err
+		}
 	}
 	group := []udpSocket{first}
 	for len(group) < t.readers {
@@ -85,9 +108,13 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 			for _, s := range group {
 				s.c.Close()
 			}
+			release()
 			return err
 		}
 		group = append(group, s)
+	}
+	if claim != nil {
+		t.claims = append(t.claims, claim)
 	}
 	t.socks = append(t.socks, group)
 	var st *steer
@@ -133,6 +160,9 @@ func (t *udpTransport) close() {
 		for _, s := range group {
 			s.c.Close()
 		}
+	}
+	for _, c := range t.claims {
+		c.Close()
 	}
 }
 

@@ -1,11 +1,14 @@
 package sip
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -253,4 +256,90 @@ func TestUDPReceiveBuffer(t *testing.T) {
 	if got := setReadBuffer(c, 2*rmemMax); got != want {
 		t.Errorf("asked %d bytes (rmem_max %d, uid %d): granted %d, want %d", 2*rmemMax, rmemMax, os.Geteuid(), got, want)
 	}
+}
+
+// TestUDPGroupClaimed: a second clb process cannot join the SO_REUSEPORT
+// group of a UDP listener another holds (the kernel would let it, for the
+// same user, and spread the datagrams between the two), and the address is
+// free again once the holder is killed.
+func TestUDPGroupClaimed(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("several readers need SO_REUSEPORT (Linux)")
+	}
+	holder := exec.Command(os.Args[0], "-test.run=^TestUDPGroupHolder$", "-test.count=1")
+	holder.Env = append(os.Environ(), "CLB_TEST_UDP_HOLDER=1")
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder.Stderr = os.Stderr
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // on any return: the holder ends with its stdin
+		stdin.Close()
+		_ = holder.Wait()
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "holding "); ok {
+				lines <- a
+			}
+		}
+		close(lines)
+	}()
+	var addr netip.AddrPort
+	select {
+	case a, ok := <-lines:
+		if !ok {
+			t.Fatal("the holder ended without listening")
+		}
+		addr = netip.MustParseAddrPort(a)
+	case <-time.After(time.Minute):
+		t.Fatal("the holder did not listen within a minute")
+	}
+
+	var wg sync.WaitGroup
+	p := &Proxy{now: time.Now} // what steering the readers reads
+	second := newUDPTransport(p, zap.NewNop(), 2, &wg)
+	if err := second.listen(addr); err == nil || !strings.Contains(err.Error(), "another clb") {
+		second.close()
+		t.Fatalf("a second process's listener on %s: %v, want refused as another clb's", addr, err)
+	}
+	if len(second.socks) != 0 || len(second.claims) != 0 {
+		t.Errorf("the refused listener kept %d socket groups and %d claims", len(second.socks), len(second.claims))
+	}
+
+	// Killed, not asked: a clb that crashes leaves no claim behind.
+	if err := holder.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-lines // its stdout closed: the process is gone
+	third := newUDPTransport(p, zap.NewNop(), 2, &wg)
+	if err := third.listen(addr); err != nil {
+		t.Fatalf("%s once its holder was killed: %v", addr, err)
+	}
+	third.close()
+}
+
+// TestUDPGroupHolder is TestUDPGroupClaimed's other process: it listens
+// with two readers, prints the address and holds it until its stdin ends.
+func TestUDPGroupHolder(t *testing.T) {
+	if os.Getenv("CLB_TEST_UDP_HOLDER") == "" {
+		t.Skip("TestUDPGroupClaimed runs it")
+	}
+	var wg sync.WaitGroup
+	tr := newUDPTransport(&Proxy{now: time.Now}, zap.NewNop(), 2, &wg)
+	if err := tr.listen(netip.MustParseAddrPort("127.0.0.1:0")); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	fmt.Printf("holding %s\n", tr.self[0].addr)
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }
