@@ -12,6 +12,7 @@
 #   bench/http-vs-haproxy-nginx.sh [SECONDS] [ROUNDS]
 #   BASE=main bench/http-vs-haproxy-nginx.sh   # also clb as of git rev main
 #   BASE=main PEERS=0 bench/http-vs-haproxy-nginx.sh 10 6   # clb and clb@main only
+#   BASE=HEAD BASE_ENV=GOMAXPROCS=2 bench/http-vs-haproxy-nginx.sh   # clb@HEAD run with that environment
 #
 # With BASE, clb built from that revision is measured in the same rounds
 # (clb@REV), so that a change is compared with what it changes side by side.
@@ -35,6 +36,7 @@ need wrk:wrk haproxy:haproxy nginx:nginx
 go build -o "$tmp/clb" ./cmd/clb
 base=${BASE:-}
 if [ -n "$base" ]; then
+	[ -z "${BASE_ENV:-}" ] || echo "clb@$base runs with $BASE_ENV"
 	mkdir "$tmp/base"
 	git archive "$base" | tar -x -C "$tmp/base"
 	(cd "$tmp/base" && go build -o "$tmp/clb-base" ./cmd/clb)
@@ -98,9 +100,10 @@ summary() {
 # ms: a wrk latency (850.00us, 4.90ms, 1.02s) in milliseconds
 ms() { awk -v v="$1" 'BEGIN { u = v; sub(/[0-9.]+/, "", u); n = v + 0; if (u == "us") n /= 1000; else if (u == "s") n *= 1000; print n }'; }
 
-# run_clb NAME BINARY: one clb run, measured.
+# run_clb NAME BINARY [VAR=VALUE...]: one clb run, measured, with those
+# variables in its environment.
 run_clb() {
-	"$2" run -config "$tmp/clb.yaml" 2>/dev/null &
+	env "${@:3}" "$2" run -config "$tmp/clb.yaml" 2>/dev/null &
 	local p=$!
 	pids+=("$p")
 	wait_port "$lb" "$p"
@@ -143,7 +146,8 @@ for round in $(seq "$rounds"); do
 	echo "round $round"
 	run_clb clb "$tmp/clb"
 	if [ -n "$base" ]; then
-		run_clb "clb@$base" "$tmp/clb-base"
+		# shellcheck disable=SC2086 # BASE_ENV is words VAR=VALUE
+		run_clb "clb@$base" "$tmp/clb-base" ${BASE_ENV:-}
 	fi
 
 	if [ "${PEERS:-1}" = 0 ]; then
