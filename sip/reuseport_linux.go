@@ -35,7 +35,7 @@ func claimGroup(addr netip.AddrPort) (io.Closer, error) {
 	name := "@clb/sip/udp/" + addr.String()
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("udp %s: another clb listens on this address (its SO_REUSEPORT group would share the datagrams)", addr)
+		return nil, fmt.Errorf("udp %s: another process (another clb?) holds %s, the claim on this address: its SO_REUSEPORT group would share the datagrams (ss -xlp shows the holder)", addr, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("udp %s: claiming the address: %w", addr, err)

@@ -17,7 +17,7 @@ func reusePort(_, _ string, _ syscall.RawConn) error {
 
 // claimGroup: no SO_REUSEPORT group to claim (a UDP listener has one
 // socket, whose bind is exclusive).
-func claimGroup(netip.AddrPort) (io.Closer, error) { return io.NopCloser(nil), nil }
+func claimGroup(netip.AddrPort) (io.Closer, error) { return nil, nil }
 
 // defaultReaders: one reader per UDP listener without SO_REUSEPORT.
 func defaultReaders() int { return 1 }

@@ -75,7 +75,12 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 	var claim io.Closer
 	var err error
 	if shared && addr.Port() != 0 {
-		if claim, err = claimGroup(addr); err != nil {
+		for _, e := range t.self {
+			if e.addr == localAddrPort(addr) {
+				return fmt.Errorf("udp %s: listed twice", addr)
+			}
+		}
+		if claim, err = claimGroup(localAddrPort(addr)); err != nil {
 			return err
 		}
 	}
@@ -164,6 +169,13 @@ func (t *udpTransport) close() {
 	for _, c := range t.claims {
 		c.Close()
 	}
+	t.claims = nil
+}
+
+// localAddrPort is addr as a listener's endpoint names it (localAddr):
+// an IPv4-mapped address as IPv4.
+func localAddrPort(addr netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 }
 
 func (t *udpTransport) connWith(netip.AddrPort) conn { return nil }

@@ -266,8 +266,9 @@ func TestUDPGroupClaimed(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("several readers need SO_REUSEPORT (Linux)")
 	}
-	holder := exec.Command(os.Args[0], "-test.run=^TestUDPGroupHolder$", "-test.count=1")
+	holder := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestUDPGroupHolder$", "-test.count=1")
 	holder.Env = append(os.Environ(), "CLB_TEST_UDP_HOLDER=1")
+	holder.WaitDelay = 10 * time.Second // bounds Wait, whatever the child does
 	stdin, err := holder.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -280,27 +281,34 @@ func TestUDPGroupClaimed(t *testing.T) {
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { // on any return: the holder ends with its stdin
-		stdin.Close()
-		_ = holder.Wait()
-	})
-	lines := make(chan string)
+	exited := make(chan error, 1)
+	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if a, ok := strings.CutPrefix(sc.Text(), "holding "); ok {
 				lines <- a
+				break
 			}
 		}
-		close(lines)
+		_, _ = io.Copy(io.Discard, stdout)
+		exited <- holder.Wait() // after the last read of stdout, as Wait asks
 	}()
+	t.Cleanup(func() { // on any return: the holder ends with its stdin
+		stdin.Close()
+		select {
+		case <-exited:
+		case <-time.After(time.Minute):
+			t.Error("the holder did not end within a minute of its stdin")
+		}
+	})
 	var addr netip.AddrPort
 	select {
-	case a, ok := <-lines:
-		if !ok {
-			t.Fatal("the holder ended without listening")
-		}
+	case a := <-lines:
 		addr = netip.MustParseAddrPort(a)
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("the holder ended without listening: %v", err)
 	case <-time.After(time.Minute):
 		t.Fatal("the holder did not listen within a minute")
 	}
@@ -308,9 +316,9 @@ func TestUDPGroupClaimed(t *testing.T) {
 	var wg sync.WaitGroup
 	p := &Proxy{now: time.Now} // what steering the readers reads
 	second := newUDPTransport(p, zap.NewNop(), 2, &wg)
-	if err := second.listen(addr); err == nil || !strings.Contains(err.Error(), "another clb") {
+	if err := second.listen(addr); err == nil || !strings.Contains(err.Error(), "another process (another clb?)") {
 		second.close()
-		t.Fatalf("a second process's listener on %s: %v, want refused as another clb's", addr, err)
+		t.Fatalf("a second process's listener on %s: %v, want refused as another's", addr, err)
 	}
 	if len(second.socks) != 0 || len(second.claims) != 0 {
 		t.Errorf("the refused listener kept %d socket groups and %d claims", len(second.socks), len(second.claims))
@@ -320,7 +328,12 @@ func TestUDPGroupClaimed(t *testing.T) {
 	if err := holder.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-lines // its stdout closed: the process is gone
+	select {
+	case err := <-exited: // reaped: its sockets are gone
+		exited <- err
+	case <-time.After(time.Minute):
+		t.Fatal("the holder did not end within a minute of SIGKILL")
+	}
 	third := newUDPTransport(p, zap.NewNop(), 2, &wg)
 	if err := third.listen(addr); err != nil {
 		t.Fatalf("%s once its holder was killed: %v", addr, err)
@@ -342,4 +355,26 @@ func TestUDPGroupHolder(t *testing.T) {
 	defer tr.close()
 	fmt.Printf("holding %s\n", tr.self[0].addr)
 	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// TestUDPListedTwice: one address listed twice in one configuration is
+// refused as that, not blamed on another process.
+func TestUDPListedTwice(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("several readers need SO_REUSEPORT (Linux)")
+	}
+	var wg sync.WaitGroup
+	tr := newUDPTransport(&Proxy{now: time.Now}, zap.NewNop(), 2, &wg)
+	defer tr.close()
+	if err := tr.listen(netip.MustParseAddrPort("127.0.0.1:0")); err != nil {
+		t.Fatal(err)
+	}
+	addr := tr.self[0].addr
+	if err := tr.listen(addr); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("%s listed a second time: %v, want listed twice", addr, err)
+	}
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(addr.Addr().As16()), addr.Port())
+	if err := tr.listen(mapped); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("%s (%s IPv4-mapped) listed: %v, want listed twice", mapped, addr, err)
+	}
 }
