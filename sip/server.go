@@ -169,7 +169,13 @@ func (s *Server) transport(name string) transport {
 
 func localAddr(a net.Addr) netip.AddrPort {
 	ap, _ := netip.ParseAddrPort(a.String())
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return localAddrPort(ap)
+}
+
+// localAddrPort is addr as a listener's endpoint names it: an IPv4-mapped
+// address as IPv4.
+func localAddrPort(addr netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 }
 
 // Reload swaps in the key rules and instances of a reloaded configuration;

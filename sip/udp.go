@@ -75,11 +75,6 @@ func (t *udpTransport) listen(addr netip.AddrPort) error {
 	var claim io.Closer
 	var err error
 	if shared && addr.Port() != 0 {
-		for _, e := range t.self {
-			if e.addr == localAddrPort(addr) {
-				return fmt.Errorf("udp %s: listed twice", addr)
-			}
-		}
 		if claim, err = claimGroup(localAddrPort(addr)); err != nil {
 			return err
 		}
@@ -170,12 +165,6 @@ func (t *udpTransport) close() {
 		c.Close()
 	}
 	t.claims = nil
-}
-
-// localAddrPort is addr as a listener's endpoint names it (localAddr):
-// an IPv4-mapped address as IPv4.
-func localAddrPort(addr netip.AddrPort) netip.AddrPort {
-	return netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 }
 
 func (t *udpTransport) connWith(netip.AddrPort) conn { return nil }
