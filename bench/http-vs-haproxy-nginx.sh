@@ -5,9 +5,11 @@
 # $cookie_CLBKEY consistent, upstream keepalive, 2 workers), against the same
 # three Go back ends, side by side in one run. Prints req/s, p50, p99 and the
 # balancer's CPU-seconds per 1,000 requests (utime + stime of all its
-# processes, from /proc), its peak resident memory (VmHWM, summed over its
-# processes) and, per round, clb's ratios to HAProxy and nginx; at the end
-# each ratio's median and range over the rounds.
+# processes, from /proc), the back ends' and the whole machine's (steal
+# left out) per 1,000 requests, the machine's idle share, the balancer's
+# peak resident memory (VmHWM, summed over its processes) and, per round,
+# clb's ratios to HAProxy and nginx; at the end each ratio's median and
+# range over the rounds.
 #
 #   bench/http-vs-haproxy-nginx.sh [SECONDS] [ROUNDS]
 #   BASE=main bench/http-vs-haproxy-nginx.sh   # also clb as of git rev main
@@ -16,6 +18,10 @@
 #
 # With BASE, clb built from that revision is measured in the same rounds
 # (clb@REV), so that a change is compared with what it changes side by side.
+# "haproxy+h" is HAProxy doing clb's header work as well (bench/lib.sh
+# haproxy_cfg): the same requests at the back ends, so the same work for
+# them and the same CPU left for the rest of the machine; "haproxy" is it
+# as a plain hash balancer, the cheaper one.
 # "floor" is bench/floor/goroutine, the least a goroutine-per-connection Go
 # proxy does per request: clb's distance to it is its own work, the floor's
 # to HAProxy the I/O model's; "floorgnet" is the same on gnet v2's event
@@ -53,16 +59,25 @@ measure() {
 	local name=$1
 	shift
 	wrk -t2 -c64 -d2s -s "$root/bench/sessions.lua" "http://127.0.0.1:$lb/" >/dev/null # warm up
-	local before after out
+	local before after be_before be_after m_before m_after out
 	before=$(ticks_all "$@")
+	be_before=$(ticks_all "${backend_pids[@]}")
+	read -ra m_before < <(machine_ticks)
 	out=$(wrk -t2 -c64 -d"${seconds}s" --latency -s "$root/bench/sessions.lua" "http://127.0.0.1:$lb/")
 	after=$(ticks_all "$@")
+	be_after=$(ticks_all "${backend_pids[@]}")
+	read -ra m_after < <(machine_ticks)
 	wrk_stats "$out"
 	rps_of[$name]=$rps
 	p99_of[$name]=$p99
 	cpu_of[$name]=$(per_1k "$((after - before))" "$reqs")
-	printf '%-12s %10s req/s  p50 %8s  p99 %8s  CPU-s/1k req %s  peak RSS %4s MB  %s\n' "$name" "${rps_of[$name]}" "$p50" "${p99_of[$name]}" \
-		"${cpu_of[$name]}" "$(($(peak_rss "$@") / 1024))" "$errors"
+	# The back ends' CPU and the whole machine's: a balancer can be cheap
+	# itself and dear to its neighbours (more reads a request at the back
+	# ends); idle says whether the run was short of CPU at all.
+	printf '%-12s %10s req/s  p50 %8s  p99 %8s  CPU-s/1k req %s  back ends %s  machine %s  idle %s%%  peak RSS %4s MB  %s\n' "$name" "${rps_of[$name]}" "$p50" "${p99_of[$name]}" \
+		"${cpu_of[$name]}" "$(per_1k "$((be_after - be_before))" "$reqs")" "$(per_1k "$((m_after[0] - m_before[0]))" "$reqs")" \
+		"$(((m_after[1] - m_before[1]) * 100 / (m_after[0] - m_before[0] + m_after[1] - m_before[1])))" \
+		"$(($(peak_rss "$@") / 1024))" "$errors"
 }
 
 # ratio NAME PEER: NAME's CPU per request, req/s and p99 over PEER's; each
@@ -117,6 +132,7 @@ run_clb() {
 	clb_instances
 } >"$tmp/clb.yaml"
 haproxy_cfg "bind 127.0.0.1:$lb" >"$tmp/haproxy.cfg"
+haproxy_cfg "bind 127.0.0.1:$lb" headers >"$tmp/haproxy+h.cfg"
 cat >"$tmp/nginx.conf" <<EOF2
 worker_processes 2;
 pid $tmp/nginx.pid;
@@ -164,12 +180,14 @@ for round in $(seq "$rounds"); do
 		stop "$p"
 	done
 
-	haproxy -f "$tmp/haproxy.cfg" -db 2>/dev/null &
-	p=$!
-	pids+=("$p")
-	wait_port "$lb" "$p"
-	measure haproxy "$p"
-	stop "$p"
+	for h in haproxy haproxy+h; do
+		haproxy -f "$tmp/$h.cfg" -db 2>/dev/null &
+		p=$!
+		pids+=("$p")
+		wait_port "$lb" "$p"
+		measure "$h" "$p"
+		stop "$p"
+	done
 
 	nginx -c "$tmp/nginx.conf" -g 'daemon off;' 2>/dev/null &
 	p=$!
@@ -179,6 +197,7 @@ for round in $(seq "$rounds"); do
 	measure nginx "$p" $(pgrep -P "$p")
 	stop "$p"
 	ratio clb haproxy
+	ratio clb haproxy+h
 	ratio clb nginx
 	ratio floor haproxy
 	ratio clb floor

@@ -9,13 +9,17 @@
 # bench/https-vs-haproxy.sh):
 #
 #   start_backends         build bench/httpbackend, start three on ${ports[@]}
+#                          (their PIDs in ${backend_pids[@]})
 #   clb_instances          the instances: section of clb.yaml for them
-#   haproxy_cfg BIND       haproxy.cfg: BIND is the frontend's bind line
+#   haproxy_cfg BIND [headers]  haproxy.cfg: BIND is the frontend's bind
+#                          line; "headers": with clb's header work too
 #   wait_port PORT PID     until 127.0.0.1:PORT accepts (PID must stay alive)
 #   stop PID               end one process this script started
 #   ticks_all PID...       utime + stime of the processes, in clock ticks
 #   peak_rss PID...        the sum of their VmHWM, kB
 #   per_1k TICKS N         CPU-seconds per 1,000 of N
+#   machine_ticks          busy and idle clock ticks of the whole machine
+#                          (/proc/stat: busy without steal, idle with iowait)
 #
 # For the memory benches (bench/idle-memory.sh, bench/wss-idle.sh):
 #
@@ -62,6 +66,8 @@ start_backends() {
 		b+=("$!")
 	done
 	for i in 0 1 2; do wait_port "${ports[$i]}" "${b[$i]}"; done
+	# shellcheck disable=SC2034 # read by the scripts that source this
+	backend_pids=("${b[@]}")
 }
 
 clb_instances() {
@@ -74,8 +80,30 @@ EOF
 }
 
 # HAProxy 2.6, balance hash req.cook(CLBKEY), hash-type consistent, 2
-# threads, server connections reused.
+# threads, server connections reused. With a second argument "headers" it
+# also does the header work clb does on every request (SPEC sections 4 and
+# 7): removes the client's X-CLB-* fields; adds X-Forwarded-For, -Proto and
+# -Host, a Via, X-CLB-Key, -Cluster, -Instance and a replica's name of the
+# same length as clb's; and answers with a CLBROUTE cookie. The back ends
+# parse every one of those fields: without them HAProxy's requests are
+# cheaper for the back ends than clb's, and on a shared machine that is CPU
+# the balancer's own figures do not show.
 haproxy_cfg() {
+	local fe="" be=""
+	if [ "${2:-}" = headers ]; then
+		fe='
+  option forwardfor
+  http-request del-header ^X-CLB- -m reg
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request add-header Via "1.1 clb-0123456789abcdef"
+  http-request set-header X-CLB-Key %[req.cook(CLBKEY)]
+  http-request set-header X-CLB-Cluster default'
+		be='
+  http-send-name-header X-CLB-Instance
+  http-request set-header X-CLB-Replica app2
+  http-response add-header Set-Cookie "CLBROUTE=%[srv_name]; Path=/; HttpOnly; SameSite=Lax"'
+	fi
 	cat <<EOF
 global
   nbthread 2
@@ -87,11 +115,11 @@ defaults
   timeout server 30s
   http-reuse always
 frontend fe
-  $1
+  $1$fe
   default_backend be
 backend be
   balance hash req.cook(CLBKEY)
-  hash-type consistent
+  hash-type consistent$be
   server app1 127.0.0.1:${ports[0]}
   server app2 127.0.0.1:${ports[1]}
   server app3 127.0.0.1:${ports[2]}
@@ -121,6 +149,10 @@ ticks_all() {
 	local t=0 p
 	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
 	echo "$t"
+}
+
+machine_ticks() {
+	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat
 }
 
 peak_rss() {
