@@ -23,6 +23,8 @@
 #
 #   bench/https-vs-haproxy.sh [SECONDS] [ROUNDS]
 #   PROFILE=1 bench/https-vs-haproxy.sh   # also clb -cpuprofile, top functions
+#   HAPROXY_HEADERS=1 bench/https-vs-haproxy.sh   # HAProxy does clb's header
+#       work too (bench/lib.sh haproxy_cfg): the same requests at the back ends
 #
 # A measurement, not a test (CI does not run it): run it on a quiet machine,
 # under flock /tmp/clb-bench.lock. Installs wrk, haproxy and h2load
@@ -52,7 +54,8 @@ cat "$tmp/cert.pem" "$tmp/key.pem" >"$tmp/haproxy.pem"
 	echo "tls: {cert: $tmp/cert.pem, key: $tmp/key.pem}"
 	clb_instances
 } >"$tmp/clb.yaml"
-haproxy_cfg "bind 127.0.0.1:$lb ssl crt $tmp/haproxy.pem alpn h2,http/1.1" >"$tmp/haproxy.cfg"
+# shellcheck disable=SC2046 # "headers" or no word
+haproxy_cfg "bind 127.0.0.1:$lb ssl crt $tmp/haproxy.pem alpn h2,http/1.1" $([ -z "${HAPROXY_HEADERS:-}" ] || echo headers) >"$tmp/haproxy.cfg"
 
 # start LB TEST: start a fresh balancer; sets p.
 start() {
