@@ -52,10 +52,11 @@ func FuzzKey(f *testing.F) {
 		if _, ok := p.parse(&w, &v); !ok || !v.request {
 			return
 		}
-		if k1, k2 := requestKey(rules, &v), requestKey(rules, &v); k1 != k2 {
+		var b1, b2 []byte
+		if k1, k2 := requestKey(rules, &v, &b1), requestKey(rules, &v, &b2); k1 != k2 {
 			t.Fatalf("key %q then %q", k1, k2)
 		}
-		if k := requestKey(nil, &v); k != v.fromTag()+v.callID {
+		if k := requestKey(nil, &v, new([]byte)); k != v.fromTag()+v.callID {
 			t.Fatalf("default key %q, want From tag + Call-ID", k)
 		}
 	})
@@ -173,7 +174,7 @@ func TestRuleCompactNames(t *testing.T) {
 			if r, ok := p.parse(&w, &v); !ok {
 				t.Fatalf("%s: refused %+v", name, r)
 			}
-			if k := requestKey(policy.Compile(rules), &v); k != "c:abc" {
+			if k := requestKey(policy.Compile(rules), &v, new([]byte)); k != "c:abc" {
 				t.Errorf("rule on %s, message with %s: key %q, want c:abc", rules[0].Header, name, k)
 			}
 		}
@@ -184,7 +185,7 @@ func TestRuleCompactNames(t *testing.T) {
 		if r, ok := p.parse(&w, &v); !ok {
 			t.Fatalf("%s: refused %+v", name, r)
 		}
-		if k := requestKey(policy.Compile([]config.Rule{{Header: "f", URIUser: true}}), &v); k != "alice" {
+		if k := requestKey(policy.Compile([]config.Rule{{Header: "f", URIUser: true}}), &v, new([]byte)); k != "alice" {
 			t.Errorf("rule on f, message with %s: key %q, want alice", name, k)
 		}
 	}

@@ -3,7 +3,6 @@ package sip
 import (
 	"bytes"
 	"fmt"
-	"strings"
 
 	gosip "github.com/emiago/sipgo/sip"
 
@@ -13,18 +12,25 @@ import (
 // requestKey is the BEKey of an out-of-dialog request (or an in-dialog one
 // without clb's Route): the first rule that gives a non-empty value, else the
 // default, From tag + Call-ID (SPEC section 5).
-// The key is the proxy's own copy: the view's strings point into the
-// message buffer, which the next message overwrites.
-func (p *Proxy) requestKey(v *view) string { return requestKey(p.settings.Load().rules, v) }
+// The key is valid while the message is handled, as the view's strings are:
+// it points into the message, or into buf when it is made of two fields.
+// Nothing keeps a key after that (the proxy is stateless: routing hashes it,
+// Record-Route, X-CLB-Key and the access log copy it into their bytes).
+func (p *Proxy) requestKey(v *view, sc *scratch) string {
+	return requestKey(p.settings.Load().rules, v, &sc.key)
+}
 
-func requestKey(rules *policy.Rules, v *view) string {
+func requestKey(rules *policy.Rules, v *view, buf *[]byte) string {
 	if k, ok := rules.Key(v); ok {
-		return strings.Clone(k)
+		return k
 	}
-	if tag := v.fromTag(); tag != "" {
-		return tag + v.callID // a new string
+	tag := v.fromTag()
+	if tag == "" {
+		return v.callID
 	}
-	return strings.Clone(v.callID)
+	b := append(append((*buf)[:0], tag...), v.callID...)
+	*buf = b
+	return str(b)
 }
 
 // KeySource parses msg, a SIP request, as the proxy does, for key rules

@@ -89,6 +89,8 @@ type scratch struct {
 	line     accesslog.Line
 	// route holds the decoded values of clb's Route (parseDialogRoute).
 	route []byte
+	// key holds a request's key when it is made of two fields (requestKey).
+	key []byte
 }
 
 // Proxy is the stateless forwarding core (RFC 3261 section 16.11): it keeps
@@ -293,7 +295,7 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 		e.dropRoutes = 1
 		var rr *dialogRoute
 		if v.startsDialog() {
-			rr = &dialogRoute{key: p.requestKey(v), instance: sender.Name, ftag: v.fromTag(), outbound: true}
+			rr = &dialogRoute{key: p.requestKey(v, sc), instance: sender.Name, ftag: v.fromTag(), outbound: true}
 			e.key = rr.key
 		}
 		p.toFlow(in, sc, v, e, path, rr)
@@ -305,11 +307,11 @@ func (p *Proxy) request(in *inbound, sc *scratch, v *view) {
 		// An instance starts a dialog (or sends outside one) to the world.
 		var rr *dialogRoute
 		if v.startsDialog() {
-			rr = &dialogRoute{key: p.requestKey(v), instance: sender.Name, ftag: v.fromTag(), outbound: true}
+			rr = &dialogRoute{key: p.requestKey(v, sc), instance: sender.Name, ftag: v.fromTag(), outbound: true}
 		}
 		p.outward(in, sc, v, e, rr)
 	default:
-		p.toInstance(in, sc, v, p.requestKey(v), "", e, v.startsDialog())
+		p.toInstance(in, sc, v, p.requestKey(v, sc), "", e, v.startsDialog())
 	}
 }
 
