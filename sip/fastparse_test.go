@@ -247,9 +247,11 @@ func TestCallAllocations(t *testing.T) {
 	}
 }
 
-// TestKeyInScratch: INVITEs through one scratch, their keys of different
-// lengths, each carry their own key (From tag + Call-ID) in X-CLB-Key and
-// Record-Route and go to its owner, not to the key of the one before.
+// TestKeyInScratch: INVITEs through one scratch and one message buffer
+// (as a UDP reader's slot), their keys of different lengths, each carry
+// their own key (From tag + Call-ID) in X-CLB-Key, Record-Route and the
+// access log line written after the send, and go to its owner, not to the
+// key of the one before.
 func TestKeyInScratch(t *testing.T) {
 	clb := netip.MustParseAddrPort("127.0.0.1:5060")
 	uac := netip.MustParseAddrPort("127.0.0.1:5061")
@@ -262,14 +264,16 @@ func TestKeyInScratch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	access, lines := accessLines(t)
 	rec := &recorder{}
-	p := newProxy(ProxyOptions{Balancer: bal, Instances: in}, rec)
+	p := newProxy(ProxyOptions{Balancer: bal, Instances: in, Access: access}, rec)
 	var sc scratch
+	slot := make([]byte, 0, 4096)
 	owners := map[string]bool{}
 	for _, i := range []int{1000, 7, 123456, 42, 3, 99999} {
-		inv := callMessages(i, clb, uac, netip.MustParseAddrPort("127.0.0.1:5071"), "")[0]
+		slot = append(slot[:0], callMessages(i, clb, uac, netip.MustParseAddrPort("127.0.0.1:5071"), "")[0]...)
 		rec.sent = nil
-		p.handle(&inbound{data: inv, local: endpoint{"udp", clb}, src: uac}, &sc)
+		p.handle(&inbound{data: slot, local: endpoint{"udp", clb}, src: uac}, &sc)
 		if len(rec.sent) != 1 {
 			t.Fatalf("INVITE %d: %d messages sent, want 1", i, len(rec.sent))
 		}
@@ -288,6 +292,7 @@ func TestKeyInScratch(t *testing.T) {
 		if got := header(m, "X-CLB-Instance"); got != owner {
 			t.Errorf("INVITE %d went to %s; the owner of %q is %s", i, got, key, owner)
 		}
+		expectLine(t, lines, map[string]any{"method": "INVITE", "key": key, "instance": owner, "outcome": "forwarded"})
 		owners[owner] = true
 	}
 	if len(owners) < 2 {

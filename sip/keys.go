@@ -29,7 +29,9 @@ func requestKey(rules *policy.Rules, v *view, buf *[]byte) string {
 		return v.callID
 	}
 	b := append(append((*buf)[:0], tag...), v.callID...)
-	*buf = b
+	if cap(b) <= maxKeptBuffer {
+		*buf = b // kept for the next message; one huge key is not
+	}
 	return str(b)
 }
 
