@@ -85,13 +85,10 @@ func benchmarkCall(b *testing.B, access *accesslog.Log) {
 	}
 }
 
-// callProxy is a proxy before three UDP instances, and a function that has
-// it handle the six messages of call i (callMessages; one of n calls,
-// i modulo n).
-func callProxy(tb testing.TB, access *accesslog.Log, n int) func(i int, sc *scratch) {
-	clb := netip.MustParseAddrPort("127.0.0.1:5060")
-	uac := netip.MustParseAddrPort("127.0.0.1:5061")
-	uasAddr := netip.MustParseAddrPort("127.0.0.1:5071")
+// udpInstances are three UDP instances on 127.0.0.1:5071-5073 (nothing
+// listens: the proxies that use them send to a recorder or a discard) and
+// their balancer.
+func udpInstances(tb testing.TB) ([]config.Instance, *balancer.Balancer) {
 	var in []config.Instance
 	for i := range 3 {
 		in = append(in, config.Instance{Name: fmt.Sprintf("inst%d", i+1), Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{
@@ -101,6 +98,17 @@ func callProxy(tb testing.TB, access *accesslog.Log, n int) func(i int, sc *scra
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return in, bal
+}
+
+// callProxy is a proxy before three UDP instances, and a function that has
+// it handle the six messages of call i (callMessages; one of n calls,
+// i modulo n).
+func callProxy(tb testing.TB, access *accesslog.Log, n int) func(i int, sc *scratch) {
+	clb := netip.MustParseAddrPort("127.0.0.1:5060")
+	uac := netip.MustParseAddrPort("127.0.0.1:5061")
+	uasAddr := netip.MustParseAddrPort("127.0.0.1:5071")
+	in, bal := udpInstances(tb)
 	p := newProxy(ProxyOptions{Balancer: bal, Instances: in, Access: access}, &discard{})
 	msgs := make([][][]byte, n)
 	for i := range msgs {

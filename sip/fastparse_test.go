@@ -13,8 +13,6 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 
 	"clb/balancer"
-	"clb/config"
-	"clb/loadfactor"
 	"clb/policy"
 )
 
@@ -255,15 +253,7 @@ func TestCallAllocations(t *testing.T) {
 func TestKeyInScratch(t *testing.T) {
 	clb := netip.MustParseAddrPort("127.0.0.1:5060")
 	uac := netip.MustParseAddrPort("127.0.0.1:5061")
-	var in []config.Instance
-	for i := range 3 {
-		in = append(in, config.Instance{Name: fmt.Sprintf("inst%d", i+1), Weight: 100, SIP: config.SIPAddr{Endpoint: config.Endpoint{
-			Transport: "udp", Host: "127.0.0.1", Port: 5071 + i}}})
-	}
-	bal, err := balancer.New(in, loadfactor.DefaultParams())
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, bal := udpInstances(t)
 	access, lines := accessLines(t)
 	rec := &recorder{}
 	p := newProxy(ProxyOptions{Balancer: bal, Instances: in, Access: access}, rec)
