@@ -70,62 +70,75 @@ func BenchmarkRequest(b *testing.B) {
 		metrics bool
 	}{{"access=off", false, 1, false}, {"access=on", true, 1, false}, {"access=on,sample=0.01", true, 0.01, false}, {"access=off,metrics=on", false, 1, true}} {
 		b.Run(c.name, func(b *testing.B) {
-			port := benchBackend(b)
-			in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
-				Transport: "http", Host: "127.0.0.1", Port: port}}}}
-			bal, err := balancer.New(in, loadfactor.DefaultParams())
-			if err != nil {
-				b.Fatal(err)
-			}
-			log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
-			access := accesslog.New(log)
-			access.Set(c.on, c.sample)
-			var m *metrics.Metrics
-			if c.metrics {
-				m = metrics.New(func() *balancer.Balancer { return bal })
-			}
-			srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Access: access, Metrics: m})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = srv.Serve(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
-
-			conn, err := net.Dial("tcp", srv.Addr())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			br := bufio.NewReader(conn)
-			reqs := make([][]byte, 1024)
-			for i := range reqs {
-				reqs[i] = fmt.Appendf(nil, "GET /item/%d?x=1 HTTP/1.1\r\nHost: bench\r\nCookie: CLBKEY=user%d\r\n\r\n", i, i)
-			}
-			body := make([]byte, 5)
+			get := requestProxy(b, c.on, c.sample, c.metrics)
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				if _, err := conn.Write(reqs[i%len(reqs)]); err != nil {
-					b.Fatal(err)
-				}
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						b.Fatal(err)
-					}
-					if len(line) == 2 {
-						break
-					}
-					if bytes.HasPrefix(line, []byte("HTTP/1.1 ")) && !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
-						b.Fatalf("%q", line)
-					}
-				}
-				if _, err := io.ReadFull(br, body); err != nil {
-					b.Fatal(err)
-				}
+				get(i)
 			}
 		})
+	}
+}
+
+// requestProxy is clb in front of one benchBackend, with the access log on
+// or off (JSON to a discarding writer, sampled) and metrics counted or not,
+// and get(i), a keep-alive GET of session i%1024 through it. The client side
+// allocates nothing per request: what a run allocates is clb's.
+func requestProxy(tb testing.TB, accessOn bool, sample float64, withMetrics bool) (get func(i int)) {
+	port := benchBackend(tb)
+	in := []config.Instance{{Name: "app1", Weight: 100, HTTP: config.HTTPAddr{Endpoint: config.Endpoint{
+		Transport: "http", Host: "127.0.0.1", Port: port}}}}
+	bal, err := balancer.New(in, loadfactor.DefaultParams())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	access := accesslog.New(log)
+	access.Set(accessOn, sample)
+	var m *metrics.Metrics
+	if withMetrics {
+		m = metrics.New(func() *balancer.Balancer { return bal })
+	}
+	srv, err := NewServer("127.0.0.1:0", Options{Balancer: bal, Access: access, Metrics: m})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
+
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// A hung proxy fails the run rather than hang it.
+	hung := time.AfterFunc(10*time.Minute, func() { conn.Close() })
+	tb.Cleanup(func() { hung.Stop(); conn.Close() })
+	br := bufio.NewReader(conn)
+	reqs := make([][]byte, 1024)
+	for i := range reqs {
+		reqs[i] = fmt.Appendf(nil, "GET /item/%d?x=1 HTTP/1.1\r\nHost: bench\r\nCookie: CLBKEY=user%d\r\n\r\n", i, i)
+	}
+	body := make([]byte, 5)
+	return func(i int) {
+		if _, err := conn.Write(reqs[i%len(reqs)]); err != nil {
+			tb.Fatal(err)
+		}
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if len(line) == 2 {
+				break
+			}
+			if bytes.HasPrefix(line, []byte("HTTP/1.1 ")) && !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
+				tb.Fatalf("%q", line)
+			}
+		}
+		if _, err := io.ReadFull(br, body); err != nil {
+			tb.Fatal(err)
+		}
 	}
 }
 
@@ -197,5 +210,29 @@ func BenchmarkPoolPopPut(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		c := p.popAlive(ks[i%3], now, false)
 		p.put(c, now)
+	}
+}
+
+// TestRequestAllocations: a keep-alive request through the event loop, key
+// from its CLBKEY cookie, allocates nothing in clb, with metrics counted and
+// with the access log on (its key and CLBROUTE point into the head).
+func TestRequestAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	for _, c := range []struct {
+		name     string
+		accessOn bool
+	}{{"access=off", false}, {"access=on", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			get := requestProxy(t, c.accessOn, 1, true)
+			i := 0
+			for ; i < 2048; i++ { // every session once: the pool, buffers and sketches grown
+				get(i)
+			}
+			if allocs := testing.AllocsPerRun(1000, func() { get(i); i++ }); allocs > 0 {
+				t.Errorf("%v allocations a request, want 0", allocs)
+			}
+		})
 	}
 }

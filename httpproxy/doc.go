@@ -20,11 +20,11 @@
 // line folding, bare CR, NUL or other control characters, a missing or
 // repeated Host; net/http's server lets some of these through. And cost:
 // bodies are copied as they are on the wire (checked, never re-framed), heads
-// are built in reused buffers (a request allocates once: its key's string),
-// each field's meaning is found once per head, a head and a small body go in
-// one write, deadlines are armed per phase of a request rather than per read
-// or write (conn.go), and connections to instances are kept alive in a pool,
-// checked for a close by the instance before reuse.
+// are built in reused buffers (a request allocates nothing: its key points
+// into its head), each field's meaning is found once per head, a head and a
+// small body go in one write, deadlines are armed per phase of a request
+// rather than per read or write (conn.go), and connections to instances are
+// kept alive in a pool, checked for a close by the instance before reuse.
 //
 // Concurrency: on Linux, plain HTTP connections are served by event loops
 // (evloop_linux.go), one per GOMAXPROCS, each an epoll set its goroutine

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/url"
+	"unsafe"
 
 	"clb/policy"
 )
@@ -18,7 +19,9 @@ const (
 
 // sessionKey is the key of a request (SPEC section 5): the first rule that
 // gives a value, else the CLBKEY cookie, else a new random key. fromCookie is
-// the CLBKEY the request carried ("" if none).
+// the CLBKEY the request carried ("" if none). Both may point into the
+// request's head (see head's Source methods): valid while the request is
+// handled, which is as long as the session holding them is used.
 type sessionKey struct {
 	key        string
 	fromCookie string
@@ -61,22 +64,30 @@ func KeySource(msg []byte) (policy.Source, error) {
 	return h, nil
 }
 
-// head is the key rules' source of an HTTP request.
+// head is the key rules' source of an HTTP request. Its strings point into
+// the head's buffer, not copies: valid until the next head is read into it.
+// The session that keeps them (key, CLBROUTE) lives beside the head in the
+// connection's connState, is replaced by the next request's route and
+// cleared when the buffers are given back; what outlives a request (the
+// access log line, the X-CLB-* fields, Set-Cookie) copies their bytes.
 var _ policy.Source = (*head)(nil)
 
+// str is b as a string, without copying: valid only while b is unchanged.
+func str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
 // Method is the request's method.
-func (h *head) Method() string { return string(h.method) }
+func (h *head) Method() string { return str(h.method) }
 
 // Header is the first field named name (lower case).
 func (h *head) Header(name string) (string, bool) {
 	v, found, _ := h.get(name)
-	return string(v), found
+	return str(v), found
 }
 
 // Cookie is the first cookie named name.
 func (h *head) Cookie(name string) (string, bool) {
 	c := cookie(h, name)
-	return string(c), c != nil
+	return str(c), c != nil
 }
 
 // Query is the first value of parameter name in the target's query.
@@ -85,7 +96,7 @@ func (h *head) Query(name string) (string, bool) { return queryValue(h.target, n
 // RequestURI is the target as received, up to its query.
 func (h *head) RequestURI() string {
 	path, _, _ := bytes.Cut(h.target, []byte("?"))
-	return string(path)
+	return str(path)
 }
 
 // URIUser is the user of the URI in field. The target itself (field "")
