@@ -646,6 +646,9 @@ func (s *Server) startRequest(cc *clientConn, at time.Time) (r request, logged b
 	// (a head already in the buffer arms no deadline at all).
 	cc.at = at
 	cc.dc.readFrom(cc.at, s.o.Limits.ReadHeaderTimeout)
+	// The last request's key and CLBROUTE point into the head about to be
+	// read over: nothing reads them once it is.
+	cc.ss.key, cc.ss.last = sessionKey{}, ""
 	if logged = s.o.Access.On(); logged {
 		r = s.beginRequest(cc)
 	}
