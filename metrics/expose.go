@@ -150,7 +150,8 @@ func (r *registry) gather() []family {
 // ServeHTTP answers a scrape in the text format, gzipped when the scraper
 // accepts it (Prometheus does).
 func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	var b []byte
+	tp := scrapeTexts.Get().(*[]byte)
+	b := (*tp)[:0]
 	for _, f := range r.gather() {
 		b = r.appendFamily(b, f)
 	}
@@ -160,10 +161,13 @@ func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var err error
 	if acceptsGzip(req.Header.Values("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
-		gz := gzip.NewWriter(w)
+		gz := gzipWriters.Get().(*gzip.Writer)
+		gz.Reset(w)
 		if _, err = gz.Write(b); err == nil {
 			err = gz.Close()
 		}
+		gz.Reset(nil) // kept without w
+		gzipWriters.Put(gz)
 	} else {
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		_, err = w.Write(b)
@@ -171,7 +175,32 @@ func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		r.encodingErrors.Add(1)
 	}
+	if cap(b) <= maxKeptText {
+		*tp = b
+		scrapeTexts.Put(tp)
+	}
 }
+
+// A scrape's text buffer and gzip writer are reused by the next: scrapes
+// come every few seconds for as long as clb runs, and a new buffer and
+// compressor each time were most of what a steady clb allocated (its
+// requests and calls allocate nothing), growing its heap between
+// collections. Pools rather than one of each behind a lock: a scraper that
+// reads slowly must not hold up the others.
+var (
+	scrapeTexts = sync.Pool{New: func() any { return new([]byte) }}
+	// BestSpeed: its compressor is a small fraction of the default
+	// level's, and the text still shrinks several times.
+	gzipWriters = sync.Pool{New: func() any {
+		gz, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+		return gz
+	}}
+)
+
+// maxKeptText is the largest scrape text kept for the next scrape: a
+// table of many instances is written into a new buffer each time rather
+// than pinning its size.
+const maxKeptText = 1 << 20
 
 // acceptsGzip tells whether Accept-Encoding values offer gzip (not with q=0).
 func acceptsGzip(values []string) bool {

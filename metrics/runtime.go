@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"math"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // The Go runtime's and the process's metrics, under the names, help texts
@@ -108,6 +108,12 @@ func registerGo(r *registry) {
 	r.register(collectGo, descs...)
 }
 
+// gcStats are kept for the next scrape: ReadGCStats reuses their pause
+// history (some 8 KB) when it is there.
+var gcStats = sync.Pool{New: func() any {
+	return &debug.GCStats{PauseQuantiles: make([]time.Duration, 5)} // min, quartiles, max
+}}
+
 func collectGo(add func(*desc, []series)) {
 	names := rmSamples()
 	samples := make([]rm.Sample, len(names))
@@ -137,8 +143,9 @@ func collectGo(add func(*desc, []series)) {
 	add(goThreads, []series{{value: float64(threads)}})
 	add(goInfo, []series{{values: labelValues{runtime.Version()}, value: 1}})
 
-	gc := debug.GCStats{PauseQuantiles: make([]time.Duration, 5)} // min, quartiles, max
-	debug.ReadGCStats(&gc)
+	gc := gcStats.Get().(*debug.GCStats)
+	defer gcStats.Put(gc)
+	debug.ReadGCStats(gc) // into the pause history of the last scrape's
 	pauses := series{sum: gc.PauseTotal.Seconds(), count: uint64(gc.NumGC)}
 	for i, q := range gc.PauseQuantiles {
 		pauses.points = append(pauses.points, point{float64(i) / 4, q.Seconds()})
@@ -168,6 +175,8 @@ const userHZ = 100
 // and counts a gathering error, rather than failing the whole scrape.
 func registerProcess(r *registry) {
 	r.register(func(add func(*desc, []series)) {
+		buf := procBufs.Get().(*[]byte)
+		defer procBufs.Put(buf)
 		one := func(d *desc, v float64) { add(d, []series{{value: v}}) }
 		failed := func(err error) bool {
 			if err != nil {
@@ -175,26 +184,60 @@ func registerProcess(r *registry) {
 			}
 			return err != nil
 		}
-		if st, err := readStat(); !failed(err) {
+		if st, err := readStat(buf); !failed(err) {
 			one(procCPU, st.cpu)
 			one(procVirtual, st.vsize)
 			one(procRSS, st.rss)
-			if start, err := processStart(st.start); !failed(err) {
+			if start, err := processStart(buf, st.start); !failed(err) {
 				one(procStart, start)
 			}
 		}
 		if n, err := countFDs(); !failed(err) {
 			one(procOpenFDs, float64(n))
 		}
-		if files, space, err := readLimits(); !failed(err) {
+		if files, space, err := readLimits(buf); !failed(err) {
 			one(procMaxFDs, files)
 			one(procVirtualMax, space)
 		}
-		if in, out, err := readNetstat(); !failed(err) {
+		if in, out, err := readNetstat(buf); !failed(err) {
 			one(procNetIn, in)
 			one(procNetOut, out)
 		}
 	}, procCPU, procMaxFDs, procNetIn, procNetOut, procOpenFDs, procRSS, procStart, procVirtual, procVirtualMax)
+}
+
+// procBufs hold a scrape's /proc reads, one file at a time: kept for the
+// next scrape rather than made anew for each file.
+var procBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// readProc reads the file at path into *buf (grown as needed and kept) and
+// returns it as a string that points into *buf: valid until the next read
+// into it.
+func readProc(path string, buf *[]byte) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b := (*buf)[:0]
+	if cap(b) == 0 {
+		b = make([]byte, 0, 8<<10) // the largest file here is about 4 KB
+	}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grows by doubling
+		}
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	*buf = b
+	return unsafe.String(unsafe.SliceData(b), len(b)), nil
 }
 
 type procStat struct {
@@ -206,18 +249,18 @@ var errProcFormat = errors.New("metrics: unexpected format in /proc")
 
 // readStat reads /proc/self/stat: CPU time, virtual and resident memory
 // and start time.
-func readStat() (procStat, error) {
-	data, err := os.ReadFile("/proc/self/stat")
+func readStat(buf *[]byte) (procStat, error) {
+	data, err := readProc("/proc/self/stat", buf)
 	if err != nil {
 		return procStat{}, err
 	}
 	// Fields after the command, which is in parentheses and may hold
 	// anything: state is field 3 of proc(5), so f[i] is field i+3.
-	i := bytes.LastIndexByte(data, ')')
+	i := strings.LastIndexByte(data, ')')
 	if i < 0 {
 		return procStat{}, errProcFormat
 	}
-	f := strings.Fields(string(data[i+1:]))
+	f := strings.Fields(data[i+1:])
 	if len(f) < 22 {
 		return procStat{}, errProcFormat
 	}
@@ -236,12 +279,12 @@ func readStat() (procStat, error) {
 }
 
 // processStart is the Unix time the process started at, ticks after boot.
-func processStart(ticks uint64) (float64, error) {
-	data, err := os.ReadFile("/proc/stat")
+func processStart(buf *[]byte, ticks uint64) (float64, error) {
+	data, err := readProc("/proc/stat", buf)
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.Lines(string(data)) {
+	for line := range strings.Lines(data) {
 		if v, ok := strings.CutPrefix(line, "btime "); ok {
 			boot, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 			if err != nil {
@@ -253,32 +296,10 @@ func processStart(ticks uint64) (float64, error) {
 	return 0, errProcFormat
 }
 
-// countFDs counts the open file descriptors (the one reading them too, as
-// the client library did), reading the directory in batches so that
-// memory stays bounded however many there are.
-func countFDs() (int, error) {
-	d, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return 0, err
-	}
-	defer d.Close()
-	n := 0
-	for {
-		names, err := d.Readdirnames(1024)
-		n += len(names)
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-}
-
 // readLimits reads the soft limits on open files and on address space;
 // unlimited is the largest uint64.
-func readLimits() (files, space float64, err error) {
-	data, err := os.ReadFile("/proc/self/limits")
+func readLimits(buf *[]byte) (files, space float64, err error) {
+	data, err := readProc("/proc/self/limits", buf)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -287,7 +308,7 @@ func readLimits() (files, space float64, err error) {
 		v    *float64
 	}{{"Max open files", &files}, {"Max address space", &space}}
 	found := 0
-	for line := range strings.Lines(string(data)) {
+	for line := range strings.Lines(data) {
 		for _, l := range limits {
 			rest, ok := strings.CutPrefix(line, l.name)
 			if !ok {
@@ -317,17 +338,17 @@ func readLimits() (files, space float64, err error) {
 // readNetstat reads IpExt's InOctets and OutOctets from
 // /proc/self/net/netstat: the bytes of the process's network namespace,
 // as the client library read them.
-func readNetstat() (in, out float64, err error) {
-	data, err := os.ReadFile("/proc/self/net/netstat")
+func readNetstat(buf *[]byte) (in, out float64, err error) {
+	data, err := readProc("/proc/self/net/netstat", buf)
 	if err != nil {
 		return 0, 0, err
 	}
 	var names []string
-	for line := range strings.Lines(string(data)) {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "IpExt:" {
-			continue
+	for line := range strings.Lines(data) {
+		if !strings.HasPrefix(line, "IpExt:") {
+			continue // TcpExt's hundred fields are not split for nothing
 		}
+		f := strings.Fields(line)
 		if names == nil {
 			names = f // the header line comes first
 			continue
