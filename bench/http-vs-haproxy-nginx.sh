@@ -26,7 +26,11 @@
 # proxy does per request: clb's distance to it is its own work, the floor's
 # to HAProxy the I/O model's; "floorgnet" is the same on gnet v2's event
 # loops (bench/floor/gnet; bench/floor is a module of its own, so that clb
-# does not depend on gnet), the event-loop model's floor.
+# does not depend on gnet), the event-loop model's floor; "flooruring" the
+# same on io_uring (bench/floor/uring: each loop's receives, sends,
+# accepts and connects submitted and reaped in one io_uring_enter a pass),
+# what a ring would spare of an epoll proxy's kernel time, measured where
+# the kernel gives rings.
 #
 # A measurement, not a test: run it on a quiet machine. Installs wrk,
 # haproxy and nginx with apt-get if missing.
@@ -49,6 +53,10 @@ if [ -n "$base" ]; then
 fi
 (cd bench/floor && go build -o "$tmp/floor" ./goroutine)
 (cd bench/floor && go build -o "$tmp/floorgnet" ./gnet) || echo "bench/floor/gnet did not build (gnet not reachable?): not measured"
+if ! (cd bench/floor && go build -o "$tmp/flooruring" ./uring) || ! "$tmp/flooruring" -probe 2>/dev/null; then
+	echo "bench/floor/uring: not built, or no io_uring here: not measured"
+	rm -f "$tmp/flooruring"
+fi
 start_backends
 lb=18080
 
@@ -170,7 +178,7 @@ for round in $(seq "$rounds"); do
 		ratio clb "clb@$base"
 		continue
 	fi
-	for floor in floor floorgnet; do
+	for floor in floor floorgnet flooruring; do
 		[ -x "$tmp/$floor" ] || continue
 		"$tmp/$floor" -addr "127.0.0.1:$lb" -backends "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" 2>/dev/null &
 		p=$!
@@ -203,6 +211,10 @@ for round in $(seq "$rounds"); do
 	ratio clb floor
 	if [ -x "$tmp/floorgnet" ]; then
 		ratio floorgnet haproxy
+	fi
+	if [ -x "$tmp/flooruring" ]; then
+		ratio flooruring haproxy
+		[ -x "$tmp/floorgnet" ] && ratio flooruring floorgnet
 	fi
 	if [ -n "$base" ]; then
 		ratio "clb@$base" haproxy
