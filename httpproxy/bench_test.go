@@ -3,7 +3,6 @@ package httpproxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -102,10 +101,7 @@ func requestProxy(tb testing.TB, accessOn bool, sample float64, withMetrics bool
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx); close(done) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	serveTest(tb, srv)
 
 	conn, err := net.Dial("tcp", srv.Addr())
 	if err != nil {

@@ -773,12 +773,7 @@ func loopServer(t *testing.T, port int, set func(*Server)) (srv *Server, stop fu
 		t.Fatal(err)
 	}
 	set(srv)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx); close(done) }()
-	stop = sync.OnceFunc(func() { cancel(); <-done })
-	t.Cleanup(stop)
-	return srv, stop
+	return srv, serveTest(t, srv)
 }
 
 // metricsLine is the value of m's sample named so (a name and its labels,

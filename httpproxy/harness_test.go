@@ -380,3 +380,14 @@ func echoWebSocket(w http.ResponseWriter, r *http.Request) {
 	rw.Flush()
 	_, _ = io.Copy(conn, rw)
 }
+
+// serveTest serves srv until stop is called or the test ends; stop returns
+// once Serve has.
+func serveTest(tb testing.TB, srv *Server) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx); close(done) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	tb.Cleanup(stop)
+	return stop
+}

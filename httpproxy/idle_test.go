@@ -2,7 +2,6 @@ package httpproxy
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -307,10 +306,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 			}
 			srv := New(listen(), "http", Options{Balancer: bal})
 			srv.linger = time.Millisecond
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = srv.Serve(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			serveTest(t, srv)
 			parked := func(n int) func() bool { return func() bool { return srv.park.Len() == n } }
 
 			dial := dialer(srv.Addr())

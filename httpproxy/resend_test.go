@@ -2,7 +2,6 @@ package httpproxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -111,10 +110,7 @@ func newRawCluster(t *testing.T, raw *rawBackend) *rawCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	serveTest(t, srv)
 	rc.url = "http://" + srv.Addr()
 	return rc
 }

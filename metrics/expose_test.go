@@ -336,14 +336,7 @@ func TestRuntimeMetrics(t *testing.T) {
 	for range 100 {
 		wg.Go(func() { <-stop })
 	}
-	var files []*os.File
-	for range 50 {
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
+	files := openFiles(t, 50)
 	kept := make([]byte, 64<<20)
 	for i := range kept {
 		kept[i] = 1 // resident, not only allocated
@@ -353,9 +346,7 @@ func TestRuntimeMetrics(t *testing.T) {
 	after := scrape(t, m)
 	close(stop)
 	wg.Wait()
-	for _, f := range files {
-		f.Close()
-	}
+	closeFiles(files)
 
 	// A scrape's server and connections come and go: a few either way.
 	if d := one(after, "go_goroutines") - one(before, "go_goroutines"); d < 90 || d > 110 {
@@ -414,5 +405,27 @@ func TestAcceptsGzip(t *testing.T) {
 		if got := acceptsGzip([]string{header}); got != want {
 			t.Errorf("%q: %v", header, got)
 		}
+	}
+}
+
+// openFiles opens n descriptors (of os.DevNull), closed at the test's end
+// if closeFiles has not closed them before.
+func openFiles(t *testing.T, n int) []*os.File {
+	t.Helper()
+	var files []*os.File
+	t.Cleanup(func() { closeFiles(files) })
+	for range n {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	return files
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close() // a second Close only errs
 	}
 }

@@ -14,14 +14,7 @@ func TestCountFDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var files []*os.File
-	for range 300 {
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
+	files := openFiles(t, 300)
 	n, err := countFDs()
 	if err != nil {
 		t.Fatal(err)
@@ -44,9 +37,7 @@ func TestCountFDs(t *testing.T) {
 	if allocs := testing.AllocsPerRun(20, func() { _, _ = countFDs() }); allocs > 1 {
 		t.Errorf("%v allocations a count of %d descriptors, want 1 (the buffer)", allocs, n)
 	}
-	for _, f := range files {
-		f.Close()
-	}
+	closeFiles(files)
 	if n, err := countFDs(); err != nil || n != before {
 		t.Errorf("after closing them: %d (%v), want %d", n, err, before)
 	}
