@@ -1,5 +1,6 @@
-// Package rawtcp reads and writes TCP connections by raw read and write
-// system calls inside their RawConn, for SIP over TCP and plain HTTP.
+// Package rawtcp reads and writes TCP connections by raw socket system
+// calls (recvfrom, sendto) inside their RawConn, for SIP over TCP and plain
+// HTTP.
 //
 // Why: on a non-blocking socket a read or write cannot block, and an
 // ordinary system call's entersyscall/exitsyscall woke the runtime's

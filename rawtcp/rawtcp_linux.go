@@ -8,7 +8,7 @@ import (
 	"unsafe"
 )
 
-// conn is a TCP connection whose reads and writes are raw read and write
+// conn is a TCP connection whose reads and writes are raw socket
 // system calls inside its RawConn. Deadlines, closing and parking are the
 // TCPConn's: the RawConn waits on the same poller.
 type conn struct {
@@ -75,6 +75,7 @@ func Write(fd uintptr, b []byte) (int, syscall.Errno) {
 // none, and goroutines that synchronise only through sockets (a test and
 // the server it talks to) would look racy.
 func call(trap, fd uintptr, b []byte) (int, syscall.Errno) {
+	var flags uintptr
 	if raceEnabled {
 		var n int
 		var err error
@@ -88,7 +89,15 @@ func call(trap, fd uintptr, b []byte) (int, syscall.Errno) {
 		}
 		return n, 0
 	}
-	r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	// recvfrom and sendto rather than read and write: the socket calls
+	// skip the file layer (vfs_read, fdget_pos, rw_verify_area), and
+	// MSG_NOSIGNAL spares a SIGPIPE a peer's reset would raise.
+	if trap == syscall.SYS_WRITE {
+		trap, flags = syscall.SYS_SENDTO, syscall.MSG_NOSIGNAL
+	} else {
+		trap = syscall.SYS_RECVFROM
+	}
+	r, _, e := syscall.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), flags, 0, 0)
 	return int(r), e
 }
 
