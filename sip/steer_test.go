@@ -14,8 +14,13 @@ import (
 	"golang.org/x/net/ipv4"
 )
 
-// testClock is a clock the test moves by hand.
-type testClock struct{ ns atomic.Int64 }
+// testClock is a clock the test moves by hand; while held, whoever reads
+// it waits for the release.
+type testClock struct {
+	ns   atomic.Int64
+	gate atomic.Pointer[chan struct{}]
+	held atomic.Int64 // readers that came to the gate since hold
+}
 
 func newTestClock() *testClock {
 	c := new(testClock)
@@ -23,7 +28,24 @@ func newTestClock() *testClock {
 	return c
 }
 
-func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) now() time.Time {
+	if g := c.gate.Load(); g != nil {
+		c.held.Add(1)
+		<-*g
+	}
+	return time.Unix(0, c.ns.Load())
+}
+
+// hold stops the clock's readers until release.
+func (c *testClock) hold() (release func()) {
+	ch := make(chan struct{})
+	c.held.Store(0)
+	c.gate.Store(&ch)
+	return func() {
+		c.gate.Store(nil)
+		close(ch)
+	}
+}
 func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // datagramCounts is what each of a steer's readers has read.
@@ -141,6 +163,22 @@ func TestUDPSteering(t *testing.T) {
 		}
 		answered <- n
 	}()
+	// Socket 0's reader is held on the clock right after it reads one
+	// probe, so that the whole flood is on its socket before it reads
+	// again: a flooder preempted by other tests would let it catch up
+	// and break its streak of full batches.
+	release := clock.hold()
+	ps[0].sendRaw(probe(ps[0], c.udp, "hold"), c.udp)
+	// Once the probe is off the socket the reader is at the gate or on its
+	// way there (other datagrams may come to the socket after it, an
+	// instance's answer to a health probe, say).
+	for deadline, read := time.Now().Add(wait), false; !read || clock.held.Load() == 0; runtime.Gosched() {
+		read = read || queued(t, ut.socks[0][0].c) == 0
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("socket 0's reader did not read a probe within %v", wait)
+		}
+	}
 	fp := &peer{name: "flooder", addr: localAddr(fc.LocalAddr())}
 	pc, dst := ipv4.NewPacketConn(fc), net.UDPAddrFromAddrPort(c.udp)
 	ms := make([]ipv4.Message, flood)
@@ -150,10 +188,13 @@ func TestUDPSteering(t *testing.T) {
 	for sent := 0; sent < flood; {
 		n, err := pc.WriteBatch(ms[sent:], 0) // one sendmmsg: all queued at once
 		if err != nil {
+			release()
 			t.Fatal(err)
 		}
 		sent += n
 	}
+	release()
+	ps[0].recvResponse(483)
 	if n := <-answered; n != flood {
 		t.Fatalf("%d of %d flood requests answered", n, flood)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestUDPReadBatchAllocatesNothing: reading a batch of datagrams, which a
@@ -52,4 +54,22 @@ func TestUDPReadBatchAllocatesNothing(t *testing.T) {
 	if allocs != 0 && !raceEnabled {
 		t.Errorf("%v allocations per batch read", allocs)
 	}
+}
+
+// queued is the size of the next datagram waiting on c (0: none).
+func queued(t *testing.T, c *net.UDPConn) int {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ioErr error
+	if err := raw.Control(func(fd uintptr) { n, ioErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		t.Fatal(err)
+	}
+	if ioErr != nil {
+		t.Fatal(ioErr)
+	}
+	return n
 }
