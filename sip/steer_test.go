@@ -46,6 +46,7 @@ func (c *testClock) hold() (release func()) {
 		close(ch)
 	}
 }
+
 func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // datagramCounts is what each of a steer's readers has read.

@@ -310,9 +310,7 @@ func (l *loop) recv(c *conn, op int) {
 	if *pollMode {
 		c.want = op
 		if !c.polled {
-			c.polled = true
-			e := l.r.queue()
-			e.opcode, e.fd, e.len, e.opFlags, e.userData = opPollAdd, int32(c.fd), 1, unix.POLLIN, data(c, doPoll)
+			l.poll(c)
 		}
 		if c.readable {
 			l.pollRead(c)
@@ -333,17 +331,16 @@ type deferred struct {
 	op int
 }
 
+// poll arms a multishot poll for input on c (-pollmode).
+func (l *loop) poll(c *conn) {
+	c.polled = true
+	e := l.r.queue()
+	e.opcode, e.fd, e.len, e.opFlags, e.userData = opPollAdd, int32(c.fd), 1, unix.POLLIN, data(c, doPoll)
+}
+
 func (l *loop) sendDeferred() {
 	for _, d := range l.later {
-		n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, uintptr(d.c.fd), uintptr(unsafe.Pointer(&d.b[0])), uintptr(len(d.b)), unix.MSG_NOSIGNAL, 0, 0)
-		if e != 0 || int(n) != len(d.b) {
-			if e == 0 {
-				d.b = d.b[n:]
-			}
-			d.c.out = d.b
-			e := l.r.queue()
-			e.opcode, e.fd, e.addr, e.len, e.opFlags, e.userData = opSend, int32(d.c.fd), uint64(uintptr(unsafe.Pointer(&d.b[0]))), uint32(len(d.b)), unix.MSG_NOSIGNAL, data(d.c, d.op)
-		}
+		l.sendNow(d.c, d.b, d.op)
 	}
 	clear(l.later)
 	l.later = l.later[:0]
@@ -351,20 +348,30 @@ func (l *loop) sendDeferred() {
 
 func (l *loop) send(c *conn, b []byte, op int) {
 	c.out = b
-	if *batchSend {
+	switch {
+	case *batchSend:
 		l.later = append(l.later, deferred{c, b, op})
-		return
+	case *syncSend:
+		l.sendNow(c, b, op)
+	default:
+		l.ringSend(c, b, op)
 	}
-	if *syncSend {
-		n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
-		if e == 0 && int(n) == len(b) {
+}
+
+// sendNow sends b by sendto; what the socket does not take (or all of it,
+// on an error the ring then reports) goes on the ring.
+func (l *loop) sendNow(c *conn, b []byte, op int) {
+	n, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	if e == 0 {
+		if b = b[n:]; len(b) == 0 {
 			return
 		}
-		if e == 0 {
-			b = b[n:]
-			c.out = b
-		}
+		c.out = b
 	}
+	l.ringSend(c, b, op)
+}
+
+func (l *loop) ringSend(c *conn, b []byte, op int) {
 	e := l.r.queue()
 	e.opcode, e.fd, e.addr, e.len, e.opFlags, e.userData = opSend, int32(c.fd), uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b)), unix.MSG_NOSIGNAL, data(c, op)
 }
@@ -418,12 +425,10 @@ func (l *loop) complete(ud uint64, res int, flags uint32) {
 		if c == nil {
 			return
 		}
-		if flags&cqeFMore == 0 {
+		if flags&cqeFMore == 0 { // the kernel ended it: again
 			c.polled = false
 			if c.fd >= 0 {
-				c.polled = true
-				e := l.r.queue()
-				e.opcode, e.fd, e.len, e.opFlags, e.userData = opPollAdd, int32(c.fd), 1, unix.POLLIN, data(c, doPoll)
+				l.poll(c)
 			}
 		}
 		l.pollRead(c)
